@@ -1,0 +1,2 @@
+//! `tpa-agent`: placeholder entry point.
+fn main() {}

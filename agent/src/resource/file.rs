@@ -1,0 +1,357 @@
+//! `File` and `FileIfAbsent` resources: a regular file with exact content, owner, group and mode.
+//!
+//! Example spec: `File { path: "/etc/postgresql/15/main/conf.d/0000-tpa.conf", content: b"port = 5432\n",
+//! owner: "postgres", group: "postgres", mode: 0o640, secret: false }`.
+//!
+//! Content changes are written atomically: a temp file in the same directory gets the content,
+//! owner and mode, is fsynced and renamed over the target. When only metadata differs, only
+//! chown/chmod run. Diffs of secret or non-UTF-8 content are masked.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::{ResourceError, State, owner};
+
+/// Borrowed view of a `File`/`FileIfAbsent` resource.
+#[derive(Debug, Clone, Copy)]
+pub struct FileSpec<'a> {
+    pub path: &'a str,
+    pub content: &'a [u8],
+    pub owner: &'a str,
+    pub group: &'a str,
+    pub mode: u32,
+    pub secret: bool,
+}
+
+/// What is on disk now.
+#[derive(Debug)]
+enum Current {
+    Absent,
+    /// A symlink (or other non-regular, non-directory entry) that will be replaced by a regular file.
+    Replaceable(&'static str),
+    Regular { content: Vec<u8>, uid: u32, gid: u32, mode: u32 },
+}
+
+/// Compares the file on disk with `spec`; never writes.
+pub fn check(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
+    owner::validate_mode(spec.mode)?;
+    let uid = owner::uid(spec.owner)?;
+    let gid = owner::gid(spec.group)?;
+    let current = observe(spec.path)?;
+    let (old_content, mut meta) = match &current {
+        Current::Absent => (None, Vec::new()),
+        Current::Replaceable(what) => (None, vec![format!("# {what} will be replaced by a regular file")]),
+        Current::Regular { content, uid: cur_uid, gid: cur_gid, mode } => {
+            let meta = metadata_changes((*cur_uid, *cur_gid, *mode), (uid, gid, spec.mode));
+            if content.as_slice() == spec.content {
+                if meta.is_empty() {
+                    return Ok(State::in_state("content, owner and mode as desired"));
+                }
+                return Ok(State::differs(Some(meta.join("\n") + "\n"), format!("{} differ", summary(&meta))));
+            }
+            (Some(content.as_slice()), meta)
+        }
+    };
+    let created = old_content.is_none();
+    if created {
+        meta.push(format!("# create with owner {}:{} mode {:04o}", spec.owner, spec.group, spec.mode));
+    }
+    let mut diff = meta.join("\n");
+    if !diff.is_empty() {
+        diff.push('\n');
+    }
+    diff.push_str(&render_diff(spec.path, old_content, spec.content, spec.secret));
+    let message = if created { "absent" } else { "content differs" };
+    Ok(State::differs(Some(diff), message))
+}
+
+/// Makes the file match `spec` (idempotent: does nothing when it already does).
+pub fn apply(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
+    owner::validate_mode(spec.mode)?;
+    let uid = owner::uid(spec.owner)?;
+    let gid = owner::gid(spec.group)?;
+    match observe(spec.path)? {
+        Current::Regular { content, uid: cur_uid, gid: cur_gid, mode } if content.as_slice() == spec.content => {
+            let meta = metadata_changes((cur_uid, cur_gid, mode), (uid, gid, spec.mode));
+            if !meta.is_empty() {
+                set_metadata(spec.path, uid, gid, spec.mode)?;
+            }
+            Ok(format!("fixed {}", summary(&meta)))
+        }
+        Current::Absent => {
+            write_atomically(spec.path, spec.content, uid, gid, spec.mode)?;
+            Ok("created".to_owned())
+        }
+        Current::Replaceable(_) | Current::Regular { .. } => {
+            write_atomically(spec.path, spec.content, uid, gid, spec.mode)?;
+            Ok("content updated".to_owned())
+        }
+    }
+}
+
+/// `FileIfAbsent`: in state whenever anything exists at the path.
+pub fn check_if_absent(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
+    owner::validate_mode(spec.mode)?;
+    if exists(spec.path)? {
+        return Ok(State::in_state("exists; never modified after creation"));
+    }
+    // Resolve now so a missing owner fails in check mode too.
+    owner::uid(spec.owner)?;
+    owner::gid(spec.group)?;
+    let diff = format!(
+        "# create with owner {}:{} mode {:04o}\n{}",
+        spec.owner,
+        spec.group,
+        spec.mode,
+        render_diff(spec.path, None, spec.content, spec.secret)
+    );
+    Ok(State::differs(Some(diff), "absent"))
+}
+
+/// `FileIfAbsent`: creates the file only if nothing exists at the path.
+pub fn apply_if_absent(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
+    if exists(spec.path)? {
+        return Ok("exists; left untouched".to_owned());
+    }
+    write_atomically(spec.path, spec.content, owner::uid(spec.owner)?, owner::gid(spec.group)?, spec.mode)?;
+    Ok("created".to_owned())
+}
+
+fn exists(path: &str) -> Result<bool, ResourceError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ResourceError::io("inspect", path, e)),
+    }
+}
+
+fn observe(path: &str) -> Result<Current, ResourceError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Current::Absent),
+        Err(e) => return Err(ResourceError::io("inspect", path, e)),
+    };
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        return Err(ResourceError::Invalid(format!(
+            "{path} is a directory; remove it or fix the path of this file resource"
+        )));
+    }
+    if file_type.is_symlink() {
+        return Ok(Current::Replaceable("symlink"));
+    }
+    if !file_type.is_file() {
+        return Ok(Current::Replaceable("special file"));
+    }
+    let content = fs::read(path).map_err(|e| ResourceError::io("read", path, e))?;
+    Ok(Current::Regular { content, uid: meta.uid(), gid: meta.gid(), mode: meta.mode() & 0o7777 })
+}
+
+/// Lines describing owner/group/mode differences (empty when none).
+fn metadata_changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<String> {
+    let mut lines = Vec::new();
+    if current.0 != desired.0 {
+        lines.push(format!("# owner {} -> {}", owner::user_name(current.0), owner::user_name(desired.0)));
+    }
+    if current.1 != desired.1 {
+        lines.push(format!("# group {} -> {}", owner::group_name(current.1), owner::group_name(desired.1)));
+    }
+    if current.2 != desired.2 {
+        lines.push(format!("# mode {:04o} -> {:04o}", current.2, desired.2));
+    }
+    lines
+}
+
+/// "owner, mode" from metadata change lines, for messages.
+fn summary(meta: &[String]) -> String {
+    let words: Vec<&str> = meta.iter().filter_map(|l| l.strip_prefix("# ")?.split(' ').next()).collect();
+    if words.is_empty() { "nothing".to_owned() } else { words.join(", ") }
+}
+
+/// A unified diff from `old` (None: file absent) to `new`; masked when secret or not UTF-8.
+pub fn render_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) -> String {
+    let old_len = old.map_or(0, <[u8]>::len);
+    if secret {
+        return format!("# secret content masked ({old_len} -> {} bytes)\n", new.len());
+    }
+    let (Ok(old_text), Ok(new_text)) = (std::str::from_utf8(old.unwrap_or_default()), std::str::from_utf8(new)) else {
+        return format!("# binary content differs ({old_len} -> {} bytes)\n", new.len());
+    };
+    let old_name = if old.is_some() { path } else { "/dev/null" };
+    similar::TextDiff::from_lines(old_text, new_text).unified_diff().header(old_name, path).to_string()
+}
+
+fn set_metadata(path: &str, uid: u32, gid: u32, mode: u32) -> Result<(), ResourceError> {
+    // chown first: it may clear setuid/setgid bits that chmod then sets.
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| ResourceError::io("chown", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ResourceError::io("chmod", path, e))
+}
+
+/// Writes `content` to a temp file beside `path` with final owner and mode, fsyncs it, renames it
+/// over `path` and fsyncs the directory, so readers see the old or the new file, never a mix.
+pub fn write_atomically(path: &str, content: &[u8], uid: u32, gid: u32, mode: u32) -> Result<(), ResourceError> {
+    let parent = match Path::new(path).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => return Err(ResourceError::Invalid(format!("{path} is not an absolute file path"))),
+    };
+    if !parent.is_dir() {
+        return Err(ResourceError::Failed(format!(
+            "parent directory {} does not exist; add a directory resource before this file",
+            parent.display()
+        )));
+    }
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tpa-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .map_err(|e| ResourceError::io("create a temp file in", parent.display().to_string(), e))?;
+    let write_error = |e| ResourceError::io("write temp file for", path, e);
+    temp.write_all(content).map_err(write_error)?;
+    let file = temp.as_file();
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| ResourceError::io("chown temp file for", path, e))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| ResourceError::io("chmod temp file for", path, e))?;
+    file.sync_all().map_err(write_error)?;
+    temp.persist(path).map_err(|e| ResourceError::io("rename temp file onto", path, e.error))?;
+    // The rename is durable only once the directory entry is on disk.
+    fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| ResourceError::io("fsync directory", parent.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        path: String,
+    }
+
+    fn fixture() -> Option<Fixture> {
+        if !owner::is_root() {
+            eprintln!("skipping: file tests chown to root and need to run as root");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.conf").to_str().expect("utf8").to_owned();
+        Some(Fixture { _dir: dir, path })
+    }
+
+    fn spec<'a>(path: &'a str, content: &'a [u8], mode: u32) -> FileSpec<'a> {
+        FileSpec { path, content, owner: "root", group: "root", mode, secret: false }
+    }
+
+    fn mode_of(path: &str) -> u32 {
+        fs::metadata(path).expect("stat").mode() & 0o7777
+    }
+
+    #[test]
+    fn creates_then_is_unchanged() {
+        let Some(f) = fixture() else { return };
+        let s = spec(&f.path, b"a = 1\n", 0o640);
+        let state = check(&s).expect("check");
+        assert!(!state.in_state);
+        assert!(state.diff.as_deref().unwrap_or_default().contains("+a = 1"));
+        assert_eq!(apply(&s).expect("apply"), "created");
+        assert_eq!(fs::read(&f.path).expect("read"), b"a = 1\n");
+        assert_eq!(mode_of(&f.path), 0o640);
+        assert!(check(&s).expect("check").in_state, "second check sees no difference");
+        // No temp files are left behind.
+        let dir = Path::new(&f.path).parent().expect("parent");
+        assert_eq!(fs::read_dir(dir).expect("list").count(), 1);
+    }
+
+    #[test]
+    fn metadata_only_change_keeps_content_and_inode() {
+        let Some(f) = fixture() else { return };
+        apply(&spec(&f.path, b"a = 1\n", 0o644)).expect("create");
+        let inode = fs::metadata(&f.path).expect("stat").ino();
+        let s = spec(&f.path, b"a = 1\n", 0o600);
+        let state = check(&s).expect("check");
+        assert!(!state.in_state);
+        assert_eq!(state.diff.as_deref(), Some("# mode 0644 -> 0600\n"));
+        assert_eq!(apply(&s).expect("apply"), "fixed mode");
+        assert_eq!(mode_of(&f.path), 0o600);
+        assert_eq!(fs::metadata(&f.path).expect("stat").ino(), inode, "metadata fix must not rewrite the file");
+    }
+
+    #[test]
+    fn content_change_shows_unified_diff() {
+        let Some(f) = fixture() else { return };
+        apply(&spec(&f.path, b"a = 1\nb = 2\n", 0o644)).expect("create");
+        let state = check(&spec(&f.path, b"a = 1\nb = 3\n", 0o644)).expect("check");
+        let diff = state.diff.expect("diff").replace(&f.path, "PATH");
+        expect![[r#"
+            --- PATH
+            +++ PATH
+            @@ -1,2 +1,2 @@
+             a = 1
+            -b = 2
+            +b = 3
+        "#]]
+        .assert_eq(&diff);
+        apply(&spec(&f.path, b"a = 1\nb = 3\n", 0o644)).expect("apply");
+        assert_eq!(fs::read(&f.path).expect("read"), b"a = 1\nb = 3\n");
+    }
+
+    #[test]
+    fn secret_diff_is_masked() {
+        let Some(f) = fixture() else { return };
+        let mut s = spec(&f.path, b"password = hunter2\n", 0o600);
+        s.secret = true;
+        let diff = check(&s).expect("check").diff.expect("diff");
+        assert!(!diff.contains("hunter2"), "{diff}");
+        assert!(diff.contains("secret content masked (0 -> 19 bytes)"), "{diff}");
+    }
+
+    #[test]
+    fn binary_diff_is_masked() {
+        assert_eq!(render_diff("/x", Some(b"\xff\xfe"), b"ok\n", false), "# binary content differs (2 -> 3 bytes)\n");
+    }
+
+    #[test]
+    fn check_does_not_write() {
+        let Some(f) = fixture() else { return };
+        fs::write(&f.path, b"old\n").expect("seed");
+        let state = check(&spec(&f.path, b"new\n", 0o600)).expect("check");
+        assert!(!state.in_state);
+        assert_eq!(fs::read(&f.path).expect("read"), b"old\n");
+        assert!(check(&spec(&format!("{}.absent", f.path), b"x", 0o600)).is_ok());
+        assert!(!Path::new(&format!("{}.absent", f.path)).exists());
+    }
+
+    #[test]
+    fn symlink_is_replaced_by_regular_file() {
+        let Some(f) = fixture() else { return };
+        let target = format!("{}.target", f.path);
+        fs::write(&target, b"target\n").expect("seed");
+        std::os::unix::fs::symlink(&target, &f.path).expect("symlink");
+        let s = spec(&f.path, b"own\n", 0o644);
+        assert!(check(&s).expect("check").diff.unwrap_or_default().contains("symlink will be replaced"));
+        apply(&s).expect("apply");
+        assert!(fs::symlink_metadata(&f.path).expect("stat").is_file());
+        assert_eq!(fs::read(&target).expect("read"), b"target\n", "the symlink target is untouched");
+    }
+
+    #[test]
+    fn unknown_owner_fails_with_hint() {
+        let s = FileSpec { path: "/tmp/x", content: b"", owner: "tpa-no-such-user", group: "root", mode: 0o644, secret: false };
+        let error = check(&s).expect_err("unknown owner");
+        assert!(error.to_string().contains("create it with a user resource"));
+    }
+
+    #[test]
+    fn file_if_absent_creates_once_and_never_modifies() {
+        let Some(f) = fixture() else { return };
+        let s = spec(&f.path, b"# override\n", 0o644);
+        assert!(!check_if_absent(&s).expect("check").in_state);
+        assert_eq!(apply_if_absent(&s).expect("apply"), "created");
+        fs::write(&f.path, b"operator edit\n").expect("edit");
+        assert!(check_if_absent(&s).expect("check").in_state);
+        apply_if_absent(&s).expect("apply");
+        assert_eq!(fs::read(&f.path).expect("read"), b"operator edit\n");
+    }
+}

@@ -1,0 +1,176 @@
+//! `Packages` resource: apt packages that must be installed. Never upgrades, never removes.
+//!
+//! Example spec: `Packages { names: ["postgresql-15", "postgresql-client-15"] }`.
+//!
+//! Check asks dpkg; apply runs a non-interactive `apt-get install` of the missing packages,
+//! keeping existing config files. `apt-get update` runs first only when the package lists are
+//! empty, or once as a retry when apt cannot find a package.
+
+
+use super::run::{self, Invocation};
+use super::{ResourceError, State};
+
+/// Where apt keeps downloaded package lists.
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
+/// Lists the packages that are not installed; never writes.
+pub fn check(names: &[String]) -> Result<State, ResourceError> {
+    let missing = missing(names)?;
+    if missing.is_empty() {
+        return Ok(State::in_state(format!("{} installed", names.len())));
+    }
+    let diff: String = missing.iter().map(|name| format!("+{name}\n")).collect();
+    Ok(State::differs(Some(diff), format!("missing: {}", missing.join(", "))))
+}
+
+/// Installs the missing packages; idempotent.
+pub fn apply(names: &[String]) -> Result<String, ResourceError> {
+    let missing = missing(names)?;
+    if missing.is_empty() {
+        return Ok("all installed".to_owned());
+    }
+    if lists_empty() {
+        apt_update()?;
+    }
+    let output = install(&missing)?;
+    if !output.success() {
+        if !needs_update(&String::from_utf8_lossy(&output.stderr)) {
+            return Err(install_failed(&missing, &output));
+        }
+        apt_update()?;
+        let retry = install(&missing)?;
+        if !retry.success() {
+            return Err(install_failed(&missing, &retry));
+        }
+    }
+    Ok(format!("installed: {}", missing.join(", ")))
+}
+
+/// Names among `names` whose dpkg status is not "install ok installed".
+fn missing(names: &[String]) -> Result<Vec<String>, ResourceError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut argv = vec!["dpkg-query".to_owned(), "-W".to_owned(), "-f=${Package}\t${Status}\n".to_owned()];
+    argv.extend(names.iter().cloned());
+    // dpkg-query exits 1 when some package is unknown; the output still lists the known ones.
+    let output = run::run(&Invocation { argv: &argv, ..Invocation::default() })?;
+    Ok(missing_from_status(names, &String::from_utf8_lossy(&output.stdout)))
+}
+
+/// Pure part of [`missing`]: `status` is dpkg-query output, one "name\tstatus" line per package.
+pub fn missing_from_status(names: &[String], status: &str) -> Vec<String> {
+    let installed: Vec<&str> = status
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, state)| state.trim() == "install ok installed")
+        .map(|(name, _)| name)
+        .collect();
+    names
+        .iter()
+        .filter(|name| {
+            // Accept "pkg:arch" specs: dpkg's ${Package} is the bare name.
+            let bare = name.split(':').next().unwrap_or(name);
+            !installed.contains(&bare)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Heuristic: apt failed because its lists are stale or lack the package.
+pub fn needs_update(stderr: &str) -> bool {
+    ["Unable to locate package", "has no installation candidate", "is not available", "404  Not Found", "Failed to fetch"]
+        .iter()
+        .any(|needle| stderr.contains(needle))
+}
+
+fn lists_empty() -> bool {
+    std::fs::read_dir(APT_LISTS).map_or(true, |entries| {
+        !entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+    })
+}
+
+fn install(names: &[String]) -> Result<run::Output, ResourceError> {
+    let mut argv: Vec<String> = [
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "-o",
+        "Dpkg::Options::=--force-confdef",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+        // Wait for a concurrent apt/dpkg (e.g. unattended-upgrades) instead of failing at once.
+        "-o",
+        "DPkg::Lock::Timeout=300",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    argv.extend(names.iter().cloned());
+    run::run(&Invocation { argv: &argv, env: &apt_env(), ..Invocation::default() })
+}
+
+fn apt_update() -> Result<(), ResourceError> {
+    let argv: Vec<String> = ["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"].iter().map(|s| (*s).to_owned()).collect();
+    let output = run::run(&Invocation { argv: &argv, env: &apt_env(), ..Invocation::default() })?;
+    if !output.success() {
+        return Err(ResourceError::Failed(format!(
+            "`apt-get update` failed ({}): {}; check /etc/apt/sources.list* and network or local repository",
+            output.status_text(),
+            output.tail()
+        )));
+    }
+    Ok(())
+}
+
+fn apt_env() -> Vec<(String, String)> {
+    vec![("DEBIAN_FRONTEND".to_owned(), "noninteractive".to_owned())]
+}
+
+fn install_failed(missing: &[String], output: &run::Output) -> ResourceError {
+    ResourceError::Failed(format!(
+        "`apt-get install {}` failed ({}): {}",
+        missing.join(" "),
+        output.status_text(),
+        output.tail()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn names(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn parses_dpkg_status() {
+        let status = "dpkg\tinstall ok installed\nrc-pkg\tdeinstall ok config-files\nlibc6\tinstall ok installed\n";
+        let wanted = names(&["dpkg", "rc-pkg", "libc6:amd64", "unknown"]);
+        assert_eq!(missing_from_status(&wanted, status), names(&["rc-pkg", "unknown"]));
+    }
+
+    #[test]
+    fn update_heuristic() {
+        assert!(needs_update("E: Unable to locate package postgresql-15"));
+        assert!(needs_update("E: Package 'x' has no installation candidate"));
+        assert!(!needs_update("E: Sub-process /usr/bin/dpkg returned an error code (1)"));
+    }
+
+    #[test]
+    fn check_against_real_dpkg() {
+        if !Path::new("/usr/bin/dpkg-query").exists() {
+            eprintln!("skipping: dpkg-query not installed");
+            return;
+        }
+        assert!(check(&names(&["dpkg"])).expect("check").in_state);
+        let state = check(&names(&["dpkg", "tpa-no-such-package"])).expect("check");
+        assert!(!state.in_state);
+        assert_eq!(state.message, "missing: tpa-no-such-package");
+        assert_eq!(state.diff.as_deref(), Some("+tpa-no-such-package\n"));
+    }
+}

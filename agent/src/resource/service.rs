@@ -1,0 +1,262 @@
+//! `Service` resource: a systemd unit's enabled/running state, plus reload or restart when a
+//! resource it depends on changed earlier in the same batch.
+//!
+//! Example spec: `Service { unit: "postgres.service", enabled: true, running: true,
+//! reload_on: ["file:/opt/postgres/data/pg_hba.conf"], restart_on: ["file:/etc/systemd/system/postgres.service"] }`.
+//!
+//! Rules: restart wins over reload; a unit this resource starts is not also restarted or reloaded
+//! (it starts with the new configuration); a unit that should be stopped is never restarted.
+//! `daemon-reload` is run by the engine before the first service after a unit file changed.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::{ResourceError, State, run};
+
+/// Why a running unit must be reloaded or restarted, decided from the batch so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    None,
+    /// A `reload_on` resource (this id) changed, and no `restart_on` one did.
+    Reload { by: String },
+    /// A `restart_on` resource (this id) changed.
+    Restart { by: String },
+}
+
+/// Decides the trigger from the ids changed so far in the batch (restart wins over reload).
+pub fn trigger(reload_on: &[String], restart_on: &[String], changed: &HashSet<String>) -> Trigger {
+    if let Some(by) = restart_on.iter().find(|id| changed.contains(*id)) {
+        return Trigger::Restart { by: by.clone() };
+    }
+    if let Some(by) = reload_on.iter().find(|id| changed.contains(*id)) {
+        return Trigger::Reload { by: by.clone() };
+    }
+    Trigger::None
+}
+
+/// What `systemctl is-enabled` says, reduced to what matters here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enablement {
+    Enabled,
+    Disabled,
+    /// static, alias, indirect, generated, transient: not ours to change, accepted as is.
+    Fixed,
+}
+
+/// The observed state of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub enablement: Enablement,
+    pub active: bool,
+}
+
+/// One systemctl action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+    Reload,
+}
+
+impl Step {
+    /// The systemctl verb.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Step::Enable => "enable",
+            Step::Disable => "disable",
+            Step::Start => "start",
+            Step::Stop => "stop",
+            Step::Restart => "restart",
+            Step::Reload => "reload",
+        }
+    }
+}
+
+/// The actions that take a unit from `observed` to the desired state (empty: in state).
+pub fn plan(observed: Observed, enabled: bool, running: bool, trigger: &Trigger) -> Vec<Step> {
+    let mut steps = Vec::new();
+    match (observed.enablement, enabled) {
+        (Enablement::Disabled, true) => steps.push(Step::Enable),
+        (Enablement::Enabled, false) => steps.push(Step::Disable),
+        _ => {}
+    }
+    match (observed.active, running) {
+        (false, true) => steps.push(Step::Start),
+        (true, false) => steps.push(Step::Stop),
+        (true, true) => match trigger {
+            Trigger::Restart { .. } => steps.push(Step::Restart),
+            Trigger::Reload { .. } => steps.push(Step::Reload),
+            Trigger::None => {}
+        },
+        (false, false) => {}
+    }
+    steps
+}
+
+/// Parses `systemctl is-enabled` output; unknown or missing units count as disabled.
+pub fn parse_is_enabled(output: &str) -> Enablement {
+    match output.trim() {
+        "enabled" | "enabled-runtime" => Enablement::Enabled,
+        "static" | "alias" | "indirect" | "generated" | "transient" => Enablement::Fixed,
+        _ => Enablement::Disabled,
+    }
+}
+
+/// Parses `systemctl is-active` output.
+pub fn parse_is_active(output: &str) -> bool {
+    matches!(output.trim(), "active" | "reloading" | "activating")
+}
+
+/// Observes the unit and plans; never changes anything.
+pub fn check(unit: &str, enabled: bool, running: bool, trigger: &Trigger) -> Result<State, ResourceError> {
+    let steps = plan(observe(unit)?, enabled, running, trigger);
+    if steps.is_empty() {
+        return Ok(State::in_state(describe_state(enabled, running)));
+    }
+    Ok(State::differs(None, describe(&steps, trigger)))
+}
+
+/// Runs the planned systemctl actions; idempotent (re-observes first).
+pub fn apply(unit: &str, enabled: bool, running: bool, trigger: &Trigger) -> Result<String, ResourceError> {
+    let steps = plan(observe(unit)?, enabled, running, trigger);
+    for step in &steps {
+        run::run_checked(&["systemctl", step.verb(), unit])?;
+    }
+    if steps.is_empty() {
+        return Ok(describe_state(enabled, running));
+    }
+    Ok(describe(&steps, trigger))
+}
+
+/// `systemctl daemon-reload`, after unit files changed.
+pub fn daemon_reload() -> Result<(), ResourceError> {
+    require_systemd()?;
+    run::run_checked(&["systemctl", "daemon-reload"]).map(|_| ())
+}
+
+fn observe(unit: &str) -> Result<Observed, ResourceError> {
+    require_systemd()?;
+    // Both exit non-zero for disabled/inactive units; the text is what counts.
+    let enabled = run::run(&run::Invocation { argv: &strings(&["systemctl", "is-enabled", unit]), ..Default::default() })?;
+    let active = run::run(&run::Invocation { argv: &strings(&["systemctl", "is-active", unit]), ..Default::default() })?;
+    Ok(Observed { enablement: parse_is_enabled(&enabled.stdout_text()), active: parse_is_active(&active.stdout_text()) })
+}
+
+/// True when systemd is PID 1 (`sd_booted()`'s test).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn require_systemd() -> Result<(), ResourceError> {
+    if systemd_running() {
+        Ok(())
+    } else {
+        Err(ResourceError::Failed(
+            "systemd is not running on this host (no /run/systemd/system); services cannot be managed here".to_owned(),
+        ))
+    }
+}
+
+fn describe(steps: &[Step], trigger: &Trigger) -> String {
+    let verbs: Vec<&str> = steps.iter().map(|s| s.verb()).collect();
+    let reason = match trigger {
+        Trigger::Restart { by } if steps.contains(&Step::Restart) => format!(" (restart_on `{by}` changed)"),
+        Trigger::Reload { by } if steps.contains(&Step::Reload) => format!(" (reload_on `{by}` changed)"),
+        _ => String::new(),
+    };
+    format!("{}{reason}", verbs.join(", "))
+}
+
+fn describe_state(enabled: bool, running: bool) -> String {
+    format!("{}, {}", if enabled { "enabled" } else { "disabled" }, if running { "running" } else { "stopped" })
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(items: &[&str]) -> Vec<String> {
+        strings(items)
+    }
+
+    fn changed(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    const RUNNING: Observed = Observed { enablement: Enablement::Enabled, active: true };
+    const STOPPED: Observed = Observed { enablement: Enablement::Disabled, active: false };
+
+    #[test]
+    fn restart_wins_over_reload() {
+        let t = trigger(&ids(&["hba"]), &ids(&["unit", "conf"]), &changed(&["hba", "conf"]));
+        assert_eq!(t, Trigger::Restart { by: "conf".into() });
+        let t = trigger(&ids(&["hba"]), &ids(&["conf"]), &changed(&["hba", "other"]));
+        assert_eq!(t, Trigger::Reload { by: "hba".into() });
+        assert_eq!(trigger(&ids(&["hba"]), &ids(&["conf"]), &changed(&["other"])), Trigger::None);
+        assert_eq!(trigger(&[], &[], &changed(&["x"])), Trigger::None);
+    }
+
+    #[test]
+    fn running_unit_is_restarted_or_reloaded() {
+        let restart = Trigger::Restart { by: "conf".into() };
+        let reload = Trigger::Reload { by: "hba".into() };
+        assert_eq!(plan(RUNNING, true, true, &restart), [Step::Restart]);
+        assert_eq!(plan(RUNNING, true, true, &reload), [Step::Reload]);
+        assert_eq!(plan(RUNNING, true, true, &Trigger::None), []);
+    }
+
+    #[test]
+    fn unit_started_now_is_not_restarted_too() {
+        let restart = Trigger::Restart { by: "conf".into() };
+        assert_eq!(plan(STOPPED, true, true, &restart), [Step::Enable, Step::Start]);
+    }
+
+    #[test]
+    fn stopped_unit_is_stopped_and_never_restarted() {
+        let restart = Trigger::Restart { by: "conf".into() };
+        assert_eq!(plan(RUNNING, false, false, &restart), [Step::Disable, Step::Stop]);
+        assert_eq!(plan(STOPPED, false, false, &restart), []);
+    }
+
+    #[test]
+    fn static_units_are_accepted_either_way() {
+        let fixed = Observed { enablement: Enablement::Fixed, active: true };
+        assert_eq!(plan(fixed, true, true, &Trigger::None), []);
+        assert_eq!(plan(fixed, false, true, &Trigger::None), []);
+    }
+
+    #[test]
+    fn parses_systemctl_output() {
+        assert_eq!(parse_is_enabled("enabled\n"), Enablement::Enabled);
+        assert_eq!(parse_is_enabled("static\n"), Enablement::Fixed);
+        assert_eq!(parse_is_enabled("disabled\n"), Enablement::Disabled);
+        assert_eq!(parse_is_enabled(""), Enablement::Disabled);
+        assert!(parse_is_active("active\n"));
+        assert!(!parse_is_active("inactive\n"));
+        assert!(!parse_is_active("failed\n"));
+    }
+
+    #[test]
+    fn description_names_the_trigger() {
+        let restart = Trigger::Restart { by: "file:conf".into() };
+        assert_eq!(describe(&[Step::Restart], &restart), "restart (restart_on `file:conf` changed)");
+        assert_eq!(describe(&[Step::Enable, Step::Start], &restart), "enable, start");
+    }
+
+    #[test]
+    fn without_systemd_check_fails_clearly() {
+        if systemd_running() {
+            eprintln!("skipping: systemd is running here; this test covers hosts without it");
+            return;
+        }
+        let error = check("tpa-test.service", true, true, &Trigger::None).expect_err("no systemd");
+        assert!(error.to_string().contains("systemd is not running"));
+    }
+}

@@ -1,0 +1,54 @@
+//! Facts an agent reports about its host: OS, hardware, addresses and the state of the Postgres
+//! instance the controller asked about (data dir and port are request parameters; the agent holds
+//! no cluster knowledge).
+
+/// Protocol version of the agent <-> controller contract; bumped on incompatible changes so a
+/// controller can tell an old agent.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Everything the controller's planner needs to know about one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub hostname: String,
+    /// `ID` from /etc/os-release, e.g. "debian".
+    pub os_id: String,
+    /// `VERSION_ID` from /etc/os-release, e.g. "12".
+    pub os_version_id: String,
+    /// `VERSION_CODENAME` from /etc/os-release, e.g. "bookworm".
+    pub os_codename: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    pub disks: Vec<Disk>,
+    /// Non-loopback IP addresses of the host, without prefix length.
+    pub addresses: Vec<String>,
+    /// Major versions with /usr/lib/postgresql/<v>/bin/postgres present, sorted, e.g. ["15"].
+    pub installed_postgres_versions: Vec<String>,
+    /// State of the instance at the requested data dir; None when no data dir was requested.
+    pub postgres: Option<PostgresFacts>,
+    pub agent_version: String,
+    pub protocol_version: u32,
+}
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Disk {
+    pub mount: String,
+    pub total: u64,
+    pub available: u64,
+}
+
+/// State of one Postgres instance (all best-effort: unknown is None, not an error).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostgresFacts {
+    pub data_dir: String,
+    /// `PG_VERSION` exists in the data dir.
+    pub initialised: bool,
+    /// Content of `PG_VERSION`, e.g. "15".
+    pub data_version: Option<String>,
+    /// The postmaster of this data dir is running.
+    pub running: bool,
+    /// `pg_is_in_recovery()` via the local socket; None when it could not be asked.
+    pub in_recovery: Option<bool>,
+    /// `pg_postmaster_start_time()` as text; None when it could not be asked.
+    pub start_time: Option<String>,
+}

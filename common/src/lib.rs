@@ -1,0 +1,15 @@
+//! Types shared by the controller and the agent. This crate does no IO.
+//!
+//! # Layout
+//!
+//! - [`resource`]: desired-state resources ([`resource::ResourceSpec`], [`resource::Resource`]) that the
+//!   controller renders and the agent checks and applies.
+//! - [`event`]: per-resource results ([`event::ResourceEvent`], [`event::Outcome`]) and the batch summary.
+//! - [`facts`]: what an agent reports about its host and its Postgres instance ([`facts::Facts`]).
+//! - [`health`]: health statuses and checks ([`health::HealthStatus`]).
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod facts;
+pub mod health;
+pub mod resource;

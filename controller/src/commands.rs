@@ -1,0 +1,6 @@
+//! One module per CLI verb: each takes parsed arguments and does the work; `main.rs` only
+//! parses and dispatches.
+
+pub mod deprovision;
+pub mod image;
+pub mod provision;

@@ -1,0 +1,222 @@
+//! Rules that compare instances with each other or with the cluster: unique names and node
+//! numbers, upstreams that exist and form no cycle, backups on barman hosts, one primary,
+//! known locations, docker addresses inside the declared networks.
+
+use std::collections::HashMap;
+
+use super::build::{Built, InstancePos};
+use super::error::{Diag, closest};
+use super::model::{Instance, Platform, Role};
+
+pub(crate) fn check(built: &Built, diag: &mut Diag) {
+    let instances = &built.cluster.instances;
+    let positions = &built.positions;
+    let by_name: HashMap<&str, usize> = first_index_by_name(instances);
+    let pairs: Vec<(&Instance, &InstancePos)> = instances.iter().zip(positions).collect();
+
+    unique_names_and_nodes(&pairs, diag);
+    one_primary(&pairs, diag);
+    for (inst, pos) in &pairs {
+        upstream_exists(inst, pos, instances, &by_name, diag);
+        backup_is_barman(inst, pos, instances, &by_name, diag);
+        location_is_declared(inst, pos, &built.location_names, diag);
+        docker_ip_in_network(inst, pos, built, diag);
+    }
+    upstream_cycles(&pairs, &by_name, diag);
+}
+
+fn first_index_by_name(instances: &[Instance]) -> HashMap<&str, usize> {
+    let mut map = HashMap::new();
+    for (i, inst) in instances.iter().enumerate() {
+        map.entry(inst.name.as_str()).or_insert(i);
+    }
+    map
+}
+
+fn unique_names_and_nodes(pairs: &[(&Instance, &InstancePos)], diag: &mut Diag) {
+    let mut names: HashMap<&str, &InstancePos> = HashMap::new();
+    let mut nodes: HashMap<u32, &Instance> = HashMap::new();
+    for (inst, pos) in pairs {
+        if let Some(first) = names.get(inst.name.as_str()) {
+            diag.err(
+                pos.name.line,
+                &pos.name.path,
+                format!("duplicate instance name `{}` (first used at line {})", inst.name, first.name.line),
+            );
+        } else {
+            names.insert(&inst.name, pos);
+        }
+        let Some(node_pos) = &pos.node else { continue };
+        if let Some(first) = nodes.get(&inst.node) {
+            diag.err(
+                node_pos.line,
+                &node_pos.path,
+                format!("duplicate node number {} (also used by `{}`)", inst.node, first.name),
+            );
+        } else {
+            nodes.insert(inst.node, inst);
+        }
+    }
+}
+
+fn one_primary(pairs: &[(&Instance, &InstancePos)], diag: &mut Diag) {
+    let mut first: Option<&Instance> = None;
+    for (inst, pos) in pairs {
+        if !inst.has_role(Role::Primary) {
+            continue;
+        }
+        match first {
+            None => first = Some(inst),
+            Some(p) => diag.err(
+                pos.role.line,
+                &pos.role.path,
+                format!(
+                    "more than one primary: `{}` is already the primary; make this one a replica \
+                     with `upstream: {}`",
+                    p.name, p.name
+                ),
+            ),
+        }
+    }
+}
+
+fn upstream_exists(
+    inst: &Instance,
+    pos: &InstancePos,
+    instances: &[Instance],
+    by_name: &HashMap<&str, usize>,
+    diag: &mut Diag,
+) {
+    let needs = [Role::Replica, Role::Witness].into_iter().find(|r| inst.has_role(*r));
+    let Some(upstream) = &inst.upstream else {
+        if let Some(role) = needs {
+            diag.err(
+                pos.role.line,
+                &pos.role.path,
+                format!("a {role} needs `upstream: <instance>` to say which instance it follows"),
+            );
+        }
+        return;
+    };
+    let Some(up) = pos.upstream.as_ref() else { return };
+    match by_name.get(upstream.as_str()) {
+        None => diag.err(up.line, &up.path, not_an_instance("upstream", upstream, instances)),
+        Some(&i) => {
+            let target = &instances[i];
+            if !(target.has_role(Role::Primary) || target.has_role(Role::Replica)) {
+                diag.err(
+                    up.line,
+                    &up.path,
+                    format!("upstream `{upstream}` is not a Postgres primary or replica"),
+                );
+            }
+        }
+    }
+}
+
+fn backup_is_barman(
+    inst: &Instance,
+    pos: &InstancePos,
+    instances: &[Instance],
+    by_name: &HashMap<&str, usize>,
+    diag: &mut Diag,
+) {
+    let Some(bp) = &pos.backup else { return };
+    for b in &inst.backup {
+        match by_name.get(b.as_str()) {
+            None => diag.err(bp.line, &bp.path, not_an_instance("backup", b, instances)),
+            Some(&i) if !instances[i].has_role(Role::Barman) => diag.err(
+                bp.line,
+                &bp.path,
+                format!("backup `{b}` does not have the `barman` role; add it there or back up elsewhere"),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn not_an_instance(key: &str, name: &str, instances: &[Instance]) -> String {
+    let base = format!("{key} `{name}` is not an instance of this cluster");
+    match closest(name, instances.iter().map(|i| i.name.as_str())) {
+        Some(c) => format!("{base}; did you mean `{c}`?"),
+        None => base,
+    }
+}
+
+fn location_is_declared(inst: &Instance, pos: &InstancePos, names: &[String], diag: &mut Diag) {
+    let (Some(loc), Some(lp)) = (&inst.location, &pos.location) else { return };
+    if !names.contains(loc) {
+        let base = format!("location `{loc}` is not declared under `locations`");
+        let message = match closest(loc, names.iter().map(String::as_str)) {
+            Some(c) => format!("{base}; did you mean `{c}`?"),
+            None => format!("{base}; add `- Name: {loc}` there"),
+        };
+        diag.err(lp.line, &lp.path, message);
+    }
+}
+
+fn docker_ip_in_network(inst: &Instance, pos: &InstancePos, built: &Built, diag: &mut Diag) {
+    let (Some(ip), Some(ipos)) = (inst.ip_address, &pos.ip_address) else { return };
+    if inst.platform != Platform::Docker {
+        return;
+    }
+    let subnets: Vec<_> = built.cluster.docker_networks.iter().flat_map(|n| &n.subnets).collect();
+    if subnets.is_empty() {
+        diag.err(
+            ipos.line,
+            &ipos.path,
+            "a docker `ip_address` needs a `docker_networks` subnet that contains it; declare \
+             one, or remove ip_address to let tpa pick addresses",
+        );
+    } else if !subnets.iter().any(|s| s.contains(&ip)) {
+        let list: Vec<String> = subnets.iter().map(|s| s.to_string()).collect();
+        diag.err(
+            ipos.line,
+            &ipos.path,
+            format!("{ip} is outside the docker_networks subnets ({})", list.join(", ")),
+        );
+    }
+}
+
+/// Follows each upstream chain; a chain that comes back on itself is reported once, at the
+/// first instance of the cycle in file order.
+fn upstream_cycles(
+    pairs: &[(&Instance, &InstancePos)],
+    by_name: &HashMap<&str, usize>,
+    diag: &mut Diag,
+) {
+    let mut reported: Vec<Vec<usize>> = Vec::new();
+    for start in 0..pairs.len() {
+        let mut chain = vec![start];
+        let mut cur = start;
+        while let Some(next) = pairs[cur].0.upstream.as_deref().and_then(|u| by_name.get(u)) {
+            if let Some(at) = chain.iter().position(|&c| c == *next) {
+                let mut cycle = chain[at..].to_vec();
+                let mut key = cycle.clone();
+                key.sort_unstable();
+                if !reported.contains(&key) {
+                    reported.push(key);
+                    // Start the cycle at its first instance in file order.
+                    let min = cycle.iter().enumerate().min_by_key(|(_, c)| **c).map_or(0, |(i, _)| i);
+                    cycle.rotate_left(min);
+                    let (inst, pos) = pairs[cycle[0]];
+                    let mut names: Vec<&str> = cycle.iter().map(|&c| pairs[c].0.name.as_str()).collect();
+                    names.push(&inst.name);
+                    if let Some(up) = &pos.upstream {
+                        diag.err(
+                            up.line,
+                            &up.path,
+                            format!(
+                                "upstream chain forms a cycle: {}; one instance in it must be the primary",
+                                names.join(" -> ")
+                            ),
+                        );
+                    }
+                }
+                break;
+            }
+            chain.push(*next);
+            cur = *next;
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! One test per validation rule (exact `file:line: path: message` text) and tests of the
+//! default merging rules.
+
+use expect_test::{Expect, expect};
+
+use super::*;
+
+/// Renders the result of parsing: the errors, one per line, or `ok`.
+fn check(source: &str, expected: Expect) {
+    let actual = match Cluster::parse(source, "config.yml") {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    expected.assert_eq(&actual);
+}
+
+fn parse_ok(source: &str) -> Cluster {
+    match Cluster::parse(source, "config.yml") {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+/// A valid docker cluster header; instances start on line 8.
+const BASE: &str = "\
+cluster_name: t
+cluster_vars:
+  postgres_version: '15'
+instance_defaults:
+  platform: docker
+  image: tpa/debian
+instances:
+";
+
+fn with_base(instances: &str) -> String {
+    format!("{BASE}{instances}")
+}
+
+const ONE: &str = "- {Name: one, node: 1, role: [primary]}\n";
+
+// === YAML and top level ===
+
+#[test]
+fn valid_base_parses() {
+    check(&with_base(ONE), expect!["ok"]);
+}
+
+#[test]
+fn invalid_yaml() {
+    check("cluster_name: [a\n", expect!["config.yml:2: invalid YAML: while parsing a flow sequence, expected ',' or ']'"]);
+}
+
+#[test]
+fn empty_file() {
+    check("", expect!["config.yml:1: the file is empty; run `tpa-controller configure` to write one"]);
+}
+
+#[test]
+fn duplicate_top_level_key() {
+    check(&format!("{}cluster_name: u\n", with_base(ONE)), expect!["config.yml:9: duplicate key `cluster_name`; TPA would silently use the last one, define each key once"]);
+}
+
+#[test]
+fn top_level_must_be_a_mapping() {
+    check("- a\n", expect![[r#"
+        config.yml:1: expected a mapping, found a list
+        config.yml:1: missing required key `cluster_name`
+        config.yml:1: missing required key `cluster_vars` (TPA requires it, e.g. with postgres_version)
+        config.yml:1: missing required key `instances`"#]]);
+}
+
+#[test]
+fn unknown_top_level_key_suggests_closest() {
+    check(&format!("{}cluster_var: {{}}\nzzz: 1\n", with_base(ONE)), expect![[r#"
+        config.yml:9: cluster_var: unknown top-level key `cluster_var`; did you mean `cluster_vars`?
+        config.yml:10: zzz: unknown top-level key `zzz`"#]]);
+}
+
+#[test]
+fn tpa_top_level_key_not_supported_yet() {
+    check(
+        &format!("{}ec2_vpc: {{}}\ncompliance: cis\ndocker_images: {{}}\n", with_base(ONE)),
+        expect![[r#"
+            config.yml:9: ec2_vpc: `ec2_vpc` is a TPA setting that tpa does not support yet; remove it
+            config.yml:10: compliance: `compliance` is a TPA setting that tpa does not support yet; remove it
+            config.yml:11: docker_images: `docker_images` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+#[test]
+fn missing_required_top_level_keys() {
+    check("architecture: M1\n", expect![[r#"
+        config.yml:1: missing required key `cluster_name`
+        config.yml:1: missing required key `cluster_vars` (TPA requires it, e.g. with postgres_version)
+        config.yml:1: missing required key `instances`"#]]);
+}
+
+#[test]
+fn empty_cluster_vars_and_instances() {
+    check("cluster_name: t\ncluster_vars: {}\ninstances: []\n", expect![[r#"
+        config.yml:2: cluster_vars: must not be empty (TPA requires cluster variables, e.g. postgres_version)
+        config.yml:3: instances: must list at least one instance"#]]);
+}
+
+#[test]
+fn invalid_cluster_name() {
+    check(&with_base(ONE).replace("cluster_name: t", "cluster_name: my.cluster"), expect!["config.yml:1: cluster_name: `my.cluster` is not a valid cluster name; use only letters, digits, `_` and `-`"]);
+}
+
+#[test]
+fn architecture_other_than_m1() {
+    check(&format!("architecture: PGD-Always-ON\n{}", with_base(ONE)), expect!["config.yml:1: architecture: `architecture: PGD-Always-ON` is a TPA setting that tpa does not support yet; use `M1`"]);
+    check(&format!("architecture: M2\n{}", with_base(ONE)), expect!["config.yml:1: architecture: unknown architecture `M2`; use `M1`"]);
+}
+
+#[test]
+fn wrong_types_at_top_level() {
+    check(
+        &format!(
+            "{}cluster_tags: [a]\ncluster_ssh_port: 0\nkeyring_backend: vault\nssh_key_file: [x]\n",
+            with_base(ONE)
+        ),
+        expect![[r#"
+            config.yml:9: cluster_tags: expected a mapping, found a list
+            config.yml:10: cluster_ssh_port: port 0 is not a usable port
+            config.yml:11: keyring_backend: unknown keyring_backend `vault`; use `system` or `legacy`
+            config.yml:12: ssh_key_file: expected a string, found a list"#]],
+    );
+}
+
+// === instance keys ===
+
+#[test]
+fn unknown_instance_key() {
+    check(
+        &with_base("- {Name: one, node: 1, role: [primary], imagee: x, postgres_port: 5}\n"),
+        expect![[r#"
+            config.yml:8: instances[0].imagee: unknown instance key `imagee`; did you mean `image`?
+            config.yml:8: instances[0].postgres_port: unknown instance key `postgres_port`; should it be under `vars:`?"#]],
+    );
+}
+
+#[test]
+fn tpa_instance_key_not_supported_yet() {
+    check(&with_base("- {Name: one, node: 1, role: [primary], networks: [a]}\n"), expect!["config.yml:8: instances[0].networks: `networks` is a TPA setting that tpa does not support yet; remove it"]);
+}
+
+#[test]
+fn key_for_another_platform() {
+    check(
+        &with_base(
+            "- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, type: t3.micro, image: x}\n\
+             - {Name: two, node: 2, platform: bare, ip_address: 10.0.0.2}\n",
+        ),
+        expect![[r#"
+            config.yml:8: instances[0].image: `image` does not apply to bare instances (only to docker, aws)
+            config.yml:8: instances[0].type: `type` does not apply to bare instances (only to aws)"#]],
+    );
+}
+
+#[test]
+fn missing_name_and_node() {
+    check(&with_base("- {role: [primary]}\n- {Name: two}\n"), expect![[r#"
+        config.yml:8: instances[0]: missing required key `Name`
+        config.yml:9: instances[1]: missing required key `node`"#]]);
+}
+
+#[test]
+fn node_must_be_a_positive_integer() {
+    check(&with_base("- {Name: one, node: 0}\n- {Name: two, node: two}\n"), expect![[r#"
+        config.yml:8: instances[0].node: node numbers start at 1 (repmgr needs a positive node id)
+        config.yml:9: instances[1].node: expected an integer, found a string"#]]);
+}
+
+#[test]
+fn duplicate_name_after_normalisation_and_duplicate_node() {
+    check(&with_base("- {Name: one_a, node: 1}\n- {Name: ONE-A, node: 1}\n"), expect![[r#"
+        config.yml:9: instances[1].Name: duplicate instance name `one-a` (first used at line 8)
+        config.yml:9: instances[1].node: duplicate node number 1 (also used by `one-a`)"#]]);
+}
+
+#[test]
+fn invalid_instance_names() {
+    check(&with_base("- {Name: -x, node: 1}\n- {Name: 'a b', node: 2}\n"), expect![[r#"
+        config.yml:8: instances[0].Name: `-x` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit
+        config.yml:9: instances[1].Name: `a b` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"#]]);
+    // Docker and bare accept dotted names; aws does not.
+    check(&with_base("- {Name: db1.example.com, node: 1}\n"), expect!["ok"]);
+    check(&with_base("- {Name: db1.example.com, node: 1, platform: aws}\n"), expect!["config.yml:8: instances[0].Name: `db1.example.com` is not a valid host name; use lowercase letters, digits and `-`, starting and ending with a letter or digit"]);
+}
+
+#[test]
+fn wrong_types_in_instances() {
+    check(
+        &with_base(
+            "- {Name: one, node: 1, role: {a: b}, provision_only: 'yes', vars: [x], upstream: [a]}\n",
+        ),
+        expect![[r#"
+            config.yml:8: instances[0].provision_only: expected true or false, found a string
+            config.yml:8: instances[0].role: expected a list of roles or a comma-separated string, found a mapping
+            config.yml:8: instances[0].upstream: expected a string, found a list
+            config.yml:8: instances[0].vars: expected a mapping, found a list"#]],
+    );
+}
+
+#[test]
+fn unknown_and_unsupported_roles() {
+    check(&with_base("- {Name: one, node: 1, role: 'primary, replicaa, pem-server, dba'}\n"), expect![[r#"
+        config.yml:8: instances[0].role: unknown role `replicaa`; did you mean `replica`?
+        config.yml:8: instances[0].role: role `pem-server` is a TPA role that tpa does not support yet; remove it
+        config.yml:8: instances[0].role: unknown role `dba`"#]]);
+}
+
+#[test]
+fn unknown_platform() {
+    check(&with_base("- {Name: one, node: 1, platform: vmware}\n"), expect!["config.yml:8: instances[0].platform: unknown platform `vmware`; use docker, bare or aws"]);
+}
+
+#[test]
+fn docker_instance_needs_image() {
+    check(&with_base(ONE).replace("  image: tpa/debian\n", ""), expect!["config.yml:7: instances[0]: missing required key `image` (docker instances need an image, e.g. tpa/debian:12)"]);
+}
+
+#[test]
+fn bare_instance_needs_an_address() {
+    check(&with_base("- {Name: one, node: 1, platform: bare}\n"), expect!["config.yml:8: instances[0]: a bare instance needs `ip_address` (or `public_ip`/`private_ip`) to be reached at"]);
+}
+
+#[test]
+fn invalid_ip_address() {
+    check(
+        &with_base("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.256, public_ip: 1.2.3}\n"),
+        expect![[r#"
+            config.yml:8: instances[0].ip_address: `10.0.0.256` is not an IP address
+            config.yml:8: instances[0].public_ip: `1.2.3` is not an IP address"#]],
+    );
+}
+
+#[test]
+fn name_and_node_cannot_have_defaults() {
+    check(&with_base(ONE).replace("  platform: docker\n", "  platform: docker\n  node: 3\n"), expect!["config.yml:6: instance_defaults.node: `node` cannot have a default; set it on each instance"]);
+}
+
+#[test]
+fn volumes_only_on_docker() {
+    check(
+        &with_base("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, volumes: [a]}\n"),
+        expect!["config.yml:8: instances[0].volumes: `volumes` on bare instances is a TPA setting that tpa does not support yet; remove it"],
+    );
+}
+
+// === topology ===
+
+#[test]
+fn upstream_that_does_not_exist() {
+    check(&with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica], upstream: onee}}\n")), expect!["config.yml:9: instances[1].upstream: upstream `onee` is not an instance of this cluster; did you mean `one`?"]);
+}
+
+#[test]
+fn upstream_cycle_is_named() {
+    check(
+        &with_base(
+            "- {Name: one, node: 1, role: [primary]}\n\
+             - {Name: dd, node: 2, role: [replica], upstream: cc}\n\
+             - {Name: bb, node: 3, role: [replica], upstream: aa}\n\
+             - {Name: cc, node: 4, role: [replica], upstream: bb}\n\
+             - {Name: aa, node: 5, role: [replica], upstream: cc}\n",
+        ),
+        expect!["config.yml:10: instances[2].upstream: upstream chain forms a cycle: bb -> aa -> cc -> bb; one instance in it must be the primary"],
+    );
+}
+
+#[test]
+fn upstream_must_be_primary_or_replica() {
+    check(
+        &with_base(&format!(
+            "{ONE}- {{Name: bar, node: 2, role: [barman]}}\n- {{Name: two, node: 3, role: [replica], upstream: bar}}\n"
+        )),
+        expect!["config.yml:10: instances[2].upstream: upstream `bar` is not a Postgres primary or replica"],
+    );
+}
+
+#[test]
+fn replica_and_witness_need_upstream() {
+    check(
+        &with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica]}}\n- {{Name: three, node: 3, role: [witness]}}\n")),
+        expect![[r#"
+            config.yml:9: instances[1].role: a replica needs `upstream: <instance>` to say which instance it follows
+            config.yml:10: instances[2].role: a witness needs `upstream: <instance>` to say which instance it follows"#]],
+    );
+}
+
+#[test]
+fn more_than_one_primary() {
+    check(&with_base(&format!("{ONE}- {{Name: two, node: 2, role: [primary]}}\n")), expect!["config.yml:9: instances[1].role: more than one primary: `one` is already the primary; make this one a replica with `upstream: one`"]);
+}
+
+#[test]
+fn backup_must_exist_and_be_barman() {
+    check(
+        &with_base(
+            "- {Name: one, node: 1, role: [primary], backup: [two, nobody]}\n\
+             - {Name: two, node: 2, role: [replica], upstream: one, backup: 7}\n",
+        ),
+        expect![[r#"
+            config.yml:8: instances[0].backup: backup `two` does not have the `barman` role; add it there or back up elsewhere
+            config.yml:8: instances[0].backup: backup `nobody` is not an instance of this cluster
+            config.yml:9: instances[1].backup: backup `7` is not an instance of this cluster"#]],
+    );
+}
+
+#[test]
+fn location_must_be_declared() {
+    check(
+        &format!(
+            "{}locations:\n- Name: brussels\n- Name: brussels\n- {{}}\n- {{Name: x, node: 1}}\n",
+            with_base("- {Name: one, node: 1, location: brussel}\n- {Name: two, node: 2, location: ghent}\n")
+        ),
+        expect![[r#"
+            config.yml:8: instances[0].location: location `brussel` is not declared under `locations`; did you mean `brussels`?
+            config.yml:9: instances[1].location: location `ghent` is not declared under `locations`; add `- Name: ghent` there
+            config.yml:12: locations[1].Name: duplicate location `brussels`
+            config.yml:13: locations[2]: missing required key `Name`
+            config.yml:14: locations[3].node: `node` cannot be set for a whole location; set it on each instance"#]],
+    );
+}
+
+#[test]
+fn docker_ip_outside_network() {
+    let networks = "docker_networks:\n- name: t\n  ipam_config:\n  - subnet: 10.33.0.0/28\n";
+    check(
+        &format!("{}{networks}", with_base("- {Name: one, node: 1, ip_address: 10.33.0.20}\n")),
+        expect!["config.yml:8: instances[0].ip_address: 10.33.0.20 is outside the docker_networks subnets (10.33.0.0/28)"],
+    );
+    check(&with_base("- {Name: one, node: 1, ip_address: 10.33.0.2}\n"), expect!["config.yml:8: instances[0].ip_address: a docker `ip_address` needs a `docker_networks` subnet that contains it; declare one, or remove ip_address to let tpa pick addresses"]);
+}
+
+#[test]
+fn docker_network_entries() {
+    check(
+        &format!(
+            "{}docker_networks:\n- ipam_config: [{{subnet: 10.33.0.1/28}}, {{subnet: x}}, {{gateway: 10.0.0.1}}]\n  enable_ipv6: 'no'\n  labelz: {{}}\n",
+            with_base(ONE)
+        ),
+        expect![[r#"
+            config.yml:10: docker_networks[0]: missing required key `name`
+            config.yml:10: docker_networks[0].ipam_config[0].subnet: `10.33.0.1/28` has host bits set; did you mean `10.33.0.0/28`?
+            config.yml:10: docker_networks[0].ipam_config[1].subnet: `x` is not a subnet in CIDR form (e.g. 10.33.0.0/28)
+            config.yml:10: docker_networks[0].ipam_config[2]: missing required key `subnet`
+            config.yml:10: docker_networks[0].ipam_config[2].gateway: `gateway` is a TPA setting that tpa does not support yet; remove it
+            config.yml:11: docker_networks[0].enable_ipv6: expected true or false, found a string
+            config.yml:12: docker_networks[0].labelz: unknown docker_networks key `labelz`; did you mean `labels`?"#]],
+    );
+}
+
+// === variables ===
+
+#[test]
+fn unknown_variable_suggests_closest() {
+    check(
+        &with_base(ONE).replace("  postgres_version: '15'\n", "  postgres_version: '15'\n  postgres_verison: 15\n  zzz_qqq: 1\n"),
+        expect![[r#"
+            config.yml:4: cluster_vars.postgres_verison: unknown variable `postgres_verison`; did you mean `postgres_version`?
+            config.yml:5: cluster_vars.zzz_qqq: unknown variable `zzz_qqq`"#]],
+    );
+}
+
+#[test]
+fn tpa_variable_not_supported_yet() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  synchronous_standby_names: x\n  repmgr_package_version: '5.*'\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.synchronous_standby_names: `synchronous_standby_names` is a TPA setting that tpa does not support yet; remove it
+            config.yml:5: cluster_vars.repmgr_package_version: `repmgr_package_version` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+#[test]
+fn shared_preload_libraries_is_rejected() {
+    check(
+        &with_base(ONE).replace("  postgres_version: '15'\n", "  postgres_version: '15'\n  shared_preload_libraries: pg_stat_statements\n"),
+        expect!["config.yml:4: cluster_vars.shared_preload_libraries: do not set `shared_preload_libraries` directly; list the libraries in `preload_extensions` (or, if unavoidable, under `postgres_conf_settings`)"],
+    );
+}
+
+#[test]
+fn unsupported_values_of_supported_variables() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: 'fifteen'\n  postgres_flavour: epas\n  failover_manager: efm\n  edb_repositories: [enterprise]\n  patroni_package_flavour: edb\n",
+        ),
+        expect![[r#"
+            config.yml:3: cluster_vars.postgres_version: `fifteen` is not a Postgres major version (e.g. '15')
+            config.yml:4: cluster_vars.postgres_flavour: `postgres_flavour: epas` is a TPA setting that tpa does not support yet; use `postgresql`
+            config.yml:5: cluster_vars.failover_manager: `failover_manager: efm` is a TPA setting that tpa does not support yet; use `repmgr` or `patroni`
+            config.yml:6: cluster_vars.edb_repositories: EDB repositories are a TPA setting that tpa does not support yet; use `edb_repositories: []`
+            config.yml:7: cluster_vars.patroni_package_flavour: `patroni_package_flavour: edb` is a TPA setting that tpa does not support yet; use `community`"#]],
+    );
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: 15\n  postgres_flavour: postgres\n  failover_manager: pacemaker\n  patroni_package_flavour: x\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.postgres_flavour: unknown postgres_flavour `postgres`; use `postgresql`
+            config.yml:5: cluster_vars.failover_manager: unknown failover_manager `pacemaker`; use `repmgr` or `patroni`
+            config.yml:6: cluster_vars.patroni_package_flavour: unknown patroni_package_flavour `x`; use `community`"#]],
+    );
+}
+
+#[test]
+fn wrong_values_of_typed_variables() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  postgres_port: 70000\n  max_connections: 0\n  shared_buffers_ratio: 2\n  postgres_data_dir: data\n  use_local_repo_only: 'yes'\n  postgres_conf_settings: {work_mem: [1]}\n  postgres_hba_settings: line\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.postgres_port: 70000 is out of range (must be 0 to 65535)
+            config.yml:5: cluster_vars.max_connections: max_connections must be at least 1
+            config.yml:6: cluster_vars.shared_buffers_ratio: 2 is not a fraction of RAM; use a number between 0 and 1, e.g. 0.25
+            config.yml:7: cluster_vars.postgres_data_dir: `data` must be an absolute path
+            config.yml:8: cluster_vars.use_local_repo_only: expected true or false, found a string
+            config.yml:9: cluster_vars.postgres_conf_settings.work_mem: expected a string, found a list
+            config.yml:10: cluster_vars.postgres_hba_settings: expected a list, found a string"#]],
+    );
+}
+
+#[test]
+fn postgres_users_and_databases_entries() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  postgres_users:\n  - {generate_password: false, pasword_encryption: md5}\n  - {username: app, password: secret, conn_limit: -5, password_encryption: sha1}\n  postgres_databases:\n  - {owner: app, tablespace: x}\n  - {name: app, extensions: [{schema: s}, {name: postgis, state: present}]}\n",
+        ),
+        expect![[r#"
+            config.yml:5: cluster_vars.postgres_users[0]: missing required key `username`
+            config.yml:5: cluster_vars.postgres_users[0].pasword_encryption: unknown postgres_users key `pasword_encryption`; did you mean `password_encryption`?
+            config.yml:6: cluster_vars.postgres_users[1].conn_limit: -5 is not a connection limit; use -1 (no limit) or more
+            config.yml:6: cluster_vars.postgres_users[1].password: passwords do not belong in config.yml; they are generated and stored encrypted in the cluster directory
+            config.yml:6: cluster_vars.postgres_users[1].password_encryption: unknown password_encryption `sha1`; use `scram-sha-256` or `md5`
+            config.yml:8: cluster_vars.postgres_databases[0]: missing required key `name`
+            config.yml:8: cluster_vars.postgres_databases[0].tablespace: `tablespace` is a TPA setting that tpa does not support yet; remove it
+            config.yml:9: cluster_vars.postgres_databases[1].extensions[0]: missing required key `name`
+            config.yml:9: cluster_vars.postgres_databases[1].extensions[0].schema: `schema` is a TPA setting that tpa does not support yet; remove it
+            config.yml:9: cluster_vars.postgres_databases[1].extensions[1].state: `state` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+#[test]
+fn host_var_error_in_instance_defaults_reported_once() {
+    check(
+        &with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica], upstream: one}}\n"))
+            .replace("  image: tpa/debian\n", "  image: tpa/debian\n  vars:\n    ansible_usr: root\n"),
+        expect!["config.yml:8: instance_defaults.vars.ansible_usr: unknown variable `ansible_usr`; did you mean `ansible_user`?"],
+    );
+}
+
+#[test]
+fn all_errors_are_reported_together_in_file_order() {
+    check(
+        "\
+cluster_name: bad name
+cluster_vars:
+  postgres_version: '15'
+  failover_manager: efm
+instance_defaults:
+  platform: docker
+instances:
+- Name: one
+  node: 1
+  role: [primary]
+  upstream: nobody
+- Name: two
+  node: 1
+  role: [replica]
+compliance: cis
+",
+        expect![[r#"
+            config.yml:1: cluster_name: `bad name` is not a valid cluster name; use only letters, digits, `_` and `-`
+            config.yml:4: cluster_vars.failover_manager: `failover_manager: efm` is a TPA setting that tpa does not support yet; use `repmgr` or `patroni`
+            config.yml:8: instances[0]: missing required key `image` (docker instances need an image, e.g. tpa/debian:12)
+            config.yml:11: instances[0].upstream: upstream `nobody` is not an instance of this cluster
+            config.yml:12: instances[1]: missing required key `image` (docker instances need an image, e.g. tpa/debian:12)
+            config.yml:13: instances[1].node: duplicate node number 1 (also used by `one`)
+            config.yml:14: instances[1].role: a replica needs `upstream: <instance>` to say which instance it follows
+            config.yml:15: compliance: `compliance` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+// === defaults and normalisation ===
+
+const MERGE: &str = "\
+cluster_name: t
+cluster_vars:
+  postgres_version: '15'
+  postgres_port: 5433
+  max_connections: 100
+locations:
+- Name: a
+  image: tpa/location-a
+- Name: b
+instance_defaults:
+  platform: docker
+  image: tpa/debian
+  tags: {team: db, env: dev}
+  vars:
+    ansible_user: admin
+    max_connections: 200
+instances:
+- Name: One_A
+  node: 1
+  location: a
+  role: primary, pgbouncer
+  backup: bar
+  tags: {env: prod}
+  vars:
+    max_connections: 300
+- Name: two
+  node: 2
+  location: b
+  role: [replica]
+  upstream: one-a
+  image: tpa/own
+- Name: three
+  node: 3
+  location: a
+  image: tpa/own
+  role: [replica]
+  upstream: ONE_A
+  backup: [bar]
+- Name: bar
+  node: 4
+  role: [barman, log-server, witness]
+  upstream: one-a
+  tags: {Name: ignored}
+";
+
+#[test]
+fn name_lowercased_and_references_follow() {
+    let c = parse_ok(MERGE);
+    let names: Vec<&str> = c.instances.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["one-a", "two", "three", "bar"]);
+    assert_eq!(c.instance("three").and_then(|i| i.upstream.as_deref()), Some("one-a"));
+}
+
+#[test]
+fn roles_from_comma_string_and_implicit_postgres() {
+    let c = parse_ok(MERGE);
+    let roles = |n: &str| c.instance(n).map(|i| i.roles.clone()).unwrap_or_default();
+    assert_eq!(roles("one-a"), [Role::Primary, Role::Pgbouncer, Role::Postgres]);
+    assert_eq!(roles("two"), [Role::Replica, Role::Postgres]);
+    assert_eq!(roles("bar"), [Role::Barman, Role::LogServer, Role::Witness, Role::Postgres]);
+    assert!(c.instance("bar").is_some_and(|i| i.has_role(Role::Postgres)));
+}
+
+#[test]
+fn backup_string_or_list() {
+    let c = parse_ok(MERGE);
+    assert_eq!(c.instance("one-a").map(|i| i.backup.clone()), Some(vec!["bar".to_string()]));
+    assert_eq!(c.instance("three").map(|i| i.backup.clone()), Some(vec!["bar".to_string()]));
+    assert_eq!(c.instance("two").map(|i| i.backup.len()), Some(0));
+}
+
+#[test]
+fn instance_wins_over_location_over_defaults() {
+    let c = parse_ok(MERGE);
+    let image = |n: &str| c.instance(n).and_then(|i| i.image.clone());
+    assert_eq!(image("one-a").as_deref(), Some("tpa/location-a"));
+    assert_eq!(image("two").as_deref(), Some("tpa/own"));
+    assert_eq!(image("three").as_deref(), Some("tpa/own"));
+    assert_eq!(image("bar").as_deref(), Some("tpa/debian"));
+    assert!(c.instances.iter().all(|i| i.platform == Platform::Docker));
+}
+
+#[test]
+fn mappings_merge_one_level_deep() {
+    let c = parse_ok(MERGE);
+    let one = c.instance("one-a").expect("one-a");
+    let tags: Vec<(&str, &str)> = one.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(tags, [("env", "prod"), ("team", "db")]);
+    // A `Name` inside tags is lifted out (TPA), but the instance's own Name wins.
+    let bar = c.instance("bar").expect("bar");
+    assert!(!bar.tags.contains_key("Name"));
+    assert_eq!(bar.tags.get("team").map(String::as_str), Some("db"));
+}
+
+#[test]
+fn host_vars_are_cluster_vars_overlaid_by_instance_vars() {
+    let c = parse_ok(MERGE);
+    let one = c.instance("one-a").expect("one-a");
+    let two = c.instance("two").expect("two");
+    assert_eq!(one.vars.max_connections, Some(300)); // instance vars
+    assert_eq!(two.vars.max_connections, Some(200)); // instance_defaults vars
+    assert_eq!(c.vars.max_connections, Some(100)); // cluster_vars
+    assert_eq!(two.vars.postgres_port(), 5433); // cluster_vars reaches hosts
+    assert_eq!(two.vars.postgres_version.as_deref(), Some("15"));
+    assert_eq!(two.ansible_user(), "admin");
+}
+
+#[test]
+fn defaults_when_not_set() {
+    let c = parse_ok("cluster_name: t\ncluster_vars: {postgres_version: 15}\ninstances:\n- {Name: one, node: 1, role: [primary]}\n");
+    let one = &c.instances[0];
+    assert_eq!(one.platform, Platform::Aws, "TPA's compat default platform");
+    assert_eq!(one.ansible_user(), "root");
+    assert_eq!(one.vars.postgres_port(), 5432);
+    assert_eq!(one.vars.postgres_data_dir(), "/opt/postgres/data");
+    assert_eq!(c.architecture, "M1");
+    assert_eq!(c.ssh_port, 22);
+    assert_eq!(c.postgres_version().as_deref(), Some("15"));
+    assert!(c.vars.postgres_extensions().contains(&"pg_stat_statements".to_string()));
+}
+
+#[test]
+fn typed_variables_are_read() {
+    let c = parse_ok(&with_base(ONE).replace(
+        "  postgres_version: '15'\n",
+        "  postgres_version: '15'
+  failover_manager: patroni
+  postgres_conf_settings: {work_mem: 64MB, jit: false, max_locks_per_transaction: 128}
+  postgres_users:
+  - username: app
+    role_attrs: [CREATEDB]
+  postgres_databases:
+  - name: app
+    owner: app
+    extensions: [{name: pgcrypto}]
+  extra_postgres_extensions: [pgcrypto]
+  shared_buffers_ratio: 0.4
+",
+    ));
+    let v = &c.vars;
+    assert_eq!(v.failover_manager, Some(FailoverManager::Patroni));
+    assert_eq!(v.postgres_conf_settings.get("jit").map(String::as_str), Some("off"));
+    assert_eq!(v.postgres_conf_settings.get("max_locks_per_transaction").map(String::as_str), Some("128"));
+    assert_eq!(v.postgres_users.len(), 1);
+    assert!(v.postgres_users[0].generate_password);
+    assert_eq!(v.postgres_databases[0].extensions, ["pgcrypto"]);
+    assert_eq!(v.shared_buffers_ratio(), 0.4);
+    assert!(v.postgres_extensions().ends_with(&["pgcrypto".to_string()]));
+}
+
+#[test]
+fn registries_do_not_overlap() {
+    for (name, _) in vars::SUPPORTED {
+        assert!(!vars::NOT_YET_SUPPORTED.contains(name), "{name} is in both var lists");
+    }
+    for name in keys::TOP_LEVEL {
+        assert!(!keys::TOP_LEVEL_NOT_YET.contains(name), "{name} is in both top-level lists");
+    }
+}

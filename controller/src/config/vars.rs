@@ -1,0 +1,500 @@
+//! `cluster_vars` and instance `vars`: the registry of variables (typed ones we support, and
+//! the ones TPA knows that we do not support yet) and the typed [`Vars`] they are read into.
+//!
+//! To support a variable that is in [`NOT_YET_SUPPORTED`]: add a field to [`Vars`], move the
+//! name into [`SUPPORTED`] with a setter, and document it in docs/config.md.
+
+use std::collections::BTreeMap;
+
+use super::error::{Diag, unknown_key, unsupported, unsupported_value};
+use super::yaml::{Field, Node, index_path};
+
+/// Typed Postgres/host variables. Fields hold what config.yml says; the methods of the same
+/// name apply TPA's default when the variable is not set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Vars {
+    /// `postgres_version`, e.g. `15`.
+    pub postgres_version: Option<String>,
+    /// `postgres_flavour`; only `postgresql` is supported.
+    pub postgres_flavour: Option<PostgresFlavour>,
+    /// `failover_manager`.
+    pub failover_manager: Option<FailoverManager>,
+    /// `preferred_python_version`, e.g. `python3`.
+    pub preferred_python_version: Option<String>,
+    /// `use_volatile_subscriptions`.
+    pub use_volatile_subscriptions: Option<bool>,
+    /// `use_local_repo_only`: use only the cluster's local package repository.
+    pub use_local_repo_only: Option<bool>,
+    /// `ansible_user`: the user to log in to the host as.
+    pub ansible_user: Option<String>,
+    /// `postgres_conf_settings`: GUC name → value, written verbatim.
+    pub postgres_conf_settings: BTreeMap<String, String>,
+    /// `postgres_hba_settings`: extra pg_hba.conf lines.
+    pub postgres_hba_settings: Vec<String>,
+    /// `postgres_users`.
+    pub postgres_users: Vec<PostgresUser>,
+    /// `postgres_databases`.
+    pub postgres_databases: Vec<PostgresDatabase>,
+    /// `extra_postgres_extensions`: added to the default extension list.
+    pub extra_postgres_extensions: Vec<String>,
+    /// `postgres_extensions`: replaces the default extension list.
+    pub postgres_extensions: Option<Vec<String>>,
+    /// `preload_extensions`: extensions that go into shared_preload_libraries.
+    pub preload_extensions: Vec<String>,
+    /// `postgres_port`.
+    pub postgres_port: Option<u16>,
+    /// `postgres_data_dir`.
+    pub postgres_data_dir: Option<String>,
+    /// `postgres_locale`: initdb locale.
+    pub postgres_locale: Option<String>,
+    /// `user_locale`: system locale installed on the host.
+    pub user_locale: Option<String>,
+    /// `etcd_location`: which location's etcd nodes form this node's etcd cluster.
+    pub etcd_location: Option<String>,
+    /// `patroni_package_flavour`; only `community` is supported.
+    pub patroni_package_flavour: Option<String>,
+    /// `apt_repository_list`, e.g. `[PGDG]`; `None` means TPA's default `[PGDG]`.
+    pub apt_repository_list: Option<Vec<String>>,
+    /// `max_connections`.
+    pub max_connections: Option<u32>,
+    /// `shared_buffers_ratio`: fraction of RAM for shared_buffers.
+    pub shared_buffers_ratio: Option<f64>,
+    /// `pgbouncer_backend`: the host pgbouncer forwards to.
+    pub pgbouncer_backend: Option<String>,
+    /// `haproxy_backend_servers`: the Postgres hosts HAProxy balances over.
+    pub haproxy_backend_servers: Vec<String>,
+    /// `haproxy_bind_address`.
+    pub haproxy_bind_address: Option<String>,
+}
+
+/// `postgres_flavour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresFlavour {
+    Postgresql,
+}
+
+/// `failover_manager`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverManager {
+    Repmgr,
+    Patroni,
+}
+
+/// One `postgres_users` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostgresUser {
+    pub username: String,
+    /// Default true: a password is generated and stored encrypted in the cluster dir.
+    pub generate_password: bool,
+    /// CREATE ROLE options, e.g. `superuser`, `NOLOGIN`.
+    pub role_attrs: Vec<String>,
+    pub granted_roles: Vec<String>,
+    pub conn_limit: Option<i32>,
+    pub password_encryption: Option<String>,
+}
+
+/// One `postgres_databases` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PostgresDatabase {
+    pub name: String,
+    /// Default: the postgres user.
+    pub owner: Option<String>,
+    pub encoding: Option<String>,
+    pub lc_collate: Option<String>,
+    pub lc_ctype: Option<String>,
+    pub template: Option<String>,
+    /// Names of the extensions created in this database.
+    pub extensions: Vec<String>,
+}
+
+impl Vars {
+    pub fn postgres_port(&self) -> u16 {
+        self.postgres_port.unwrap_or(5432)
+    }
+    pub fn postgres_data_dir(&self) -> &str {
+        self.postgres_data_dir.as_deref().unwrap_or("/opt/postgres/data")
+    }
+    pub fn user_locale(&self) -> &str {
+        self.user_locale.as_deref().unwrap_or("en_US.UTF-8")
+    }
+    pub fn postgres_locale(&self) -> &str {
+        self.postgres_locale.as_deref().unwrap_or_else(|| self.user_locale())
+    }
+    pub fn failover_manager(&self) -> FailoverManager {
+        self.failover_manager.unwrap_or(FailoverManager::Repmgr)
+    }
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections.unwrap_or(250)
+    }
+    pub fn shared_buffers_ratio(&self) -> f64 {
+        self.shared_buffers_ratio.unwrap_or(0.25)
+    }
+    /// TPA's default extensions plus `extra_postgres_extensions`, unless replaced.
+    pub fn postgres_extensions(&self) -> Vec<String> {
+        let mut list = self.postgres_extensions.clone().unwrap_or_else(|| {
+            ["pg_stat_statements", "pg_freespacemap", "pg_visibility", "pageinspect", "pgstattuple"]
+                .map(String::from)
+                .to_vec()
+        });
+        for e in &self.extra_postgres_extensions {
+            if !list.contains(e) {
+                list.push(e.clone());
+            }
+        }
+        list
+    }
+}
+
+type Setter = fn(&mut Vars, &Node, &str, &mut Diag);
+
+/// Variables we support, each with the code that reads it.
+pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
+    ("postgres_version", |v, n, p, d| v.postgres_version = postgres_version(n, p, d)),
+    ("postgres_flavour", |v, n, p, d| v.postgres_flavour = flavour(n, p, d)),
+    ("failover_manager", |v, n, p, d| v.failover_manager = failover_manager(n, p, d)),
+    ("preferred_python_version", |v, n, p, d| v.preferred_python_version = n.string(d, p)),
+    ("edb_repositories", |_, n, p, d| edb_repositories(n, p, d)),
+    ("use_volatile_subscriptions", |v, n, p, d| v.use_volatile_subscriptions = n.bool(d, p)),
+    ("use_local_repo_only", |v, n, p, d| v.use_local_repo_only = n.bool(d, p)),
+    ("ansible_user", |v, n, p, d| v.ansible_user = n.string(d, p)),
+    ("postgres_conf_settings", |v, n, p, d| v.postgres_conf_settings = n.string_map(d, p)),
+    ("postgres_hba_settings", |v, n, p, d| v.postgres_hba_settings = n.string_list(d, p)),
+    ("postgres_users", |v, n, p, d| v.postgres_users = users(n, p, d)),
+    ("postgres_databases", |v, n, p, d| v.postgres_databases = databases(n, p, d)),
+    ("extra_postgres_extensions", |v, n, p, d| v.extra_postgres_extensions = n.string_list(d, p)),
+    ("postgres_extensions", |v, n, p, d| v.postgres_extensions = Some(n.string_list(d, p))),
+    ("preload_extensions", |v, n, p, d| v.preload_extensions = n.string_list(d, p)),
+    ("postgres_port", |v, n, p, d| v.postgres_port = port(n, p, d)),
+    ("postgres_data_dir", |v, n, p, d| v.postgres_data_dir = absolute_path(n, p, d)),
+    ("postgres_locale", |v, n, p, d| v.postgres_locale = n.string(d, p)),
+    ("user_locale", |v, n, p, d| v.user_locale = n.string(d, p)),
+    ("etcd_location", |v, n, p, d| v.etcd_location = n.string(d, p)),
+    ("patroni_package_flavour", |v, n, p, d| v.patroni_package_flavour = patroni_flavour(n, p, d)),
+    ("apt_repository_list", |v, n, p, d| v.apt_repository_list = Some(n.string_list(d, p))),
+    ("max_connections", |v, n, p, d| v.max_connections = max_connections(n, p, d)),
+    ("shared_buffers_ratio", |v, n, p, d| v.shared_buffers_ratio = ratio(n, p, d)),
+    ("pgbouncer_backend", |v, n, p, d| v.pgbouncer_backend = n.string(d, p)),
+    ("haproxy_backend_servers", |v, n, p, d| v.haproxy_backend_servers = n.string_list(d, p)),
+    ("haproxy_bind_address", |v, n, p, d| v.haproxy_bind_address = n.string(d, p)),
+];
+
+/// Variables TPA knows that we do not support yet: setting one is an error saying so.
+/// Also every `*_package_version` variable.
+pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
+    // Postgres selection, paths and server settings.
+    "postgres_user", "postgres_group", "postgres_home", "postgres_wal_dir", "postgres_conf_dir",
+    "postgres_bin_dir", "postgres_lib_dir", "unix_socket_directories", "postgres_initdb_opts",
+    "postgres_installation_method", "postgres_service_name", "postgres_log_file",
+    "postgres_log_file_mode", "log_destination", "replication_user", "primary_slot_name",
+    "shared_buffers", "shared_buffers_mb", "effective_cache_size", "effective_cache_size_mb",
+    "effective_cache_size_ratio", "max_wal_senders", "max_replication_slots",
+    "max_worker_processes", "password_encryption", "postgres_hba_local_auth_method",
+    "postgres_conf_template", "postgres_hba_template", "postgres_ident_template",
+    "synchronous_standby_names", "postgres_tablespaces", "extra_postgres_packages",
+    "postmaster_oom_score_adj", "postgres_oom_score_adj", "postgres_coredump_filter",
+    "postgres_service_environment", "systemd_restart_postgres_service", "postgres_rsa_key_size",
+    "pgpass_users", "extra_bashrc_lines",
+    // TLS and authentication.
+    "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "hba_force_hostssl",
+    "hba_force_certificate_auth", "hba_cert_authentication_map", "ssl_cert_authentication_enabled",
+    // Hosts, packages, repositories.
+    "target_environment", "hostname_aliases", "etc_hosts_lines", "extra_etc_hosts_lines",
+    "excluded_tasks", "included_tasks", "yum_repository_list", "suse_repository_list",
+    "apt_repositories", "yum_repositories", "suse_repositories", "packages", "optional_packages",
+    "unwanted_packages", "allow_package_upgrades", "sysctl_values", "artifacts",
+    "manage_ssh_hostkeys", "logrotate_maxsize", "logrotate_rotate", "logrotate_maxage",
+    "cluster_networks", "install_from_source", "enable_pg_backup_api", "enable_pem",
+    // Barman.
+    "backup_name", "barman_archiver", "barman_backup_method", "barman_compression",
+    "barman_reuse_backup", "barman_parallel_jobs", "barman_backup_options",
+    "barman_immediate_checkpoint", "barman_network_compression", "barman_basebackup_retry_times",
+    "barman_basebackup_retry_sleep", "barman_minimum_redundancy", "barman_retention_policy",
+    "barman_last_backup_maximum_age", "barman_backup_interval", "barman_shared", "barman_home",
+    "barman_user", "barman_volume_mountable",
+    // repmgr.
+    "repmgr_priority", "repmgr_location", "repmgr_reconnect_attempts",
+    "repmgr_reconnect_interval", "repmgr_use_slots", "repmgr_failover", "repmgr_conf_settings",
+    "repmgr_conf_dir", "repmgr_cluster_cleanup_interval", "repmgr_redirect_pgbouncer",
+    "repmgr_client_dsn_attributes",
+    // Patroni, etcd, HAProxy, PgBouncer, EFM.
+    "patroni_dcs", "patroni_dcs_namespace", "patroni_watchdog_enabled", "patroni_ssl_enabled",
+    "patroni_conf_settings", "patroni_dynamic_conf_settings", "patroni_repl_max_lag",
+    "patroni_installation_method", "haproxy_port", "haproxy_maxconn", "haproxy_server_options",
+    "haproxy_default_server_extra_options", "haproxy_read_only_load_balancer_enabled",
+    "pgbouncer_port", "pgbouncer_pool_mode", "pgbouncer_auth_user", "pgbouncer_auth_database",
+    "pgbouncer_max_client_conn", "efm_conf_settings", "efm_bind_by_hostname",
+];
+
+/// Reads a vars mapping. Each field carries its own path, so merged vars (cluster_vars
+/// overlaid with instance vars) report errors where each value was written.
+pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
+    let mut vars = Vars::default();
+    for f in fields {
+        if let Some((_, set)) = SUPPORTED.iter().find(|(name, _)| *name == f.key) {
+            set(&mut vars, f.value, &f.path, diag);
+        } else if is_not_yet_supported(f.key) {
+            diag.err(f.line, &f.path, unsupported(f.key));
+        } else if f.key == "shared_preload_libraries" {
+            diag.err(
+                f.line,
+                &f.path,
+                "do not set `shared_preload_libraries` directly; list the libraries in \
+                 `preload_extensions` (or, if unavoidable, under `postgres_conf_settings`)",
+            );
+        } else {
+            let known = SUPPORTED.iter().map(|(n, _)| *n).chain(NOT_YET_SUPPORTED.iter().copied());
+            diag.err(f.line, &f.path, unknown_key(f.key, "variable", known));
+        }
+    }
+    vars
+}
+
+fn is_not_yet_supported(key: &str) -> bool {
+    NOT_YET_SUPPORTED.contains(&key) || key.ends_with("_package_version")
+}
+
+fn postgres_version(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
+    let v = n.string(d, p)?;
+    let valid = !v.is_empty() && v.split('.').all(|part| {
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())
+    });
+    if !valid {
+        d.err(n.line, p, format!("`{v}` is not a Postgres major version (e.g. '15')"));
+        return None;
+    }
+    Some(v)
+}
+
+fn flavour(n: &Node, p: &str, d: &mut Diag) -> Option<PostgresFlavour> {
+    match n.string(d, p)?.as_str() {
+        "postgresql" => Some(PostgresFlavour::Postgresql),
+        other @ ("edbpge" | "pgextended" | "epas") => {
+            d.err(n.line, p, unsupported_value("postgres_flavour", other, "`postgresql`"));
+            None
+        }
+        other => {
+            d.err(n.line, p, format!("unknown postgres_flavour `{other}`; use `postgresql`"));
+            None
+        }
+    }
+}
+
+fn failover_manager(n: &Node, p: &str, d: &mut Diag) -> Option<FailoverManager> {
+    match n.string(d, p)?.as_str() {
+        "repmgr" => Some(FailoverManager::Repmgr),
+        "patroni" => Some(FailoverManager::Patroni),
+        "efm" => {
+            d.err(n.line, p, unsupported_value("failover_manager", "efm", "`repmgr` or `patroni`"));
+            None
+        }
+        other => {
+            d.err(n.line, p, format!("unknown failover_manager `{other}`; use `repmgr` or `patroni`"));
+            None
+        }
+    }
+}
+
+fn edb_repositories(n: &Node, p: &str, d: &mut Diag) {
+    if !n.string_list(d, p).is_empty() {
+        d.err(
+            n.line,
+            p,
+            "EDB repositories are a TPA setting that tpa does not support yet; use \
+             `edb_repositories: []`",
+        );
+    }
+}
+
+fn patroni_flavour(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
+    let v = n.string(d, p)?;
+    match v.as_str() {
+        "community" => Some(v),
+        "edb" => {
+            d.err(n.line, p, unsupported_value("patroni_package_flavour", "edb", "`community`"));
+            None
+        }
+        other => {
+            d.err(n.line, p, format!("unknown patroni_package_flavour `{other}`; use `community`"));
+            None
+        }
+    }
+}
+
+fn port(n: &Node, p: &str, d: &mut Diag) -> Option<u16> {
+    match n.int::<u16>(d, p)? {
+        0 => {
+            d.err(n.line, p, "port 0 is not a usable port");
+            None
+        }
+        v => Some(v),
+    }
+}
+
+fn max_connections(n: &Node, p: &str, d: &mut Diag) -> Option<u32> {
+    match n.int::<u32>(d, p)? {
+        0 => {
+            d.err(n.line, p, "max_connections must be at least 1");
+            None
+        }
+        v => Some(v),
+    }
+}
+
+fn ratio(n: &Node, p: &str, d: &mut Diag) -> Option<f64> {
+    let r = n.float(d, p)?;
+    if r > 0.0 && r < 1.0 {
+        Some(r)
+    } else {
+        d.err(n.line, p, format!("{r} is not a fraction of RAM; use a number between 0 and 1, e.g. 0.25"));
+        None
+    }
+}
+
+fn absolute_path(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
+    let v = n.string(d, p)?;
+    if v.starts_with('/') {
+        Some(v)
+    } else {
+        d.err(n.line, p, format!("`{v}` must be an absolute path"));
+        None
+    }
+}
+
+/// Checks the keys of a list entry: known ones are returned, the rest reported.
+fn entry_fields<'a>(
+    n: &'a Node,
+    p: &str,
+    d: &mut Diag,
+    what: &str,
+    known: &[&'static str],
+    not_yet: &[&'static str],
+) -> Vec<Field<'a>> {
+    let mut out = Vec::new();
+    for f in n.fields(d, p) {
+        if known.contains(&f.key) {
+            out.push(f);
+        } else if not_yet.contains(&f.key) {
+            d.err(f.line, &f.path, unsupported(f.key));
+        } else if f.key == "password" {
+            d.err(
+                f.line,
+                &f.path,
+                "passwords do not belong in config.yml; they are generated and stored encrypted \
+                 in the cluster directory",
+            );
+        } else {
+            d.err(f.line, &f.path, unknown_key(f.key, what, known.iter().copied()));
+        }
+    }
+    out
+}
+
+fn required(n: &Node, p: &str, d: &mut Diag, fields: &[Field<'_>], key: &str) -> Option<String> {
+    match fields.iter().find(|f| f.key == key) {
+        Some(f) => f.value.string(d, &f.path),
+        None => {
+            d.err(n.line, p, format!("missing required key `{key}`"));
+            None
+        }
+    }
+}
+
+fn users(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresUser> {
+    const KEYS: &[&str] = &[
+        "username", "generate_password", "role_attrs", "granted_roles", "conn_limit",
+        "password_encryption",
+    ];
+    let mut out = Vec::new();
+    for (i, item) in n.seq(d, p).unwrap_or(&[]).iter().enumerate() {
+        let ip = index_path(p, i);
+        let fields = entry_fields(item, &ip, d, "postgres_users key", KEYS, &[]);
+        let username = required(item, &ip, d, &fields, "username");
+        let mut u = PostgresUser { generate_password: true, ..Default::default() };
+        for f in &fields {
+            let (v, fp) = (f.value, f.path.as_str());
+            match f.key {
+                "generate_password" => u.generate_password = v.bool(d, fp).unwrap_or(true),
+                "role_attrs" => u.role_attrs = v.string_list(d, fp),
+                "granted_roles" => u.granted_roles = v.string_list(d, fp),
+                "conn_limit" => u.conn_limit = conn_limit(v, fp, d),
+                "password_encryption" => u.password_encryption = password_encryption(v, fp, d),
+                _ => {}
+            }
+        }
+        if let Some(name) = username {
+            u.username = name;
+            out.push(u);
+        }
+    }
+    out
+}
+
+fn conn_limit(n: &Node, p: &str, d: &mut Diag) -> Option<i32> {
+    let v = n.int::<i32>(d, p)?;
+    if v < -1 {
+        d.err(n.line, p, format!("{v} is not a connection limit; use -1 (no limit) or more"));
+        return None;
+    }
+    Some(v)
+}
+
+fn password_encryption(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
+    let v = n.string(d, p)?;
+    if v == "scram-sha-256" || v == "md5" {
+        Some(v)
+    } else {
+        d.err(n.line, p, format!("unknown password_encryption `{v}`; use `scram-sha-256` or `md5`"));
+        None
+    }
+}
+
+fn databases(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresDatabase> {
+    const KEYS: &[&str] =
+        &["name", "owner", "encoding", "lc_collate", "lc_ctype", "template", "extensions"];
+    const NOT_YET: &[&str] = &["tablespace", "state", "languages"];
+    let mut out = Vec::new();
+    for (i, item) in n.seq(d, p).unwrap_or(&[]).iter().enumerate() {
+        let ip = index_path(p, i);
+        let fields = entry_fields(item, &ip, d, "postgres_databases key", KEYS, NOT_YET);
+        let name = required(item, &ip, d, &fields, "name");
+        let mut db = PostgresDatabase::default();
+        for f in &fields {
+            let (v, fp) = (f.value, f.path.as_str());
+            match f.key {
+                "owner" => db.owner = v.string(d, fp),
+                "encoding" => db.encoding = v.string(d, fp),
+                "lc_collate" => db.lc_collate = v.string(d, fp),
+                "lc_ctype" => db.lc_ctype = v.string(d, fp),
+                "template" => db.template = v.string(d, fp),
+                "extensions" => db.extensions = extensions(v, fp, d),
+                _ => {}
+            }
+        }
+        if let Some(name) = name {
+            db.name = name;
+            out.push(db);
+        }
+    }
+    out
+}
+
+fn extensions(n: &Node, p: &str, d: &mut Diag) -> Vec<String> {
+    const NOT_YET: &[&str] = &["state", "schema", "cascade", "session_role"];
+    let mut out = Vec::new();
+    for (i, item) in n.seq(d, p).unwrap_or(&[]).iter().enumerate() {
+        let ip = index_path(p, i);
+        let fields = entry_fields(item, &ip, d, "extension key", &["name"], NOT_YET);
+        if let Some(name) = required(item, &ip, d, &fields, "name") {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Overlays instance vars on cluster vars key by key (host vars win, as in Ansible).
+pub(crate) fn overlay<'a>(base: &[Field<'a>], over: &[Field<'a>]) -> Vec<Field<'a>> {
+    let mut out: Vec<Field<'a>> =
+        base.iter().filter(|b| !over.iter().any(|o| o.key == b.key)).cloned().collect();
+    out.extend(over.iter().cloned());
+    out
+}

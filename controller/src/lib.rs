@@ -1,0 +1,26 @@
+//! The `tpa-controller` library: everything the `tpa-controller` binary does.
+//!
+//! # Layout
+//! - `config`: config.yml parsed into a typed, validated [`config::Cluster`].
+//! - `cluster_dir`: where generated files live; SSH key, ssh_config and known-hosts files.
+//! - `inventory`: the machine-readable record of provisioned hosts.
+//! - `image`: host images built with debootstrap, without a registry.
+//! - `planner`: config + inventory + facts → per-host stages of resources (pure).
+//! - `platform`: creating and destroying hosts (`docker`).
+//! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
+//! - `agent_client`: the mutual-TLS gRPC client that talks to `tpa-agent`, and agent enrolment.
+//! - `pki`: the cluster CA: creates/loads it, issues the controller identity, signs CSRs.
+//! - `commands`: one module per CLI verb.
+
+#![forbid(unsafe_code)]
+
+pub mod agent_client;
+pub mod cluster_dir;
+pub mod commands;
+pub mod config;
+pub mod image;
+pub mod inventory;
+pub mod local_repo;
+pub mod pki;
+pub mod planner;
+pub mod platform;

@@ -1,0 +1,240 @@
+//! Which Debian packages each TPA role needs: a pure function of the roles, the PostgreSQL
+//! version, the failover manager and the Debian release.
+//!
+//! The list is deliberately small. The agent is a static Rust binary, so hosts need no Python
+//! of their own (TPA needed it for Ansible); postgres and Barman nodes still get `python3`
+//! through `python3-psycopg2` and `barman`. Packages that the host image already carries
+//! (systemd, openssh-server, sudo, iproute2, ...) may appear here too: the download skips
+//! whatever the baseline status says is installed.
+
+use std::collections::BTreeSet;
+
+use super::os::{DebianRelease, SUPPORTED, UnsupportedOs};
+
+/// Roles that run a PostgreSQL server.
+const POSTGRES_ROLES: &[&str] = &["primary", "replica", "witness"];
+
+/// Every role `packages_for` accepts. Roles without packages of their own (log-server,
+/// monitoring-server) still get the base set.
+pub const KNOWN_ROLES: &[&str] = &[
+    "primary",
+    "replica",
+    "witness",
+    "barman",
+    "etcd",
+    "pgbouncer",
+    "haproxy",
+    "log-server",
+    "monitoring-server",
+];
+
+/// Failover managers whose packages Debian's archive carries.
+pub const FAILOVER_MANAGERS: &[&str] = &["repmgr", "patroni"];
+
+/// Every host: tools the deploy itself uses (rsync, sudo, locales) and what an operator
+/// expects on a Postgres host.
+const BASE: &[&str] = &[
+    "ca-certificates",
+    "cron",
+    "less",
+    "locales",
+    "openssl",
+    "procps",
+    "rsync",
+    "sudo",
+];
+
+/// Why no package list can be made for this cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageSetError {
+    #[error(transparent)]
+    UnsupportedOs(#[from] UnsupportedOs),
+    #[error(
+        "postgres_version {requested} is not available for {release}: Debian's archive ships \
+         only PostgreSQL {available} there, and the PGDG repository is not used by \
+         download-packages; set postgres_version: {available} ({})",
+        shipped_versions()
+    )]
+    PostgresVersionUnavailable {
+        requested: String,
+        release: DebianRelease,
+        available: u32,
+    },
+    #[error("postgres_version {0:?} is not a PostgreSQL major version such as 15 or 17")]
+    InvalidPostgresVersion(String),
+    #[error("role {role:?} has no package list; known roles: {}", KNOWN_ROLES.join(", "))]
+    UnknownRole { role: String },
+    #[error(
+        "failover_manager {0:?} is not available from Debian's archive; use one of: {managers}",
+        managers = FAILOVER_MANAGERS.join(", ")
+    )]
+    UnknownFailoverManager(String),
+}
+
+/// The sorted, de-duplicated Debian packages that hosts with `roles` need.
+///
+/// Pass the roles of one host for that host's list, or the roles of every host for the
+/// cluster-wide union that `download-packages` fetches. `postgres_version` is checked only
+/// when a role needs PostgreSQL packages.
+pub fn packages_for(
+    roles: &[&str],
+    postgres_version: &str,
+    failover_manager: Option<&str>,
+    os_major: u32,
+) -> Result<Vec<String>, PackageSetError> {
+    let release = DebianRelease::from_major(os_major)?;
+    if let Some(unknown) = roles.iter().find(|r| !KNOWN_ROLES.contains(r)) {
+        return Err(PackageSetError::UnknownRole {
+            role: (*unknown).to_owned(),
+        });
+    }
+    if let Some(fm) = failover_manager.filter(|fm| !FAILOVER_MANAGERS.contains(fm)) {
+        return Err(PackageSetError::UnknownFailoverManager(fm.to_owned()));
+    }
+
+    let has = |role: &str| roles.contains(&role);
+    let postgres_node = roles.iter().any(|r| POSTGRES_ROLES.contains(r));
+    let needs_postgres = postgres_node || has("barman");
+
+    let mut set: BTreeSet<String> = BASE.iter().map(|p| (*p).to_owned()).collect();
+    let mut add = |names: &[&str]| set.extend(names.iter().map(|p| (*p).to_owned()));
+
+    if needs_postgres {
+        let v = check_postgres_version(postgres_version, release)?;
+        let client = format!("postgresql-client-{v}");
+        if postgres_node {
+            // TPA installs barman-cli on every postgres node (archive/restore commands).
+            add(&[
+                &format!("postgresql-{v}"),
+                &client,
+                "python3-psycopg2",
+                "barman-cli",
+                "openssh-client",
+            ]);
+            match failover_manager {
+                Some("repmgr") => add(&[&format!("postgresql-{v}-repmgr")]),
+                // python3-etcd is one of several alternatives patroni depends on; name it so
+                // apt does not pick another DCS client.
+                Some("patroni") => add(&["patroni", "python3-etcd"]),
+                _ => {}
+            }
+        }
+        if has("barman") {
+            // Base backups are rsync over ssh by default (TPA backup_method: rsync).
+            add(&["barman", "barman-cli", &client, "openssh-client"]);
+        }
+    }
+    if has("etcd") {
+        add(&["etcd-server", "etcd-client"]);
+    }
+    if has("pgbouncer") {
+        add(&["pgbouncer"]);
+    }
+    if has("haproxy") {
+        add(&["haproxy"]);
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// "Debian 12 ships 15, Debian 13 ships 17", for error messages.
+fn shipped_versions() -> String {
+    SUPPORTED
+        .iter()
+        .map(|r| format!("Debian {} ships {}", r.major, r.postgres_version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The major version as a number, if `release` ships it.
+fn check_postgres_version(requested: &str, release: DebianRelease) -> Result<u32, PackageSetError> {
+    let major: u32 = requested
+        .trim()
+        .parse()
+        .map_err(|_| PackageSetError::InvalidPostgresVersion(requested.to_owned()))?;
+    if major != release.postgres_version {
+        return Err(PackageSetError::PostgresVersionUnavailable {
+            requested: requested.to_owned(),
+            release,
+            available: release.postgres_version,
+        });
+    }
+    Ok(major)
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    fn list(roles: &[&str], pg: &str, fm: Option<&str>, os: u32) -> String {
+        packages_for(roles, pg, fm, os)
+            .expect("valid input")
+            .join(" ")
+    }
+
+    #[test]
+    fn m1_repmgr_union_on_bookworm() {
+        expect![[r#"barman barman-cli ca-certificates cron less locales openssh-client openssl postgresql-15 postgresql-15-repmgr postgresql-client-15 procps python3-psycopg2 rsync sudo"#]]
+        .assert_eq(&list(&["primary", "replica", "barman"], "15", Some("repmgr"), 12));
+    }
+
+    #[test]
+    fn m1_patroni_etcd_union_on_trixie() {
+        expect![[r#"barman barman-cli ca-certificates cron etcd-client etcd-server less locales openssh-client openssl patroni postgresql-17 postgresql-client-17 procps python3-etcd python3-psycopg2 rsync sudo"#]]
+        .assert_eq(&list(&["primary", "replica", "etcd", "barman"], "17", Some("patroni"), 13));
+    }
+
+    #[test]
+    fn barman_alone_gets_client_but_no_server_or_failover_manager() {
+        let pkgs = list(&["barman"], "15", Some("repmgr"), 12);
+        assert!(pkgs.contains("postgresql-client-15"));
+        assert!(!pkgs.contains("postgresql-15 "), "{pkgs}");
+        assert!(!pkgs.contains("repmgr"), "{pkgs}");
+    }
+
+    #[test]
+    fn etcd_host_needs_no_postgres_version() {
+        // Even an unavailable version is fine when no role installs PostgreSQL.
+        let pkgs = list(&["etcd"], "16", Some("patroni"), 12);
+        assert!(pkgs.contains("etcd-server") && !pkgs.contains("postgresql"), "{pkgs}");
+    }
+
+    #[test]
+    fn base_packages_on_a_role_without_its_own() {
+        assert_eq!(list(&["log-server"], "15", None, 12), BASE.join(" "));
+    }
+
+    #[test]
+    fn version_not_shipped_by_the_release_says_what_is() {
+        let err = packages_for(&["primary"], "16", None, 12).expect_err("16 is not in bookworm");
+        expect![[r#"postgres_version 16 is not available for Debian 12 (bookworm): Debian's archive ships only PostgreSQL 15 there, and the PGDG repository is not used by download-packages; set postgres_version: 15 (Debian 12 ships 15, Debian 13 ships 17)"#]]
+        .assert_eq(&err.to_string());
+        assert!(matches!(
+            packages_for(&["replica"], "15", None, 13),
+            Err(PackageSetError::PostgresVersionUnavailable { available: 17, .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_version_role_manager_and_os_are_errors() {
+        assert_eq!(
+            packages_for(&["primary"], "fifteen", None, 12),
+            Err(PackageSetError::InvalidPostgresVersion("fifteen".into()))
+        );
+        assert_eq!(
+            packages_for(&["primray"], "15", None, 12),
+            Err(PackageSetError::UnknownRole {
+                role: "primray".into()
+            })
+        );
+        assert_eq!(
+            packages_for(&["primary"], "15", Some("efm"), 12),
+            Err(PackageSetError::UnknownFailoverManager("efm".into()))
+        );
+        assert!(matches!(
+            packages_for(&["primary"], "15", None, 14),
+            Err(PackageSetError::UnsupportedOs(UnsupportedOs { major: 14 }))
+        ));
+    }
+}

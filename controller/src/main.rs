@@ -1,0 +1,92 @@
+//! `tpa-controller`: parses the command line, sets up logging and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tpa_controller::commands;
+
+/// Deploys PostgreSQL clusters described in a TPA config.yml.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// More detail (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the cluster's hosts (containers on the docker platform) and the files that
+    /// reach them: id_<cluster>, ssh_config, tpa_known_hosts, inventory.json.
+    Provision {
+        /// The cluster directory holding config.yml.
+        cluster_dir: PathBuf,
+        /// Debian mirror used when a host image must be built.
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+    /// Remove this cluster's hosts and network, and the files provision generated.
+    Deprovision { cluster_dir: PathBuf },
+    /// Host images for the docker platform.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build tpa/debian:<version> from Debian's archive with debootstrap (needs root).
+    Build {
+        #[arg(long, default_value = "Debian")]
+        os: String,
+        #[arg(long, default_value_t = 12)]
+        os_version: u32,
+        #[arg(long, default_value = tpa_controller::image::DEFAULT_MIRROR)]
+        mirror: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TPA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Provision { cluster_dir, mirror } => {
+                commands::provision::run(&cluster_dir, mirror.as_deref()).await.map(|_| ())
+            }
+            Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
+            Command::Image { command: ImageCommand::Build { os, os_version, mirror } } => {
+                commands::image::build(&os, os_version, &mirror).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

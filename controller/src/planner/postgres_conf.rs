@@ -1,0 +1,204 @@
+//! Text of the files that configure Postgres: the conf.d split TPA uses, pg_hba.conf and
+//! tpa's own postgres.service. Pure rendering, checked by golden tests.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Values the rendered settings depend on, computed by the planner from config and facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfInput<'a> {
+    pub cluster_name: &'a str,
+    pub host_name: &'a str,
+    pub port: u16,
+    pub memory_bytes: u64,
+    pub max_connections: u32,
+    pub shared_buffers_ratio: f64,
+    /// Number of Postgres instances in the cluster (sizes WAL senders and slots).
+    pub postgres_instances: u32,
+    pub password_encryption: &'a str,
+    pub preload_libraries: &'a [String],
+}
+
+/// The header every managed file carries, so nobody edits it by hand.
+const MANAGED: &str = "# Managed by tpa: changes made here are overwritten by the next deploy.\n";
+
+fn mb(bytes: u64, ratio: f64) -> u64 {
+    ((bytes as f64 * ratio) / (1024.0 * 1024.0)).max(16.0) as u64
+}
+
+/// `conf.d/0001-tpa_restart.conf`: settings that need a restart (TPA's list and defaults).
+pub fn restart_settings(c: &ConfInput<'_>) -> String {
+    let n = c.postgres_instances.max(1);
+    let mut out = String::from(MANAGED);
+    let settings: Vec<(&str, String)> = vec![
+        ("listen_addresses", "'*'".into()),
+        ("port", c.port.to_string()),
+        ("unix_socket_directories", "'/var/run/postgresql'".into()),
+        ("max_connections", c.max_connections.to_string()),
+        ("shared_buffers", format!("{}MB", mb(c.memory_bytes, c.shared_buffers_ratio))),
+        ("max_prepared_transactions", "0".into()),
+        ("max_worker_processes", (2 * n).max(16).to_string()),
+        ("cluster_name", format!("'{}'", c.host_name)),
+        ("archive_mode", "on".into()),
+        ("max_wal_senders", (2 * n).max(10).to_string()),
+        ("max_replication_slots", (2 * n + 3).max(10).to_string()),
+        ("wal_keep_size", "0".into()),
+        ("track_commit_timestamp", "off".into()),
+        ("hot_standby", "on".into()),
+        ("ssl", "on".into()),
+        ("ssl_ca_file", "''".into()),
+        ("ssl_cert_file", format!("'/etc/tpa/{}.crt'", c.cluster_name)),
+        ("ssl_key_file", format!("'/etc/tpa/{}.key'", c.cluster_name)),
+        ("ssl_ciphers", "'HIGH:!3DES:!aNULL'".into()),
+        ("ssl_prefer_server_ciphers", "on".into()),
+        ("ssl_min_protocol_version", "'TLSv1.2'".into()),
+        ("autovacuum_max_workers", "3".into()),
+        ("autovacuum_freeze_max_age", "200000000".into()),
+        ("autovacuum_multixact_freeze_max_age", "400000000".into()),
+        ("wal_level", "logical".into()),
+        ("wal_log_hints", "on".into()),
+        ("wal_buffers", "-1".into()),
+        ("shared_preload_libraries", format!("'{}'", c.preload_libraries.join(","))),
+    ];
+    for (name, value) in settings {
+        let _ = writeln!(out, "{name} = {value}");
+    }
+    out
+}
+
+/// `conf.d/0000-tpa.conf`: settings a reload applies (TPA's defaults). Logs go to stderr,
+/// which systemd's journal collects (TPA sends them to rsyslog instead).
+pub fn reload_settings(c: &ConfInput<'_>) -> String {
+    let mut out = String::from(MANAGED);
+    let settings: Vec<(&str, String)> = vec![
+        ("password_encryption", format!("'{}'", c.password_encryption)),
+        ("tcp_keepalives_idle", "53".into()),
+        ("tcp_keepalives_interval", "7".into()),
+        ("tcp_keepalives_count", "9".into()),
+        ("temp_buffers", "16MB".into()),
+        ("work_mem", "16MB".into()),
+        ("maintenance_work_mem", "64MB".into()),
+        ("autovacuum_work_mem", "-1".into()),
+        ("bgwriter_delay", "200ms".into()),
+        ("bgwriter_lru_maxpages", "100".into()),
+        ("bgwriter_lru_multiplier", "2.0".into()),
+        ("effective_io_concurrency", "1".into()),
+        ("log_destination", "'stderr'".into()),
+        ("log_timezone", "'UTC'".into()),
+        ("log_checkpoints", "on".into()),
+        ("log_connections", "off".into()),
+        ("log_disconnections", "off".into()),
+        ("log_lock_waits", "on".into()),
+        ("log_statement", "'ddl'".into()),
+        ("log_temp_files", "8192".into()),
+        ("log_min_duration_statement", "5s".into()),
+        ("log_line_prefix", "'%t [%u@%r/%a/%d:%p]: [%l] '".into()),
+        ("seq_page_cost", "1.0".into()),
+        ("random_page_cost", "4.0".into()),
+        ("effective_cache_size", format!("{}MB", mb(c.memory_bytes, 0.5))),
+        ("default_statistics_target", "100".into()),
+        ("constraint_exclusion", "partition".into()),
+        ("archive_command", "'/bin/true'".into()),
+        ("archive_timeout", "6h".into()),
+        ("wal_sender_timeout", "60s".into()),
+        ("wal_receiver_timeout", "60s".into()),
+        ("hot_standby_feedback", "on".into()),
+        ("max_standby_streaming_delay", "30s".into()),
+        ("autovacuum", "on".into()),
+        ("autovacuum_naptime", "1min".into()),
+        ("autovacuum_vacuum_cost_delay", "2ms".into()),
+        ("checkpoint_timeout", "30min".into()),
+        ("checkpoint_completion_target", "0.9".into()),
+        ("max_wal_size", "4GB".into()),
+        ("min_wal_size", "128MB".into()),
+    ];
+    for (name, value) in settings {
+        let _ = writeln!(out, "{name} = {value}");
+    }
+    out
+}
+
+/// `conf.d/9900-tpa_postgres_conf_settings.conf`: `postgres_conf_settings`, verbatim (values
+/// pre-quoted by the operator, as with TPA).
+pub fn conf_settings(settings: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::from(MANAGED);
+    out.push_str("# From postgres_conf_settings in config.yml\n");
+    for (name, value) in settings {
+        let _ = writeln!(out, "{name} = {value}");
+    }
+    out
+}
+
+/// One pg_hba.conf client: a cluster host and what it may connect for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaPeer {
+    pub name: String,
+    pub address: IpAddr,
+    pub postgres: bool,
+    pub barman: bool,
+}
+
+/// pg_hba.conf: peer locally, passwords on loopback, TLS + SCRAM for each cluster host, then
+/// the operator's `postgres_hba_settings`. Unlike TPA there is no 0.0.0.0/0 catch-all.
+pub fn pg_hba(peers: &[HbaPeer], method: &str, extra: &[String]) -> String {
+    let mut out = String::from(MANAGED);
+    out.push_str("# Add lines with postgres_hba_settings in config.yml.\n\n");
+    let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
+        let _ = writeln!(out, "{kind:<8} {db:<12} {user:<18} {addr:<20} {method}");
+    };
+    line("local", "all", "postgres", "", "peer");
+    line("local", "replication", "all", "", "peer");
+    line("local", "all", "all", "", "peer");
+    for addr in ["127.0.0.1/32", "::1/128"] {
+        line("host", "all", "all", addr, method);
+        line("host", "replication", "all", addr, method);
+    }
+    for peer in peers {
+        let bits = if peer.address.is_ipv4() { 32 } else { 128 };
+        let addr = format!("{}/{bits}", peer.address);
+        if peer.postgres {
+            line("hostssl", "all", "all", &addr, method);
+            line("hostssl", "replication", "all", &addr, method);
+        }
+        if peer.barman {
+            line("hostssl", "postgres", "barman", &addr, method);
+            line("hostssl", "replication", "streaming_barman", &addr, method);
+        }
+    }
+    if !extra.is_empty() {
+        out.push_str("\n# postgres_hba_settings\n");
+        for l in extra {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// tpa's own unit (TPA's `postgres.service`): the distribution's per-cluster units stay unused.
+pub fn service_unit(bin_dir: &str, data_dir: &str) -> String {
+    format!(
+        "{MANAGED}[Unit]
+Description=PostgreSQL database server (tpa)
+After=network.target
+
+[Service]
+Type=notify
+User=postgres
+Group=postgres
+Environment=PGDATA={data_dir}
+Environment=PG_OOM_ADJUST_FILE=/proc/self/oom_score_adj
+Environment=PG_OOM_ADJUST_VALUE=0
+OOMScoreAdjust=-1000
+ExecStart={bin_dir}/postgres -D {data_dir}
+ExecReload=/bin/kill -HUP $MAINPID
+KillMode=mixed
+KillSignal=SIGINT
+TimeoutSec=300
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}

@@ -1,0 +1,68 @@
+//! The `sys` stage: package sources (the cluster's local repository), the switch that stops
+//! postgresql-common creating a `main` cluster, and the packages the host's roles need.
+
+use tpa_common::resource::{Resource, ResourceSpec};
+
+use super::{PlanInput, id};
+use crate::config::Instance;
+use crate::local_repo::HOST_APT_SOURCE;
+
+/// postgresql-common creates a `main` cluster when a server package is installed unless told
+/// not to; tpa owns the data directory, so the switch goes in before any package.
+pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa.conf";
+
+pub fn stage(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    packages: Vec<String>,
+) -> super::Stage {
+    let mut resources = Vec::new();
+    let only_local = instance.vars.use_local_repo_only.unwrap_or(false);
+    if let Some(repo) = input.local_repos.get(&instance.name) {
+        resources.push(file(
+            HOST_APT_SOURCE,
+            format!("# Managed by tpa: the cluster's local package repository\ndeb [trusted=yes] file:{repo} ./\n"),
+        ));
+    }
+    if only_local {
+        // use_local_repo_only: the distribution's sources are switched off, as TPA does.
+        resources.push(file(
+            "/etc/apt/sources.list",
+            "# Managed by tpa: use_local_repo_only is set, packages come from the local repository\n"
+                .to_string(),
+        ));
+    }
+    resources.push(ResourceSpec {
+        id: id("directory", "/etc/postgresql-common/createcluster.d"),
+        kind: Resource::Directory {
+            path: "/etc/postgresql-common/createcluster.d".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o755,
+        },
+    });
+    resources.push(file(
+        CREATECLUSTER_CONF,
+        "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n"
+            .to_string(),
+    ));
+    resources.push(ResourceSpec {
+        id: id("packages", "base"),
+        kind: Resource::Packages { names: packages },
+    });
+    super::Stage { name: super::StageName::Sys, resources, after: vec![] }
+}
+
+pub(super) fn file(path: &str, content: String) -> ResourceSpec {
+    ResourceSpec {
+        id: id("file", path),
+        kind: Resource::File {
+            path: path.into(),
+            content: content.into_bytes(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            secret: false,
+        },
+    }
+}

@@ -1,0 +1,110 @@
+//! Helpers shared by the end-to-end scenarios: they drive the real `tpa-controller` binary
+//! against the local Docker engine.
+//!
+//! The scenarios run only with `TPA_E2E=1` (the README's test command sets it); plain
+//! `cargo test` skips them with a message, because they need Docker, root and minutes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+/// Scenarios share container names (the seed's hosts): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Returns a guard when end-to-end tests are enabled, `None` (after saying so) otherwise.
+pub fn e2e_guard(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if std::env::var("TPA_E2E").as_deref() != Ok("1") {
+        eprintln!("skipping {test}: set TPA_E2E=1 (scripts/test does) to run Docker end-to-end tests");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The built `tpa-controller` binary: `TPA_CONTROLLER_BIN`, else target/release, else debug.
+pub fn controller_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TPA_CONTROLLER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    for profile in ["release", "debug"] {
+        let bin = target.join(profile).join("tpa-controller");
+        if bin.is_file() {
+            return bin;
+        }
+    }
+    panic!("tpa-controller is not built: run `cargo build --release --workspace --bins` first");
+}
+
+/// A cluster directory in a temp dir holding the seed config with another cluster name.
+pub fn seed_cluster(cluster_name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("tpa-e2e-").tempdir().expect("tempdir");
+    let seed = std::fs::read_to_string(workspace_root().join("tests/fixtures/seed/config.yml"))
+        .expect("seed config");
+    let config = seed.replace("cluster_name: fosdem", &format!("cluster_name: {cluster_name}"));
+    std::fs::write(dir.path().join("config.yml"), config).expect("write config");
+    dir
+}
+
+/// Runs `tpa-controller <args>` and returns its output (printed for the test log).
+pub fn controller(args: &[&str]) -> Output {
+    let output = Command::new(controller_bin()).args(args).output().expect("run tpa-controller");
+    eprintln!(
+        "$ tpa-controller {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs a command and returns (success, stdout).
+pub fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new(program).args(args).output().expect("run command");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Names of containers (running or not) labelled with this cluster.
+pub fn cluster_containers(cluster: &str) -> Vec<String> {
+    let filter = format!("label=Cluster={cluster}");
+    let (_, out) = run("docker", &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+    let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+pub fn cluster_networks(cluster: &str) -> Vec<String> {
+    let filter = format!("label=Cluster={cluster}");
+    let (_, out) = run("docker", &["network", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+    out.lines().map(str::to_string).collect()
+}
+
+/// Builds a tpa host image unless the engine has it (cached between runs).
+pub fn ensure_image(image: &str) {
+    if run("docker", &["image", "inspect", image]).0 {
+        return;
+    }
+    let version = image.rsplit(':').next().expect("tagged image");
+    let out = controller(&["image", "build", "--os", "Debian", "--os-version", version]);
+    assert!(out.status.success(), "building {image} failed");
+}
+
+/// Removes whatever a failed scenario left behind.
+pub struct Cleanup<'a> {
+    pub dir: &'a Path,
+    pub cluster: &'a str,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(controller_bin()).arg("deprovision").arg(self.dir).output();
+        for name in cluster_containers(self.cluster) {
+            let _ = run("docker", &["rm", "-f", &name]);
+        }
+    }
+}
