@@ -27,10 +27,13 @@ pub async fn gather(data_dir: Option<String>, port: u16) -> Facts {
         Err(error) => {
             tracing::error!(%error, "gathering facts ended abnormally");
             let mut facts = base_facts();
-            facts.postgres = fallback_data_dir.filter(|d| !d.is_empty()).map(|data_dir| PostgresFacts {
-                data_dir,
-                ..PostgresFacts::default()
-            });
+            facts.postgres =
+                fallback_data_dir
+                    .filter(|d| !d.is_empty())
+                    .map(|data_dir| PostgresFacts {
+                        data_dir,
+                        ..PostgresFacts::default()
+                    });
             facts
         }
     }
@@ -61,9 +64,15 @@ pub fn gather_blocking(data_dir: Option<&str>, port: u16) -> Facts {
         })
         .collect();
     let networks = sysinfo::Networks::new_with_refreshed_list();
-    facts.addresses = usable_addresses(networks.values().flat_map(|n| n.ip_networks().iter().map(|ip| ip.addr)));
+    facts.addresses = usable_addresses(
+        networks
+            .values()
+            .flat_map(|n| n.ip_networks().iter().map(|ip| ip.addr)),
+    );
     facts.installed_postgres_versions = installed_postgres_versions(Path::new(POSTGRES_LIB));
-    facts.postgres = data_dir.filter(|d| !d.is_empty()).map(|d| postgres_facts(d, port));
+    facts.postgres = data_dir
+        .filter(|d| !d.is_empty())
+        .map(|d| postgres_facts(d, port));
     facts
 }
 
@@ -87,7 +96,9 @@ pub struct OsRelease {
 pub fn parse_os_release(text: &str) -> OsRelease {
     let mut release = OsRelease::default();
     for line in text.lines() {
-        let Some((key, value)) = line.trim().split_once('=') else { continue };
+        let Some((key, value)) = line.trim().split_once('=') else {
+            continue;
+        };
         let value = unquote(value.trim());
         match key {
             "ID" => release.id = value,
@@ -104,7 +115,11 @@ fn unquote(value: &str) -> String {
         .iter()
         .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
         .unwrap_or(value);
-    inner.replace("\\\"", "\"").replace("\\$", "$").replace("\\`", "`").replace("\\\\", "\\")
+    inner
+        .replace("\\\"", "\"")
+        .replace("\\$", "$")
+        .replace("\\`", "`")
+        .replace("\\\\", "\\")
 }
 
 /// Addresses other hosts could use: no loopback, no IPv6 link-local; sorted, unique.
@@ -120,7 +135,9 @@ pub fn usable_addresses(addrs: impl Iterator<Item = IpAddr>) -> Vec<String> {
 
 /// Major versions with `<root>/<v>/bin/postgres`, sorted numerically.
 pub fn installed_postgres_versions(root: &Path) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(root) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
     let mut versions: Vec<String> = entries
         .flatten()
         .filter(|e| e.path().join("bin/postgres").is_file())
@@ -131,13 +148,18 @@ pub fn installed_postgres_versions(root: &Path) -> Vec<String> {
 }
 
 fn version_key(version: &str) -> Vec<u64> {
-    version.split('.').map(|part| part.parse().unwrap_or(0)).collect()
+    version
+        .split('.')
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
 }
 
 /// The state of the instance at `data_dir`, listening on `port`.
 pub fn postgres_facts(data_dir: &str, port: u16) -> PostgresFacts {
     let dir = Path::new(data_dir);
-    let data_version = fs::read_to_string(dir.join("PG_VERSION")).ok().map(|v| v.trim().to_owned());
+    let data_version = fs::read_to_string(dir.join("PG_VERSION"))
+        .ok()
+        .map(|v| v.trim().to_owned());
     let running = fs::read_to_string(dir.join("postmaster.pid"))
         .ok()
         .and_then(|text| parse_postmaster_pid(&text))
@@ -152,7 +174,8 @@ pub fn postgres_facts(data_dir: &str, port: u16) -> PostgresFacts {
     };
     if running {
         // Ask as the data directory's owner: that is the superuser the cluster was created with.
-        let user = fs::metadata(dir).map_or_else(|_| "postgres".to_owned(), |m| owner::user_name(m.uid()));
+        let user =
+            fs::metadata(dir).map_or_else(|_| "postgres".to_owned(), |m| owner::user_name(m.uid()));
         if let Some((in_recovery, start_time)) = query_status(&user, port) {
             facts.in_recovery = Some(in_recovery);
             facts.start_time = Some(start_time);
@@ -163,25 +186,39 @@ pub fn postgres_facts(data_dir: &str, port: u16) -> PostgresFacts {
 
 /// The postmaster's pid: the first line of postmaster.pid.
 pub fn parse_postmaster_pid(text: &str) -> Option<u32> {
-    text.lines().next()?.trim().parse().ok().filter(|pid| *pid > 0)
+    text.lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 0)
 }
 
 /// True when `pid` is alive and is a postgres process (guards against a stale pid file whose
 /// pid was reused after a crash).
 fn process_is_postgres(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim().starts_with("postgres"))
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim().starts_with("postgres"))
 }
 
 fn query_status(user: &str, port: u16) -> Option<(bool, String)> {
     let port = port.to_string();
-    let argv: Vec<String> = ["psql", "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let argv: Vec<String> = [
+        "psql", "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     let env = [("PGCONNECT_TIMEOUT".to_owned(), "5".to_owned())];
     let sql = b"select pg_is_in_recovery(), pg_postmaster_start_time()";
     let run_as = if owner::is_root() { Some(user) } else { None };
-    let output = run::run(&Invocation { argv: &argv, run_as, env: &env, stdin: Some(sql) }).ok()?;
+    let output = run::run(&Invocation {
+        argv: &argv,
+        run_as,
+        env: &env,
+        stdin: Some(sql),
+    })
+    .ok()?;
     if !output.success() {
         tracing::debug!(status = %output.status_text(), "psql status query failed; leaving recovery state unknown");
         return None;
@@ -214,18 +251,41 @@ VERSION_CODENAME=bookworm
 ID=debian
 "#;
         let release = parse_os_release(text);
-        assert_eq!(release, OsRelease { id: "debian".into(), version_id: "12".into(), codename: "bookworm".into() });
+        assert_eq!(
+            release,
+            OsRelease {
+                id: "debian".into(),
+                version_id: "12".into(),
+                codename: "bookworm".into()
+            }
+        );
     }
 
     #[test]
     fn parses_single_quotes_and_missing_keys() {
         let release = parse_os_release("ID='ubuntu'\n# comment\nVERSION_ID=\"24.04\"\n");
-        assert_eq!(release, OsRelease { id: "ubuntu".into(), version_id: "24.04".into(), codename: String::new() });
+        assert_eq!(
+            release,
+            OsRelease {
+                id: "ubuntu".into(),
+                version_id: "24.04".into(),
+                codename: String::new()
+            }
+        );
     }
 
     #[test]
     fn filters_addresses() {
-        let addrs = ["127.0.0.1", "10.0.0.5", "::1", "fe80::1", "fd00::5", "10.0.0.5"].iter().map(|a| a.parse().expect("ip"));
+        let addrs = [
+            "127.0.0.1",
+            "10.0.0.5",
+            "::1",
+            "fe80::1",
+            "fd00::5",
+            "10.0.0.5",
+        ]
+        .iter()
+        .map(|a| a.parse().expect("ip"));
         assert_eq!(usable_addresses(addrs), ["10.0.0.5", "fd00::5"]);
     }
 
@@ -237,7 +297,10 @@ ID=debian
             fs::write(root.path().join(v).join("bin/postgres"), b"").expect("touch");
         }
         fs::create_dir_all(root.path().join("16/bin")).expect("client-only version");
-        assert_eq!(installed_postgres_versions(root.path()), ["9.6", "15", "17"]);
+        assert_eq!(
+            installed_postgres_versions(root.path()),
+            ["9.6", "15", "17"]
+        );
         assert!(installed_postgres_versions(&root.path().join("absent")).is_empty());
     }
 
@@ -260,9 +323,15 @@ ID=debian
 
     #[test]
     fn parses_pid_and_status_row() {
-        assert_eq!(parse_postmaster_pid("4242\n/opt/postgres/data\n1700000000\n"), Some(4242));
+        assert_eq!(
+            parse_postmaster_pid("4242\n/opt/postgres/data\n1700000000\n"),
+            Some(4242)
+        );
         assert_eq!(parse_postmaster_pid("garbage"), None);
-        assert_eq!(parse_status_row("f|2024-05-01 10:00:00+00\n"), Some((false, "2024-05-01 10:00:00+00".into())));
+        assert_eq!(
+            parse_status_row("f|2024-05-01 10:00:00+00\n"),
+            Some((false, "2024-05-01 10:00:00+00".into()))
+        );
         assert_eq!(parse_status_row("error"), None);
     }
 

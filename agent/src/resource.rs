@@ -42,12 +42,20 @@ pub struct State {
 impl State {
     /// The resource is already as desired.
     pub fn in_state(message: impl Into<String>) -> Self {
-        State { in_state: true, diff: None, message: message.into() }
+        State {
+            in_state: true,
+            diff: None,
+            message: message.into(),
+        }
     }
 
     /// The resource differs from the desired state.
     pub fn differs(diff: Option<String>, message: impl Into<String>) -> Self {
-        State { in_state: false, diff, message: message.into() }
+        State {
+            in_state: false,
+            diff,
+            message: message.into(),
+        }
     }
 }
 
@@ -87,7 +95,11 @@ pub enum ResourceError {
 impl ResourceError {
     /// Shorthand for an IO error on a path.
     pub fn io(action: &'static str, path: impl Into<String>, source: std::io::Error) -> Self {
-        ResourceError::Io { action, path: path.into(), source }
+        ResourceError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -132,7 +144,10 @@ pub fn apply_batch_blocking(
     emit: &mut dyn FnMut(ResourceEvent),
 ) -> BatchSummary {
     let started = Instant::now();
-    let mut batch = Batch { check_only, ..Batch::default() };
+    let mut batch = Batch {
+        check_only,
+        ..Batch::default()
+    };
     let mut summary = BatchSummary::default();
     for spec in resources {
         let event = batch.process(spec);
@@ -169,27 +184,44 @@ impl Batch {
             elapsed_ms: elapsed_ms(started),
         };
         if let Some(failed) = &self.failed {
-            return event(Outcome::Skipped, None, format!("skipped: `{failed}` failed earlier in this batch"));
+            return event(
+                Outcome::Skipped,
+                None,
+                format!("skipped: `{failed}` failed earlier in this batch"),
+            );
         }
         if !self.seen.insert(spec.id.clone()) {
             self.failed = Some(spec.id.clone());
             return event(
                 Outcome::Failed,
                 None,
-                format!("duplicate resource id `{}` in batch; ids must be unique", spec.id),
+                format!(
+                    "duplicate resource id `{}` in batch; ids must be unique",
+                    spec.id
+                ),
             );
         }
         let result = catch_unwind(AssertUnwindSafe(|| self.check_and_apply(spec)));
         let (outcome, diff, message) = match result {
             Ok(Ok(done)) => done,
             Ok(Err(error)) => (Outcome::Failed, None, format!("{}: {error}", spec.id)),
-            Err(_) => (Outcome::Failed, None, format!("{}: internal error (panic) in the agent; see the agent's journal", spec.id)),
+            Err(_) => (
+                Outcome::Failed,
+                None,
+                format!(
+                    "{}: internal error (panic) in the agent; see the agent's journal",
+                    spec.id
+                ),
+            ),
         };
         match outcome {
             Outcome::Changed | Outcome::WouldChange => {
                 self.changed.insert(spec.id.clone());
                 if is_unit_file(&spec.kind) {
                     self.units_dirty = true;
+                } else if self.check_only && matches!(spec.kind, Resource::Service { .. }) {
+                    // The daemon-reload this service would run covers later services too.
+                    self.units_dirty = false;
                 }
             }
             Outcome::Failed => self.failed = Some(spec.id.clone()),
@@ -198,7 +230,10 @@ impl Batch {
         event(outcome, diff, message)
     }
 
-    fn check_and_apply(&mut self, spec: &ResourceSpec) -> Result<(Outcome, Option<String>, String), ResourceError> {
+    fn check_and_apply(
+        &mut self,
+        spec: &ResourceSpec,
+    ) -> Result<(Outcome, Option<String>, String), ResourceError> {
         let state = self.check(&spec.kind)?;
         if state.in_state {
             return Ok((Outcome::Unchanged, None, state.message));
@@ -213,62 +248,192 @@ impl Batch {
     fn check(&self, kind: &Resource) -> Result<State, ResourceError> {
         match kind {
             Resource::Packages { names } => packages::check(names),
-            Resource::File { path, content, owner, group, mode, secret } => {
-                file::check(&FileSpec { path, content, owner, group, mode: *mode, secret: *secret })
-            }
-            Resource::FileIfAbsent { path, content, owner, group, mode } => {
-                file::check_if_absent(&FileSpec { path, content, owner, group, mode: *mode, secret: false })
-            }
-            Resource::Directory { path, owner, group, mode } => directory::check(path, owner, group, *mode),
+            Resource::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            } => file::check(&FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: *secret,
+            }),
+            Resource::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            } => file::check_if_absent(&FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: false,
+            }),
+            Resource::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            } => directory::check(path, owner, group, *mode),
             Resource::Group { name, system: _ } => user::check_group(name),
-            Resource::User { name, group, home, shell, system: _ } => user::check_user(name, group, home, shell),
-            Resource::Service { unit, enabled, running, reload_on, restart_on } => {
+            Resource::User {
+                name,
+                group,
+                home,
+                shell,
+                system: _,
+            } => user::check_user(name, group, home, shell),
+            Resource::Service {
+                unit,
+                enabled,
+                running,
+                reload_on,
+                restart_on,
+            } => {
                 let trigger = self.trigger(reload_on, restart_on)?;
-                service::check(unit, *enabled, *running, &trigger)
+                let state = service::check(unit, *enabled, *running, &trigger)?;
+                Ok(with_pending_daemon_reload(state, self.units_dirty))
             }
-            Resource::Command { argv, creates, unless, run_as, env, secret_env } => {
-                command::check(argv, creates.as_deref(), unless.as_deref(), run_as.as_deref(), env, *secret_env)
-            }
-            Resource::Sql { database, check, apply, run_as, port, secret } => {
-                sql::check(&sql::SqlSpec { database, check, apply, run_as, port: *port, secret: *secret })
-            }
+            Resource::Command {
+                argv,
+                creates,
+                unless,
+                run_as,
+                env,
+                secret_env,
+            } => command::check(
+                argv,
+                creates.as_deref(),
+                unless.as_deref(),
+                run_as.as_deref(),
+                env,
+                *secret_env,
+            ),
+            Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => sql::check(&sql::SqlSpec {
+                database,
+                check,
+                apply,
+                run_as,
+                port: *port,
+                secret: *secret,
+            }),
         }
     }
 
     fn apply(&mut self, kind: &Resource) -> Result<String, ResourceError> {
         match kind {
             Resource::Packages { names } => packages::apply(names),
-            Resource::File { path, content, owner, group, mode, secret } => {
-                file::apply(&FileSpec { path, content, owner, group, mode: *mode, secret: *secret })
-            }
-            Resource::FileIfAbsent { path, content, owner, group, mode } => {
-                file::apply_if_absent(&FileSpec { path, content, owner, group, mode: *mode, secret: false })
-            }
-            Resource::Directory { path, owner, group, mode } => directory::apply(path, owner, group, *mode),
+            Resource::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            } => file::apply(&FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: *secret,
+            }),
+            Resource::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            } => file::apply_if_absent(&FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: false,
+            }),
+            Resource::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            } => directory::apply(path, owner, group, *mode),
             Resource::Group { name, system } => user::apply_group(name, *system),
-            Resource::User { name, group, home, shell, system } => user::apply_user(name, group, home, shell, *system),
-            Resource::Service { unit, enabled, running, reload_on, restart_on } => {
+            Resource::User {
+                name,
+                group,
+                home,
+                shell,
+                system,
+            } => user::apply_user(name, group, home, shell, *system),
+            Resource::Service {
+                unit,
+                enabled,
+                running,
+                reload_on,
+                restart_on,
+            } => {
                 let trigger = self.trigger(reload_on, restart_on)?;
                 let mut message = String::new();
                 if self.units_dirty {
                     service::daemon_reload()?;
                     self.units_dirty = false;
-                    message.push_str("daemon-reload; ");
+                    message.push_str("daemon-reload, ");
                 }
                 message.push_str(&service::apply(unit, *enabled, *running, &trigger)?);
                 Ok(message)
             }
-            Resource::Command { argv, creates: _, unless: _, run_as, env, secret_env } => {
-                command::apply(argv, run_as.as_deref(), env, *secret_env)
-            }
-            Resource::Sql { database, check, apply, run_as, port, secret } => {
-                sql::apply(&sql::SqlSpec { database, check, apply, run_as, port: *port, secret: *secret })
-            }
+            Resource::Command {
+                argv,
+                creates: _,
+                unless: _,
+                run_as,
+                env,
+                secret_env,
+            } => command::apply(argv, run_as.as_deref(), env, *secret_env),
+            Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => sql::apply(&sql::SqlSpec {
+                database,
+                check,
+                apply,
+                run_as,
+                port: *port,
+                secret: *secret,
+            }),
         }
     }
 
-    fn trigger(&self, reload_on: &[String], restart_on: &[String]) -> Result<Trigger, ResourceError> {
-        if let Some(unknown) = reload_on.iter().chain(restart_on).find(|id| !self.seen.contains(*id)) {
+    fn trigger(
+        &self,
+        reload_on: &[String],
+        restart_on: &[String],
+    ) -> Result<Trigger, ResourceError> {
+        if let Some(unknown) = reload_on
+            .iter()
+            .chain(restart_on)
+            .find(|id| !self.seen.contains(*id))
+        {
             return Err(ResourceError::Invalid(format!(
                 "`{unknown}` in reload_on/restart_on is not an earlier resource of this batch; \
                  the controller must order it before the service"
@@ -278,8 +443,24 @@ impl Batch {
     }
 }
 
+/// A changed unit file makes the next service out of state: `daemon-reload` must run even when
+/// the unit itself needs nothing else.
+fn with_pending_daemon_reload(state: State, units_dirty: bool) -> State {
+    if !units_dirty {
+        return state;
+    }
+    if state.in_state {
+        return State::differs(None, "daemon-reload (a unit file changed)");
+    }
+    State::differs(state.diff, format!("daemon-reload, {}", state.message))
+}
+
 /// Directories whose files are systemd units: a change there needs `systemctl daemon-reload`.
-const UNIT_DIRS: [&str; 3] = ["/etc/systemd/system/", "/lib/systemd/system/", "/usr/lib/systemd/system/"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system/",
+    "/lib/systemd/system/",
+    "/usr/lib/systemd/system/",
+];
 
 /// True for file resources that write a systemd unit (or a drop-in).
 fn is_unit_file(kind: &Resource) -> bool {
@@ -343,14 +524,35 @@ mod tests {
         let resources = [
             file_spec("a", ok.to_str().expect("utf8"), "a\n"),
             file_spec("b", missing_parent.to_str().expect("utf8"), "b\n"),
-            file_spec("c", dir.path().join("c.conf").to_str().expect("utf8"), "c\n"),
+            file_spec(
+                "c",
+                dir.path().join("c.conf").to_str().expect("utf8"),
+                "c\n",
+            ),
         ];
         let (events, summary) = run(&resources, false);
-        assert_eq!(outcomes(&events), [Outcome::Changed, Outcome::Failed, Outcome::Skipped]);
-        assert!(events[1].message.contains("does not exist"), "{}", events[1].message);
-        assert!(events[2].message.contains("`b` failed"), "{}", events[2].message);
-        assert_eq!((summary.changed, summary.failed, summary.skipped), (1, 1, 1));
-        assert!(!dir.path().join("c.conf").exists(), "a skipped resource must not be applied");
+        assert_eq!(
+            outcomes(&events),
+            [Outcome::Changed, Outcome::Failed, Outcome::Skipped]
+        );
+        assert!(
+            events[1].message.contains("does not exist"),
+            "{}",
+            events[1].message
+        );
+        assert!(
+            events[2].message.contains("`b` failed"),
+            "{}",
+            events[2].message
+        );
+        assert_eq!(
+            (summary.changed, summary.failed, summary.skipped),
+            (1, 1, 1)
+        );
+        assert!(
+            !dir.path().join("c.conf").exists(),
+            "a skipped resource must not be applied"
+        );
     }
 
     #[test]
@@ -361,7 +563,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.conf");
         let path = path.to_str().expect("utf8");
-        let (events, _) = run(&[file_spec("a", path, "1\n"), file_spec("a", path, "2\n")], false);
+        let (events, _) = run(
+            &[file_spec("a", path, "1\n"), file_spec("a", path, "2\n")],
+            false,
+        );
         assert_eq!(outcomes(&events), [Outcome::Changed, Outcome::Failed]);
         assert!(events[1].message.contains("duplicate"));
     }
@@ -370,9 +575,18 @@ mod tests {
     fn check_only_reports_would_change_and_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.conf");
-        let (events, summary) = run(&[file_spec("a", path.to_str().expect("utf8"), "x = 1\n")], true);
+        let (events, summary) = run(
+            &[file_spec("a", path.to_str().expect("utf8"), "x = 1\n")],
+            true,
+        );
         assert_eq!(outcomes(&events), [Outcome::WouldChange]);
-        assert!(events[0].diff.as_deref().unwrap_or_default().contains("+x = 1"));
+        assert!(
+            events[0]
+                .diff
+                .as_deref()
+                .unwrap_or_default()
+                .contains("+x = 1")
+        );
         assert_eq!(summary.would_change, 1);
         assert!(!path.exists());
     }
@@ -391,7 +605,11 @@ mod tests {
         };
         let (events, _) = run(&[service], true);
         assert_eq!(outcomes(&events), [Outcome::Failed]);
-        assert!(events[0].message.contains("`file:later`"), "{}", events[0].message);
+        assert!(
+            events[0].message.contains("`file:later`"),
+            "{}",
+            events[0].message
+        );
     }
 
     #[test]
@@ -400,7 +618,10 @@ mod tests {
         let conf = dir.path().join("postgresql.conf");
         let hba = dir.path().join("pg_hba.conf");
         fs_write(&hba, "local all all peer\n");
-        let mut batch = Batch { check_only: true, ..Batch::default() };
+        let mut batch = Batch {
+            check_only: true,
+            ..Batch::default()
+        };
         let events: Vec<_> = [
             file_spec("conf", conf.to_str().expect("utf8"), "port = 5432\n"),
             file_spec("hba", hba.to_str().expect("utf8"), "local all all peer\n"),
@@ -411,8 +632,13 @@ mod tests {
         let owned = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         if root() {
             // hba is unchanged (content and root ownership match), conf would be created.
-            assert_eq!(outcomes(&events), [Outcome::WouldChange, Outcome::Unchanged]);
-            let restart = batch.trigger(&owned(&["hba"]), &owned(&["conf"])).expect("known ids");
+            assert_eq!(
+                outcomes(&events),
+                [Outcome::WouldChange, Outcome::Unchanged]
+            );
+            let restart = batch
+                .trigger(&owned(&["hba"]), &owned(&["conf"]))
+                .expect("known ids");
             assert_eq!(restart, Trigger::Restart { by: "conf".into() });
             let none = batch.trigger(&owned(&["hba"]), &[]).expect("known ids");
             assert_eq!(none, Trigger::None);
@@ -425,9 +651,27 @@ mod tests {
     }
 
     #[test]
+    fn changed_unit_file_makes_service_out_of_state() {
+        let in_state = State::in_state("enabled, running");
+        assert_eq!(
+            with_pending_daemon_reload(in_state.clone(), false),
+            in_state
+        );
+        let pending = with_pending_daemon_reload(in_state, true);
+        assert!(!pending.in_state);
+        assert_eq!(pending.message, "daemon-reload (a unit file changed)");
+        let restart = with_pending_daemon_reload(State::differs(None, "restart"), true);
+        assert_eq!(restart.message, "daemon-reload, restart");
+    }
+
+    #[test]
     fn unit_files_are_recognised() {
         let unit = file_spec("u", "/etc/systemd/system/postgres.service", "");
-        let drop_in = file_spec("d", "/etc/systemd/system/postgres.service.d/override.conf", "");
+        let drop_in = file_spec(
+            "d",
+            "/etc/systemd/system/postgres.service.d/override.conf",
+            "",
+        );
         let other = file_spec("o", "/etc/postgresql/main.conf", "");
         assert!(is_unit_file(&unit.kind));
         assert!(is_unit_file(&drop_in.kind));
@@ -442,7 +686,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.conf");
         let (tx, mut rx) = mpsc::channel(8);
-        let summary = apply_batch(vec![file_spec("a", path.to_str().expect("utf8"), "a\n")], false, tx).await;
+        let summary = apply_batch(
+            vec![file_spec("a", path.to_str().expect("utf8"), "a\n")],
+            false,
+            tx,
+        )
+        .await;
         let event = rx.recv().await.expect("one event");
         assert_eq!(event.outcome, Outcome::Changed);
         assert_eq!(summary.changed, 1);

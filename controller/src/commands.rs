@@ -2,5 +2,6 @@
 //! parses and dispatches.
 
 pub mod deprovision;
+pub mod download_packages;
 pub mod image;
 pub mod provision;

@@ -56,8 +56,8 @@ impl Cluster {
     pub fn parse(source: &str, file_label: &str) -> Result<Cluster, ConfigErrors> {
         let mut diag = error::Diag::new(file_label);
         let Some(root) = yaml::load(source, &mut diag) else {
-            diag.finish()?;
-            unreachable!("yaml::load reports an error whenever it returns None");
+            // `load` has recorded why there is no tree.
+            return Err(diag.into_errors());
         };
         let built = build::build(&root, &mut diag);
         checks::check(&built, &mut diag);

@@ -5,6 +5,8 @@
 //! - `cluster_dir`: where generated files live; SSH key, ssh_config and known-hosts files.
 //! - `inventory`: the machine-readable record of provisioned hosts.
 //! - `image`: host images built with debootstrap, without a registry.
+//! - `orchestrator`: runs a plan's stages across hosts in dependency order.
+//! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
 //! - `planner`: config + inventory + facts → per-host stages of resources (pure).
 //! - `platform`: creating and destroying hosts (`docker`).
 //! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
@@ -22,5 +24,7 @@ pub mod image;
 pub mod inventory;
 pub mod local_repo;
 pub mod pki;
+pub mod orchestrator;
 pub mod planner;
 pub mod platform;
+pub mod ssh;

@@ -28,6 +28,17 @@ enum Command {
         #[arg(long)]
         mirror: Option<String>,
     },
+    /// Download every package the cluster's roles need, with dependencies, into
+    /// <dir>/local-repo/Debian/<version>/ with an apt index (for hosts without network).
+    DownloadPackages {
+        cluster_dir: PathBuf,
+        /// Debian major version of the hosts (default: from the cluster's images).
+        #[arg(long)]
+        os_version: Option<u32>,
+        /// Debian mirror to download from.
+        #[arg(long)]
+        mirror: Option<String>,
+    },
     /// Remove this cluster's hosts and network, and the files provision generated.
     Deprovision { cluster_dir: PathBuf },
     /// Host images for the docker platform.
@@ -75,6 +86,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Provision { cluster_dir, mirror } => {
                 commands::provision::run(&cluster_dir, mirror.as_deref()).await.map(|_| ())
+            }
+            Command::DownloadPackages { cluster_dir, os_version, mirror } => {
+                commands::download_packages::run(&cluster_dir, os_version, mirror.as_deref()).await
             }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
             Command::Image { command: ImageCommand::Build { os, os_version, mirror } } => {

@@ -136,7 +136,7 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance) {
         .collect();
     plan.notes.push(format!(
         "{}: roles [{}] are not deployed yet (replication, barman and failover managers \
-         come in later releases); the host is bootstrapped and gets the base system only",
+         come in later releases); the host is bootstrapped and its packages are installed",
         instance.name,
         roles.join(", ")
     ));
@@ -147,3 +147,5 @@ pub(crate) fn id(kind: &str, name: &str) -> String {
     format!("{kind}:{name}")
 }
 
+#[cfg(test)]
+mod tests;

@@ -24,27 +24,52 @@ pub fn check(
     if argv.is_empty() {
         return Err(ResourceError::Invalid("command argv is empty".to_owned()));
     }
-    if let Some(path) = creates {
-        if Path::new(path).exists() {
-            return Ok(State::in_state(format!("{path} exists")));
-        }
+    if let Some(path) = creates
+        && Path::new(path).exists()
+    {
+        return Ok(State::in_state(format!("{path} exists")));
     }
     if let Some(unless) = unless {
-        let output = run::run(&Invocation { argv: unless, run_as, env, stdin: None })?;
+        let output = run::run(&Invocation {
+            argv: unless,
+            run_as,
+            env,
+            stdin: None,
+        })?;
         if output.success() {
             return Ok(State::in_state(format!("`{}` succeeded", unless.join(" "))));
         }
     }
-    Ok(State::differs(Some(format!("$ {}\n", argv.join(" "))), reason(creates, unless)))
+    Ok(State::differs(
+        Some(format!("$ {}\n", argv.join(" "))),
+        reason(creates, unless),
+    ))
 }
 
 /// Runs `argv`; fails with its exit status and (unless `secret_env`) the tail of its output.
-pub fn apply(argv: &[String], run_as: Option<&str>, env: &[(String, String)], secret_env: bool) -> Result<String, ResourceError> {
-    let output = run::run(&Invocation { argv, run_as, env, stdin: None })?;
+pub fn apply(
+    argv: &[String],
+    run_as: Option<&str>,
+    env: &[(String, String)],
+    secret_env: bool,
+) -> Result<String, ResourceError> {
+    let output = run::run(&Invocation {
+        argv,
+        run_as,
+        env,
+        stdin: None,
+    })?;
     let program = argv.first().map_or("", String::as_str);
     if !output.success() {
-        let detail = if secret_env { "output hidden (secret environment)".to_owned() } else { output.tail() };
-        return Err(ResourceError::Failed(format!("`{program}` failed ({}): {detail}", output.status_text())));
+        let detail = if secret_env {
+            "output hidden (secret environment)".to_owned()
+        } else {
+            output.tail()
+        };
+        return Err(ResourceError::Failed(format!(
+            "`{program}` failed ({}): {detail}",
+            output.status_text()
+        )));
     }
     Ok(format!("ran `{program}`"))
 }
@@ -54,7 +79,9 @@ fn reason(creates: Option<&str>, unless: Option<&[String]>) -> String {
         (None, None) => "unguarded command runs on every apply".to_owned(),
         (Some(path), None) => format!("{path} does not exist"),
         (None, Some(unless)) => format!("`{}` failed", unless.join(" ")),
-        (Some(path), Some(unless)) => format!("{path} does not exist and `{}` failed", unless.join(" ")),
+        (Some(path), Some(unless)) => {
+            format!("{path} does not exist and `{}` failed", unless.join(" "))
+        }
     }
 }
 
@@ -77,7 +104,11 @@ mod tests {
         assert!(state.message.contains("does not exist"));
         assert!(!marker.exists(), "check must not run the command");
         apply(&argv, None, &[], false).expect("apply");
-        assert!(check(&argv, Some(marker_str), None, None, &[], false).expect("check").in_state);
+        assert!(
+            check(&argv, Some(marker_str), None, None, &[], false)
+                .expect("check")
+                .in_state
+        );
     }
 
     #[test]
@@ -85,8 +116,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let marker = dir.path().join("ran");
         let argv = strings(&["touch", marker.to_str().expect("utf8")]);
-        assert!(check(&argv, None, Some(&strings(&["true"])), None, &[], false).expect("check").in_state);
-        let state = check(&argv, None, Some(&strings(&["false"])), None, &[], false).expect("check");
+        assert!(
+            check(&argv, None, Some(&strings(&["true"])), None, &[], false)
+                .expect("check")
+                .in_state
+        );
+        let state =
+            check(&argv, None, Some(&strings(&["false"])), None, &[], false).expect("check");
         assert!(!state.in_state);
         assert_eq!(state.message, "`false` failed");
         assert!(!marker.exists());
@@ -120,13 +156,23 @@ mod tests {
         let marker = dir.path().join("as-nobody");
         let script = format!("id -un > {}", marker.display());
         // The temp dir is root-only; let nobody write into it for this test.
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod");
         apply(&strings(&["sh", "-c", &script]), Some("nobody"), &[], false).expect("apply");
-        assert_eq!(std::fs::read_to_string(&marker).expect("read").trim(), "nobody");
+        assert_eq!(
+            std::fs::read_to_string(&marker).expect("read").trim(),
+            "nobody"
+        );
     }
 
     #[test]
     fn empty_argv_is_invalid() {
-        assert!(matches!(check(&[], None, None, None, &[], false), Err(ResourceError::Invalid(_))));
+        assert!(matches!(
+            check(&[], None, None, None, &[], false),
+            Err(ResourceError::Invalid(_))
+        ));
     }
 }

@@ -18,7 +18,8 @@ pub fn check(path: &str, owner_name: &str, group: &str, mode: u32) -> Result<Sta
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            let diff = format!("# create directory with owner {owner_name}:{group} mode {mode:04o}\n");
+            let diff =
+                format!("# create directory with owner {owner_name}:{group} mode {mode:04o}\n");
             return Ok(State::differs(Some(diff), "absent"));
         }
         Err(e) => return Err(ResourceError::io("inspect", path, e)),
@@ -30,10 +31,16 @@ pub fn check(path: &str, owner_name: &str, group: &str, mode: u32) -> Result<Sta
     }
     let mut diff = Vec::new();
     if meta.uid() != uid {
-        diff.push(format!("# owner {} -> {owner_name}", owner::user_name(meta.uid())));
+        diff.push(format!(
+            "# owner {} -> {owner_name}",
+            owner::user_name(meta.uid())
+        ));
     }
     if meta.gid() != gid {
-        diff.push(format!("# group {} -> {group}", owner::group_name(meta.gid())));
+        diff.push(format!(
+            "# group {} -> {group}",
+            owner::group_name(meta.gid())
+        ));
     }
     if meta.mode() & 0o7777 != mode {
         diff.push(format!("# mode {:04o} -> {mode:04o}", meta.mode() & 0o7777));
@@ -41,20 +48,35 @@ pub fn check(path: &str, owner_name: &str, group: &str, mode: u32) -> Result<Sta
     if diff.is_empty() {
         return Ok(State::in_state("owner and mode as desired"));
     }
-    Ok(State::differs(Some(diff.join("\n") + "\n"), "owner or mode differ"))
+    Ok(State::differs(
+        Some(diff.join("\n") + "\n"),
+        "owner or mode differ",
+    ))
 }
 
 /// Creates the directory (and parents) and fixes the leaf's owner and mode; idempotent.
-pub fn apply(path: &str, owner_name: &str, group: &str, mode: u32) -> Result<String, ResourceError> {
+pub fn apply(
+    path: &str,
+    owner_name: &str,
+    group: &str,
+    mode: u32,
+) -> Result<String, ResourceError> {
     owner::validate_mode(mode)?;
     let uid = owner::uid(owner_name)?;
     let gid = owner::gid(group)?;
     let existed = fs::metadata(path).is_ok_and(|m| m.is_dir());
     fs::create_dir_all(path).map_err(|e| ResourceError::io("create directory", path, e))?;
     // chown first: it may clear setgid bits that chmod then sets.
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| ResourceError::io("chown", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ResourceError::io("chmod", path, e))?;
-    Ok(if existed { "fixed owner/mode" } else { "created" }.to_owned())
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| ResourceError::io("chown", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| ResourceError::io("chmod", path, e))?;
+    Ok(if existed {
+        "fixed owner/mode"
+    } else {
+        "created"
+    }
+    .to_owned())
 }
 
 #[cfg(test)]
@@ -72,14 +94,23 @@ mod tests {
         let leaf = leaf.to_str().expect("utf8");
         let state = check(leaf, "root", "root", 0o700).expect("check");
         assert!(!state.in_state);
-        assert!(!dir.path().join("a").exists(), "check must not create anything");
-        assert_eq!(apply(leaf, "root", "root", 0o700).expect("apply"), "created");
+        assert!(
+            !dir.path().join("a").exists(),
+            "check must not create anything"
+        );
+        assert_eq!(
+            apply(leaf, "root", "root", 0o700).expect("apply"),
+            "created"
+        );
         assert_eq!(fs::metadata(leaf).expect("stat").mode() & 0o7777, 0o700);
         assert!(check(leaf, "root", "root", 0o700).expect("check").in_state);
 
         let state = check(leaf, "root", "root", 0o750).expect("check");
         assert_eq!(state.diff.as_deref(), Some("# mode 0700 -> 0750\n"));
-        assert_eq!(apply(leaf, "root", "root", 0o750).expect("apply"), "fixed owner/mode");
+        assert_eq!(
+            apply(leaf, "root", "root", 0o750).expect("apply"),
+            "fixed owner/mode"
+        );
         assert!(check(leaf, "root", "root", 0o750).expect("check").in_state);
     }
 
@@ -88,7 +119,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("f");
         fs::write(&file, b"").expect("seed");
-        let error = check(file.to_str().expect("utf8"), "root", "root", 0o755).expect_err("not a dir");
+        let error =
+            check(file.to_str().expect("utf8"), "root", "root", 0o755).expect_err("not a dir");
         assert!(error.to_string().contains("is not a directory"));
     }
 }

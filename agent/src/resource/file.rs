@@ -31,7 +31,12 @@ enum Current {
     Absent,
     /// A symlink (or other non-regular, non-directory entry) that will be replaced by a regular file.
     Replaceable(&'static str),
-    Regular { content: Vec<u8>, uid: u32, gid: u32, mode: u32 },
+    Regular {
+        content: Vec<u8>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
 }
 
 /// Compares the file on disk with `spec`; never writes.
@@ -42,27 +47,46 @@ pub fn check(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
     let current = observe(spec.path)?;
     let (old_content, mut meta) = match &current {
         Current::Absent => (None, Vec::new()),
-        Current::Replaceable(what) => (None, vec![format!("# {what} will be replaced by a regular file")]),
-        Current::Regular { content, uid: cur_uid, gid: cur_gid, mode } => {
+        Current::Replaceable(what) => (
+            None,
+            vec![format!("# {what} will be replaced by a regular file")],
+        ),
+        Current::Regular {
+            content,
+            uid: cur_uid,
+            gid: cur_gid,
+            mode,
+        } => {
             let meta = metadata_changes((*cur_uid, *cur_gid, *mode), (uid, gid, spec.mode));
             if content.as_slice() == spec.content {
                 if meta.is_empty() {
                     return Ok(State::in_state("content, owner and mode as desired"));
                 }
-                return Ok(State::differs(Some(meta.join("\n") + "\n"), format!("{} differ", summary(&meta))));
+                return Ok(State::differs(
+                    Some(meta.join("\n") + "\n"),
+                    format!("{} differ", summary(&meta)),
+                ));
             }
             (Some(content.as_slice()), meta)
         }
     };
     let created = old_content.is_none();
     if created {
-        meta.push(format!("# create with owner {}:{} mode {:04o}", spec.owner, spec.group, spec.mode));
+        meta.push(format!(
+            "# create with owner {}:{} mode {:04o}",
+            spec.owner, spec.group, spec.mode
+        ));
     }
     let mut diff = meta.join("\n");
     if !diff.is_empty() {
         diff.push('\n');
     }
-    diff.push_str(&render_diff(spec.path, old_content, spec.content, spec.secret));
+    diff.push_str(&render_diff(
+        spec.path,
+        old_content,
+        spec.content,
+        spec.secret,
+    ));
     let message = if created { "absent" } else { "content differs" };
     Ok(State::differs(Some(diff), message))
 }
@@ -73,7 +97,12 @@ pub fn apply(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
     let uid = owner::uid(spec.owner)?;
     let gid = owner::gid(spec.group)?;
     match observe(spec.path)? {
-        Current::Regular { content, uid: cur_uid, gid: cur_gid, mode } if content.as_slice() == spec.content => {
+        Current::Regular {
+            content,
+            uid: cur_uid,
+            gid: cur_gid,
+            mode,
+        } if content.as_slice() == spec.content => {
             let meta = metadata_changes((cur_uid, cur_gid, mode), (uid, gid, spec.mode));
             if !meta.is_empty() {
                 set_metadata(spec.path, uid, gid, spec.mode)?;
@@ -115,7 +144,13 @@ pub fn apply_if_absent(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
     if exists(spec.path)? {
         return Ok("exists; left untouched".to_owned());
     }
-    write_atomically(spec.path, spec.content, owner::uid(spec.owner)?, owner::gid(spec.group)?, spec.mode)?;
+    write_atomically(
+        spec.path,
+        spec.content,
+        owner::uid(spec.owner)?,
+        owner::gid(spec.group)?,
+        spec.mode,
+    )?;
     Ok("created".to_owned())
 }
 
@@ -146,17 +181,30 @@ fn observe(path: &str) -> Result<Current, ResourceError> {
         return Ok(Current::Replaceable("special file"));
     }
     let content = fs::read(path).map_err(|e| ResourceError::io("read", path, e))?;
-    Ok(Current::Regular { content, uid: meta.uid(), gid: meta.gid(), mode: meta.mode() & 0o7777 })
+    Ok(Current::Regular {
+        content,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode() & 0o7777,
+    })
 }
 
 /// Lines describing owner/group/mode differences (empty when none).
 fn metadata_changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<String> {
     let mut lines = Vec::new();
     if current.0 != desired.0 {
-        lines.push(format!("# owner {} -> {}", owner::user_name(current.0), owner::user_name(desired.0)));
+        lines.push(format!(
+            "# owner {} -> {}",
+            owner::user_name(current.0),
+            owner::user_name(desired.0)
+        ));
     }
     if current.1 != desired.1 {
-        lines.push(format!("# group {} -> {}", owner::group_name(current.1), owner::group_name(desired.1)));
+        lines.push(format!(
+            "# group {} -> {}",
+            owner::group_name(current.1),
+            owner::group_name(desired.1)
+        ));
     }
     if current.2 != desired.2 {
         lines.push(format!("# mode {:04o} -> {:04o}", current.2, desired.2));
@@ -166,35 +214,66 @@ fn metadata_changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<S
 
 /// "owner, mode" from metadata change lines, for messages.
 fn summary(meta: &[String]) -> String {
-    let words: Vec<&str> = meta.iter().filter_map(|l| l.strip_prefix("# ")?.split(' ').next()).collect();
-    if words.is_empty() { "nothing".to_owned() } else { words.join(", ") }
+    let words: Vec<&str> = meta
+        .iter()
+        .filter_map(|l| l.strip_prefix("# ")?.split(' ').next())
+        .collect();
+    if words.is_empty() {
+        "nothing".to_owned()
+    } else {
+        words.join(", ")
+    }
 }
 
 /// A unified diff from `old` (None: file absent) to `new`; masked when secret or not UTF-8.
 pub fn render_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) -> String {
     let old_len = old.map_or(0, <[u8]>::len);
     if secret {
-        return format!("# secret content masked ({old_len} -> {} bytes)\n", new.len());
+        return format!(
+            "# secret content masked ({old_len} -> {} bytes)\n",
+            new.len()
+        );
     }
-    let (Ok(old_text), Ok(new_text)) = (std::str::from_utf8(old.unwrap_or_default()), std::str::from_utf8(new)) else {
-        return format!("# binary content differs ({old_len} -> {} bytes)\n", new.len());
+    let (Ok(old_text), Ok(new_text)) = (
+        std::str::from_utf8(old.unwrap_or_default()),
+        std::str::from_utf8(new),
+    ) else {
+        return format!(
+            "# binary content differs ({old_len} -> {} bytes)\n",
+            new.len()
+        );
     };
     let old_name = if old.is_some() { path } else { "/dev/null" };
-    similar::TextDiff::from_lines(old_text, new_text).unified_diff().header(old_name, path).to_string()
+    similar::TextDiff::from_lines(old_text, new_text)
+        .unified_diff()
+        .header(old_name, path)
+        .to_string()
 }
 
 fn set_metadata(path: &str, uid: u32, gid: u32, mode: u32) -> Result<(), ResourceError> {
     // chown first: it may clear setuid/setgid bits that chmod then sets.
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| ResourceError::io("chown", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ResourceError::io("chmod", path, e))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| ResourceError::io("chown", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| ResourceError::io("chmod", path, e))
 }
 
 /// Writes `content` to a temp file beside `path` with final owner and mode, fsyncs it, renames it
 /// over `path` and fsyncs the directory, so readers see the old or the new file, never a mix.
-pub fn write_atomically(path: &str, content: &[u8], uid: u32, gid: u32, mode: u32) -> Result<(), ResourceError> {
+pub fn write_atomically(
+    path: &str,
+    content: &[u8],
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<(), ResourceError> {
     let parent = match Path::new(path).parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
-        _ => return Err(ResourceError::Invalid(format!("{path} is not an absolute file path"))),
+        _ => {
+            return Err(ResourceError::Invalid(format!(
+                "{path} is not an absolute file path"
+            )));
+        }
     };
     if !parent.is_dir() {
         return Err(ResourceError::Failed(format!(
@@ -210,10 +289,13 @@ pub fn write_atomically(path: &str, content: &[u8], uid: u32, gid: u32, mode: u3
     let write_error = |e| ResourceError::io("write temp file for", path, e);
     temp.write_all(content).map_err(write_error)?;
     let file = temp.as_file();
-    std::os::unix::fs::fchown(file, Some(uid), Some(gid)).map_err(|e| ResourceError::io("chown temp file for", path, e))?;
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| ResourceError::io("chmod temp file for", path, e))?;
+    std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+        .map_err(|e| ResourceError::io("chown temp file for", path, e))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| ResourceError::io("chmod temp file for", path, e))?;
     file.sync_all().map_err(write_error)?;
-    temp.persist(path).map_err(|e| ResourceError::io("rename temp file onto", path, e.error))?;
+    temp.persist(path)
+        .map_err(|e| ResourceError::io("rename temp file onto", path, e.error))?;
     // The rename is durable only once the directory entry is on disk.
     fs::File::open(parent)
         .and_then(|dir| dir.sync_all())
@@ -236,12 +318,24 @@ mod tests {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("app.conf").to_str().expect("utf8").to_owned();
+        let path = dir
+            .path()
+            .join("app.conf")
+            .to_str()
+            .expect("utf8")
+            .to_owned();
         Some(Fixture { _dir: dir, path })
     }
 
     fn spec<'a>(path: &'a str, content: &'a [u8], mode: u32) -> FileSpec<'a> {
-        FileSpec { path, content, owner: "root", group: "root", mode, secret: false }
+        FileSpec {
+            path,
+            content,
+            owner: "root",
+            group: "root",
+            mode,
+            secret: false,
+        }
     }
 
     fn mode_of(path: &str) -> u32 {
@@ -258,7 +352,10 @@ mod tests {
         assert_eq!(apply(&s).expect("apply"), "created");
         assert_eq!(fs::read(&f.path).expect("read"), b"a = 1\n");
         assert_eq!(mode_of(&f.path), 0o640);
-        assert!(check(&s).expect("check").in_state, "second check sees no difference");
+        assert!(
+            check(&s).expect("check").in_state,
+            "second check sees no difference"
+        );
         // No temp files are left behind.
         let dir = Path::new(&f.path).parent().expect("parent");
         assert_eq!(fs::read_dir(dir).expect("list").count(), 1);
@@ -275,7 +372,11 @@ mod tests {
         assert_eq!(state.diff.as_deref(), Some("# mode 0644 -> 0600\n"));
         assert_eq!(apply(&s).expect("apply"), "fixed mode");
         assert_eq!(mode_of(&f.path), 0o600);
-        assert_eq!(fs::metadata(&f.path).expect("stat").ino(), inode, "metadata fix must not rewrite the file");
+        assert_eq!(
+            fs::metadata(&f.path).expect("stat").ino(),
+            inode,
+            "metadata fix must not rewrite the file"
+        );
     }
 
     #[test]
@@ -304,12 +405,18 @@ mod tests {
         s.secret = true;
         let diff = check(&s).expect("check").diff.expect("diff");
         assert!(!diff.contains("hunter2"), "{diff}");
-        assert!(diff.contains("secret content masked (0 -> 19 bytes)"), "{diff}");
+        assert!(
+            diff.contains("secret content masked (0 -> 19 bytes)"),
+            "{diff}"
+        );
     }
 
     #[test]
     fn binary_diff_is_masked() {
-        assert_eq!(render_diff("/x", Some(b"\xff\xfe"), b"ok\n", false), "# binary content differs (2 -> 3 bytes)\n");
+        assert_eq!(
+            render_diff("/x", Some(b"\xff\xfe"), b"ok\n", false),
+            "# binary content differs (2 -> 3 bytes)\n"
+        );
     }
 
     #[test]
@@ -330,15 +437,32 @@ mod tests {
         fs::write(&target, b"target\n").expect("seed");
         std::os::unix::fs::symlink(&target, &f.path).expect("symlink");
         let s = spec(&f.path, b"own\n", 0o644);
-        assert!(check(&s).expect("check").diff.unwrap_or_default().contains("symlink will be replaced"));
+        assert!(
+            check(&s)
+                .expect("check")
+                .diff
+                .unwrap_or_default()
+                .contains("symlink will be replaced")
+        );
         apply(&s).expect("apply");
         assert!(fs::symlink_metadata(&f.path).expect("stat").is_file());
-        assert_eq!(fs::read(&target).expect("read"), b"target\n", "the symlink target is untouched");
+        assert_eq!(
+            fs::read(&target).expect("read"),
+            b"target\n",
+            "the symlink target is untouched"
+        );
     }
 
     #[test]
     fn unknown_owner_fails_with_hint() {
-        let s = FileSpec { path: "/tmp/x", content: b"", owner: "tpa-no-such-user", group: "root", mode: 0o644, secret: false };
+        let s = FileSpec {
+            path: "/tmp/x",
+            content: b"",
+            owner: "tpa-no-such-user",
+            group: "root",
+            mode: 0o644,
+            secret: false,
+        };
         let error = check(&s).expect_err("unknown owner");
         assert!(error.to_string().contains("create it with a user resource"));
     }

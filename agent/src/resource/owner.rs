@@ -7,17 +7,27 @@ use super::ResourceError;
 
 /// The uid of `name`; a purely numeric name is taken as a uid when no such user exists.
 pub fn uid(name: &str) -> Result<u32, ResourceError> {
-    match User::from_name(name).map_err(|source| ResourceError::Lookup { name: name.to_owned(), source })? {
+    match User::from_name(name).map_err(|source| ResourceError::Lookup {
+        name: name.to_owned(),
+        source,
+    })? {
         Some(user) => Ok(user.uid.as_raw()),
-        None => name.parse().map_err(|_| ResourceError::UnknownUser(name.to_owned())),
+        None => name
+            .parse()
+            .map_err(|_| ResourceError::UnknownUser(name.to_owned())),
     }
 }
 
 /// The gid of `name`; a purely numeric name is taken as a gid when no such group exists.
 pub fn gid(name: &str) -> Result<u32, ResourceError> {
-    match Group::from_name(name).map_err(|source| ResourceError::Lookup { name: name.to_owned(), source })? {
+    match Group::from_name(name).map_err(|source| ResourceError::Lookup {
+        name: name.to_owned(),
+        source,
+    })? {
         Some(group) => Ok(group.gid.as_raw()),
-        None => name.parse().map_err(|_| ResourceError::UnknownGroup(name.to_owned())),
+        None => name
+            .parse()
+            .map_err(|_| ResourceError::UnknownGroup(name.to_owned())),
     }
 }
 
@@ -45,7 +55,9 @@ pub fn is_root() -> bool {
 /// Rejects modes with bits outside permission + setuid/setgid/sticky.
 pub fn validate_mode(mode: u32) -> Result<(), ResourceError> {
     if mode > 0o7777 {
-        return Err(ResourceError::Invalid(format!("mode {mode:#o} has bits beyond 0o7777")));
+        return Err(ResourceError::Invalid(format!(
+            "mode {mode:#o} has bits beyond 0o7777"
+        )));
     }
     Ok(())
 }
@@ -62,8 +74,15 @@ mod tests {
         assert_eq!(user_name(0), "root");
         assert_eq!(group_name(0), "root");
         let error = uid("tpa-no-such-user").expect_err("unknown");
-        assert!(error.to_string().contains("unknown user `tpa-no-such-user`"));
-        assert!(matches!(gid("tpa-no-such-group"), Err(ResourceError::UnknownGroup(_))));
+        assert!(
+            error
+                .to_string()
+                .contains("unknown user `tpa-no-such-user`")
+        );
+        assert!(matches!(
+            gid("tpa-no-such-group"),
+            Err(ResourceError::UnknownGroup(_))
+        ));
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! keeping existing config files. `apt-get update` runs first only when the package lists are
 //! empty, or once as a retry when apt cannot find a package.
 
-
 use super::run::{self, Invocation};
 use super::{ResourceError, State};
 
@@ -20,7 +19,10 @@ pub fn check(names: &[String]) -> Result<State, ResourceError> {
         return Ok(State::in_state(format!("{} installed", names.len())));
     }
     let diff: String = missing.iter().map(|name| format!("+{name}\n")).collect();
-    Ok(State::differs(Some(diff), format!("missing: {}", missing.join(", "))))
+    Ok(State::differs(
+        Some(diff),
+        format!("missing: {}", missing.join(", ")),
+    ))
 }
 
 /// Installs the missing packages; idempotent.
@@ -51,11 +53,21 @@ fn missing(names: &[String]) -> Result<Vec<String>, ResourceError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let mut argv = vec!["dpkg-query".to_owned(), "-W".to_owned(), "-f=${Package}\t${Status}\n".to_owned()];
+    let mut argv = vec![
+        "dpkg-query".to_owned(),
+        "-W".to_owned(),
+        "-f=${Package}\t${Status}\n".to_owned(),
+    ];
     argv.extend(names.iter().cloned());
     // dpkg-query exits 1 when some package is unknown; the output still lists the known ones.
-    let output = run::run(&Invocation { argv: &argv, ..Invocation::default() })?;
-    Ok(missing_from_status(names, &String::from_utf8_lossy(&output.stdout)))
+    let output = run::run(&Invocation {
+        argv: &argv,
+        ..Invocation::default()
+    })?;
+    Ok(missing_from_status(
+        names,
+        &String::from_utf8_lossy(&output.stdout),
+    ))
 }
 
 /// Pure part of [`missing`]: `status` is dpkg-query output, one "name\tstatus" line per package.
@@ -79,14 +91,22 @@ pub fn missing_from_status(names: &[String], status: &str) -> Vec<String> {
 
 /// Heuristic: apt failed because its lists are stale or lack the package.
 pub fn needs_update(stderr: &str) -> bool {
-    ["Unable to locate package", "has no installation candidate", "is not available", "404  Not Found", "Failed to fetch"]
-        .iter()
-        .any(|needle| stderr.contains(needle))
+    [
+        "Unable to locate package",
+        "has no installation candidate",
+        "is not available",
+        "404  Not Found",
+        "Failed to fetch",
+    ]
+    .iter()
+    .any(|needle| stderr.contains(needle))
 }
 
 fn lists_empty() -> bool {
     std::fs::read_dir(APT_LISTS).map_or(true, |entries| {
-        !entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        !entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
     })
 }
 
@@ -108,12 +128,23 @@ fn install(names: &[String]) -> Result<run::Output, ResourceError> {
     .map(|s| (*s).to_owned())
     .collect();
     argv.extend(names.iter().cloned());
-    run::run(&Invocation { argv: &argv, env: &apt_env(), ..Invocation::default() })
+    run::run(&Invocation {
+        argv: &argv,
+        env: &apt_env(),
+        ..Invocation::default()
+    })
 }
 
 fn apt_update() -> Result<(), ResourceError> {
-    let argv: Vec<String> = ["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"].iter().map(|s| (*s).to_owned()).collect();
-    let output = run::run(&Invocation { argv: &argv, env: &apt_env(), ..Invocation::default() })?;
+    let argv: Vec<String> = ["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let output = run::run(&Invocation {
+        argv: &argv,
+        env: &apt_env(),
+        ..Invocation::default()
+    })?;
     if !output.success() {
         return Err(ResourceError::Failed(format!(
             "`apt-get update` failed ({}): {}; check /etc/apt/sources.list* and network or local repository",
@@ -151,14 +182,19 @@ mod tests {
     fn parses_dpkg_status() {
         let status = "dpkg\tinstall ok installed\nrc-pkg\tdeinstall ok config-files\nlibc6\tinstall ok installed\n";
         let wanted = names(&["dpkg", "rc-pkg", "libc6:amd64", "unknown"]);
-        assert_eq!(missing_from_status(&wanted, status), names(&["rc-pkg", "unknown"]));
+        assert_eq!(
+            missing_from_status(&wanted, status),
+            names(&["rc-pkg", "unknown"])
+        );
     }
 
     #[test]
     fn update_heuristic() {
         assert!(needs_update("E: Unable to locate package postgresql-15"));
         assert!(needs_update("E: Package 'x' has no installation candidate"));
-        assert!(!needs_update("E: Sub-process /usr/bin/dpkg returned an error code (1)"));
+        assert!(!needs_update(
+            "E: Sub-process /usr/bin/dpkg returned an error code (1)"
+        ));
     }
 
     #[test]

@@ -30,7 +30,11 @@ impl Output {
 
     /// The last lines of stderr (or stdout when stderr is empty), for failure messages.
     pub fn tail(&self) -> String {
-        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &self.stderr } else { &self.stdout };
+        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+            &self.stderr
+        } else {
+            &self.stdout
+        };
         tail(&String::from_utf8_lossy(text), TAIL_LINES)
     }
 
@@ -58,7 +62,11 @@ pub struct Invocation<'a> {
 /// The full argv actually executed: `runuser -u USER -- argv...` when `run_as` is set.
 pub fn full_argv(argv: &[String], run_as: Option<&str>) -> Vec<String> {
     match run_as {
-        Some(user) => ["runuser", "-u", user, "--"].iter().map(|s| (*s).to_owned()).chain(argv.iter().cloned()).collect(),
+        Some(user) => ["runuser", "-u", user, "--"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(argv.iter().cloned())
+            .collect(),
         None => argv.to_vec(),
     }
 }
@@ -76,10 +84,17 @@ pub fn run(invocation: &Invocation<'_>) -> Result<Output, ResourceError> {
         .envs(invocation.env.iter().map(|(k, v)| (k, v)))
         // A neutral cwd: users switched to with runuser may not read the agent's cwd.
         .current_dir("/")
-        .stdin(if invocation.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if invocation.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let spawn_error = |source| ResourceError::Spawn { program: program.clone(), source };
+    let spawn_error = |source| ResourceError::Spawn {
+        program: program.clone(),
+        source,
+    };
     let mut child = command.spawn().map_err(spawn_error)?;
     // Feed stdin from a thread so a chatty child cannot deadlock us on full pipes.
     let writer = match (invocation.stdin, child.stdin.take()) {
@@ -94,22 +109,38 @@ pub fn run(invocation: &Invocation<'_>) -> Result<Output, ResourceError> {
         // A child that exits without reading all of stdin is judged by its exit status alone.
         let _ = writer.join();
     }
-    Ok(Output { status: output.status, stdout: output.stdout, stderr: output.stderr })
+    Ok(Output {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: output.stderr,
+    })
 }
 
 /// Runs `argv` (as root, no extra env) and fails with the output tail when it exits non-zero.
 pub fn run_checked(argv: &[&str]) -> Result<Output, ResourceError> {
     let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-    let output = run(&Invocation { argv: &argv, ..Invocation::default() })?;
+    let output = run(&Invocation {
+        argv: &argv,
+        ..Invocation::default()
+    })?;
     if !output.success() {
-        return Err(ResourceError::Failed(format!("`{}` failed ({}): {}", argv.join(" "), output.status_text(), output.tail())));
+        return Err(ResourceError::Failed(format!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            output.status_text(),
+            output.tail()
+        )));
     }
     Ok(output)
 }
 
 /// The last `lines` non-empty lines of `text`, joined with " | " to keep messages on one line.
 pub fn tail(text: &str, lines: usize) -> String {
-    let kept: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let kept: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let start = kept.len().saturating_sub(lines);
     kept[start..].join(" | ")
 }
@@ -125,16 +156,28 @@ mod tests {
     #[test]
     fn run_as_wraps_with_runuser() {
         let argv = strings(&["psql", "-X"]);
-        assert_eq!(full_argv(&argv, Some("postgres")), strings(&["runuser", "-u", "postgres", "--", "psql", "-X"]));
+        assert_eq!(
+            full_argv(&argv, Some("postgres")),
+            strings(&["runuser", "-u", "postgres", "--", "psql", "-X"])
+        );
         assert_eq!(full_argv(&argv, None), argv);
     }
 
     #[test]
     fn stdin_and_env_reach_the_child() {
-        let argv = strings(&["sh", "-c", "cat; printf '%s' \"$TPA_TEST\"; echo oops >&2; exit 3"]);
+        let argv = strings(&[
+            "sh",
+            "-c",
+            "cat; printf '%s' \"$TPA_TEST\"; echo oops >&2; exit 3",
+        ]);
         let env = [("TPA_TEST".to_owned(), "value".to_owned())];
-        let output = run(&Invocation { argv: &argv, env: &env, stdin: Some(b"in:"), ..Invocation::default() })
-            .expect("sh runs");
+        let output = run(&Invocation {
+            argv: &argv,
+            env: &env,
+            stdin: Some(b"in:"),
+            ..Invocation::default()
+        })
+        .expect("sh runs");
         assert_eq!(output.stdout_text(), "in:value");
         assert_eq!(output.status_text(), "exit status 3");
         assert_eq!(output.tail(), "oops");
@@ -143,8 +186,16 @@ mod tests {
     #[test]
     fn missing_program_is_a_spawn_error() {
         let argv = strings(&["/nonexistent/tpa-tool"]);
-        let error = run(&Invocation { argv: &argv, ..Invocation::default() }).expect_err("cannot start");
-        assert!(error.to_string().contains("could not run `/nonexistent/tpa-tool`"));
+        let error = run(&Invocation {
+            argv: &argv,
+            ..Invocation::default()
+        })
+        .expect_err("cannot start");
+        assert!(
+            error
+                .to_string()
+                .contains("could not run `/nonexistent/tpa-tool`")
+        );
     }
 
     #[test]

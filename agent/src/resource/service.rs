@@ -18,9 +18,13 @@ use super::{ResourceError, State, run};
 pub enum Trigger {
     None,
     /// A `reload_on` resource (this id) changed, and no `restart_on` one did.
-    Reload { by: String },
+    Reload {
+        by: String,
+    },
     /// A `restart_on` resource (this id) changed.
-    Restart { by: String },
+    Restart {
+        by: String,
+    },
 }
 
 /// Decides the trigger from the ids changed so far in the batch (restart wins over reload).
@@ -111,7 +115,12 @@ pub fn parse_is_active(output: &str) -> bool {
 }
 
 /// Observes the unit and plans; never changes anything.
-pub fn check(unit: &str, enabled: bool, running: bool, trigger: &Trigger) -> Result<State, ResourceError> {
+pub fn check(
+    unit: &str,
+    enabled: bool,
+    running: bool,
+    trigger: &Trigger,
+) -> Result<State, ResourceError> {
     let steps = plan(observe(unit)?, enabled, running, trigger);
     if steps.is_empty() {
         return Ok(State::in_state(describe_state(enabled, running)));
@@ -120,7 +129,12 @@ pub fn check(unit: &str, enabled: bool, running: bool, trigger: &Trigger) -> Res
 }
 
 /// Runs the planned systemctl actions; idempotent (re-observes first).
-pub fn apply(unit: &str, enabled: bool, running: bool, trigger: &Trigger) -> Result<String, ResourceError> {
+pub fn apply(
+    unit: &str,
+    enabled: bool,
+    running: bool,
+    trigger: &Trigger,
+) -> Result<String, ResourceError> {
     let steps = plan(observe(unit)?, enabled, running, trigger);
     for step in &steps {
         run::run_checked(&["systemctl", step.verb(), unit])?;
@@ -140,9 +154,18 @@ pub fn daemon_reload() -> Result<(), ResourceError> {
 fn observe(unit: &str) -> Result<Observed, ResourceError> {
     require_systemd()?;
     // Both exit non-zero for disabled/inactive units; the text is what counts.
-    let enabled = run::run(&run::Invocation { argv: &strings(&["systemctl", "is-enabled", unit]), ..Default::default() })?;
-    let active = run::run(&run::Invocation { argv: &strings(&["systemctl", "is-active", unit]), ..Default::default() })?;
-    Ok(Observed { enablement: parse_is_enabled(&enabled.stdout_text()), active: parse_is_active(&active.stdout_text()) })
+    let enabled = run::run(&run::Invocation {
+        argv: &strings(&["systemctl", "is-enabled", unit]),
+        ..Default::default()
+    })?;
+    let active = run::run(&run::Invocation {
+        argv: &strings(&["systemctl", "is-active", unit]),
+        ..Default::default()
+    })?;
+    Ok(Observed {
+        enablement: parse_is_enabled(&enabled.stdout_text()),
+        active: parse_is_active(&active.stdout_text()),
+    })
 }
 
 /// True when systemd is PID 1 (`sd_booted()`'s test).
@@ -163,15 +186,23 @@ fn require_systemd() -> Result<(), ResourceError> {
 fn describe(steps: &[Step], trigger: &Trigger) -> String {
     let verbs: Vec<&str> = steps.iter().map(|s| s.verb()).collect();
     let reason = match trigger {
-        Trigger::Restart { by } if steps.contains(&Step::Restart) => format!(" (restart_on `{by}` changed)"),
-        Trigger::Reload { by } if steps.contains(&Step::Reload) => format!(" (reload_on `{by}` changed)"),
+        Trigger::Restart { by } if steps.contains(&Step::Restart) => {
+            format!(" (restart_on `{by}` changed)")
+        }
+        Trigger::Reload { by } if steps.contains(&Step::Reload) => {
+            format!(" (reload_on `{by}` changed)")
+        }
         _ => String::new(),
     };
     format!("{}{reason}", verbs.join(", "))
 }
 
 fn describe_state(enabled: bool, running: bool) -> String {
-    format!("{}, {}", if enabled { "enabled" } else { "disabled" }, if running { "running" } else { "stopped" })
+    format!(
+        "{}, {}",
+        if enabled { "enabled" } else { "disabled" },
+        if running { "running" } else { "stopped" }
+    )
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -190,16 +221,29 @@ mod tests {
         items.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    const RUNNING: Observed = Observed { enablement: Enablement::Enabled, active: true };
-    const STOPPED: Observed = Observed { enablement: Enablement::Disabled, active: false };
+    const RUNNING: Observed = Observed {
+        enablement: Enablement::Enabled,
+        active: true,
+    };
+    const STOPPED: Observed = Observed {
+        enablement: Enablement::Disabled,
+        active: false,
+    };
 
     #[test]
     fn restart_wins_over_reload() {
-        let t = trigger(&ids(&["hba"]), &ids(&["unit", "conf"]), &changed(&["hba", "conf"]));
+        let t = trigger(
+            &ids(&["hba"]),
+            &ids(&["unit", "conf"]),
+            &changed(&["hba", "conf"]),
+        );
         assert_eq!(t, Trigger::Restart { by: "conf".into() });
         let t = trigger(&ids(&["hba"]), &ids(&["conf"]), &changed(&["hba", "other"]));
         assert_eq!(t, Trigger::Reload { by: "hba".into() });
-        assert_eq!(trigger(&ids(&["hba"]), &ids(&["conf"]), &changed(&["other"])), Trigger::None);
+        assert_eq!(
+            trigger(&ids(&["hba"]), &ids(&["conf"]), &changed(&["other"])),
+            Trigger::None
+        );
         assert_eq!(trigger(&[], &[], &changed(&["x"])), Trigger::None);
     }
 
@@ -215,19 +259,28 @@ mod tests {
     #[test]
     fn unit_started_now_is_not_restarted_too() {
         let restart = Trigger::Restart { by: "conf".into() };
-        assert_eq!(plan(STOPPED, true, true, &restart), [Step::Enable, Step::Start]);
+        assert_eq!(
+            plan(STOPPED, true, true, &restart),
+            [Step::Enable, Step::Start]
+        );
     }
 
     #[test]
     fn stopped_unit_is_stopped_and_never_restarted() {
         let restart = Trigger::Restart { by: "conf".into() };
-        assert_eq!(plan(RUNNING, false, false, &restart), [Step::Disable, Step::Stop]);
+        assert_eq!(
+            plan(RUNNING, false, false, &restart),
+            [Step::Disable, Step::Stop]
+        );
         assert_eq!(plan(STOPPED, false, false, &restart), []);
     }
 
     #[test]
     fn static_units_are_accepted_either_way() {
-        let fixed = Observed { enablement: Enablement::Fixed, active: true };
+        let fixed = Observed {
+            enablement: Enablement::Fixed,
+            active: true,
+        };
         assert_eq!(plan(fixed, true, true, &Trigger::None), []);
         assert_eq!(plan(fixed, false, true, &Trigger::None), []);
     }
@@ -245,9 +298,17 @@ mod tests {
 
     #[test]
     fn description_names_the_trigger() {
-        let restart = Trigger::Restart { by: "file:conf".into() };
-        assert_eq!(describe(&[Step::Restart], &restart), "restart (restart_on `file:conf` changed)");
-        assert_eq!(describe(&[Step::Enable, Step::Start], &restart), "enable, start");
+        let restart = Trigger::Restart {
+            by: "file:conf".into(),
+        };
+        assert_eq!(
+            describe(&[Step::Restart], &restart),
+            "restart (restart_on `file:conf` changed)"
+        );
+        assert_eq!(
+            describe(&[Step::Enable, Step::Start], &restart),
+            "enable, start"
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct SqlSpec<'a> {
 
 impl SqlSpec<'_> {
     fn user(&self) -> &str {
-        if self.run_as.is_empty() { "postgres" } else { self.run_as }
+        if self.run_as.is_empty() {
+            "postgres"
+        } else {
+            self.run_as
+        }
     }
 }
 
@@ -36,7 +40,11 @@ pub fn check(spec: &SqlSpec<'_>) -> Result<State, ResourceError> {
     if parse_bool(&output)? {
         return Ok(State::in_state("check query returned true"));
     }
-    let diff = if spec.secret { "# secret SQL masked\n".to_owned() } else { format!("{}\n", spec.apply.trim_end()) };
+    let diff = if spec.secret {
+        "# secret SQL masked\n".to_owned()
+    } else {
+        format!("{}\n", spec.apply.trim_end())
+    };
     Ok(State::differs(Some(diff), "check query returned false"))
 }
 
@@ -52,10 +60,24 @@ pub fn apply(spec: &SqlSpec<'_>) -> Result<String, ResourceError> {
 /// `runuser -u USER -- psql ...`; the SQL itself goes to stdin.
 pub fn psql_argv(database: &str, port: u16) -> Vec<String> {
     let port = port.to_string();
-    ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", SOCKET_DIR, "-p", &port, "-d", database]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    [
+        "psql",
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        SOCKET_DIR,
+        "-p",
+        &port,
+        "-d",
+        database,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
 }
 
 /// Parses the check query's output: exactly `t` or `f`.
@@ -72,9 +94,18 @@ pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
 
 fn psql(spec: &SqlSpec<'_>, sql: &str, what: &str) -> Result<String, ResourceError> {
     let argv = psql_argv(spec.database, spec.port);
-    let output = run::run(&Invocation { argv: &argv, run_as: Some(spec.user()), env: &[], stdin: Some(sql.as_bytes()) })?;
+    let output = run::run(&Invocation {
+        argv: &argv,
+        run_as: Some(spec.user()),
+        env: &[],
+        stdin: Some(sql.as_bytes()),
+    })?;
     if !output.success() {
-        let detail = if spec.secret { "error output hidden (secret SQL)".to_owned() } else { output.tail() };
+        let detail = if spec.secret {
+            "error output hidden (secret SQL)".to_owned()
+        } else {
+            output.tail()
+        };
         return Err(ResourceError::Failed(format!(
             "psql {what} on database `{}` port {} as {} failed ({}): {detail}",
             spec.database,
@@ -93,7 +124,10 @@ mod tests {
     #[test]
     fn sql_never_appears_in_argv() {
         let argv = psql_argv("postgres", 5432).join(" ");
-        assert_eq!(argv, "psql -X -A -t -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -p 5432 -d postgres");
+        assert_eq!(
+            argv,
+            "psql -X -A -t -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -p 5432 -d postgres"
+        );
     }
 
     #[test]
@@ -116,25 +150,45 @@ mod tests {
         fn drop(&mut self) {
             let pg_ctl = self.bin.join("pg_ctl").to_string_lossy().into_owned();
             let _ = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--", &pg_ctl, "-D", &self.data, "-m", "immediate", "stop"])
+                .args([
+                    "-u",
+                    "postgres",
+                    "--",
+                    &pg_ctl,
+                    "-D",
+                    &self.data,
+                    "-m",
+                    "immediate",
+                    "stop",
+                ])
                 .output();
         }
     }
 
     fn start_postgres() -> Option<Instance> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).find(|b| b.join("postgres").is_file());
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("postgres").is_file());
         let ready = super::super::owner::is_root()
             && std::path::Path::new(SOCKET_DIR).is_dir()
             && super::super::owner::uid("postgres").is_ok();
         let (Some(bin), true) = (bin, ready) else {
-            eprintln!("skipping: needs root, a postgres user, {SOCKET_DIR} and a Postgres server in /usr/lib/postgresql");
+            eprintln!(
+                "skipping: needs root, a postgres user, {SOCKET_DIR} and a Postgres server in /usr/lib/postgresql"
+            );
             return None;
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let uid = super::super::owner::uid("postgres").expect("postgres uid");
         std::os::unix::fs::chown(dir.path(), Some(uid), None).expect("chown");
         let data = dir.path().join("data").to_string_lossy().into_owned();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let log = dir.path().join("log").to_string_lossy().into_owned();
         let as_postgres = |tool: &str, args: &[&str]| {
             let tool = bin.join(tool).to_string_lossy().into_owned();
@@ -144,12 +198,27 @@ mod tests {
                 .current_dir("/")
                 .output()
                 .expect("runuser");
-            assert!(status.status.success(), "{tool}: {}", String::from_utf8_lossy(&status.stderr));
+            assert!(
+                status.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&status.stderr)
+            );
         };
-        as_postgres("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        let instance = Instance { _dir: dir, data: data.clone(), port, bin: bin.clone() };
+        as_postgres(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        let instance = Instance {
+            _dir: dir,
+            data: data.clone(),
+            port,
+            bin: bin.clone(),
+        };
         let options = format!("-p {port} -k {SOCKET_DIR} -c listen_addresses=''");
-        as_postgres("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "start"]);
+        as_postgres(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
         Some(instance)
     }
 
@@ -159,15 +228,30 @@ mod tests {
         let role = format!("tpa_test_{}", pg.port);
         let check_sql = format!("select exists(select 1 from pg_roles where rolname = '{role}')");
         let apply_sql = format!("create role {role} password 'SCRAM-SHA-256$4096:c2FsdA==$x:y'");
-        let spec = SqlSpec { database: "postgres", check: &check_sql, apply: &apply_sql, run_as: "postgres", port: pg.port, secret: true };
+        let spec = SqlSpec {
+            database: "postgres",
+            check: &check_sql,
+            apply: &apply_sql,
+            run_as: "postgres",
+            port: pg.port,
+            secret: true,
+        };
         let state = check(&spec).expect("check");
         assert!(!state.in_state);
         assert_eq!(state.diff.as_deref(), Some("# secret SQL masked\n"));
         assert_eq!(apply(&spec).expect("apply"), "applied SQL");
         assert!(check(&spec).expect("check").in_state, "apply converged");
-        assert_eq!(apply(&spec).expect("apply again"), "check query returned true; nothing to do");
+        assert_eq!(
+            apply(&spec).expect("apply again"),
+            "check query returned true; nothing to do"
+        );
 
-        let failing = SqlSpec { apply: "select no_such_function()", check: "select false", secret: false, ..spec };
+        let failing = SqlSpec {
+            apply: "select no_such_function()",
+            check: "select false",
+            secret: false,
+            ..spec
+        };
         let error = apply(&failing).expect_err("bad SQL");
         assert!(error.to_string().contains("no_such_function"), "{error}");
 

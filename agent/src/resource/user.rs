@@ -22,7 +22,10 @@ pub fn check_group(name: &str) -> Result<State, ResourceError> {
     if lookup_group(name)?.is_some() {
         Ok(State::in_state("group exists"))
     } else {
-        Ok(State::differs(Some(format!("+group {name}\n")), "group absent"))
+        Ok(State::differs(
+            Some(format!("+group {name}\n")),
+            "group absent",
+        ))
     }
 }
 
@@ -37,24 +40,51 @@ pub fn apply_group(name: &str, system: bool) -> Result<String, ResourceError> {
 }
 
 /// Compares the account with the desired group, home and shell; never writes.
-pub fn check_user(name: &str, group: &str, home: &str, shell: &str) -> Result<State, ResourceError> {
-    let desired = Account { group: group.to_owned(), home: home.to_owned(), shell: shell.to_owned() };
+pub fn check_user(
+    name: &str,
+    group: &str,
+    home: &str,
+    shell: &str,
+) -> Result<State, ResourceError> {
+    let desired = Account {
+        group: group.to_owned(),
+        home: home.to_owned(),
+        shell: shell.to_owned(),
+    };
     match current_account(name)? {
-        None => Ok(State::differs(Some(format!("+user {name} (group {group}, home {home}, shell {shell})\n")), "user absent")),
+        None => Ok(State::differs(
+            Some(format!(
+                "+user {name} (group {group}, home {home}, shell {shell})\n"
+            )),
+            "user absent",
+        )),
         Some(current) => {
             let changes = account_changes(&current, &desired);
             if changes.is_empty() {
                 Ok(State::in_state("user exists as desired"))
             } else {
-                Ok(State::differs(Some(changes.join("\n") + "\n"), "user differs"))
+                Ok(State::differs(
+                    Some(changes.join("\n") + "\n"),
+                    "user differs",
+                ))
             }
         }
     }
 }
 
 /// Creates the user, or corrects its primary group, home and shell; idempotent.
-pub fn apply_user(name: &str, group: &str, home: &str, shell: &str, system: bool) -> Result<String, ResourceError> {
-    let desired = Account { group: group.to_owned(), home: home.to_owned(), shell: shell.to_owned() };
+pub fn apply_user(
+    name: &str,
+    group: &str,
+    home: &str,
+    shell: &str,
+    system: bool,
+) -> Result<String, ResourceError> {
+    let desired = Account {
+        group: group.to_owned(),
+        home: home.to_owned(),
+        shell: shell.to_owned(),
+    };
     let (argv, message) = match current_account(name)? {
         None => (useradd_argv(name, &desired, system), "user created"),
         Some(current) => match usermod_argv(name, &current, &desired) {
@@ -83,11 +113,22 @@ pub fn useradd_argv(name: &str, desired: &Account, system: bool) -> Vec<String> 
     if system {
         argv.push("--system".to_owned());
     }
-    for (flag, value) in [("--gid", &desired.group), ("--home-dir", &desired.home), ("--shell", &desired.shell)] {
+    for (flag, value) in [
+        ("--gid", &desired.group),
+        ("--home-dir", &desired.home),
+        ("--shell", &desired.shell),
+    ] {
         argv.push(flag.to_owned());
         argv.push(value.clone());
     }
-    argv.push(if desired.home == "/nonexistent" { "--no-create-home" } else { "--create-home" }.to_owned());
+    argv.push(
+        if desired.home == "/nonexistent" {
+            "--no-create-home"
+        } else {
+            "--create-home"
+        }
+        .to_owned(),
+    );
     argv.push(name.to_owned());
     argv
 }
@@ -116,19 +157,29 @@ pub fn usermod_argv(name: &str, current: &Account, desired: &Account) -> Option<
 
 /// "# shell /bin/sh -> /bin/bash" lines for each differing field.
 pub fn account_changes(current: &Account, desired: &Account) -> Vec<String> {
-    [("group", &current.group, &desired.group), ("home", &current.home, &desired.home), ("shell", &current.shell, &desired.shell)]
-        .into_iter()
-        .filter(|(_, have, want)| have != want)
-        .map(|(field, have, want)| format!("# {field} {have} -> {want}"))
-        .collect()
+    [
+        ("group", &current.group, &desired.group),
+        ("home", &current.home, &desired.home),
+        ("shell", &current.shell, &desired.shell),
+    ]
+    .into_iter()
+    .filter(|(_, have, want)| have != want)
+    .map(|(field, have, want)| format!("# {field} {have} -> {want}"))
+    .collect()
 }
 
 fn lookup_group(name: &str) -> Result<Option<Group>, ResourceError> {
-    Group::from_name(name).map_err(|source| ResourceError::Lookup { name: name.to_owned(), source })
+    Group::from_name(name).map_err(|source| ResourceError::Lookup {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 fn current_account(name: &str) -> Result<Option<Account>, ResourceError> {
-    let Some(user) = User::from_name(name).map_err(|source| ResourceError::Lookup { name: name.to_owned(), source })?
+    let Some(user) = User::from_name(name).map_err(|source| ResourceError::Lookup {
+        name: name.to_owned(),
+        source,
+    })?
     else {
         return Ok(None);
     };
@@ -148,17 +199,29 @@ mod tests {
     use super::*;
 
     fn account(group: &str, home: &str, shell: &str) -> Account {
-        Account { group: group.into(), home: home.into(), shell: shell.into() }
+        Account {
+            group: group.into(),
+            home: home.into(),
+            shell: shell.into(),
+        }
     }
 
     #[test]
     fn useradd_creates_home_unless_nonexistent() {
-        let argv = useradd_argv("postgres", &account("postgres", "/var/lib/postgresql", "/bin/bash"), true);
+        let argv = useradd_argv(
+            "postgres",
+            &account("postgres", "/var/lib/postgresql", "/bin/bash"),
+            true,
+        );
         assert_eq!(
             argv.join(" "),
             "useradd --system --gid postgres --home-dir /var/lib/postgresql --shell /bin/bash --create-home postgres"
         );
-        let argv = useradd_argv("barman", &account("barman", "/nonexistent", "/usr/sbin/nologin"), false);
+        let argv = useradd_argv(
+            "barman",
+            &account("barman", "/nonexistent", "/usr/sbin/nologin"),
+            false,
+        );
         assert!(argv.contains(&"--no-create-home".to_owned()));
         assert!(!argv.contains(&"--system".to_owned()));
     }
@@ -168,13 +231,24 @@ mod tests {
         let current = account("postgres", "/var/lib/postgresql", "/bin/sh");
         assert_eq!(usermod_argv("postgres", &current, &current), None);
         let desired = account("postgres", "/var/lib/postgresql", "/bin/bash");
-        assert_eq!(usermod_argv("postgres", &current, &desired).expect("differs").join(" "), "usermod --shell /bin/bash postgres");
-        assert_eq!(account_changes(&current, &desired), ["# shell /bin/sh -> /bin/bash"]);
+        assert_eq!(
+            usermod_argv("postgres", &current, &desired)
+                .expect("differs")
+                .join(" "),
+            "usermod --shell /bin/bash postgres"
+        );
+        assert_eq!(
+            account_changes(&current, &desired),
+            ["# shell /bin/sh -> /bin/bash"]
+        );
     }
 
     #[test]
     fn groupadd_system_flag() {
-        assert_eq!(groupadd_argv("postgres", true).join(" "), "groupadd --system postgres");
+        assert_eq!(
+            groupadd_argv("postgres", true).join(" "),
+            "groupadd --system postgres"
+        );
         assert_eq!(groupadd_argv("app", false).join(" "), "groupadd app");
     }
 
@@ -182,12 +256,22 @@ mod tests {
     fn checks_read_the_real_databases() {
         assert!(check_group("root").expect("check").in_state);
         assert!(!check_group("tpa-no-such-group").expect("check").in_state);
-        let root = current_account("root").expect("lookup").expect("root exists");
+        let root = current_account("root")
+            .expect("lookup")
+            .expect("root exists");
         assert_eq!(root.group, "root");
-        assert!(check_user("root", &root.group, &root.home, &root.shell).expect("check").in_state);
+        assert!(
+            check_user("root", &root.group, &root.home, &root.shell)
+                .expect("check")
+                .in_state
+        );
         let state = check_user("root", "root", &root.home, "/bin/tpa-shell").expect("check");
         assert!(!state.in_state);
         assert!(state.diff.unwrap_or_default().contains("-> /bin/tpa-shell"));
-        assert!(!check_user("tpa-no-such-user", "x", "/", "/bin/sh").expect("check").in_state);
+        assert!(
+            !check_user("tpa-no-such-user", "x", "/", "/bin/sh")
+                .expect("check")
+                .in_state
+        );
     }
 }

@@ -9,13 +9,13 @@ use ipnet::IpNet;
 
 use super::error::{Diag, closest, unknown_key, unsupported, unsupported_value};
 use super::keys::{
-    ARCHITECTURES_NOT_YET, KeyUse, MERGED_MAPPINGS, ROLES_NOT_YET, TOP_LEVEL,
-    TOP_LEVEL_NOT_YET, instance_key, instance_key_names,
+    ARCHITECTURES_NOT_YET, KeyUse, MERGED_MAPPINGS, ROLES_NOT_YET, TOP_LEVEL, TOP_LEVEL_NOT_YET,
+    instance_key, instance_key_names,
 };
 use super::model::{
     AwsOptions, Cluster, DockerNetwork, DockerOptions, Instance, Location, Platform, Role,
 };
-use super::vars::{overlay, parse_vars};
+use super::vars::{is_known_var, overlay, parse_vars};
 use super::yaml::{Field, Node, Value, index_path};
 
 /// Where something was written: reported by cross-instance checks.
@@ -27,7 +27,10 @@ pub(crate) struct Pos {
 
 impl Pos {
     fn of(f: &Field<'_>) -> Pos {
-        Pos { line: f.line, path: f.path.clone() }
+        Pos {
+            line: f.line,
+            path: f.path.clone(),
+        }
     }
 }
 
@@ -96,8 +99,14 @@ pub(crate) fn build(root: &Node, diag: &mut Diag) -> Built {
     };
     let vars = parse_vars(&cluster_var_fields, diag);
 
-    let locations = top.get("locations").map(|f| locations(f, diag)).unwrap_or_default();
-    let defaults = top.get("instance_defaults").map(|f| defaults(f, diag)).unwrap_or_default();
+    let locations = top
+        .get("locations")
+        .map(|f| locations(f, diag))
+        .unwrap_or_default();
+    let defaults = top
+        .get("instance_defaults")
+        .map(|f| defaults(f, diag))
+        .unwrap_or_default();
 
     let mut instances = Vec::new();
     let mut positions = Vec::new();
@@ -122,7 +131,11 @@ pub(crate) fn build(root: &Node, diag: &mut Diag) -> Built {
                     .map(|l| l.fields.as_slice())
                     .unwrap_or(&[]);
                 let merged = merge(&[&defaults, location_fields, &own], diag);
-                let ctx = InstanceCtx { line: item.line, path: &path, cluster_vars: &cluster_var_fields };
+                let ctx = InstanceCtx {
+                    line: item.line,
+                    path: &path,
+                    cluster_vars: &cluster_var_fields,
+                };
                 if let Some((inst, pos)) = instance(&merged, &ctx, diag) {
                     instances.push(inst);
                     positions.push(pos);
@@ -134,30 +147,51 @@ pub(crate) fn build(root: &Node, diag: &mut Diag) -> Built {
     let cluster = Cluster {
         name: name.unwrap_or_default(),
         architecture: architecture.unwrap_or_else(|| "M1".to_string()),
-        tags: top.get("cluster_tags").map(|f| f.value.string_map(diag, &f.path)).unwrap_or_default(),
+        tags: top
+            .get("cluster_tags")
+            .map(|f| f.value.string_map(diag, &f.path))
+            .unwrap_or_default(),
         vars,
-        locations: locations.iter().map(|l| Location { name: l.name.clone() }).collect(),
+        locations: locations
+            .iter()
+            .map(|l| Location {
+                name: l.name.clone(),
+            })
+            .collect(),
         instances,
         docker_networks: top
             .get("docker_networks")
             .map(|f| docker_networks(f, diag))
             .unwrap_or_default(),
-        keyring_backend: top.get("keyring_backend").and_then(|f| keyring_backend(f, diag)),
-        vault_name: top.get("vault_name").and_then(|f| f.value.string(diag, &f.path)),
+        keyring_backend: top
+            .get("keyring_backend")
+            .and_then(|f| keyring_backend(f, diag)),
+        vault_name: top
+            .get("vault_name")
+            .and_then(|f| f.value.string(diag, &f.path)),
         ssh_key_file: top
             .get("ssh_key_file")
             .and_then(|f| f.value.string(diag, &f.path))
             .map(PathBuf::from),
-        ssh_port: top.get("cluster_ssh_port").and_then(|f| ssh_port(f, diag)).unwrap_or(22),
+        ssh_port: top
+            .get("cluster_ssh_port")
+            .and_then(|f| ssh_port(f, diag))
+            .unwrap_or(22),
     };
     let location_names = locations.into_iter().map(|l| l.name).collect();
-    Built { cluster, positions, location_names }
+    Built {
+        cluster,
+        positions,
+        location_names,
+    }
 }
 
 fn cluster_name(f: &Field<'_>, diag: &mut Diag) -> Option<String> {
     let name = f.value.string(diag, &f.path)?;
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !valid {
         diag.err(
             f.line,
@@ -188,7 +222,11 @@ fn keyring_backend(f: &Field<'_>, diag: &mut Diag) -> Option<String> {
     if v == "system" || v == "legacy" {
         Some(v)
     } else {
-        diag.err(f.line, &f.path, format!("unknown keyring_backend `{v}`; use `system` or `legacy`"));
+        diag.err(
+            f.line,
+            &f.path,
+            format!("unknown keyring_backend `{v}`; use `system` or `legacy`"),
+        );
         None
     }
 }
@@ -218,11 +256,19 @@ fn locations<'a>(f: &Field<'a>, diag: &mut Diag) -> Vec<LocationIn<'a>> {
         let mut fields = Vec::new();
         for g in item.fields(diag, &path) {
             match g.key {
-                "Name" => name = g.value.string(diag, &g.path).map(|n| (n, g.line, g.path.clone())),
+                "Name" => {
+                    name = g
+                        .value
+                        .string(diag, &g.path)
+                        .map(|n| (n, g.line, g.path.clone()))
+                }
                 "node" | "location" => diag.err(
                     g.line,
                     &g.path,
-                    format!("`{}` cannot be set for a whole location; set it on each instance", g.key),
+                    format!(
+                        "`{}` cannot be set for a whole location; set it on each instance",
+                        g.key
+                    ),
                 ),
                 _ => {
                     if check_key_name(&g, diag) {
@@ -270,9 +316,13 @@ fn check_key_name(f: &Field<'_>, diag: &mut Diag) -> bool {
         }
         Some(_) => true,
         None => {
-            let message = match closest(f.key, instance_key_names()) {
+            let is_var = is_known_var(f.key);
+            let message = match closest(f.key, instance_key_names()).filter(|_| !is_var) {
                 Some(k) => format!("unknown instance key `{}`; did you mean `{k}`?", f.key),
-                None => format!("unknown instance key `{}`; should it be under `vars:`?", f.key),
+                None => format!(
+                    "unknown instance key `{}`; should it be under `vars:`?",
+                    f.key
+                ),
             };
             diag.err(f.line, &f.path, message);
             false
@@ -298,13 +348,17 @@ impl<'a> Merged<'a> {
 
 /// Merges layers, lowest precedence first (instance_defaults, location, instance).
 fn merge<'a>(layers: &[&[Field<'a>]], diag: &mut Diag) -> Merged<'a> {
-    let mut m = Merged { fields: Vec::new(), maps: HashMap::new() };
+    let mut m = Merged {
+        fields: Vec::new(),
+        maps: HashMap::new(),
+    };
     for layer in layers {
         for f in layer.iter() {
             let is_map = matches!(f.value.value, Value::Map(_) | Value::Null);
             if MERGED_MAPPINGS.contains(&f.key) && is_map {
                 let base = m.maps.remove(f.key).unwrap_or_default();
-                m.maps.insert(f.key, overlay(&base, &f.value.fields(diag, &f.path)));
+                m.maps
+                    .insert(f.key, overlay(&base, &f.value.fields(diag, &f.path)));
             } else {
                 m.maps.remove(f.key);
             }
@@ -337,7 +391,11 @@ struct InstanceCtx<'a, 'b> {
     cluster_vars: &'b [Field<'a>],
 }
 
-fn instance(m: &Merged<'_>, ctx: &InstanceCtx<'_, '_>, diag: &mut Diag) -> Option<(Instance, InstancePos)> {
+fn instance(
+    m: &Merged<'_>,
+    ctx: &InstanceCtx<'_, '_>,
+    diag: &mut Diag,
+) -> Option<(Instance, InstancePos)> {
     let platform = match m.get("platform") {
         None => Platform::Aws,
         Some(f) => {
@@ -345,7 +403,11 @@ fn instance(m: &Merged<'_>, ctx: &InstanceCtx<'_, '_>, diag: &mut Diag) -> Optio
             match Platform::parse(&s) {
                 Some(p) => p,
                 None => {
-                    diag.err(f.line, &f.path, format!("unknown platform `{s}`; use docker, bare or aws"));
+                    diag.err(
+                        f.line,
+                        &f.path,
+                        format!("unknown platform `{s}`; use docker, bare or aws"),
+                    );
                     return None;
                 }
             }
@@ -409,7 +471,11 @@ fn instance(m: &Merged<'_>, ctx: &InstanceCtx<'_, '_>, diag: &mut Diag) -> Optio
         }
         Some(f) => match f.value.int::<u32>(diag, &f.path) {
             Some(0) => {
-                diag.err(f.line, &f.path, "node numbers start at 1 (repmgr needs a positive node id)");
+                diag.err(
+                    f.line,
+                    &f.path,
+                    "node numbers start at 1 (repmgr needs a positive node id)",
+                );
                 None
             }
             Some(n) => {
@@ -426,7 +492,10 @@ fn instance(m: &Merged<'_>, ctx: &InstanceCtx<'_, '_>, diag: &mut Diag) -> Optio
             roles(f, diag)
         }
         None => {
-            pos.role = Pos { line: ctx.line, path: ctx.path.to_string() };
+            pos.role = Pos {
+                line: ctx.line,
+                path: ctx.path.to_string(),
+            };
             Vec::new()
         }
     };
@@ -458,7 +527,11 @@ fn instance(m: &Merged<'_>, ctx: &InstanceCtx<'_, '_>, diag: &mut Diag) -> Optio
             "missing required key `image` (docker instances need an image, e.g. tpa/debian:12)",
         );
     }
-    if platform == Platform::Bare && ["ip_address", "public_ip", "private_ip"].iter().all(|k| get(k).is_none()) {
+    if platform == Platform::Bare
+        && ["ip_address", "public_ip", "private_ip"]
+            .iter()
+            .all(|k| get(k).is_none())
+    {
         diag.err(
             ctx.line,
             ctx.path,
@@ -568,7 +641,10 @@ fn roles(f: &Field<'_>, diag: &mut Diag) -> Vec<Role> {
             diag.err(
                 f.line,
                 &f.path,
-                format!("expected a list of roles or a comma-separated string, found {}", f.value.kind()),
+                format!(
+                    "expected a list of roles or a comma-separated string, found {}",
+                    f.value.kind()
+                ),
             );
             Vec::new()
         }
@@ -601,9 +677,18 @@ fn roles(f: &Field<'_>, diag: &mut Diag) -> Vec<Role> {
 
 fn backup(f: &Field<'_>, diag: &mut Diag) -> Vec<String> {
     match &f.value.value {
-        Value::Seq(_) => f.value.string_list(diag, &f.path).iter().map(|s| normalize_name(s)).collect(),
+        Value::Seq(_) => f
+            .value
+            .string_list(diag, &f.path)
+            .iter()
+            .map(|s| normalize_name(s))
+            .collect(),
         Value::Null => Vec::new(),
-        _ => f.value.string(diag, &f.path).map(|s| vec![normalize_name(&s)]).unwrap_or_default(),
+        _ => f
+            .value
+            .string(diag, &f.path)
+            .map(|s| vec![normalize_name(&s)])
+            .unwrap_or_default(),
     }
 }
 
@@ -626,7 +711,13 @@ fn fields_map(fields: &[Field<'_>], diag: &mut Diag) -> BTreeMap<String, String>
 }
 
 fn docker_networks(f: &Field<'_>, diag: &mut Diag) -> Vec<DockerNetwork> {
-    const KEYS: &[&str] = &["name", "ipam_config", "driver_options", "enable_ipv6", "labels"];
+    const KEYS: &[&str] = &[
+        "name",
+        "ipam_config",
+        "driver_options",
+        "enable_ipv6",
+        "labels",
+    ];
     let mut out = Vec::new();
     for (i, item) in f.value.seq(diag, &f.path).unwrap_or(&[]).iter().enumerate() {
         let path = index_path(&f.path, i);
@@ -646,7 +737,11 @@ fn docker_networks(f: &Field<'_>, diag: &mut Diag) -> Vec<DockerNetwork> {
                 "driver_options" => net.driver_options = v.string_map(diag, p),
                 "enable_ipv6" => net.enable_ipv6 = v.bool(diag, p).unwrap_or(false),
                 "labels" => net.labels = v.string_map(diag, p),
-                other => diag.err(g.line, p, unknown_key(other, "docker_networks key", KEYS.iter().copied())),
+                other => diag.err(
+                    g.line,
+                    p,
+                    unknown_key(other, "docker_networks key", KEYS.iter().copied()),
+                ),
             }
         }
         match name {
@@ -668,15 +763,23 @@ fn ipam_config(n: &Node, p: &str, diag: &mut Diag) -> Vec<IpNet> {
         for g in item.fields(diag, &path) {
             match g.key {
                 "subnet" => subnet = Some(g),
-                "gateway" | "iprange" | "aux_addresses" => diag.err(g.line, &g.path, unsupported(g.key)),
-                other => diag.err(g.line, &g.path, unknown_key(other, "ipam_config key", ["subnet"])),
+                "gateway" | "iprange" | "aux_addresses" => {
+                    diag.err(g.line, &g.path, unsupported(g.key))
+                }
+                other => diag.err(
+                    g.line,
+                    &g.path,
+                    unknown_key(other, "ipam_config key", ["subnet"]),
+                ),
             }
         }
         let Some(g) = subnet else {
             diag.err(item.line, &path, "missing required key `subnet`");
             continue;
         };
-        let Some(s) = g.value.string(diag, &g.path) else { continue };
+        let Some(s) = g.value.string(diag, &g.path) else {
+            continue;
+        };
         match s.parse::<IpNet>() {
             Ok(net) if net.trunc() != net => diag.err(
                 g.line,
@@ -684,7 +787,11 @@ fn ipam_config(n: &Node, p: &str, diag: &mut Diag) -> Vec<IpNet> {
                 format!("`{s}` has host bits set; did you mean `{}`?", net.trunc()),
             ),
             Ok(net) => out.push(net),
-            Err(_) => diag.err(g.line, &g.path, format!("`{s}` is not a subnet in CIDR form (e.g. 10.33.0.0/28)")),
+            Err(_) => diag.err(
+                g.line,
+                &g.path,
+                format!("`{s}` is not a subnet in CIDR form (e.g. 10.33.0.0/28)"),
+            ),
         }
     }
     out

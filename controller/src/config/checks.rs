@@ -41,7 +41,10 @@ fn unique_names_and_nodes(pairs: &[(&Instance, &InstancePos)], diag: &mut Diag) 
             diag.err(
                 pos.name.line,
                 &pos.name.path,
-                format!("duplicate instance name `{}` (first used at line {})", inst.name, first.name.line),
+                format!(
+                    "duplicate instance name `{}` (first used at line {})",
+                    inst.name, first.name.line
+                ),
             );
         } else {
             names.insert(&inst.name, pos);
@@ -51,7 +54,10 @@ fn unique_names_and_nodes(pairs: &[(&Instance, &InstancePos)], diag: &mut Diag) 
             diag.err(
                 node_pos.line,
                 &node_pos.path,
-                format!("duplicate node number {} (also used by `{}`)", inst.node, first.name),
+                format!(
+                    "duplicate node number {} (also used by `{}`)",
+                    inst.node, first.name
+                ),
             );
         } else {
             nodes.insert(inst.node, inst);
@@ -87,7 +93,9 @@ fn upstream_exists(
     by_name: &HashMap<&str, usize>,
     diag: &mut Diag,
 ) {
-    let needs = [Role::Replica, Role::Witness].into_iter().find(|r| inst.has_role(*r));
+    let needs = [Role::Replica, Role::Witness]
+        .into_iter()
+        .find(|r| inst.has_role(*r));
     let Some(upstream) = &inst.upstream else {
         if let Some(role) = needs {
             diag.err(
@@ -98,9 +106,15 @@ fn upstream_exists(
         }
         return;
     };
-    let Some(up) = pos.upstream.as_ref() else { return };
+    let Some(up) = pos.upstream.as_ref() else {
+        return;
+    };
     match by_name.get(upstream.as_str()) {
-        None => diag.err(up.line, &up.path, not_an_instance("upstream", upstream, instances)),
+        None => diag.err(
+            up.line,
+            &up.path,
+            not_an_instance("upstream", upstream, instances),
+        ),
         Some(&i) => {
             let target = &instances[i];
             if !(target.has_role(Role::Primary) || target.has_role(Role::Replica)) {
@@ -144,7 +158,9 @@ fn not_an_instance(key: &str, name: &str, instances: &[Instance]) -> String {
 }
 
 fn location_is_declared(inst: &Instance, pos: &InstancePos, names: &[String], diag: &mut Diag) {
-    let (Some(loc), Some(lp)) = (&inst.location, &pos.location) else { return };
+    let (Some(loc), Some(lp)) = (&inst.location, &pos.location) else {
+        return;
+    };
     if !names.contains(loc) {
         let base = format!("location `{loc}` is not declared under `locations`");
         let message = match closest(loc, names.iter().map(String::as_str)) {
@@ -156,11 +172,18 @@ fn location_is_declared(inst: &Instance, pos: &InstancePos, names: &[String], di
 }
 
 fn docker_ip_in_network(inst: &Instance, pos: &InstancePos, built: &Built, diag: &mut Diag) {
-    let (Some(ip), Some(ipos)) = (inst.ip_address, &pos.ip_address) else { return };
+    let (Some(ip), Some(ipos)) = (inst.ip_address, &pos.ip_address) else {
+        return;
+    };
     if inst.platform != Platform::Docker {
         return;
     }
-    let subnets: Vec<_> = built.cluster.docker_networks.iter().flat_map(|n| &n.subnets).collect();
+    let subnets: Vec<_> = built
+        .cluster
+        .docker_networks
+        .iter()
+        .flat_map(|n| &n.subnets)
+        .collect();
     if subnets.is_empty() {
         diag.err(
             ipos.line,
@@ -173,7 +196,10 @@ fn docker_ip_in_network(inst: &Instance, pos: &InstancePos, built: &Built, diag:
         diag.err(
             ipos.line,
             &ipos.path,
-            format!("{ip} is outside the docker_networks subnets ({})", list.join(", ")),
+            format!(
+                "{ip} is outside the docker_networks subnets ({})",
+                list.join(", ")
+            ),
         );
     }
 }
@@ -189,7 +215,12 @@ fn upstream_cycles(
     for start in 0..pairs.len() {
         let mut chain = vec![start];
         let mut cur = start;
-        while let Some(next) = pairs[cur].0.upstream.as_deref().and_then(|u| by_name.get(u)) {
+        while let Some(next) = pairs[cur]
+            .0
+            .upstream
+            .as_deref()
+            .and_then(|u| by_name.get(u))
+        {
             if let Some(at) = chain.iter().position(|&c| c == *next) {
                 let mut cycle = chain[at..].to_vec();
                 let mut key = cycle.clone();
@@ -197,10 +228,15 @@ fn upstream_cycles(
                 if !reported.contains(&key) {
                     reported.push(key);
                     // Start the cycle at its first instance in file order.
-                    let min = cycle.iter().enumerate().min_by_key(|(_, c)| **c).map_or(0, |(i, _)| i);
+                    let min = cycle
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, c)| **c)
+                        .map_or(0, |(i, _)| i);
                     cycle.rotate_left(min);
                     let (inst, pos) = pairs[cycle[0]];
-                    let mut names: Vec<&str> = cycle.iter().map(|&c| pairs[c].0.name.as_str()).collect();
+                    let mut names: Vec<&str> =
+                        cycle.iter().map(|&c| pairs[c].0.name.as_str()).collect();
                     names.push(&inst.name);
                     if let Some(up) = &pos.upstream {
                         diag.err(

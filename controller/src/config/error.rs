@@ -22,7 +22,11 @@ impl fmt::Display for ConfigError {
         } else if self.path.is_empty() {
             write!(f, "{}:{}: {}", self.file, self.line, self.message)
         } else {
-            write!(f, "{}:{}: {}: {}", self.file, self.line, self.path, self.message)
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.line, self.path, self.message
+            )
         }
     }
 }
@@ -54,7 +58,10 @@ pub(crate) struct Diag {
 
 impl Diag {
     pub(crate) fn new(file: &str) -> Diag {
-        Diag { file: file.to_string(), errors: Vec::new() }
+        Diag {
+            file: file.to_string(),
+            errors: Vec::new(),
+        }
     }
 
     pub(crate) fn err(&mut self, line: usize, path: &str, message: impl Into<String>) {
@@ -66,19 +73,29 @@ impl Diag {
         });
     }
 
-    /// Sorted by line, without the duplicates that defaults merged into many instances produce.
-    pub(crate) fn finish(mut self) -> Result<(), ConfigErrors> {
+    /// `Err` with every error found, if there is any.
+    pub(crate) fn finish(self) -> Result<(), ConfigErrors> {
         if self.errors.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.into_errors())
         }
-        self.errors.sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
+    }
+
+    /// Sorted by line, without the duplicates that defaults merged into many instances produce.
+    pub(crate) fn into_errors(mut self) -> ConfigErrors {
+        self.errors
+            .sort_by(|a, b| (a.line, &a.path).cmp(&(b.line, &b.path)));
         self.errors.dedup();
-        Err(ConfigErrors(self.errors))
+        ConfigErrors(self.errors)
     }
 }
 
 /// The known name closest to `given`, if one is close enough to be a plausible typo.
-pub(crate) fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(
+    given: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     known
         .into_iter()
         .map(|k| (strsim::jaro_winkler(given, k), k))

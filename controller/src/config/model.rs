@@ -216,7 +216,10 @@ impl Role {
 
     /// The name used in config.yml.
     pub fn as_str(self) -> &'static str {
-        Role::ALL.iter().find(|(r, _)| *r == self).map_or("", |(_, n)| n)
+        Role::ALL
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("", |(_, n)| n)
     }
 }
 

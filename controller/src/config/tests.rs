@@ -41,45 +41,90 @@ const ONE: &str = "- {Name: one, node: 1, role: [primary]}\n";
 // === YAML and top level ===
 
 #[test]
+fn tpa_example_in_flow_style_parses() {
+    let c = parse_ok(
+        "\
+architecture: M1
+cluster_name: m1r
+cluster_tags: {}
+keyring_backend: system
+vault_name: 5a6f3e2c-1d4b-4f7a-9c8e-0b1a2d3c4e5f
+docker_networks: [{ipam_config: [{subnet: 10.33.151.240/28}], name: m1r}]
+cluster_vars: {edb_repositories: [], failover_manager: repmgr, postgres_flavour: postgresql,
+               postgres_version: '16', preferred_python_version: python3,
+               use_volatile_subscriptions: false}
+locations: [{Name: main}]
+instance_defaults: {image: tpa/rocky:9, platform: docker, vars: {ansible_user: root}}
+instances:
+- {Name: queasy,  node: 1, location: main, ip_address: 10.33.151.242, backup: quieter, role: [primary]}
+- {Name: kinkier, node: 2, location: main, ip_address: 10.33.151.243, upstream: queasy, role: [replica]}
+- {Name: quieter, node: 3, location: main, ip_address: 10.33.151.244, upstream: queasy,
+   role: [barman, log-server, witness]}
+",
+    );
+    assert_eq!(c.instances.len(), 3);
+}
+
+#[test]
 fn valid_base_parses() {
     check(&with_base(ONE), expect!["ok"]);
 }
 
 #[test]
 fn invalid_yaml() {
-    check("cluster_name: [a\n", expect!["config.yml:2: invalid YAML: while parsing a flow sequence, expected ',' or ']'"]);
+    check(
+        "cluster_name: [a\n",
+        expect!["config.yml:2: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+    );
 }
 
 #[test]
 fn empty_file() {
-    check("", expect!["config.yml:1: the file is empty; run `tpa-controller configure` to write one"]);
+    check(
+        "",
+        expect!["config.yml:1: the file is empty; run `tpa-controller configure` to write one"],
+    );
 }
 
 #[test]
 fn duplicate_top_level_key() {
-    check(&format!("{}cluster_name: u\n", with_base(ONE)), expect!["config.yml:9: duplicate key `cluster_name`; TPA would silently use the last one, define each key once"]);
+    check(
+        &format!("{}cluster_name: u\n", with_base(ONE)),
+        expect![
+            "config.yml:9: duplicate key `cluster_name`; TPA would silently use the last one, define each key once"
+        ],
+    );
 }
 
 #[test]
 fn top_level_must_be_a_mapping() {
-    check("- a\n", expect![[r#"
+    check(
+        "- a\n",
+        expect![[r#"
         config.yml:1: expected a mapping, found a list
         config.yml:1: missing required key `cluster_name`
         config.yml:1: missing required key `cluster_vars` (TPA requires it, e.g. with postgres_version)
-        config.yml:1: missing required key `instances`"#]]);
+        config.yml:1: missing required key `instances`"#]],
+    );
 }
 
 #[test]
 fn unknown_top_level_key_suggests_closest() {
-    check(&format!("{}cluster_var: {{}}\nzzz: 1\n", with_base(ONE)), expect![[r#"
+    check(
+        &format!("{}cluster_var: {{}}\nzzz: 1\n", with_base(ONE)),
+        expect![[r#"
         config.yml:9: cluster_var: unknown top-level key `cluster_var`; did you mean `cluster_vars`?
-        config.yml:10: zzz: unknown top-level key `zzz`"#]]);
+        config.yml:10: zzz: unknown top-level key `zzz`"#]],
+    );
 }
 
 #[test]
 fn tpa_top_level_key_not_supported_yet() {
     check(
-        &format!("{}ec2_vpc: {{}}\ncompliance: cis\ndocker_images: {{}}\n", with_base(ONE)),
+        &format!(
+            "{}ec2_vpc: {{}}\ncompliance: cis\ndocker_images: {{}}\n",
+            with_base(ONE)
+        ),
         expect![[r#"
             config.yml:9: ec2_vpc: `ec2_vpc` is a TPA setting that tpa does not support yet; remove it
             config.yml:10: compliance: `compliance` is a TPA setting that tpa does not support yet; remove it
@@ -89,28 +134,47 @@ fn tpa_top_level_key_not_supported_yet() {
 
 #[test]
 fn missing_required_top_level_keys() {
-    check("architecture: M1\n", expect![[r#"
+    check(
+        "architecture: M1\n",
+        expect![[r#"
         config.yml:1: missing required key `cluster_name`
         config.yml:1: missing required key `cluster_vars` (TPA requires it, e.g. with postgres_version)
-        config.yml:1: missing required key `instances`"#]]);
+        config.yml:1: missing required key `instances`"#]],
+    );
 }
 
 #[test]
 fn empty_cluster_vars_and_instances() {
-    check("cluster_name: t\ncluster_vars: {}\ninstances: []\n", expect![[r#"
+    check(
+        "cluster_name: t\ncluster_vars: {}\ninstances: []\n",
+        expect![[r#"
         config.yml:2: cluster_vars: must not be empty (TPA requires cluster variables, e.g. postgres_version)
-        config.yml:3: instances: must list at least one instance"#]]);
+        config.yml:3: instances: must list at least one instance"#]],
+    );
 }
 
 #[test]
 fn invalid_cluster_name() {
-    check(&with_base(ONE).replace("cluster_name: t", "cluster_name: my.cluster"), expect!["config.yml:1: cluster_name: `my.cluster` is not a valid cluster name; use only letters, digits, `_` and `-`"]);
+    check(
+        &with_base(ONE).replace("cluster_name: t", "cluster_name: my.cluster"),
+        expect![
+            "config.yml:1: cluster_name: `my.cluster` is not a valid cluster name; use only letters, digits, `_` and `-`"
+        ],
+    );
 }
 
 #[test]
 fn architecture_other_than_m1() {
-    check(&format!("architecture: PGD-Always-ON\n{}", with_base(ONE)), expect!["config.yml:1: architecture: `architecture: PGD-Always-ON` is a TPA setting that tpa does not support yet; use `M1`"]);
-    check(&format!("architecture: M2\n{}", with_base(ONE)), expect!["config.yml:1: architecture: unknown architecture `M2`; use `M1`"]);
+    check(
+        &format!("architecture: PGD-Always-ON\n{}", with_base(ONE)),
+        expect![
+            "config.yml:1: architecture: `architecture: PGD-Always-ON` is a TPA setting that tpa does not support yet; use `M1`"
+        ],
+    );
+    check(
+        &format!("architecture: M2\n{}", with_base(ONE)),
+        expect!["config.yml:1: architecture: unknown architecture `M2`; use `M1`"],
+    );
 }
 
 #[test]
@@ -133,7 +197,7 @@ fn wrong_types_at_top_level() {
 #[test]
 fn unknown_instance_key() {
     check(
-        &with_base("- {Name: one, node: 1, role: [primary], imagee: x, postgres_port: 5}\n"),
+        &with_base("- {Name: one, node: 1, role: [primary], imagee: x, postgres_port: 5, user: x}\n"),
         expect![[r#"
             config.yml:8: instances[0].imagee: unknown instance key `imagee`; did you mean `image`?
             config.yml:8: instances[0].postgres_port: unknown instance key `postgres_port`; should it be under `vars:`?"#]],
@@ -142,7 +206,12 @@ fn unknown_instance_key() {
 
 #[test]
 fn tpa_instance_key_not_supported_yet() {
-    check(&with_base("- {Name: one, node: 1, role: [primary], networks: [a]}\n"), expect!["config.yml:8: instances[0].networks: `networks` is a TPA setting that tpa does not support yet; remove it"]);
+    check(
+        &with_base("- {Name: one, node: 1, role: [primary], networks: [a]}\n"),
+        expect![
+            "config.yml:8: instances[0].networks: `networks` is a TPA setting that tpa does not support yet; remove it"
+        ],
+    );
 }
 
 #[test]
@@ -160,33 +229,53 @@ fn key_for_another_platform() {
 
 #[test]
 fn missing_name_and_node() {
-    check(&with_base("- {role: [primary]}\n- {Name: two}\n"), expect![[r#"
+    check(
+        &with_base("- {role: [primary]}\n- {Name: two}\n"),
+        expect![[r#"
         config.yml:8: instances[0]: missing required key `Name`
-        config.yml:9: instances[1]: missing required key `node`"#]]);
+        config.yml:9: instances[1]: missing required key `node`"#]],
+    );
 }
 
 #[test]
 fn node_must_be_a_positive_integer() {
-    check(&with_base("- {Name: one, node: 0}\n- {Name: two, node: two}\n"), expect![[r#"
+    check(
+        &with_base("- {Name: one, node: 0}\n- {Name: two, node: two}\n"),
+        expect![[r#"
         config.yml:8: instances[0].node: node numbers start at 1 (repmgr needs a positive node id)
-        config.yml:9: instances[1].node: expected an integer, found a string"#]]);
+        config.yml:9: instances[1].node: expected an integer, found a string"#]],
+    );
 }
 
 #[test]
 fn duplicate_name_after_normalisation_and_duplicate_node() {
-    check(&with_base("- {Name: one_a, node: 1}\n- {Name: ONE-A, node: 1}\n"), expect![[r#"
+    check(
+        &with_base("- {Name: one_a, node: 1}\n- {Name: ONE-A, node: 1}\n"),
+        expect![[r#"
         config.yml:9: instances[1].Name: duplicate instance name `one-a` (first used at line 8)
-        config.yml:9: instances[1].node: duplicate node number 1 (also used by `one-a`)"#]]);
+        config.yml:9: instances[1].node: duplicate node number 1 (also used by `one-a`)"#]],
+    );
 }
 
 #[test]
 fn invalid_instance_names() {
-    check(&with_base("- {Name: -x, node: 1}\n- {Name: 'a b', node: 2}\n"), expect![[r#"
+    check(
+        &with_base("- {Name: -x, node: 1}\n- {Name: 'a b', node: 2}\n"),
+        expect![[r#"
         config.yml:8: instances[0].Name: `-x` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit
-        config.yml:9: instances[1].Name: `a b` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"#]]);
+        config.yml:9: instances[1].Name: `a b` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"#]],
+    );
     // Docker and bare accept dotted names; aws does not.
-    check(&with_base("- {Name: db1.example.com, node: 1}\n"), expect!["ok"]);
-    check(&with_base("- {Name: db1.example.com, node: 1, platform: aws}\n"), expect!["config.yml:8: instances[0].Name: `db1.example.com` is not a valid host name; use lowercase letters, digits and `-`, starting and ending with a letter or digit"]);
+    check(
+        &with_base("- {Name: db1.example.com, node: 1}\n"),
+        expect!["ok"],
+    );
+    check(
+        &with_base("- {Name: db1.example.com, node: 1, platform: aws}\n"),
+        expect![
+            "config.yml:8: instances[0].Name: `db1.example.com` is not a valid host name; use lowercase letters, digits and `-`, starting and ending with a letter or digit"
+        ],
+    );
 }
 
 #[test]
@@ -205,31 +294,51 @@ fn wrong_types_in_instances() {
 
 #[test]
 fn unknown_and_unsupported_roles() {
-    check(&with_base("- {Name: one, node: 1, role: 'primary, replicaa, pem-server, dba'}\n"), expect![[r#"
+    check(
+        &with_base("- {Name: one, node: 1, role: 'primary, replicaa, pem-server, dba'}\n"),
+        expect![[r#"
         config.yml:8: instances[0].role: unknown role `replicaa`; did you mean `replica`?
         config.yml:8: instances[0].role: role `pem-server` is a TPA role that tpa does not support yet; remove it
-        config.yml:8: instances[0].role: unknown role `dba`"#]]);
+        config.yml:8: instances[0].role: unknown role `dba`"#]],
+    );
 }
 
 #[test]
 fn unknown_platform() {
-    check(&with_base("- {Name: one, node: 1, platform: vmware}\n"), expect!["config.yml:8: instances[0].platform: unknown platform `vmware`; use docker, bare or aws"]);
+    check(
+        &with_base("- {Name: one, node: 1, platform: vmware}\n"),
+        expect![
+            "config.yml:8: instances[0].platform: unknown platform `vmware`; use docker, bare or aws"
+        ],
+    );
 }
 
 #[test]
 fn docker_instance_needs_image() {
-    check(&with_base(ONE).replace("  image: tpa/debian\n", ""), expect!["config.yml:7: instances[0]: missing required key `image` (docker instances need an image, e.g. tpa/debian:12)"]);
+    check(
+        &with_base(ONE).replace("  image: tpa/debian\n", ""),
+        expect![
+            "config.yml:7: instances[0]: missing required key `image` (docker instances need an image, e.g. tpa/debian:12)"
+        ],
+    );
 }
 
 #[test]
 fn bare_instance_needs_an_address() {
-    check(&with_base("- {Name: one, node: 1, platform: bare}\n"), expect!["config.yml:8: instances[0]: a bare instance needs `ip_address` (or `public_ip`/`private_ip`) to be reached at"]);
+    check(
+        &with_base("- {Name: one, node: 1, platform: bare}\n"),
+        expect![
+            "config.yml:8: instances[0]: a bare instance needs `ip_address` (or `public_ip`/`private_ip`) to be reached at"
+        ],
+    );
 }
 
 #[test]
 fn invalid_ip_address() {
     check(
-        &with_base("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.256, public_ip: 1.2.3}\n"),
+        &with_base(
+            "- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.256, public_ip: 1.2.3}\n",
+        ),
         expect![[r#"
             config.yml:8: instances[0].ip_address: `10.0.0.256` is not an IP address
             config.yml:8: instances[0].public_ip: `1.2.3` is not an IP address"#]],
@@ -238,14 +347,21 @@ fn invalid_ip_address() {
 
 #[test]
 fn name_and_node_cannot_have_defaults() {
-    check(&with_base(ONE).replace("  platform: docker\n", "  platform: docker\n  node: 3\n"), expect!["config.yml:6: instance_defaults.node: `node` cannot have a default; set it on each instance"]);
+    check(
+        &with_base(ONE).replace("  platform: docker\n", "  platform: docker\n  node: 3\n"),
+        expect![
+            "config.yml:6: instance_defaults.node: `node` cannot have a default; set it on each instance"
+        ],
+    );
 }
 
 #[test]
 fn volumes_only_on_docker() {
     check(
         &with_base("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, volumes: [a]}\n"),
-        expect!["config.yml:8: instances[0].volumes: `volumes` on bare instances is a TPA setting that tpa does not support yet; remove it"],
+        expect![
+            "config.yml:8: instances[0].volumes: `volumes` on bare instances is a TPA setting that tpa does not support yet; remove it"
+        ],
     );
 }
 
@@ -253,7 +369,14 @@ fn volumes_only_on_docker() {
 
 #[test]
 fn upstream_that_does_not_exist() {
-    check(&with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica], upstream: onee}}\n")), expect!["config.yml:9: instances[1].upstream: upstream `onee` is not an instance of this cluster; did you mean `one`?"]);
+    check(
+        &with_base(&format!(
+            "{ONE}- {{Name: two, node: 2, role: [replica], upstream: onee}}\n"
+        )),
+        expect![
+            "config.yml:9: instances[1].upstream: upstream `onee` is not an instance of this cluster; did you mean `one`?"
+        ],
+    );
 }
 
 #[test]
@@ -266,7 +389,9 @@ fn upstream_cycle_is_named() {
              - {Name: cc, node: 4, role: [replica], upstream: bb}\n\
              - {Name: aa, node: 5, role: [replica], upstream: cc}\n",
         ),
-        expect!["config.yml:10: instances[2].upstream: upstream chain forms a cycle: bb -> aa -> cc -> bb; one instance in it must be the primary"],
+        expect![
+            "config.yml:10: instances[2].upstream: upstream chain forms a cycle: bb -> aa -> cc -> bb; one instance in it must be the primary"
+        ],
     );
 }
 
@@ -276,14 +401,18 @@ fn upstream_must_be_primary_or_replica() {
         &with_base(&format!(
             "{ONE}- {{Name: bar, node: 2, role: [barman]}}\n- {{Name: two, node: 3, role: [replica], upstream: bar}}\n"
         )),
-        expect!["config.yml:10: instances[2].upstream: upstream `bar` is not a Postgres primary or replica"],
+        expect![
+            "config.yml:10: instances[2].upstream: upstream `bar` is not a Postgres primary or replica"
+        ],
     );
 }
 
 #[test]
 fn replica_and_witness_need_upstream() {
     check(
-        &with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica]}}\n- {{Name: three, node: 3, role: [witness]}}\n")),
+        &with_base(&format!(
+            "{ONE}- {{Name: two, node: 2, role: [replica]}}\n- {{Name: three, node: 3, role: [witness]}}\n"
+        )),
         expect![[r#"
             config.yml:9: instances[1].role: a replica needs `upstream: <instance>` to say which instance it follows
             config.yml:10: instances[2].role: a witness needs `upstream: <instance>` to say which instance it follows"#]],
@@ -292,7 +421,12 @@ fn replica_and_witness_need_upstream() {
 
 #[test]
 fn more_than_one_primary() {
-    check(&with_base(&format!("{ONE}- {{Name: two, node: 2, role: [primary]}}\n")), expect!["config.yml:9: instances[1].role: more than one primary: `one` is already the primary; make this one a replica with `upstream: one`"]);
+    check(
+        &with_base(&format!("{ONE}- {{Name: two, node: 2, role: [primary]}}\n")),
+        expect![
+            "config.yml:9: instances[1].role: more than one primary: `one` is already the primary; make this one a replica with `upstream: one`"
+        ],
+    );
 }
 
 #[test]
@@ -314,7 +448,9 @@ fn location_must_be_declared() {
     check(
         &format!(
             "{}locations:\n- Name: brussels\n- Name: brussels\n- {{}}\n- {{Name: x, node: 1}}\n",
-            with_base("- {Name: one, node: 1, location: brussel}\n- {Name: two, node: 2, location: ghent}\n")
+            with_base(
+                "- {Name: one, node: 1, location: brussel}\n- {Name: two, node: 2, location: ghent}\n"
+            )
         ),
         expect![[r#"
             config.yml:8: instances[0].location: location `brussel` is not declared under `locations`; did you mean `brussels`?
@@ -329,10 +465,20 @@ fn location_must_be_declared() {
 fn docker_ip_outside_network() {
     let networks = "docker_networks:\n- name: t\n  ipam_config:\n  - subnet: 10.33.0.0/28\n";
     check(
-        &format!("{}{networks}", with_base("- {Name: one, node: 1, ip_address: 10.33.0.20}\n")),
-        expect!["config.yml:8: instances[0].ip_address: 10.33.0.20 is outside the docker_networks subnets (10.33.0.0/28)"],
+        &format!(
+            "{}{networks}",
+            with_base("- {Name: one, node: 1, ip_address: 10.33.0.20}\n")
+        ),
+        expect![
+            "config.yml:8: instances[0].ip_address: 10.33.0.20 is outside the docker_networks subnets (10.33.0.0/28)"
+        ],
     );
-    check(&with_base("- {Name: one, node: 1, ip_address: 10.33.0.2}\n"), expect!["config.yml:8: instances[0].ip_address: a docker `ip_address` needs a `docker_networks` subnet that contains it; declare one, or remove ip_address to let tpa pick addresses"]);
+    check(
+        &with_base("- {Name: one, node: 1, ip_address: 10.33.0.2}\n"),
+        expect![
+            "config.yml:8: instances[0].ip_address: a docker `ip_address` needs a `docker_networks` subnet that contains it; declare one, or remove ip_address to let tpa pick addresses"
+        ],
+    );
 }
 
 #[test]
@@ -358,7 +504,10 @@ fn docker_network_entries() {
 #[test]
 fn unknown_variable_suggests_closest() {
     check(
-        &with_base(ONE).replace("  postgres_version: '15'\n", "  postgres_version: '15'\n  postgres_verison: 15\n  zzz_qqq: 1\n"),
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  postgres_verison: 15\n  zzz_qqq: 1\n",
+        ),
         expect![[r#"
             config.yml:4: cluster_vars.postgres_verison: unknown variable `postgres_verison`; did you mean `postgres_version`?
             config.yml:5: cluster_vars.zzz_qqq: unknown variable `zzz_qqq`"#]],
@@ -381,8 +530,13 @@ fn tpa_variable_not_supported_yet() {
 #[test]
 fn shared_preload_libraries_is_rejected() {
     check(
-        &with_base(ONE).replace("  postgres_version: '15'\n", "  postgres_version: '15'\n  shared_preload_libraries: pg_stat_statements\n"),
-        expect!["config.yml:4: cluster_vars.shared_preload_libraries: do not set `shared_preload_libraries` directly; list the libraries in `preload_extensions` (or, if unavoidable, under `postgres_conf_settings`)"],
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  shared_preload_libraries: pg_stat_statements\n",
+        ),
+        expect![
+            "config.yml:4: cluster_vars.shared_preload_libraries: do not set `shared_preload_libraries` directly; list the libraries in `preload_extensions` (or, if unavoidable, under `postgres_conf_settings`)"
+        ],
     );
 }
 
@@ -454,9 +608,16 @@ fn postgres_users_and_databases_entries() {
 #[test]
 fn host_var_error_in_instance_defaults_reported_once() {
     check(
-        &with_base(&format!("{ONE}- {{Name: two, node: 2, role: [replica], upstream: one}}\n"))
-            .replace("  image: tpa/debian\n", "  image: tpa/debian\n  vars:\n    ansible_usr: root\n"),
-        expect!["config.yml:8: instance_defaults.vars.ansible_usr: unknown variable `ansible_usr`; did you mean `ansible_user`?"],
+        &with_base(&format!(
+            "{ONE}- {{Name: two, node: 2, role: [replica], upstream: one}}\n"
+        ))
+        .replace(
+            "  image: tpa/debian\n",
+            "  image: tpa/debian\n  vars:\n    ansible_usr: root\n",
+        ),
+        expect![
+            "config.yml:8: instance_defaults.vars.ansible_usr: unknown variable `ansible_usr`; did you mean `ansible_user`?"
+        ],
     );
 }
 
@@ -545,24 +706,42 @@ fn name_lowercased_and_references_follow() {
     let c = parse_ok(MERGE);
     let names: Vec<&str> = c.instances.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["one-a", "two", "three", "bar"]);
-    assert_eq!(c.instance("three").and_then(|i| i.upstream.as_deref()), Some("one-a"));
+    assert_eq!(
+        c.instance("three").and_then(|i| i.upstream.as_deref()),
+        Some("one-a")
+    );
 }
 
 #[test]
 fn roles_from_comma_string_and_implicit_postgres() {
     let c = parse_ok(MERGE);
     let roles = |n: &str| c.instance(n).map(|i| i.roles.clone()).unwrap_or_default();
-    assert_eq!(roles("one-a"), [Role::Primary, Role::Pgbouncer, Role::Postgres]);
+    assert_eq!(
+        roles("one-a"),
+        [Role::Primary, Role::Pgbouncer, Role::Postgres]
+    );
     assert_eq!(roles("two"), [Role::Replica, Role::Postgres]);
-    assert_eq!(roles("bar"), [Role::Barman, Role::LogServer, Role::Witness, Role::Postgres]);
-    assert!(c.instance("bar").is_some_and(|i| i.has_role(Role::Postgres)));
+    assert_eq!(
+        roles("bar"),
+        [Role::Barman, Role::LogServer, Role::Witness, Role::Postgres]
+    );
+    assert!(
+        c.instance("bar")
+            .is_some_and(|i| i.has_role(Role::Postgres))
+    );
 }
 
 #[test]
 fn backup_string_or_list() {
     let c = parse_ok(MERGE);
-    assert_eq!(c.instance("one-a").map(|i| i.backup.clone()), Some(vec!["bar".to_string()]));
-    assert_eq!(c.instance("three").map(|i| i.backup.clone()), Some(vec!["bar".to_string()]));
+    assert_eq!(
+        c.instance("one-a").map(|i| i.backup.clone()),
+        Some(vec!["bar".to_string()])
+    );
+    assert_eq!(
+        c.instance("three").map(|i| i.backup.clone()),
+        Some(vec!["bar".to_string()])
+    );
     assert_eq!(c.instance("two").map(|i| i.backup.len()), Some(0));
 }
 
@@ -581,7 +760,11 @@ fn instance_wins_over_location_over_defaults() {
 fn mappings_merge_one_level_deep() {
     let c = parse_ok(MERGE);
     let one = c.instance("one-a").expect("one-a");
-    let tags: Vec<(&str, &str)> = one.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let tags: Vec<(&str, &str)> = one
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     assert_eq!(tags, [("env", "prod"), ("team", "db")]);
     // A `Name` inside tags is lifted out (TPA), but the instance's own Name wins.
     let bar = c.instance("bar").expect("bar");
@@ -604,7 +787,9 @@ fn host_vars_are_cluster_vars_overlaid_by_instance_vars() {
 
 #[test]
 fn defaults_when_not_set() {
-    let c = parse_ok("cluster_name: t\ncluster_vars: {postgres_version: 15}\ninstances:\n- {Name: one, node: 1, role: [primary]}\n");
+    let c = parse_ok(
+        "cluster_name: t\ncluster_vars: {postgres_version: 15}\ninstances:\n- {Name: one, node: 1, role: [primary]}\n",
+    );
     let one = &c.instances[0];
     assert_eq!(one.platform, Platform::Aws, "TPA's compat default platform");
     assert_eq!(one.ansible_user(), "root");
@@ -613,7 +798,11 @@ fn defaults_when_not_set() {
     assert_eq!(c.architecture, "M1");
     assert_eq!(c.ssh_port, 22);
     assert_eq!(c.postgres_version().as_deref(), Some("15"));
-    assert!(c.vars.postgres_extensions().contains(&"pg_stat_statements".to_string()));
+    assert!(
+        c.vars
+            .postgres_extensions()
+            .contains(&"pg_stat_statements".to_string())
+    );
 }
 
 #[test]
@@ -636,8 +825,16 @@ fn typed_variables_are_read() {
     ));
     let v = &c.vars;
     assert_eq!(v.failover_manager, Some(FailoverManager::Patroni));
-    assert_eq!(v.postgres_conf_settings.get("jit").map(String::as_str), Some("off"));
-    assert_eq!(v.postgres_conf_settings.get("max_locks_per_transaction").map(String::as_str), Some("128"));
+    assert_eq!(
+        v.postgres_conf_settings.get("jit").map(String::as_str),
+        Some("off")
+    );
+    assert_eq!(
+        v.postgres_conf_settings
+            .get("max_locks_per_transaction")
+            .map(String::as_str),
+        Some("128")
+    );
     assert_eq!(v.postgres_users.len(), 1);
     assert!(v.postgres_users[0].generate_password);
     assert_eq!(v.postgres_databases[0].extensions, ["pgcrypto"]);
@@ -648,9 +845,15 @@ fn typed_variables_are_read() {
 #[test]
 fn registries_do_not_overlap() {
     for (name, _) in vars::SUPPORTED {
-        assert!(!vars::NOT_YET_SUPPORTED.contains(name), "{name} is in both var lists");
+        assert!(
+            !vars::NOT_YET_SUPPORTED.contains(name),
+            "{name} is in both var lists"
+        );
     }
     for name in keys::TOP_LEVEL {
-        assert!(!keys::TOP_LEVEL_NOT_YET.contains(name), "{name} is in both top-level lists");
+        assert!(
+            !keys::TOP_LEVEL_NOT_YET.contains(name),
+            "{name} is in both top-level lists"
+        );
     }
 }

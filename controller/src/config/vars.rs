@@ -112,13 +112,17 @@ impl Vars {
         self.postgres_port.unwrap_or(5432)
     }
     pub fn postgres_data_dir(&self) -> &str {
-        self.postgres_data_dir.as_deref().unwrap_or("/opt/postgres/data")
+        self.postgres_data_dir
+            .as_deref()
+            .unwrap_or("/opt/postgres/data")
     }
     pub fn user_locale(&self) -> &str {
         self.user_locale.as_deref().unwrap_or("en_US.UTF-8")
     }
     pub fn postgres_locale(&self) -> &str {
-        self.postgres_locale.as_deref().unwrap_or_else(|| self.user_locale())
+        self.postgres_locale
+            .as_deref()
+            .unwrap_or_else(|| self.user_locale())
     }
     pub fn failover_manager(&self) -> FailoverManager {
         self.failover_manager.unwrap_or(FailoverManager::Repmgr)
@@ -132,9 +136,15 @@ impl Vars {
     /// TPA's default extensions plus `extra_postgres_extensions`, unless replaced.
     pub fn postgres_extensions(&self) -> Vec<String> {
         let mut list = self.postgres_extensions.clone().unwrap_or_else(|| {
-            ["pg_stat_statements", "pg_freespacemap", "pg_visibility", "pageinspect", "pgstattuple"]
-                .map(String::from)
-                .to_vec()
+            [
+                "pg_stat_statements",
+                "pg_freespacemap",
+                "pg_visibility",
+                "pageinspect",
+                "pgstattuple",
+            ]
+            .map(String::from)
+            .to_vec()
         });
         for e in &self.extra_postgres_extensions {
             if !list.contains(e) {
@@ -149,80 +159,215 @@ type Setter = fn(&mut Vars, &Node, &str, &mut Diag);
 
 /// Variables we support, each with the code that reads it.
 pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
-    ("postgres_version", |v, n, p, d| v.postgres_version = postgres_version(n, p, d)),
-    ("postgres_flavour", |v, n, p, d| v.postgres_flavour = flavour(n, p, d)),
-    ("failover_manager", |v, n, p, d| v.failover_manager = failover_manager(n, p, d)),
-    ("preferred_python_version", |v, n, p, d| v.preferred_python_version = n.string(d, p)),
+    ("postgres_version", |v, n, p, d| {
+        v.postgres_version = postgres_version(n, p, d)
+    }),
+    ("postgres_flavour", |v, n, p, d| {
+        v.postgres_flavour = flavour(n, p, d)
+    }),
+    ("failover_manager", |v, n, p, d| {
+        v.failover_manager = failover_manager(n, p, d)
+    }),
+    ("preferred_python_version", |v, n, p, d| {
+        v.preferred_python_version = n.string(d, p)
+    }),
     ("edb_repositories", |_, n, p, d| edb_repositories(n, p, d)),
-    ("use_volatile_subscriptions", |v, n, p, d| v.use_volatile_subscriptions = n.bool(d, p)),
-    ("use_local_repo_only", |v, n, p, d| v.use_local_repo_only = n.bool(d, p)),
+    ("use_volatile_subscriptions", |v, n, p, d| {
+        v.use_volatile_subscriptions = n.bool(d, p)
+    }),
+    ("use_local_repo_only", |v, n, p, d| {
+        v.use_local_repo_only = n.bool(d, p)
+    }),
     ("ansible_user", |v, n, p, d| v.ansible_user = n.string(d, p)),
-    ("postgres_conf_settings", |v, n, p, d| v.postgres_conf_settings = n.string_map(d, p)),
-    ("postgres_hba_settings", |v, n, p, d| v.postgres_hba_settings = n.string_list(d, p)),
-    ("postgres_users", |v, n, p, d| v.postgres_users = users(n, p, d)),
-    ("postgres_databases", |v, n, p, d| v.postgres_databases = databases(n, p, d)),
-    ("extra_postgres_extensions", |v, n, p, d| v.extra_postgres_extensions = n.string_list(d, p)),
-    ("postgres_extensions", |v, n, p, d| v.postgres_extensions = Some(n.string_list(d, p))),
-    ("preload_extensions", |v, n, p, d| v.preload_extensions = n.string_list(d, p)),
-    ("postgres_port", |v, n, p, d| v.postgres_port = port(n, p, d)),
-    ("postgres_data_dir", |v, n, p, d| v.postgres_data_dir = absolute_path(n, p, d)),
-    ("postgres_locale", |v, n, p, d| v.postgres_locale = n.string(d, p)),
+    ("postgres_conf_settings", |v, n, p, d| {
+        v.postgres_conf_settings = n.string_map(d, p)
+    }),
+    ("postgres_hba_settings", |v, n, p, d| {
+        v.postgres_hba_settings = n.string_list(d, p)
+    }),
+    ("postgres_users", |v, n, p, d| {
+        v.postgres_users = users(n, p, d)
+    }),
+    ("postgres_databases", |v, n, p, d| {
+        v.postgres_databases = databases(n, p, d)
+    }),
+    ("extra_postgres_extensions", |v, n, p, d| {
+        v.extra_postgres_extensions = n.string_list(d, p)
+    }),
+    ("postgres_extensions", |v, n, p, d| {
+        v.postgres_extensions = Some(n.string_list(d, p))
+    }),
+    ("preload_extensions", |v, n, p, d| {
+        v.preload_extensions = n.string_list(d, p)
+    }),
+    ("postgres_port", |v, n, p, d| {
+        v.postgres_port = port(n, p, d)
+    }),
+    ("postgres_data_dir", |v, n, p, d| {
+        v.postgres_data_dir = absolute_path(n, p, d)
+    }),
+    ("postgres_locale", |v, n, p, d| {
+        v.postgres_locale = n.string(d, p)
+    }),
     ("user_locale", |v, n, p, d| v.user_locale = n.string(d, p)),
-    ("etcd_location", |v, n, p, d| v.etcd_location = n.string(d, p)),
-    ("patroni_package_flavour", |v, n, p, d| v.patroni_package_flavour = patroni_flavour(n, p, d)),
-    ("apt_repository_list", |v, n, p, d| v.apt_repository_list = Some(n.string_list(d, p))),
-    ("max_connections", |v, n, p, d| v.max_connections = max_connections(n, p, d)),
-    ("shared_buffers_ratio", |v, n, p, d| v.shared_buffers_ratio = ratio(n, p, d)),
-    ("pgbouncer_backend", |v, n, p, d| v.pgbouncer_backend = n.string(d, p)),
-    ("haproxy_backend_servers", |v, n, p, d| v.haproxy_backend_servers = n.string_list(d, p)),
-    ("haproxy_bind_address", |v, n, p, d| v.haproxy_bind_address = n.string(d, p)),
+    ("etcd_location", |v, n, p, d| {
+        v.etcd_location = n.string(d, p)
+    }),
+    ("patroni_package_flavour", |v, n, p, d| {
+        v.patroni_package_flavour = patroni_flavour(n, p, d)
+    }),
+    ("apt_repository_list", |v, n, p, d| {
+        v.apt_repository_list = Some(n.string_list(d, p))
+    }),
+    ("max_connections", |v, n, p, d| {
+        v.max_connections = max_connections(n, p, d)
+    }),
+    ("shared_buffers_ratio", |v, n, p, d| {
+        v.shared_buffers_ratio = ratio(n, p, d)
+    }),
+    ("pgbouncer_backend", |v, n, p, d| {
+        v.pgbouncer_backend = n.string(d, p)
+    }),
+    ("haproxy_backend_servers", |v, n, p, d| {
+        v.haproxy_backend_servers = n.string_list(d, p)
+    }),
+    ("haproxy_bind_address", |v, n, p, d| {
+        v.haproxy_bind_address = n.string(d, p)
+    }),
 ];
 
 /// Variables TPA knows that we do not support yet: setting one is an error saying so.
 /// Also every `*_package_version` variable.
 pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     // Postgres selection, paths and server settings.
-    "postgres_user", "postgres_group", "postgres_home", "postgres_wal_dir", "postgres_conf_dir",
-    "postgres_bin_dir", "postgres_lib_dir", "unix_socket_directories", "postgres_initdb_opts",
-    "postgres_installation_method", "postgres_service_name", "postgres_log_file",
-    "postgres_log_file_mode", "log_destination", "replication_user", "primary_slot_name",
-    "shared_buffers", "shared_buffers_mb", "effective_cache_size", "effective_cache_size_mb",
-    "effective_cache_size_ratio", "max_wal_senders", "max_replication_slots",
-    "max_worker_processes", "password_encryption", "postgres_hba_local_auth_method",
-    "postgres_conf_template", "postgres_hba_template", "postgres_ident_template",
-    "synchronous_standby_names", "postgres_tablespaces", "extra_postgres_packages",
-    "postmaster_oom_score_adj", "postgres_oom_score_adj", "postgres_coredump_filter",
-    "postgres_service_environment", "systemd_restart_postgres_service", "postgres_rsa_key_size",
-    "pgpass_users", "extra_bashrc_lines",
+    "postgres_user",
+    "postgres_group",
+    "postgres_home",
+    "postgres_wal_dir",
+    "postgres_conf_dir",
+    "postgres_bin_dir",
+    "postgres_lib_dir",
+    "unix_socket_directories",
+    "postgres_initdb_opts",
+    "postgres_installation_method",
+    "postgres_service_name",
+    "postgres_log_file",
+    "postgres_log_file_mode",
+    "log_destination",
+    "replication_user",
+    "primary_slot_name",
+    "shared_buffers",
+    "shared_buffers_mb",
+    "effective_cache_size",
+    "effective_cache_size_mb",
+    "effective_cache_size_ratio",
+    "max_wal_senders",
+    "max_replication_slots",
+    "max_worker_processes",
+    "password_encryption",
+    "postgres_hba_local_auth_method",
+    "postgres_conf_template",
+    "postgres_hba_template",
+    "postgres_ident_template",
+    "synchronous_standby_names",
+    "postgres_tablespaces",
+    "extra_postgres_packages",
+    "postmaster_oom_score_adj",
+    "postgres_oom_score_adj",
+    "postgres_coredump_filter",
+    "postgres_service_environment",
+    "systemd_restart_postgres_service",
+    "postgres_rsa_key_size",
+    "pgpass_users",
+    "extra_bashrc_lines",
     // TLS and authentication.
-    "ssl_cert_file", "ssl_key_file", "ssl_ca_file", "ssl_crl_file", "hba_force_hostssl",
-    "hba_force_certificate_auth", "hba_cert_authentication_map", "ssl_cert_authentication_enabled",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
+    "ssl_crl_file",
+    "hba_force_hostssl",
+    "hba_force_certificate_auth",
+    "hba_cert_authentication_map",
+    "ssl_cert_authentication_enabled",
     // Hosts, packages, repositories.
-    "target_environment", "hostname_aliases", "etc_hosts_lines", "extra_etc_hosts_lines",
-    "excluded_tasks", "included_tasks", "yum_repository_list", "suse_repository_list",
-    "apt_repositories", "yum_repositories", "suse_repositories", "packages", "optional_packages",
-    "unwanted_packages", "allow_package_upgrades", "sysctl_values", "artifacts",
-    "manage_ssh_hostkeys", "logrotate_maxsize", "logrotate_rotate", "logrotate_maxage",
-    "cluster_networks", "install_from_source", "enable_pg_backup_api", "enable_pem",
+    "target_environment",
+    "hostname_aliases",
+    "etc_hosts_lines",
+    "extra_etc_hosts_lines",
+    "excluded_tasks",
+    "included_tasks",
+    "yum_repository_list",
+    "suse_repository_list",
+    "apt_repositories",
+    "yum_repositories",
+    "suse_repositories",
+    "packages",
+    "optional_packages",
+    "unwanted_packages",
+    "allow_package_upgrades",
+    "sysctl_values",
+    "artifacts",
+    "manage_ssh_hostkeys",
+    "logrotate_maxsize",
+    "logrotate_rotate",
+    "logrotate_maxage",
+    "cluster_networks",
+    "install_from_source",
+    "enable_pg_backup_api",
+    "enable_pem",
     // Barman.
-    "backup_name", "barman_archiver", "barman_backup_method", "barman_compression",
-    "barman_reuse_backup", "barman_parallel_jobs", "barman_backup_options",
-    "barman_immediate_checkpoint", "barman_network_compression", "barman_basebackup_retry_times",
-    "barman_basebackup_retry_sleep", "barman_minimum_redundancy", "barman_retention_policy",
-    "barman_last_backup_maximum_age", "barman_backup_interval", "barman_shared", "barman_home",
-    "barman_user", "barman_volume_mountable",
+    "backup_name",
+    "barman_archiver",
+    "barman_backup_method",
+    "barman_compression",
+    "barman_reuse_backup",
+    "barman_parallel_jobs",
+    "barman_backup_options",
+    "barman_immediate_checkpoint",
+    "barman_network_compression",
+    "barman_basebackup_retry_times",
+    "barman_basebackup_retry_sleep",
+    "barman_minimum_redundancy",
+    "barman_retention_policy",
+    "barman_last_backup_maximum_age",
+    "barman_backup_interval",
+    "barman_shared",
+    "barman_home",
+    "barman_user",
+    "barman_volume_mountable",
     // repmgr.
-    "repmgr_priority", "repmgr_location", "repmgr_reconnect_attempts",
-    "repmgr_reconnect_interval", "repmgr_use_slots", "repmgr_failover", "repmgr_conf_settings",
-    "repmgr_conf_dir", "repmgr_cluster_cleanup_interval", "repmgr_redirect_pgbouncer",
+    "repmgr_priority",
+    "repmgr_location",
+    "repmgr_reconnect_attempts",
+    "repmgr_reconnect_interval",
+    "repmgr_use_slots",
+    "repmgr_failover",
+    "repmgr_conf_settings",
+    "repmgr_conf_dir",
+    "repmgr_cluster_cleanup_interval",
+    "repmgr_redirect_pgbouncer",
     "repmgr_client_dsn_attributes",
     // Patroni, etcd, HAProxy, PgBouncer, EFM.
-    "patroni_dcs", "patroni_dcs_namespace", "patroni_watchdog_enabled", "patroni_ssl_enabled",
-    "patroni_conf_settings", "patroni_dynamic_conf_settings", "patroni_repl_max_lag",
-    "patroni_installation_method", "haproxy_port", "haproxy_maxconn", "haproxy_server_options",
-    "haproxy_default_server_extra_options", "haproxy_read_only_load_balancer_enabled",
-    "pgbouncer_port", "pgbouncer_pool_mode", "pgbouncer_auth_user", "pgbouncer_auth_database",
-    "pgbouncer_max_client_conn", "efm_conf_settings", "efm_bind_by_hostname",
+    "patroni_dcs",
+    "patroni_dcs_namespace",
+    "patroni_watchdog_enabled",
+    "patroni_ssl_enabled",
+    "patroni_conf_settings",
+    "patroni_dynamic_conf_settings",
+    "patroni_repl_max_lag",
+    "patroni_installation_method",
+    "haproxy_port",
+    "haproxy_maxconn",
+    "haproxy_server_options",
+    "haproxy_default_server_extra_options",
+    "haproxy_read_only_load_balancer_enabled",
+    "pgbouncer_port",
+    "pgbouncer_pool_mode",
+    "pgbouncer_auth_user",
+    "pgbouncer_auth_database",
+    "pgbouncer_max_client_conn",
+    "efm_conf_settings",
+    "efm_bind_by_hostname",
 ];
 
 /// Reads a vars mapping. Each field carries its own path, so merged vars (cluster_vars
@@ -242,11 +387,19 @@ pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
                  `preload_extensions` (or, if unavoidable, under `postgres_conf_settings`)",
             );
         } else {
-            let known = SUPPORTED.iter().map(|(n, _)| *n).chain(NOT_YET_SUPPORTED.iter().copied());
+            let known = SUPPORTED
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(NOT_YET_SUPPORTED.iter().copied());
             diag.err(f.line, &f.path, unknown_key(f.key, "variable", known));
         }
     }
     vars
+}
+
+/// A variable name we support or TPA knows (so an instance key by that name belongs in vars).
+pub(crate) fn is_known_var(key: &str) -> bool {
+    SUPPORTED.iter().any(|(n, _)| *n == key) || is_not_yet_supported(key)
 }
 
 fn is_not_yet_supported(key: &str) -> bool {
@@ -255,11 +408,15 @@ fn is_not_yet_supported(key: &str) -> bool {
 
 fn postgres_version(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
     let v = n.string(d, p)?;
-    let valid = !v.is_empty() && v.split('.').all(|part| {
-        !part.is_empty() && part.chars().all(|c| c.is_ascii_digit())
-    });
+    let valid = !v.is_empty()
+        && v.split('.')
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()));
     if !valid {
-        d.err(n.line, p, format!("`{v}` is not a Postgres major version (e.g. '15')"));
+        d.err(
+            n.line,
+            p,
+            format!("`{v}` is not a Postgres major version (e.g. '15')"),
+        );
         return None;
     }
     Some(v)
@@ -269,11 +426,19 @@ fn flavour(n: &Node, p: &str, d: &mut Diag) -> Option<PostgresFlavour> {
     match n.string(d, p)?.as_str() {
         "postgresql" => Some(PostgresFlavour::Postgresql),
         other @ ("edbpge" | "pgextended" | "epas") => {
-            d.err(n.line, p, unsupported_value("postgres_flavour", other, "`postgresql`"));
+            d.err(
+                n.line,
+                p,
+                unsupported_value("postgres_flavour", other, "`postgresql`"),
+            );
             None
         }
         other => {
-            d.err(n.line, p, format!("unknown postgres_flavour `{other}`; use `postgresql`"));
+            d.err(
+                n.line,
+                p,
+                format!("unknown postgres_flavour `{other}`; use `postgresql`"),
+            );
             None
         }
     }
@@ -284,11 +449,19 @@ fn failover_manager(n: &Node, p: &str, d: &mut Diag) -> Option<FailoverManager> 
         "repmgr" => Some(FailoverManager::Repmgr),
         "patroni" => Some(FailoverManager::Patroni),
         "efm" => {
-            d.err(n.line, p, unsupported_value("failover_manager", "efm", "`repmgr` or `patroni`"));
+            d.err(
+                n.line,
+                p,
+                unsupported_value("failover_manager", "efm", "`repmgr` or `patroni`"),
+            );
             None
         }
         other => {
-            d.err(n.line, p, format!("unknown failover_manager `{other}`; use `repmgr` or `patroni`"));
+            d.err(
+                n.line,
+                p,
+                format!("unknown failover_manager `{other}`; use `repmgr` or `patroni`"),
+            );
             None
         }
     }
@@ -310,11 +483,19 @@ fn patroni_flavour(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
     match v.as_str() {
         "community" => Some(v),
         "edb" => {
-            d.err(n.line, p, unsupported_value("patroni_package_flavour", "edb", "`community`"));
+            d.err(
+                n.line,
+                p,
+                unsupported_value("patroni_package_flavour", "edb", "`community`"),
+            );
             None
         }
         other => {
-            d.err(n.line, p, format!("unknown patroni_package_flavour `{other}`; use `community`"));
+            d.err(
+                n.line,
+                p,
+                format!("unknown patroni_package_flavour `{other}`; use `community`"),
+            );
             None
         }
     }
@@ -345,7 +526,11 @@ fn ratio(n: &Node, p: &str, d: &mut Diag) -> Option<f64> {
     if r > 0.0 && r < 1.0 {
         Some(r)
     } else {
-        d.err(n.line, p, format!("{r} is not a fraction of RAM; use a number between 0 and 1, e.g. 0.25"));
+        d.err(
+            n.line,
+            p,
+            format!("{r} is not a fraction of RAM; use a number between 0 and 1, e.g. 0.25"),
+        );
         None
     }
 }
@@ -383,7 +568,11 @@ fn entry_fields<'a>(
                  in the cluster directory",
             );
         } else {
-            d.err(f.line, &f.path, unknown_key(f.key, what, known.iter().copied()));
+            d.err(
+                f.line,
+                &f.path,
+                unknown_key(f.key, what, known.iter().copied()),
+            );
         }
     }
     out
@@ -401,7 +590,11 @@ fn required(n: &Node, p: &str, d: &mut Diag, fields: &[Field<'_>], key: &str) ->
 
 fn users(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresUser> {
     const KEYS: &[&str] = &[
-        "username", "generate_password", "role_attrs", "granted_roles", "conn_limit",
+        "username",
+        "generate_password",
+        "role_attrs",
+        "granted_roles",
+        "conn_limit",
         "password_encryption",
     ];
     let mut out = Vec::new();
@@ -409,7 +602,10 @@ fn users(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresUser> {
         let ip = index_path(p, i);
         let fields = entry_fields(item, &ip, d, "postgres_users key", KEYS, &[]);
         let username = required(item, &ip, d, &fields, "username");
-        let mut u = PostgresUser { generate_password: true, ..Default::default() };
+        let mut u = PostgresUser {
+            generate_password: true,
+            ..Default::default()
+        };
         for f in &fields {
             let (v, fp) = (f.value, f.path.as_str());
             match f.key {
@@ -432,7 +628,11 @@ fn users(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresUser> {
 fn conn_limit(n: &Node, p: &str, d: &mut Diag) -> Option<i32> {
     let v = n.int::<i32>(d, p)?;
     if v < -1 {
-        d.err(n.line, p, format!("{v} is not a connection limit; use -1 (no limit) or more"));
+        d.err(
+            n.line,
+            p,
+            format!("{v} is not a connection limit; use -1 (no limit) or more"),
+        );
         return None;
     }
     Some(v)
@@ -443,14 +643,25 @@ fn password_encryption(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
     if v == "scram-sha-256" || v == "md5" {
         Some(v)
     } else {
-        d.err(n.line, p, format!("unknown password_encryption `{v}`; use `scram-sha-256` or `md5`"));
+        d.err(
+            n.line,
+            p,
+            format!("unknown password_encryption `{v}`; use `scram-sha-256` or `md5`"),
+        );
         None
     }
 }
 
 fn databases(n: &Node, p: &str, d: &mut Diag) -> Vec<PostgresDatabase> {
-    const KEYS: &[&str] =
-        &["name", "owner", "encoding", "lc_collate", "lc_ctype", "template", "extensions"];
+    const KEYS: &[&str] = &[
+        "name",
+        "owner",
+        "encoding",
+        "lc_collate",
+        "lc_ctype",
+        "template",
+        "extensions",
+    ];
     const NOT_YET: &[&str] = &["tablespace", "state", "languages"];
     let mut out = Vec::new();
     for (i, item) in n.seq(d, p).unwrap_or(&[]).iter().enumerate() {
@@ -493,8 +704,11 @@ fn extensions(n: &Node, p: &str, d: &mut Diag) -> Vec<String> {
 
 /// Overlays instance vars on cluster vars key by key (host vars win, as in Ansible).
 pub(crate) fn overlay<'a>(base: &[Field<'a>], over: &[Field<'a>]) -> Vec<Field<'a>> {
-    let mut out: Vec<Field<'a>> =
-        base.iter().filter(|b| !over.iter().any(|o| o.key == b.key)).cloned().collect();
+    let mut out: Vec<Field<'a>> = base
+        .iter()
+        .filter(|b| !over.iter().any(|o| o.key == b.key))
+        .cloned()
+        .collect();
     out.extend(over.iter().cloned());
     out
 }

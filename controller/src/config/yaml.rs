@@ -64,11 +64,19 @@ pub(crate) fn load(source: &str, diag: &mut Diag) -> Option<Node> {
     };
     let mut docs = docs.into_iter();
     let Some(first) = docs.next() else {
-        diag.err(1, "", "the file is empty; run `tpa-controller configure` to write one");
+        diag.err(
+            1,
+            "",
+            "the file is empty; run `tpa-controller configure` to write one",
+        );
         return None;
     };
     if docs.next().is_some() {
-        diag.err(1, "", "the file holds more than one YAML document; keep only one");
+        diag.err(
+            1,
+            "",
+            "the file holds more than one YAML document; keep only one",
+        );
     }
     Some(convert(&first, "", diag))
 }
@@ -109,7 +117,11 @@ fn convert(y: &MarkedYaml<'_>, path: &str, diag: &mut Diag) -> Node {
                     }
                 };
                 let value = convert(v, &key_path(path, &key), diag);
-                entries.push(Entry { key, line: key_line, value });
+                entries.push(Entry {
+                    key,
+                    line: key_line,
+                    value,
+                });
             }
             Value::Map(entries)
         }
@@ -133,7 +145,11 @@ fn scalar(s: &Scalar<'_>) -> Value {
 
 /// `parent.key`, or just `key` at the top level.
 pub(crate) fn key_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// `parent[i]`.
@@ -156,7 +172,11 @@ impl Node {
     }
 
     fn wrong_type(&self, diag: &mut Diag, path: &str, expected: &str) {
-        diag.err(self.line, path, format!("expected {expected}, found {}", self.kind()));
+        diag.err(
+            self.line,
+            path,
+            format!("expected {expected}, found {}", self.kind()),
+        );
     }
 
     /// A string; numbers are accepted as their text because YAML turns `15` into a number.
@@ -202,7 +222,11 @@ impl Node {
                     diag.err(
                         self.line,
                         path,
-                        format!("{i} is out of range (must be {} to {})", T::MIN_TEXT, T::MAX_TEXT),
+                        format!(
+                            "{i} is out of range (must be {} to {})",
+                            T::MIN_TEXT,
+                            T::MAX_TEXT
+                        ),
                     );
                     None
                 }

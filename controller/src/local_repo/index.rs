@@ -12,7 +12,6 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -48,7 +47,6 @@ pub fn write_index(dir: &Path, codename: &str) -> anyhow::Result<IndexSummary> {
     let release = release_file(
         codename,
         &[("Packages", packages.as_bytes()), ("Packages.gz", &gz)],
-        SystemTime::now(),
     );
     write_atomically(&dir.join("Packages"), packages.as_bytes())?;
     write_atomically(&dir.join("Packages.gz"), &gz)?;
@@ -145,13 +143,18 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// An unsigned `Release` file. apt accepts the repository without it (`trusted=yes`) but
-/// warns; with it, apt checks the index hashes. apt also warns when `Date` is missing.
-fn release_file(codename: &str, files: &[(&str, &[u8])], now: SystemTime) -> String {
+/// An unsigned `Release` file. apt accepts the repository without one (`trusted=yes`) but
+/// warns; with one, apt checks the index hashes.
+///
+/// `Date` is a constant on purpose. apt warns when it is missing, refuses a `Release` dated
+/// more than a few seconds in the future (a host whose clock lags the controller's), and
+/// silently ignores one dated *earlier* than the copy it already has (replay protection), so
+/// a repository rebuilt on a machine with a slower clock would never be read. With a constant
+/// date none of these can happen, and the hashes still make apt fetch a changed index.
+fn release_file(codename: &str, files: &[(&str, &[u8])]) -> String {
     let mut s = format!(
-        "Origin: tpa\nLabel: tpa local-repo\nCodename: {codename}\nDate: {}\n\
-         Description: packages downloaded by tpa-controller download-packages\nSHA256:\n",
-        rfc2822_utc(now)
+        "Origin: tpa\nLabel: tpa local-repo\nCodename: {codename}\nDate: {RELEASE_DATE}\n\
+         Description: packages downloaded by tpa-controller download-packages\nSHA256:\n"
     );
     for (name, content) in files {
         let _ = writeln!(
@@ -164,39 +167,8 @@ fn release_file(codename: &str, files: &[(&str, &[u8])], now: SystemTime) -> Str
     s
 }
 
-/// `Sat, 01 Nov 2025 12:00:00 UTC`, the date format apt expects in `Release`.
-fn rfc2822_utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} UTC",
-        WEEKDAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
+/// See [`release_file`].
+const RELEASE_DATE: &str = "Thu, 01 Jan 1970 00:00:00 UTC";
 
 fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tpa-tmp");
@@ -207,7 +179,6 @@ fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::io::Read as _;
-    use std::time::Duration;
 
     use expect_test::expect;
 
@@ -230,13 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn release_lists_index_hashes_and_a_date() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_764_028_800); // 2025-11-25 00:00:00 UTC
+    fn release_lists_index_hashes_under_a_constant_date() {
         expect![[r#"
             Origin: tpa
             Label: tpa local-repo
             Codename: bookworm
-            Date: Tue, 25 Nov 2025 00:00:00 UTC
+            Date: Thu, 01 Jan 1970 00:00:00 UTC
             Description: packages downloaded by tpa-controller download-packages
             SHA256:
              e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 0 Packages
@@ -245,15 +215,7 @@ mod tests {
         .assert_eq(&release_file(
             "bookworm",
             &[("Packages", b""), ("Packages.gz", b"abc")],
-            t,
         ));
-    }
-
-    #[test]
-    fn dates_across_leap_years_and_epoch() {
-        assert_eq!(rfc2822_utc(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 UTC");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723); // 2000-02-29 01:02:03
-        assert_eq!(rfc2822_utc(leap), "Tue, 29 Feb 2000 01:02:03 UTC");
     }
 
     #[test]

@@ -487,6 +487,38 @@ fn assign_addresses(
     Ok(out)
 }
 
+/// Reads one file from an image, through a short-lived container that runs only `cat`.
+pub async fn read_image_file(docker: &Docker, image: &str, path: &str) -> anyhow::Result<String> {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(vec!["cat".into(), path.into()]),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    let created = docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, body).await?;
+    let result = async {
+        let options = bollard::query_parameters::AttachContainerOptionsBuilder::new()
+            .stdout(true)
+            .stream(true)
+            .logs(true)
+            .build();
+        let attached = docker.attach_container(&created.id, Some(options)).await?;
+        docker.start_container(&created.id, None).await?;
+        let mut output = attached.output;
+        let mut text = String::new();
+        while let Some(chunk) = output.next().await {
+            if let bollard::container::LogOutput::StdOut { message } = chunk? {
+                text.push_str(&String::from_utf8_lossy(&message));
+            }
+        }
+        Ok::<_, anyhow::Error>(text)
+    }
+    .await;
+    let options = RemoveContainerOptionsBuilder::new().force(true).build();
+    let _ = docker.remove_container(&created.id, Some(options)).await;
+    result
+}
+
 /// Removes exactly this cluster's containers and networks (by label), in parallel.
 pub async fn deprovision(docker: &Docker, cluster: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let filter = HashMap::from([("label", vec![format!("{CLUSTER_LABEL}={cluster}")])]);

@@ -1,0 +1,397 @@
+//! The agent's gRPC server, in two phases on one listening socket:
+//!
+//! 1. Not enrolled: only the `Enrol` service, TLS with the self-signed certificate of the agent's key.
+//! 2. Enrolled: only the `Agent` service, mutual TLS; every RPC first passes [`controller_only`].
+//!
+//! After a successful `InstallCertificate` the server drains the enrolment phase and switches to phase 2 in
+//! process, on the same socket (no restart, no rebind). Errors become `tonic::Status` in one place, the
+//! `RpcError` section at the end of this file.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
+use tpa_common::event::BatchSummary;
+use tpa_common::resource::ResourceSpec;
+use tpa_proto::pb::agent_server::{Agent, AgentServer};
+use tpa_proto::pb::enrol_server::{Enrol, EnrolServer};
+use tpa_proto::{ApplyEvent, HealthReport, PROTOCOL_VERSION, pb};
+
+use crate::config::AgentConfig;
+use crate::enrol::{EnrolError, Enrolment};
+use crate::exec::{self, ExecChunk, ExecError, ExecSpec};
+use crate::tls::{self, AgentCert, AgentKey, PeerError, StateFiles, TlsError};
+
+/// This agent's version, reported by `Hello`.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// How long the enrolment phase may take to drain after the certificate is installed before the switch to
+/// mutual TLS goes ahead anyway (a client holding its connection open must not block it).
+const ENROLMENT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}; run `tpa-agent init` (the controller's bootstrap does) before `tpa-agent serve`")]
+    NotInitialised(#[source] TlsError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves on `listener` until `shutdown` completes: the enrolment phase first if the agent has no valid
+/// certificate, then the agent service over mutual TLS.
+pub async fn serve(
+    config: AgentConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let files = StateFiles::new(&config.state_dir);
+    let key = AgentKey::load(&files).map_err(ServeError::NotInitialised)?;
+    let ca_pem = files.read(&files.ca).map_err(ServeError::NotInitialised)?;
+    let listener = Arc::new(listener);
+    let shutdown = shutdown.boxed().shared();
+
+    let cert = match installed_cert(&config, &files, &ca_pem, &key) {
+        Some(cert) => cert,
+        None => match serve_enrolment(&config, &files, key, &listener, shutdown.clone()).await? {
+            Some(cert) => cert,
+            None => return Ok(()),
+        },
+    };
+    let key = AgentKey::load(&files)?;
+    serve_agent(config, &key, &cert, &ca_pem, listener, shutdown).await
+}
+
+/// The installed certificate, if it is still valid for this key, name and CA.
+fn installed_cert(config: &AgentConfig, files: &StateFiles, ca_pem: &str, key: &AgentKey) -> Option<AgentCert> {
+    if !files.cert.exists() {
+        return None;
+    }
+    let checked = files.read(&files.cert).and_then(|pem| tls::verify_agent_cert(&pem, ca_pem, &config.name, key));
+    match checked {
+        Ok(cert) => Some(cert),
+        Err(error) => {
+            tracing::warn!(%error, "the installed certificate is not usable; serving enrolment only");
+            None
+        }
+    }
+}
+
+/// Phase 1. Returns the installed certificate, or None when `shutdown` came first.
+async fn serve_enrolment(
+    config: &AgentConfig,
+    files: &StateFiles,
+    key: AgentKey,
+    listener: &Arc<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<AgentCert>, ServeError> {
+    let self_signed = key.self_signed_cert(&config.name, &config.sans)?;
+    let tls_config = tls::enrolment_tls(&key, &self_signed);
+    tracing::info!(
+        listen = %local_addr(listener), fingerprint = %key.fingerprint(),
+        "not enrolled: serving enrolment only"
+    );
+    let (done_tx, done_rx) = watch::channel(None);
+    let service = EnrolRpc { enrolment: Arc::new(Enrolment::new(config.clone(), files.clone(), key)), done: done_tx };
+    let mut enrolled = done_rx.clone();
+    let stop = futures_util::future::select(
+        Box::pin(shutdown),
+        Box::pin(async move {
+            let _ = enrolled.wait_for(Option::is_some).await;
+        }),
+    )
+    .map(|_| ());
+    let server = Server::builder()
+        .tls_config(tls_config)?
+        .add_service(EnrolServer::new(service))
+        .serve_with_incoming_shutdown(incoming(listener.clone()), stop);
+    let mut drained = done_rx.clone();
+    tokio::select! {
+        result = server => result?,
+        _ = async move {
+            let _ = drained.wait_for(Option::is_some).await;
+            tokio::time::sleep(ENROLMENT_DRAIN).await;
+        } => tracing::warn!("enrolment connections still open; switching to mutual TLS anyway"),
+    }
+    let cert = done_rx.borrow().clone();
+    Ok(cert)
+}
+
+/// Phase 2: the agent service over mutual TLS, until `shutdown`.
+async fn serve_agent(
+    config: AgentConfig,
+    key: &AgentKey,
+    cert: &AgentCert,
+    ca_pem: &str,
+    listener: Arc<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    tracing::info!(listen = %local_addr(&listener), name = %config.name, "enrolled: serving the agent over mutual TLS");
+    let service = AgentRpc { config, cert_not_after: cert.not_after, apply_lock: Arc::new(Mutex::new(())) };
+    Server::builder()
+        .tls_config(tls::mutual_tls(key, &cert.cert_pem, ca_pem))?
+        .add_service(AgentServer::with_interceptor(service, controller_only))
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Accepted connections of a listener shared by both phases.
+fn incoming(listener: Arc<TcpListener>) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> String {
+    listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// Every `Agent` RPC passes here first: the TLS layer already verified the client certificate against the
+/// cluster CA; this accepts only the controller's identity among those.
+fn controller_only(request: Request<()>) -> Result<Request<()>, Status> {
+    let certs = request.peer_certs();
+    if let Err(error) = tls::check_controller(certs.as_deref().map(Vec::as_slice)) {
+        tracing::warn!(peer = ?request.remote_addr(), %error, "refused an RPC");
+        return Err(RpcError::Peer(error).into());
+    }
+    Ok(request)
+}
+
+// === Enrol service ===
+
+struct EnrolRpc {
+    enrolment: Arc<Enrolment>,
+    /// Set once the certificate is installed: ends phase 1.
+    done: watch::Sender<Option<AgentCert>>,
+}
+
+#[tonic::async_trait]
+impl Enrol for EnrolRpc {
+    #[tracing::instrument(name = "rpc.request_csr", skip_all, fields(peer = ?request.remote_addr()))]
+    async fn request_csr(
+        &self,
+        request: Request<pb::RequestCsrRequest>,
+    ) -> Result<Response<pb::RequestCsrResponse>, Status> {
+        let csr_pem = self.enrolment.request_csr(&request.get_ref().token).map_err(RpcError::Enrol)?;
+        Ok(Response::new(pb::RequestCsrResponse {
+            csr_pem,
+            agent_version: AGENT_VERSION.to_string(),
+            protocol_version: PROTOCOL_VERSION,
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.install_certificate", skip_all, fields(peer = ?request.remote_addr()))]
+    async fn install_certificate(
+        &self,
+        request: Request<pb::InstallCertificateRequest>,
+    ) -> Result<Response<pb::InstallCertificateResponse>, Status> {
+        let request = request.into_inner();
+        let cert = self
+            .enrolment
+            .install_certificate(&request.token, &request.cert_pem)
+            .await
+            .map_err(RpcError::Enrol)?;
+        self.done.send_replace(Some(cert));
+        Ok(Response::new(pb::InstallCertificateResponse {}))
+    }
+}
+
+// === Agent service ===
+
+struct AgentRpc {
+    config: AgentConfig,
+    /// Expiry of the agent's certificate (Unix seconds), for the health check.
+    cert_not_after: i64,
+    /// One Apply batch at a time: two concurrent batches would race on apt, files and services.
+    apply_lock: Arc<Mutex<()>>,
+}
+
+type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentRpc {
+    #[tracing::instrument(name = "rpc.hello", skip_all)]
+    async fn hello(&self, _request: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+        Ok(Response::new(pb::HelloResponse {
+            agent_version: AGENT_VERSION.to_string(),
+            protocol_version: PROTOCOL_VERSION,
+            host_name: self.config.name.clone(),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.facts", skip_all, fields(data_dir = %request.get_ref().data_dir))]
+    async fn facts(&self, request: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
+        let request = request.into_inner();
+        let port = postgres_port(request.port)?;
+        let facts = crate::facts::gather(non_empty(request.data_dir), port).await;
+        Ok(Response::new(facts.into()))
+    }
+
+    type ApplyStream = RpcStream<pb::ApplyEvent>;
+
+    #[tracing::instrument(
+        name = "rpc.apply", skip_all,
+        fields(resources = request.get_ref().resources.len(), check_only = request.get_ref().check_only)
+    )]
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
+        let request = request.into_inner();
+        let resources = request
+            .resources
+            .into_iter()
+            .map(ResourceSpec::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RpcError::BadRequest(e.to_string()))?;
+        let check_only = request.check_only;
+        let lock = self.apply_lock.clone();
+        let (out_tx, out_rx) = mpsc::channel(32);
+        tokio::spawn(
+            async move {
+                let _one_batch_at_a_time = lock.lock_owned().await;
+                let count = resources.len();
+                let (events_tx, mut events_rx) = mpsc::channel(16);
+                let batch = tokio::spawn(crate::resource::apply_batch(resources, check_only, events_tx));
+                while let Some(event) = events_rx.recv().await {
+                    // A caller that went away stops listening; the batch still finishes (see apply_batch).
+                    let _ = out_tx.send(Ok(ApplyEvent::Resource(event).into())).await;
+                }
+                let summary = batch.await.unwrap_or_else(|error| {
+                    tracing::error!(%error, "the resource batch ended abnormally");
+                    BatchSummary { failed: u32::try_from(count).unwrap_or(u32::MAX), ..BatchSummary::default() }
+                });
+                tracing::info!(?summary, "batch done");
+                let _ = out_tx.send(Ok(ApplyEvent::Summary(summary).into())).await;
+            }
+            .in_current_span(),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    type ExecStream = RpcStream<pb::ExecOutput>;
+
+    // Only argv[0] and counts are recorded: arguments may be long, env values and stdin are secret.
+    #[tracing::instrument(
+        name = "rpc.exec", skip_all,
+        fields(program = request.get_ref().argv.first().map(String::as_str).unwrap_or_default(),
+               run_as = request.get_ref().run_as.as_deref().unwrap_or_default())
+    )]
+    async fn exec(&self, request: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let request = request.into_inner();
+        let spec = ExecSpec {
+            argv: request.argv,
+            env: request.env.into_iter().map(|e| (e.name, e.value)).collect(),
+            run_as: request.run_as,
+            stdin: request.stdin,
+            cwd: request.cwd,
+        };
+        let chunks = exec::spawn(spec).map_err(RpcError::Exec)?;
+        let stream = ReceiverStream::new(chunks).map(|chunk| {
+            let output = match chunk {
+                ExecChunk::Stdout(bytes) => pb::exec_output::Output::Stdout(bytes),
+                ExecChunk::Stderr(bytes) => pb::exec_output::Output::Stderr(bytes),
+                ExecChunk::Exit(code) => pb::exec_output::Output::ExitCode(code),
+            };
+            Ok(pb::ExecOutput { output: Some(output) })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(name = "rpc.health", skip_all, fields(data_dir = %request.get_ref().data_dir))]
+    async fn health(&self, request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthReport>, Status> {
+        let request = request.into_inner();
+        let port = postgres_port(request.port)?;
+        let data_dir = non_empty(request.data_dir);
+        let facts = crate::facts::gather(data_dir.clone(), port).await;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let checks = crate::health::evaluate(&facts, data_dir.as_deref(), self.cert_not_after, now);
+        let report = HealthReport { status: tpa_common::health::overall(&checks), checks };
+        Ok(Response::new(report.into()))
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+/// The Postgres port of a request: 0 means the default, 5432.
+fn postgres_port(port: u32) -> Result<u16, Status> {
+    match port {
+        0 => Ok(5432),
+        p => u16::try_from(p).map_err(|_| RpcError::BadRequest(format!("port {p} is out of range")).into()),
+    }
+}
+
+// === RpcError: the one place errors become gRPC statuses ===
+
+/// Every error an RPC can return, before it becomes a [`Status`].
+#[derive(Debug, thiserror::Error)]
+enum RpcError {
+    #[error(transparent)]
+    Enrol(EnrolError),
+    #[error(transparent)]
+    Exec(ExecError),
+    #[error("only the controller may call this agent: {0}")]
+    Peer(PeerError),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+}
+
+impl From<RpcError> for Status {
+    fn from(error: RpcError) -> Status {
+        let message = error.to_string();
+        match &error {
+            RpcError::Enrol(EnrolError::NoToken | EnrolError::TokenExpired | EnrolError::WrongToken) => {
+                tracing::warn!(%message, "enrolment refused");
+                Status::permission_denied(message)
+            }
+            RpcError::Enrol(EnrolError::BadCertificate(_)) => {
+                tracing::warn!(%message, "enrolment refused");
+                Status::invalid_argument(message)
+            }
+            RpcError::Enrol(_) => {
+                tracing::error!(%message, "enrolment failed");
+                Status::internal(message)
+            }
+            RpcError::Exec(ExecError::EmptyArgv) | RpcError::BadRequest(_) => Status::invalid_argument(message),
+            RpcError::Exec(ExecError::Spawn { .. }) => Status::failed_precondition(message),
+            RpcError::Peer(PeerError::NoCertificate) => Status::unauthenticated(message),
+            RpcError::Peer(_) => Status::permission_denied(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_errors_are_permission_denied() {
+        for error in [EnrolError::NoToken, EnrolError::TokenExpired, EnrolError::WrongToken] {
+            assert_eq!(Status::from(RpcError::Enrol(error)).code(), tonic::Code::PermissionDenied);
+        }
+        let peer = Status::from(RpcError::Peer(PeerError::NotController("kinetic".into())));
+        assert_eq!(peer.code(), tonic::Code::PermissionDenied);
+        assert!(peer.message().contains("\"kinetic\" is not the controller's"), "{}", peer.message());
+        assert_eq!(Status::from(RpcError::Peer(PeerError::NoCertificate)).code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(postgres_port(0).expect("default"), 5432);
+        assert_eq!(postgres_port(5444).expect("given"), 5444);
+        assert_eq!(postgres_port(70000).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,207 @@
+//! Runs a [`Plan`]: every host in parallel, stages in order on each host, and a stage that
+//! depends on another host's stage waits for it. A failed stage stops the rest of its host
+//! and every stage that depends on it, naming the host and resource that failed.
+//!
+//! The work of applying one stage is injected (`apply`), so the scheduling is tested on
+//! its own and the deploy command supplies the agent calls.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tpa_common::event::{BatchSummary, Outcome, ResourceEvent};
+
+use crate::planner::{Plan, Stage, StageName};
+
+/// How one stage ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageStatus {
+    Done,
+    /// A resource failed: `(resource id, message)`.
+    Failed(String, String),
+    /// The agent could not be reached or the call broke.
+    Error(String),
+    /// Not run because a prerequisite did not succeed (says which).
+    Skipped(String),
+}
+
+/// The record of one stage on one host.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub host: String,
+    pub stage: StageName,
+    pub status: StageStatus,
+    pub summary: BatchSummary,
+    pub events: Vec<ResourceEvent>,
+    pub elapsed: Duration,
+}
+
+/// What applying one stage produced: the per-resource events, or a transport error.
+pub type ApplyResult = Result<Vec<ResourceEvent>, String>;
+
+/// Runs every stage of `plan`, calling `apply(host, stage)` for each when its turn comes.
+pub async fn run<F, Fut>(plan: &Plan, apply: F) -> Vec<StageReport>
+where
+    F: Fn(String, Stage) -> Fut + Clone,
+    Fut: Future<Output = ApplyResult>,
+{
+    // One channel per (host, stage): None while pending, Some(ok) once finished.
+    let mut senders = BTreeMap::new();
+    let mut receivers = BTreeMap::new();
+    for (host, stages) in &plan.hosts {
+        for stage in stages {
+            let (tx, rx) = watch::channel(None::<bool>);
+            senders.insert((host.clone(), stage.name), tx);
+            receivers.insert((host.clone(), stage.name), rx);
+        }
+    }
+    let jobs = plan.hosts.iter().map(|(host, stages)| {
+        let apply = apply.clone();
+        let receivers = &receivers;
+        let senders = &senders;
+        async move {
+            let mut reports = Vec::new();
+            let mut blocked: Option<String> = None;
+            for stage in stages {
+                let started = Instant::now();
+                if blocked.is_none() {
+                    blocked = wait_for(&stage.after, receivers).await;
+                }
+                let (status, events) = match &blocked {
+                    Some(reason) => (StageStatus::Skipped(reason.clone()), Vec::new()),
+                    None => match apply(host.clone(), stage.clone()).await {
+                        Ok(events) => (status_of(&events), events),
+                        Err(e) => (StageStatus::Error(e), Vec::new()),
+                    },
+                };
+                let ok = status == StageStatus::Done;
+                if !ok && blocked.is_none() {
+                    blocked = Some(format!("{host} {} did not succeed", stage.name.as_str()));
+                }
+                let _ = senders[&(host.clone(), stage.name)].send(Some(ok));
+                let mut summary = BatchSummary::default();
+                for event in &events {
+                    summary.record(event.outcome);
+                }
+                reports.push(StageReport {
+                    host: host.clone(),
+                    stage: stage.name,
+                    status,
+                    summary,
+                    events,
+                    elapsed: started.elapsed(),
+                });
+            }
+            reports
+        }
+    });
+    futures_util::future::join_all(jobs).await.into_iter().flatten().collect()
+}
+
+/// Waits until every prerequisite finished; returns why the stage must be skipped, if so.
+async fn wait_for(
+    after: &[(String, StageName)],
+    receivers: &BTreeMap<(String, StageName), watch::Receiver<Option<bool>>>,
+) -> Option<String> {
+    for (host, stage) in after {
+        let Some(rx) = receivers.get(&(host.clone(), *stage)) else {
+            return Some(format!("{host} {} is not part of this deploy", stage.as_str()));
+        };
+        let mut rx = rx.clone();
+        let ok = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.unwrap_or(false),
+            Err(_) => false,
+        };
+        if !ok {
+            return Some(format!("{host} {} did not succeed", stage.as_str()));
+        }
+    }
+    None
+}
+
+fn status_of(events: &[ResourceEvent]) -> StageStatus {
+    match events.iter().find(|e| e.outcome == Outcome::Failed) {
+        Some(e) => StageStatus::Failed(e.id.clone(), e.message.clone()),
+        None => StageStatus::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn stage(name: StageName, after: &[(&str, StageName)]) -> Stage {
+        Stage {
+            name,
+            resources: vec![],
+            after: after.iter().map(|(h, s)| (h.to_string(), *s)).collect(),
+        }
+    }
+
+    fn event(id: &str, outcome: Outcome) -> ResourceEvent {
+        ResourceEvent { id: id.into(), outcome, diff: None, message: "boom".into(), elapsed_ms: 0 }
+    }
+
+    #[tokio::test]
+    async fn dependants_wait_and_failures_stop_them() {
+        let mut plan = Plan::default();
+        plan.hosts.insert(
+            "primary".into(),
+            vec![stage(StageName::Sys, &[]), stage(StageName::PostgresConfig, &[])],
+        );
+        plan.hosts.insert(
+            "replica".into(),
+            vec![
+                stage(StageName::Sys, &[]),
+                stage(StageName::PostgresConfig, &[("primary", StageName::PostgresConfig)]),
+            ],
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        let reports = run(&plan, move |host, stage| {
+            let log = log.clone();
+            async move {
+                // The primary's config is slow: the replica must still wait for it.
+                if host == "primary" && stage.name == StageName::PostgresConfig {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                log.lock().unwrap().push(format!("{host} {}", stage.name.as_str()));
+                Ok(vec![event("x", Outcome::Changed)])
+            }
+        })
+        .await;
+        let order = order.lock().unwrap().clone();
+        let primary = order.iter().position(|s| s == "primary postgres-config").unwrap();
+        let replica = order.iter().position(|s| s == "replica postgres-config").unwrap();
+        assert!(primary < replica, "{order:?}");
+        assert!(reports.iter().all(|r| r.status == StageStatus::Done));
+
+        let failing = run(&plan, |host, stage| async move {
+            if host == "primary" && stage.name == StageName::Sys {
+                Ok(vec![event("packages:base", Outcome::Failed)])
+            } else {
+                Ok(vec![])
+            }
+        })
+        .await;
+        let status = |h: &str, s: StageName| {
+            failing.iter().find(|r| r.host == h && r.stage == s).unwrap().status.clone()
+        };
+        assert_eq!(
+            status("primary", StageName::Sys),
+            StageStatus::Failed("packages:base".into(), "boom".into())
+        );
+        assert_eq!(
+            status("primary", StageName::PostgresConfig),
+            StageStatus::Skipped("primary sys did not succeed".into())
+        );
+        assert_eq!(
+            status("replica", StageName::PostgresConfig),
+            StageStatus::Skipped("primary postgres-config did not succeed".into())
+        );
+        assert_eq!(status("replica", StageName::Sys), StageStatus::Done);
+    }
+}

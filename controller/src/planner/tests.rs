@@ -1,0 +1,184 @@
+//! Golden tests: the seed cluster's plan, resource by resource, and every rendered file.
+//! Regenerate after an intended change with `UPDATE_EXPECT=1 cargo test -p tpa-controller planner`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use expect_test::{Expect, expect, expect_file};
+use tpa_common::facts::Facts;
+use tpa_common::resource::Resource;
+
+use super::*;
+use crate::config::Cluster;
+use crate::inventory::{Host, Inventory};
+
+const SEED: &str = include_str!("../../../tests/fixtures/seed/config.yml");
+
+fn inventory(cluster: &Cluster) -> Inventory {
+    Inventory {
+        cluster: cluster.name.clone(),
+        config_sha256: String::new(),
+        network: None,
+        hosts: cluster
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(n, i)| Host {
+                name: i.name.clone(),
+                node: i.node,
+                address: format!("10.33.7.{}", n + 2).parse().unwrap(),
+                ssh_user: "root".into(),
+                ssh_port: 22,
+                platform: "docker".into(),
+                container_id: None,
+                image: None,
+                location: i.location.clone(),
+                roles: vec![],
+                host_key: None,
+            })
+            .collect(),
+    }
+}
+
+fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
+    cluster
+        .instances
+        .iter()
+        .map(|i| {
+            let f = Facts {
+                hostname: i.name.clone(),
+                os_id: "debian".into(),
+                os_version_id: os.into(),
+                memory_bytes: 4 << 30,
+                cpus: 2,
+                ..Default::default()
+            };
+            (i.name.clone(), f)
+        })
+        .collect()
+}
+
+fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
+    let cluster = Cluster::parse(source, "config.yml").expect("valid config");
+    let inventory = inventory(&cluster);
+    let facts = facts(&cluster, os);
+    let certs = BTreeMap::from([("ulb".to_string(), "CERT-PEM\n".to_string())]);
+    let repos: BTreeMap<String, String> = cluster
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), format!("/var/opt/tpa/local-repo/Debian/{os}")))
+        .collect();
+    plan(&PlanInput {
+        cluster: &cluster,
+        inventory: &inventory,
+        facts: &facts,
+        ca_pem: "CA-PEM\n",
+        server_certs: &certs,
+        local_repos: &repos,
+    })
+}
+
+/// One line per resource: stage, id, and the triggers of services.
+fn outline(plan: &Plan) -> String {
+    let mut out = String::new();
+    for (host, stages) in &plan.hosts {
+        for stage in stages {
+            let _ = writeln!(out, "{host} {}", stage.name.as_str());
+            for r in &stage.resources {
+                let extra = match &r.kind {
+                    Resource::Service { reload_on, restart_on, .. } => {
+                        format!(" reload_on={reload_on:?} restart_on={restart_on:?}")
+                    }
+                    Resource::Packages { names } => format!(" {names:?}"),
+                    Resource::Command { argv, .. } => format!(" {argv:?}"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "  {}{extra}", r.id);
+            }
+        }
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+fn file_content(plan: &Plan, host: &str, path: &str) -> String {
+    plan.hosts[host]
+        .iter()
+        .flat_map(|s| &s.resources)
+        .find_map(|r| match &r.kind {
+            Resource::File { path: p, content, .. } if p == path => {
+                Some(String::from_utf8(content.clone()).unwrap())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{host} has no file {path}"))
+}
+
+fn check(actual: String, expect: Expect) {
+    expect.assert_eq(&actual);
+}
+
+#[test]
+fn seed_plan_outline() {
+    let plan = plan_for(SEED, "12").unwrap();
+    expect_file!["golden/seed_outline.txt"].assert_eq(&outline(&plan));
+}
+
+#[test]
+fn rendered_files_of_the_primary() {
+    let plan = plan_for(SEED, "12").unwrap();
+    let d = "/opt/postgres/data";
+    for (path, golden) in [
+        (format!("{d}/conf.d/0000-tpa.conf"), expect_file!["golden/0000-tpa.conf"]),
+        (format!("{d}/conf.d/0001-tpa_restart.conf"), expect_file!["golden/0001-tpa_restart.conf"]),
+        (format!("{d}/pg_hba.conf"), expect_file!["golden/pg_hba.conf"]),
+        ("/etc/systemd/system/postgres.service".to_string(), expect_file!["golden/postgres.service"]),
+        (
+            "/etc/apt/sources.list.d/tpa-local-repo.list".to_string(),
+            expect_file!["golden/tpa-local-repo.list"],
+        ),
+    ] {
+        golden.assert_eq(&file_content(&plan, "ulb", &path));
+    }
+}
+
+#[test]
+fn conf_settings_split_by_what_a_change_needs() {
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  postgres_conf_settings:\n    work_mem: 32MB\n    max_locks_per_transaction: 128\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let d = "/opt/postgres/data/conf.d";
+    let reload = file_content(&plan, "ulb", &format!("{d}/9900-tpa_postgres_conf_settings.conf"));
+    let restart =
+        file_content(&plan, "ulb", &format!("{d}/9901-tpa_postgres_conf_settings_restart.conf"));
+    assert!(reload.contains("work_mem = 32MB") && !reload.contains("max_locks"), "{reload}");
+    assert!(restart.contains("max_locks_per_transaction = 128") && !restart.contains("work_mem"));
+}
+
+#[test]
+fn debian_13_gets_postgres_17_and_unavailable_versions_are_refused() {
+    let source = SEED.replace("  postgres_version: '15'\n", "");
+    let plan = plan_for(&source, "13").unwrap();
+    assert!(outline(&plan).contains("postgresql-17"));
+    let errors = plan_for(SEED, "13").unwrap_err();
+    check(
+        errors.join("\n"),
+        expect![[r#"
+            ulb: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)
+            vub: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)
+            achel: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)
+            chimay: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)"#]],
+    );
+}
+
+#[test]
+fn restart_classification() {
+    assert!(needs_restart("shared_buffers"));
+    assert!(needs_restart("MAX_CONNECTIONS"));
+    assert!(!needs_restart("work_mem"));
+    assert!(!needs_restart("log_min_duration_statement"));
+}
