@@ -39,12 +39,23 @@ pub struct AgentConfig {
 /// Why the configuration file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}; run `tpa-agent init` first (the controller's bootstrap does)")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read {path}: {source}; run `tpa-agent init` first (the controller's bootstrap does)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid agent configuration {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot render the agent configuration: {0}")]
     Render(#[from] toml::ser::Error),
 }
@@ -63,15 +74,23 @@ fn default_state_dir() -> PathBuf {
 impl AgentConfig {
     /// Reads and parses the configuration file at `path`.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Writes the configuration to `path` (mode 0644), creating its directory.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let text = format!("# Written by `tpa-agent init`.\n{}", toml::to_string(self)?);
-        let write = |source| ConfigError::Write { path: path.to_path_buf(), source };
+        let write = |source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(write)?;
         }
@@ -108,8 +127,13 @@ mod tests {
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, "name = \"x\"\nlisten_port = 1\n").expect("write");
         let err = AgentConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("agent.toml") && err.contains("listen_port"), "{err}");
-        let missing = AgentConfig::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.toml") && err.contains("listen_port"),
+            "{err}"
+        );
+        let missing = AgentConfig::load(&dir.path().join("nope.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("tpa-agent init"), "{missing}");
     }
 }

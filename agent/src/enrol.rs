@@ -89,7 +89,9 @@ pub enum EnrolError {
          remove {state_dir} and run init again"
     )]
     OtherCluster { ca: PathBuf, state_dir: PathBuf },
-    #[error("no join token is pending (already enrolled, or init was not run): re-run the bootstrap for this host")]
+    #[error(
+        "no join token is pending (already enrolled, or init was not run): re-run the bootstrap for this host"
+    )]
     NoToken,
     #[error("join token expired: re-run the bootstrap for this host")]
     TokenExpired,
@@ -118,14 +120,25 @@ pub fn init(args: &InitArgs, stdin: impl Read) -> Result<InitOutcome, EnrolError
     files.write(&files.ca, doc.ca_cert.as_bytes(), 0o644)?;
     let (key, created) = AgentKey::load_or_generate(&files)?;
     let expires_at = now_unix().saturating_add(doc.token_lifetime_secs);
-    let token = TokenRecord { sha256: token_hash(&doc.join_token), expires_at };
+    let token = TokenRecord {
+        sha256: token_hash(&doc.join_token),
+        expires_at,
+    };
     let token_toml = toml::to_string(&token).map_err(|e| EnrolError::BadDocument(e.to_string()))?;
     files.write(&files.token, token_toml.as_bytes(), 0o600)?;
     // A certificate left from an earlier enrolment (expired, other name) would confuse `serve`.
     match std::fs::remove_file(&files.cert) {
-        Ok(()) => tracing::info!(path = %files.cert.display(), "removed the previous, no longer valid certificate"),
+        Ok(()) => {
+            tracing::info!(path = %files.cert.display(), "removed the previous, no longer valid certificate")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(TlsError::Write { path: files.cert.clone(), source }.into()),
+        Err(source) => {
+            return Err(TlsError::Write {
+                path: files.cert.clone(),
+                source,
+            }
+            .into());
+        }
     }
     let config = AgentConfig {
         name: args.name.clone(),
@@ -135,19 +148,29 @@ pub fn init(args: &InitArgs, stdin: impl Read) -> Result<InitOutcome, EnrolError
     };
     config.save(&args.config_path)?;
     tracing::info!(name = %args.name, key_created = created, "ready for enrolment");
-    Ok(InitOutcome::Pending { fingerprint: key.fingerprint() })
+    Ok(InitOutcome::Pending {
+        fingerprint: key.fingerprint(),
+    })
 }
 
 fn read_document(stdin: impl Read) -> Result<InitDocument, EnrolError> {
     let mut text = String::new();
-    stdin.take(MAX_DOCUMENT_BYTES).read_to_string(&mut text).map_err(EnrolError::ReadStdin)?;
+    stdin
+        .take(MAX_DOCUMENT_BYTES)
+        .read_to_string(&mut text)
+        .map_err(EnrolError::ReadStdin)?;
     // The TOML error may quote the offending line, which could be the token: report its position only.
     let doc: InitDocument = toml::from_str(&text).map_err(|e| {
-        let at = e.span().map(|s| format!(" at byte {}", s.start)).unwrap_or_default();
+        let at = e
+            .span()
+            .map(|s| format!(" at byte {}", s.start))
+            .unwrap_or_default();
         EnrolError::BadDocument(format!("not the expected TOML document{at}"))
     })?;
     if doc.join_token.len() < MIN_TOKEN_LEN {
-        return Err(EnrolError::BadDocument(format!("join_token is shorter than {MIN_TOKEN_LEN} characters")));
+        return Err(EnrolError::BadDocument(format!(
+            "join_token is shorter than {MIN_TOKEN_LEN} characters"
+        )));
     }
     if doc.token_lifetime_secs == 0 {
         return Err(EnrolError::BadDocument("token_lifetime_secs is 0".into()));
@@ -157,8 +180,16 @@ fn read_document(stdin: impl Read) -> Result<InitDocument, EnrolError> {
 }
 
 /// The fingerprint when the host is enrolled under `args.name` with a valid certificate of the document's CA.
-fn already_enrolled(args: &InitArgs, files: &StateFiles, doc: &InitDocument) -> Result<Option<String>, EnrolError> {
-    if !(files.cert.exists() && files.key.exists() && files.ca.exists() && args.config_path.exists()) {
+fn already_enrolled(
+    args: &InitArgs,
+    files: &StateFiles,
+    doc: &InitDocument,
+) -> Result<Option<String>, EnrolError> {
+    if !(files.cert.exists()
+        && files.key.exists()
+        && files.ca.exists()
+        && args.config_path.exists())
+    {
         return Ok(None);
     }
     let key = AgentKey::load(files)?;
@@ -168,7 +199,10 @@ fn already_enrolled(args: &InitArgs, files: &StateFiles, doc: &InitDocument) -> 
         return Ok(None);
     }
     if tls::first_cert(&stored_ca)? != tls::first_cert(&doc.ca_cert)? {
-        return Err(EnrolError::OtherCluster { ca: files.ca.clone(), state_dir: files.dir.clone() });
+        return Err(EnrolError::OtherCluster {
+            ca: files.ca.clone(),
+            state_dir: files.dir.clone(),
+        });
     }
     Ok(Some(key.fingerprint()))
 }
@@ -200,7 +234,12 @@ pub struct Enrolment {
 
 impl Enrolment {
     pub fn new(config: AgentConfig, files: StateFiles, key: AgentKey) -> Enrolment {
-        Enrolment { config, files, key, install: tokio::sync::Mutex::new(()) }
+        Enrolment {
+            config,
+            files,
+            key,
+            install: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// `RequestCsr`: a CSR for the agent's key, once the token checks out.
@@ -210,14 +249,22 @@ impl Enrolment {
     }
 
     /// `InstallCertificate`: checks the token and the certificate, stores it, consumes the token.
-    pub async fn install_certificate(&self, token: &str, cert_pem: &str) -> Result<AgentCert, EnrolError> {
+    pub async fn install_certificate(
+        &self,
+        token: &str,
+        cert_pem: &str,
+    ) -> Result<AgentCert, EnrolError> {
         let _guard = self.install.lock().await;
         self.check_token(token)?;
         let ca = self.files.read(&self.files.ca)?;
-        let cert = verify(cert_pem, &ca, &self.config.name, &self.key).map_err(EnrolError::BadCertificate)?;
-        self.files.write(&self.files.cert, cert_pem.as_bytes(), 0o644)?;
-        std::fs::remove_file(&self.files.token)
-            .map_err(|source| TlsError::Write { path: self.files.token.clone(), source })?;
+        let cert = verify(cert_pem, &ca, &self.config.name, &self.key)
+            .map_err(EnrolError::BadCertificate)?;
+        self.files
+            .write(&self.files.cert, cert_pem.as_bytes(), 0o644)?;
+        std::fs::remove_file(&self.files.token).map_err(|source| TlsError::Write {
+            path: self.files.token.clone(),
+            source,
+        })?;
         tracing::info!(name = %self.config.name, "enrolled: certificate installed, join token consumed");
         Ok(cert)
     }
@@ -231,7 +278,13 @@ impl Enrolment {
         let text = match std::fs::read_to_string(&self.files.token) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EnrolError::NoToken),
-            Err(source) => return Err(TlsError::Read { path: self.files.token.clone(), source }.into()),
+            Err(source) => {
+                return Err(TlsError::Read {
+                    path: self.files.token.clone(),
+                    source,
+                }
+                .into());
+            }
         };
         let record: TokenRecord = toml::from_str(&text).map_err(|_| EnrolError::NoToken)?;
         if now_unix() >= record.expires_at {
@@ -253,7 +306,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 #[cfg(test)]
@@ -270,7 +326,9 @@ mod tests {
     }
 
     fn doc(ca: &str, token: &str, lifetime: u64) -> String {
-        format!("ca_cert = '''\n{ca}'''\njoin_token = \"{token}\"\ntoken_lifetime_secs = {lifetime}\n")
+        format!(
+            "ca_cert = '''\n{ca}'''\njoin_token = \"{token}\"\ntoken_lifetime_secs = {lifetime}\n"
+        )
     }
 
     fn args(dir: &std::path::Path) -> InitArgs {
@@ -289,15 +347,23 @@ mod tests {
         let args = args(dir.path());
         let ca = ca_pem();
         let outcome = init(&args, doc(&ca, TOKEN, 900).as_bytes()).expect("init");
-        let InitOutcome::Pending { fingerprint } = &outcome else { panic!("{outcome:?}") };
+        let InitOutcome::Pending { fingerprint } = &outcome else {
+            panic!("{outcome:?}")
+        };
         assert!(outcome.to_string().starts_with("pending sha256:"));
 
         let files = StateFiles::new(&args.state_dir);
         assert_eq!(std::fs::read_to_string(&files.ca).expect("ca"), ca);
         let token_file = std::fs::read_to_string(&files.token).expect("token");
         assert!(!token_file.contains(TOKEN) && token_file.contains(&token_hash(TOKEN)));
-        assert_eq!(&AgentKey::load(&files).expect("key").fingerprint(), fingerprint);
-        assert_eq!(AgentConfig::load(&args.config_path).expect("config").name, "kinetic");
+        assert_eq!(
+            &AgentKey::load(&files).expect("key").fingerprint(),
+            fingerprint
+        );
+        assert_eq!(
+            AgentConfig::load(&args.config_path).expect("config").name,
+            "kinetic"
+        );
 
         // Running init again before enrolment keeps the key (the pin stays valid).
         let again = init(&args, doc(&ca, TOKEN, 900).as_bytes()).expect("init");
@@ -309,14 +375,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let args = args(dir.path());
         let ca = ca_pem();
-        let short = init(&args, doc(&ca, "short", 900).as_bytes()).unwrap_err().to_string();
+        let short = init(&args, doc(&ca, "short", 900).as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("shorter than 32"), "{short}");
         let garbage = format!("join_token = \"{TOKEN}\"\nbogus = 1\n");
         let err = init(&args, garbage.as_bytes()).unwrap_err().to_string();
         assert!(!err.contains(TOKEN) && err.contains("TOML"), "{err}");
-        let not_pem = init(&args, doc("nope", TOKEN, 900).as_bytes()).unwrap_err().to_string();
+        let not_pem = init(&args, doc("nope", TOKEN, 900).as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(not_pem.contains("ca_cert"), "{not_pem}");
-        assert!(!args.state_dir.exists(), "nothing written on a bad document");
+        assert!(
+            !args.state_dir.exists(),
+            "nothing written on a bad document"
+        );
     }
 
     #[tokio::test]
@@ -328,19 +401,40 @@ mod tests {
         let config = AgentConfig::load(&args.config_path).expect("config");
         let enrolment = Enrolment::new(config, files.clone(), AgentKey::load(&files).expect("key"));
 
-        assert!(enrolment.request_csr(TOKEN).expect("csr").contains("CERTIFICATE REQUEST"));
-        assert!(matches!(enrolment.request_csr("x".repeat(32).as_str()), Err(EnrolError::WrongToken)));
+        assert!(
+            enrolment
+                .request_csr(TOKEN)
+                .expect("csr")
+                .contains("CERTIFICATE REQUEST")
+        );
+        assert!(matches!(
+            enrolment.request_csr("x".repeat(32).as_str()),
+            Err(EnrolError::WrongToken)
+        ));
 
-        let expired = TokenRecord { sha256: token_hash(TOKEN), expires_at: now_unix() - 1 };
+        let expired = TokenRecord {
+            sha256: token_hash(TOKEN),
+            expires_at: now_unix() - 1,
+        };
         std::fs::write(&files.token, toml::to_string(&expired).expect("toml")).expect("write");
-        assert!(matches!(enrolment.request_csr(TOKEN), Err(EnrolError::TokenExpired)));
+        assert!(matches!(
+            enrolment.request_csr(TOKEN),
+            Err(EnrolError::TokenExpired)
+        ));
         std::fs::remove_file(&files.token).expect("rm");
-        assert!(matches!(enrolment.request_csr(TOKEN), Err(EnrolError::NoToken)));
+        assert!(matches!(
+            enrolment.request_csr(TOKEN),
+            Err(EnrolError::NoToken)
+        ));
     }
 
     #[test]
     fn document_debug_hides_the_token() {
-        let d = InitDocument { ca_cert: "PEM".into(), join_token: TOKEN.into(), token_lifetime_secs: 1 };
+        let d = InitDocument {
+            ca_cert: "PEM".into(),
+            join_token: TOKEN.into(),
+            token_lifetime_secs: 1,
+        };
         assert!(!format!("{d:?}").contains(TOKEN));
     }
 }

@@ -50,7 +50,10 @@ pub enum ExecError {
     #[error("empty argv: nothing to run")]
     EmptyArgv,
     #[error("cannot start {program:?}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 /// The largest output chunk sent at once.
@@ -64,12 +67,19 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
         .args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(spec.cwd.as_deref().unwrap_or("/"))
-        .stdin(if spec.stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
+        .stdin(if spec.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| ExecError::Spawn { program: program.clone(), source })?;
+        .map_err(|source| ExecError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
 
     let (tx, rx) = mpsc::channel(16);
     let stdin_pipe = child.stdin.take();
@@ -83,8 +93,10 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
                 let _ = pipe.write_all(&input).await;
             });
         }
-        let (out, err) =
-            tokio::join!(pump(stdout, &tx, ExecChunk::Stdout), pump(stderr, &tx, ExecChunk::Stderr));
+        let (out, err) = tokio::join!(
+            pump(stdout, &tx, ExecChunk::Stdout),
+            pump(stderr, &tx, ExecChunk::Stderr)
+        );
         if out.is_err() || err.is_err() {
             // Nobody listens any more: dropping `child` kills it.
             tracing::warn!("exec caller went away; killing the command");
@@ -125,7 +137,10 @@ async fn pump(
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt as _;
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
 }
 
 #[cfg(test)]
@@ -166,14 +181,24 @@ mod tests {
 
     #[tokio::test]
     async fn signal_is_reported_as_128_plus_n() {
-        let (_, _, exits) = collect(ExecSpec { argv: sh("kill -9 $$"), ..ExecSpec::default() }).await;
+        let (_, _, exits) = collect(ExecSpec {
+            argv: sh("kill -9 $$"),
+            ..ExecSpec::default()
+        })
+        .await;
         assert_eq!(exits, [137]);
     }
 
     #[test]
     fn unstartable_commands_are_errors() {
-        assert!(matches!(spawn(ExecSpec::default()), Err(ExecError::EmptyArgv)));
-        let missing = ExecSpec { argv: vec!["/nonexistent/tpa".into()], ..ExecSpec::default() };
+        assert!(matches!(
+            spawn(ExecSpec::default()),
+            Err(ExecError::EmptyArgv)
+        ));
+        let missing = ExecSpec {
+            argv: vec!["/nonexistent/tpa".into()],
+            ..ExecSpec::default()
+        };
         let err = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

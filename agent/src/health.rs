@@ -12,8 +12,16 @@ const DISK_CRITICAL: f64 = 0.05;
 
 /// Evaluates the checks. `data_dir` is the Postgres data directory asked about (None: agent checks only);
 /// times are seconds since the Unix epoch.
-pub fn evaluate(facts: &Facts, data_dir: Option<&str>, cert_not_after: i64, now: i64) -> Vec<HealthCheck> {
-    let mut checks = vec![certificate(cert_not_after, now), disk(facts, data_dir.unwrap_or("/"))];
+pub fn evaluate(
+    facts: &Facts,
+    data_dir: Option<&str>,
+    cert_not_after: i64,
+    now: i64,
+) -> Vec<HealthCheck> {
+    let mut checks = vec![
+        certificate(cert_not_after, now),
+        disk(facts, data_dir.unwrap_or("/")),
+    ];
     if let Some(dir) = data_dir {
         checks.push(postgres(facts, dir));
     }
@@ -21,31 +29,62 @@ pub fn evaluate(facts: &Facts, data_dir: Option<&str>, cert_not_after: i64, now:
 }
 
 fn check(name: &str, status: HealthStatus, message: String) -> HealthCheck {
-    HealthCheck { name: name.to_string(), status, message }
+    HealthCheck {
+        name: name.to_string(),
+        status,
+        message,
+    }
 }
 
 fn certificate(not_after: i64, now: i64) -> HealthCheck {
     let left = not_after - now;
     let days = left / 86400;
     match left {
-        l if l <= 0 => check("certificate", HealthStatus::Critical, "the agent certificate has expired".into()),
-        l if l <= CERT_WARN_SECS => {
-            check("certificate", HealthStatus::Warning, format!("the agent certificate expires in {days} days"))
-        }
-        _ => check("certificate", HealthStatus::Ok, format!("valid for {days} more days")),
+        l if l <= 0 => check(
+            "certificate",
+            HealthStatus::Critical,
+            "the agent certificate has expired".into(),
+        ),
+        l if l <= CERT_WARN_SECS => check(
+            "certificate",
+            HealthStatus::Warning,
+            format!("the agent certificate expires in {days} days"),
+        ),
+        _ => check(
+            "certificate",
+            HealthStatus::Ok,
+            format!("valid for {days} more days"),
+        ),
     }
 }
 
 /// Free space on the filesystem holding `path` (the longest mount point that is a prefix of it).
 fn disk(facts: &Facts, path: &str) -> HealthCheck {
     let under = |mount: &str| {
-        path == mount || mount == "/" || path.strip_prefix(mount).is_some_and(|rest| rest.starts_with('/'))
+        path == mount
+            || mount == "/"
+            || path
+                .strip_prefix(mount)
+                .is_some_and(|rest| rest.starts_with('/'))
     };
-    let Some(d) = facts.disks.iter().filter(|d| under(&d.mount)).max_by_key(|d| d.mount.len()) else {
-        return check("disk", HealthStatus::Unknown, format!("no filesystem found for {path}"));
+    let Some(d) = facts
+        .disks
+        .iter()
+        .filter(|d| under(&d.mount))
+        .max_by_key(|d| d.mount.len())
+    else {
+        return check(
+            "disk",
+            HealthStatus::Unknown,
+            format!("no filesystem found for {path}"),
+        );
     };
     if d.total == 0 {
-        return check("disk", HealthStatus::Unknown, format!("{} reports no size", d.mount));
+        return check(
+            "disk",
+            HealthStatus::Unknown,
+            format!("{} reports no size", d.mount),
+        );
     }
     let free = d.available as f64 / d.total as f64;
     let status = match free {
@@ -53,18 +92,34 @@ fn disk(facts: &Facts, path: &str) -> HealthCheck {
         f if f < DISK_WARN => HealthStatus::Warning,
         _ => HealthStatus::Ok,
     };
-    check("disk", status, format!("{:.0}% free on {} (holding {path})", free * 100.0, d.mount))
+    check(
+        "disk",
+        status,
+        format!("{:.0}% free on {} (holding {path})", free * 100.0, d.mount),
+    )
 }
 
 fn postgres(facts: &Facts, data_dir: &str) -> HealthCheck {
     let Some(pg) = &facts.postgres else {
-        return check("postgres", HealthStatus::Unknown, format!("no facts about {data_dir}"));
+        return check(
+            "postgres",
+            HealthStatus::Unknown,
+            format!("no facts about {data_dir}"),
+        );
     };
     if !pg.initialised {
-        return check("postgres", HealthStatus::Unknown, format!("no cluster initialised in {data_dir}"));
+        return check(
+            "postgres",
+            HealthStatus::Unknown,
+            format!("no cluster initialised in {data_dir}"),
+        );
     }
     if !pg.running {
-        return check("postgres", HealthStatus::Critical, format!("the instance in {data_dir} is not running"));
+        return check(
+            "postgres",
+            HealthStatus::Critical,
+            format!("the instance in {data_dir} is not running"),
+        );
     }
     let role = match pg.in_recovery {
         Some(true) => "replica",
@@ -82,14 +137,25 @@ mod tests {
     use super::*;
 
     fn render(checks: &[HealthCheck]) -> String {
-        checks.iter().map(|c| format!("{} {:?}: {}\n", c.name, c.status, c.message)).collect()
+        checks
+            .iter()
+            .map(|c| format!("{} {:?}: {}\n", c.name, c.status, c.message))
+            .collect()
     }
 
     fn facts(available: u64, pg: Option<PostgresFacts>) -> Facts {
         Facts {
             disks: vec![
-                Disk { mount: "/".into(), total: 100, available: 50 },
-                Disk { mount: "/opt/postgres".into(), total: 100, available },
+                Disk {
+                    mount: "/".into(),
+                    total: 100,
+                    available: 50,
+                },
+                Disk {
+                    mount: "/opt/postgres".into(),
+                    total: 100,
+                    available,
+                },
             ],
             postgres: pg,
             ..Facts::default()
@@ -98,8 +164,18 @@ mod tests {
 
     #[test]
     fn healthy_primary() {
-        let pg = PostgresFacts { initialised: true, running: true, in_recovery: Some(false), ..Default::default() };
-        let checks = evaluate(&facts(40, Some(pg)), Some("/opt/postgres/data"), 100 * 86400, 0);
+        let pg = PostgresFacts {
+            initialised: true,
+            running: true,
+            in_recovery: Some(false),
+            ..Default::default()
+        };
+        let checks = evaluate(
+            &facts(40, Some(pg)),
+            Some("/opt/postgres/data"),
+            100 * 86400,
+            0,
+        );
         expect![[r#"
             certificate Ok: valid for 100 more days
             disk Ok: 40% free on /opt/postgres (holding /opt/postgres/data)
@@ -110,8 +186,17 @@ mod tests {
 
     #[test]
     fn problems_are_graded() {
-        let stopped = PostgresFacts { initialised: true, running: false, ..Default::default() };
-        let checks = evaluate(&facts(3, Some(stopped)), Some("/opt/postgres/data"), 10 * 86400, 0);
+        let stopped = PostgresFacts {
+            initialised: true,
+            running: false,
+            ..Default::default()
+        };
+        let checks = evaluate(
+            &facts(3, Some(stopped)),
+            Some("/opt/postgres/data"),
+            10 * 86400,
+            0,
+        );
         expect![[r#"
             certificate Warning: the agent certificate expires in 10 days
             disk Critical: 3% free on /opt/postgres (holding /opt/postgres/data)
@@ -130,6 +215,9 @@ mod tests {
     fn a_mount_prefix_must_end_at_a_path_boundary() {
         let f = facts(1, None);
         let check = disk(&f, "/opt/postgresql-other");
-        assert_eq!(check.message, "50% free on / (holding /opt/postgresql-other)");
+        assert_eq!(
+            check.message,
+            "50% free on / (holding /opt/postgresql-other)"
+        );
     }
 }

@@ -83,19 +83,40 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
-                    .with_context(|| format!("cannot listen on {}: is another agent running?", config.listen))?;
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {}: is another agent running?",
+                            config.listen
+                        )
+                    })?;
                 server::serve(config, listener, shutdown_signal()).await?;
                 Ok(())
             })
         }
-        Command::Init { name, sans, listen, config, state_dir } => {
-            let args = InitArgs { name, sans, listen, config_path: config, state_dir };
+        Command::Init {
+            name,
+            sans,
+            listen,
+            config,
+            state_dir,
+        } => {
+            let args = InitArgs {
+                name,
+                sans,
+                listen,
+                config_path: config,
+                state_dir,
+            };
             let outcome = enrol::init(&args, std::io::stdin().lock())?;
             println!("{outcome}");
             Ok(())
         }
         Command::Version => {
-            println!("tpa-agent {} (protocol {})", server::AGENT_VERSION, tpa_proto::PROTOCOL_VERSION);
+            println!(
+                "tpa-agent {} (protocol {})",
+                server::AGENT_VERSION,
+                tpa_proto::PROTOCOL_VERSION
+            );
             Ok(())
         }
     }
@@ -104,7 +125,10 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// Completes on SIGTERM (systemd stop) or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

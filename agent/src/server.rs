@@ -19,12 +19,12 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
-use tracing::Instrument as _;
 use tpa_common::event::BatchSummary;
 use tpa_common::resource::ResourceSpec;
 use tpa_proto::pb::agent_server::{Agent, AgentServer};
 use tpa_proto::pb::enrol_server::{Enrol, EnrolServer};
 use tpa_proto::{ApplyEvent, HealthReport, PROTOCOL_VERSION, pb};
+use tracing::Instrument as _;
 
 use crate::config::AgentConfig;
 use crate::enrol::{EnrolError, Enrolment};
@@ -74,11 +74,18 @@ pub async fn serve(
 }
 
 /// The installed certificate, if it is still valid for this key, name and CA.
-fn installed_cert(config: &AgentConfig, files: &StateFiles, ca_pem: &str, key: &AgentKey) -> Option<AgentCert> {
+fn installed_cert(
+    config: &AgentConfig,
+    files: &StateFiles,
+    ca_pem: &str,
+    key: &AgentKey,
+) -> Option<AgentCert> {
     if !files.cert.exists() {
         return None;
     }
-    let checked = files.read(&files.cert).and_then(|pem| tls::verify_agent_cert(&pem, ca_pem, &config.name, key));
+    let checked = files
+        .read(&files.cert)
+        .and_then(|pem| tls::verify_agent_cert(&pem, ca_pem, &config.name, key));
     match checked {
         Ok(cert) => Some(cert),
         Err(error) => {
@@ -103,7 +110,10 @@ async fn serve_enrolment(
         "not enrolled: serving enrolment only"
     );
     let (done_tx, done_rx) = watch::channel(None);
-    let service = EnrolRpc { enrolment: Arc::new(Enrolment::new(config.clone(), files.clone(), key)), done: done_tx };
+    let service = EnrolRpc {
+        enrolment: Arc::new(Enrolment::new(config.clone(), files.clone(), key)),
+        done: done_tx,
+    };
     let mut enrolled = done_rx.clone();
     let stop = futures_util::future::select(
         Box::pin(shutdown),
@@ -138,7 +148,11 @@ async fn serve_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     tracing::info!(listen = %local_addr(&listener), name = %config.name, "enrolled: serving the agent over mutual TLS");
-    let service = AgentRpc { config, cert_not_after: cert.not_after, apply_lock: Arc::new(Mutex::new(())) };
+    let service = AgentRpc {
+        config,
+        cert_not_after: cert.not_after,
+        apply_lock: Arc::new(Mutex::new(())),
+    };
     Server::builder()
         .tls_config(tls::mutual_tls(key, &cert.cert_pem, ca_pem))?
         .add_service(AgentServer::with_interceptor(service, controller_only))
@@ -148,7 +162,9 @@ async fn serve_agent(
 }
 
 /// Accepted connections of a listener shared by both phases.
-fn incoming(listener: Arc<TcpListener>) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
+fn incoming(
+    listener: Arc<TcpListener>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
     futures_util::stream::unfold(listener, |listener| async move {
         let accepted = listener.accept().await.map(|(stream, _)| stream);
         Some((accepted, listener))
@@ -156,7 +172,10 @@ fn incoming(listener: Arc<TcpListener>) -> impl tokio_stream::Stream<Item = std:
 }
 
 fn local_addr(listener: &TcpListener) -> String {
-    listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }
 
 /// Every `Agent` RPC passes here first: the TLS layer already verified the client certificate against the
@@ -185,7 +204,10 @@ impl Enrol for EnrolRpc {
         &self,
         request: Request<pb::RequestCsrRequest>,
     ) -> Result<Response<pb::RequestCsrResponse>, Status> {
-        let csr_pem = self.enrolment.request_csr(&request.get_ref().token).map_err(RpcError::Enrol)?;
+        let csr_pem = self
+            .enrolment
+            .request_csr(&request.get_ref().token)
+            .map_err(RpcError::Enrol)?;
         Ok(Response::new(pb::RequestCsrResponse {
             csr_pem,
             agent_version: AGENT_VERSION.to_string(),
@@ -224,7 +246,10 @@ type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> +
 #[tonic::async_trait]
 impl Agent for AgentRpc {
     #[tracing::instrument(name = "rpc.hello", skip_all)]
-    async fn hello(&self, _request: Request<pb::HelloRequest>) -> Result<Response<pb::HelloResponse>, Status> {
+    async fn hello(
+        &self,
+        _request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
         Ok(Response::new(pb::HelloResponse {
             agent_version: AGENT_VERSION.to_string(),
             protocol_version: PROTOCOL_VERSION,
@@ -233,7 +258,10 @@ impl Agent for AgentRpc {
     }
 
     #[tracing::instrument(name = "rpc.facts", skip_all, fields(data_dir = %request.get_ref().data_dir))]
-    async fn facts(&self, request: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
+    async fn facts(
+        &self,
+        request: Request<pb::FactsRequest>,
+    ) -> Result<Response<pb::Facts>, Status> {
         let request = request.into_inner();
         let port = postgres_port(request.port)?;
         let facts = crate::facts::gather(non_empty(request.data_dir), port).await;
@@ -246,7 +274,10 @@ impl Agent for AgentRpc {
         name = "rpc.apply", skip_all,
         fields(resources = request.get_ref().resources.len(), check_only = request.get_ref().check_only)
     )]
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<Self::ApplyStream>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<Self::ApplyStream>, Status> {
         let request = request.into_inner();
         let resources = request
             .resources
@@ -262,14 +293,19 @@ impl Agent for AgentRpc {
                 let _one_batch_at_a_time = lock.lock_owned().await;
                 let count = resources.len();
                 let (events_tx, mut events_rx) = mpsc::channel(16);
-                let batch = tokio::spawn(crate::resource::apply_batch(resources, check_only, events_tx));
+                let batch = tokio::spawn(crate::resource::apply_batch(
+                    resources, check_only, events_tx,
+                ));
                 while let Some(event) = events_rx.recv().await {
                     // A caller that went away stops listening; the batch still finishes (see apply_batch).
                     let _ = out_tx.send(Ok(ApplyEvent::Resource(event).into())).await;
                 }
                 let summary = batch.await.unwrap_or_else(|error| {
                     tracing::error!(%error, "the resource batch ended abnormally");
-                    BatchSummary { failed: u32::try_from(count).unwrap_or(u32::MAX), ..BatchSummary::default() }
+                    BatchSummary {
+                        failed: u32::try_from(count).unwrap_or(u32::MAX),
+                        ..BatchSummary::default()
+                    }
                 });
                 tracing::info!(?summary, "batch done");
                 let _ = out_tx.send(Ok(ApplyEvent::Summary(summary).into())).await;
@@ -287,7 +323,10 @@ impl Agent for AgentRpc {
         fields(program = request.get_ref().argv.first().map(String::as_str).unwrap_or_default(),
                run_as = request.get_ref().run_as.as_deref().unwrap_or_default())
     )]
-    async fn exec(&self, request: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
         let request = request.into_inner();
         let spec = ExecSpec {
             argv: request.argv,
@@ -303,21 +342,32 @@ impl Agent for AgentRpc {
                 ExecChunk::Stderr(bytes) => pb::exec_output::Output::Stderr(bytes),
                 ExecChunk::Exit(code) => pb::exec_output::Output::ExitCode(code),
             };
-            Ok(pb::ExecOutput { output: Some(output) })
+            Ok(pb::ExecOutput {
+                output: Some(output),
+            })
         });
         Ok(Response::new(Box::pin(stream)))
     }
 
     #[tracing::instrument(name = "rpc.health", skip_all, fields(data_dir = %request.get_ref().data_dir))]
-    async fn health(&self, request: Request<pb::HealthRequest>) -> Result<Response<pb::HealthReport>, Status> {
+    async fn health(
+        &self,
+        request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthReport>, Status> {
         let request = request.into_inner();
         let port = postgres_port(request.port)?;
         let data_dir = non_empty(request.data_dir);
         let facts = crate::facts::gather(data_dir.clone(), port).await;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         let checks = crate::health::evaluate(&facts, data_dir.as_deref(), self.cert_not_after, now);
-        let report = HealthReport { status: tpa_common::health::overall(&checks), checks };
+        let report = HealthReport {
+            status: tpa_common::health::overall(&checks),
+            checks,
+        };
         Ok(Response::new(report.into()))
     }
 }
@@ -330,7 +380,8 @@ fn non_empty(s: String) -> Option<String> {
 fn postgres_port(port: u32) -> Result<u16, Status> {
     match port {
         0 => Ok(5432),
-        p => u16::try_from(p).map_err(|_| RpcError::BadRequest(format!("port {p} is out of range")).into()),
+        p => u16::try_from(p)
+            .map_err(|_| RpcError::BadRequest(format!("port {p} is out of range")).into()),
     }
 }
 
@@ -353,7 +404,9 @@ impl From<RpcError> for Status {
     fn from(error: RpcError) -> Status {
         let message = error.to_string();
         match &error {
-            RpcError::Enrol(EnrolError::NoToken | EnrolError::TokenExpired | EnrolError::WrongToken) => {
+            RpcError::Enrol(
+                EnrolError::NoToken | EnrolError::TokenExpired | EnrolError::WrongToken,
+            ) => {
                 tracing::warn!(%message, "enrolment refused");
                 Status::permission_denied(message)
             }
@@ -365,7 +418,9 @@ impl From<RpcError> for Status {
                 tracing::error!(%message, "enrolment failed");
                 Status::internal(message)
             }
-            RpcError::Exec(ExecError::EmptyArgv) | RpcError::BadRequest(_) => Status::invalid_argument(message),
+            RpcError::Exec(ExecError::EmptyArgv) | RpcError::BadRequest(_) => {
+                Status::invalid_argument(message)
+            }
             RpcError::Exec(ExecError::Spawn { .. }) => Status::failed_precondition(message),
             RpcError::Peer(PeerError::NoCertificate) => Status::unauthenticated(message),
             RpcError::Peer(_) => Status::permission_denied(message),
@@ -379,19 +434,37 @@ mod tests {
 
     #[test]
     fn token_errors_are_permission_denied() {
-        for error in [EnrolError::NoToken, EnrolError::TokenExpired, EnrolError::WrongToken] {
-            assert_eq!(Status::from(RpcError::Enrol(error)).code(), tonic::Code::PermissionDenied);
+        for error in [
+            EnrolError::NoToken,
+            EnrolError::TokenExpired,
+            EnrolError::WrongToken,
+        ] {
+            assert_eq!(
+                Status::from(RpcError::Enrol(error)).code(),
+                tonic::Code::PermissionDenied
+            );
         }
         let peer = Status::from(RpcError::Peer(PeerError::NotController("kinetic".into())));
         assert_eq!(peer.code(), tonic::Code::PermissionDenied);
-        assert!(peer.message().contains("\"kinetic\" is not the controller's"), "{}", peer.message());
-        assert_eq!(Status::from(RpcError::Peer(PeerError::NoCertificate)).code(), tonic::Code::Unauthenticated);
+        assert!(
+            peer.message()
+                .contains("\"kinetic\" is not the controller's"),
+            "{}",
+            peer.message()
+        );
+        assert_eq!(
+            Status::from(RpcError::Peer(PeerError::NoCertificate)).code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]
     fn ports() {
         assert_eq!(postgres_port(0).expect("default"), 5432);
         assert_eq!(postgres_port(5444).expect("given"), 5444);
-        assert_eq!(postgres_port(70000).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            postgres_port(70000).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

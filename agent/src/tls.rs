@@ -25,10 +25,18 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a usable private key: {source}; remove it and run `tpa-agent init` again")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a usable private key: {source}; remove it and run `tpa-agent init` again"
+    )]
     BadKey { path: PathBuf, source: rcgen::Error },
     #[error("cannot generate a key or certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -70,15 +78,24 @@ impl StateFiles {
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|source| TlsError::Write { path: self.dir.clone(), source })
+            .map_err(|source| TlsError::Write {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     pub fn read(&self, path: &Path) -> Result<String, TlsError> {
-        std::fs::read_to_string(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+        std::fs::read_to_string(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     pub fn write(&self, path: &Path, content: &[u8], mode: u32) -> Result<(), TlsError> {
-        write_atomic(path, content, mode).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
+        write_atomic(path, content, mode).map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -89,7 +106,9 @@ pub struct AgentKey {
 
 impl std::fmt::Debug for AgentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentKey").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+        f.debug_struct("AgentKey")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +128,10 @@ impl AgentKey {
     /// Loads the existing key from `files.key`.
     pub fn load(files: &StateFiles) -> Result<AgentKey, TlsError> {
         let pem = files.read(&files.key)?;
-        let key = KeyPair::from_pem(&pem).map_err(|source| TlsError::BadKey { path: files.key.clone(), source })?;
+        let key = KeyPair::from_pem(&pem).map_err(|source| TlsError::BadKey {
+            path: files.key.clone(),
+            source,
+        })?;
         Ok(AgentKey { key })
     }
 
@@ -131,11 +153,16 @@ impl AgentKey {
 
     /// A CSR for this key with common name `name` and `sans`; the controller sets the final names itself.
     pub fn csr(&self, name: &str, sans: &[String]) -> Result<String, TlsError> {
-        Ok(self.params(name, sans)?.serialize_request(&self.key)?.pem()?)
+        Ok(self
+            .params(name, sans)?
+            .serialize_request(&self.key)?
+            .pem()?)
     }
 
     fn params(&self, name: &str, sans: &[String]) -> Result<CertificateParams, TlsError> {
-        let names: Vec<String> = std::iter::once(name.to_string()).chain(sans.iter().cloned()).collect();
+        let names: Vec<String> = std::iter::once(name.to_string())
+            .chain(sans.iter().cloned())
+            .collect();
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -157,19 +184,31 @@ pub struct AgentCert {
 
 /// Checks that `cert_pem` chains to `ca_pem`, is valid now as a TLS server certificate for `name`, and is for
 /// `key`. Used before installing a certificate and when `serve` starts.
-pub fn verify_agent_cert(cert_pem: &str, ca_pem: &str, name: &str, key: &AgentKey) -> Result<AgentCert, TlsError> {
-    let untrusted = |reason: String| TlsError::Untrusted { name: name.to_string(), reason };
+pub fn verify_agent_cert(
+    cert_pem: &str,
+    ca_pem: &str,
+    name: &str,
+    key: &AgentKey,
+) -> Result<AgentCert, TlsError> {
+    let untrusted = |reason: String| TlsError::Untrusted {
+        name: name.to_string(),
+        reason,
+    };
     let leaf = first_cert(cert_pem)?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let ca = ca.map_err(|e| TlsError::Pem(format!("cluster CA: {e}")))?;
-        roots.add(ca).map_err(|e| untrusted(format!("cluster CA: {e}")))?;
+        roots
+            .add(ca)
+            .map_err(|e| untrusted(format!("cluster CA: {e}")))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-        .build()
-        .map_err(|e| untrusted(e.to_string()))?;
-    let server_name = ServerName::try_from(name.to_string()).map_err(|e| untrusted(e.to_string()))?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| untrusted(e.to_string()))?;
+    let server_name =
+        ServerName::try_from(name.to_string()).map_err(|e| untrusted(e.to_string()))?;
     verifier
         .verify_server_cert(&leaf, &[], &server_name, &[], UnixTime::now())
         .map_err(|e| untrusted(e.to_string()))?;
@@ -178,7 +217,10 @@ pub fn verify_agent_cert(cert_pem: &str, ca_pem: &str, name: &str, key: &AgentKe
     if parsed.public_key().raw != key.spki().as_slice() {
         return Err(TlsError::KeyMismatch);
     }
-    Ok(AgentCert { cert_pem: cert_pem.to_string(), not_after: parsed.validity().not_after.timestamp() })
+    Ok(AgentCert {
+        cert_pem: cert_pem.to_string(),
+        not_after: parsed.validity().not_after.timestamp(),
+    })
 }
 
 /// TLS for the enrolment phase: the self-signed certificate, no client certificate (the join token
@@ -210,9 +252,16 @@ pub enum PeerError {
 /// the controller: subject common name [`CONTROLLER_IDENTITY`]. The CA never signs that name for a host, so
 /// a host's certificate cannot be used to drive another host's agent.
 pub fn check_controller(peer_certs: Option<&[CertificateDer<'_>]>) -> Result<(), PeerError> {
-    let leaf = peer_certs.and_then(|c| c.first()).ok_or(PeerError::NoCertificate)?;
+    let leaf = peer_certs
+        .and_then(|c| c.first())
+        .ok_or(PeerError::NoCertificate)?;
     let (_, cert) = X509Certificate::from_der(leaf).map_err(|_| PeerError::Unparseable)?;
-    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default();
     if cn == CONTROLLER_IDENTITY {
         Ok(())
     } else {
@@ -231,7 +280,12 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(content)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -255,7 +309,11 @@ mod tests {
         let (_dir, files) = state();
         let (key, created) = AgentKey::load_or_generate(&files).expect("generate");
         assert!(created);
-        let mode = std::fs::metadata(&files.key).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&files.key)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let (again, created) = AgentKey::load_or_generate(&files).expect("load");
         assert!(!created);
@@ -268,10 +326,15 @@ mod tests {
     fn self_signed_cert_carries_the_pinned_key() {
         let (_dir, files) = state();
         let (key, _) = AgentKey::load_or_generate(&files).expect("key");
-        let pem = key.self_signed_cert("kinetic", &["10.0.0.2".into()]).expect("cert");
+        let pem = key
+            .self_signed_cert("kinetic", &["10.0.0.2".into()])
+            .expect("cert");
         let der = first_cert(&pem).expect("der");
         let (_, cert) = X509Certificate::from_der(&der).expect("parse");
-        assert_eq!(tpa_proto::spki_fingerprint(cert.public_key().raw), key.fingerprint());
+        assert_eq!(
+            tpa_proto::spki_fingerprint(cert.public_key().raw),
+            key.fingerprint()
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ use tpa_common::resource::ResourceSpec;
 use tpa_proto::pb::agent_client::AgentClient as PbAgentClient;
 use tpa_proto::{ApplyEvent, HealthReport, PROTOCOL_VERSION, pb};
 
-pub use self::enrol::{InitOutcome, JoinToken, TOKEN_LIFETIME, enrol, init_document, parse_init_output};
+pub use self::enrol::{
+    InitOutcome, JoinToken, TOKEN_LIFETIME, enrol, init_document, parse_init_output,
+};
 use crate::pki::CertifiedKey;
 
 /// How long to wait for a TCP + TLS connection to an agent.
@@ -111,8 +113,11 @@ pub async fn connect(
                  enrolled in this cluster (re-run bootstrap)?"
             )
         })?;
-    let mut client =
-        AgentClient { host: host_name.to_string(), agent_version: String::new(), inner: PbAgentClient::new(channel) };
+    let mut client = AgentClient {
+        host: host_name.to_string(),
+        agent_version: String::new(),
+        inner: PbAgentClient::new(channel),
+    };
     client.agent_version = client.hello().await?;
     Ok(client)
 }
@@ -149,8 +154,15 @@ impl AgentClient {
 
     /// `Facts` about the host and, when `data_dir` is given, the Postgres instance there on `port`.
     pub async fn facts(&mut self, data_dir: Option<&str>, port: u16) -> anyhow::Result<Facts> {
-        let request = pb::FactsRequest { data_dir: data_dir.unwrap_or_default().to_string(), port: port.into() };
-        let facts = self.inner.facts(request).await.map_err(|s| status_error(&self.host, "Facts", s))?;
+        let request = pb::FactsRequest {
+            data_dir: data_dir.unwrap_or_default().to_string(),
+            port: port.into(),
+        };
+        let facts = self
+            .inner
+            .facts(request)
+            .await
+            .map_err(|s| status_error(&self.host, "Facts", s))?;
         Ok(facts.into_inner().into())
     }
 
@@ -160,17 +172,29 @@ impl AgentClient {
         resources: Vec<ResourceSpec>,
         check_only: bool,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<ApplyEvent>> + use<>> {
-        let request = pb::ApplyRequest { resources: resources.into_iter().map(Into::into).collect(), check_only };
+        let request = pb::ApplyRequest {
+            resources: resources.into_iter().map(Into::into).collect(),
+            check_only,
+        };
         let host = self.host.clone();
-        let stream = self.inner.apply(request).await.map_err(|s| status_error(&self.host, "Apply", s))?;
+        let stream = self
+            .inner
+            .apply(request)
+            .await
+            .map_err(|s| status_error(&self.host, "Apply", s))?;
         Ok(stream.into_inner().map(move |item| {
             let event = item.map_err(|s| status_error(&host, "Apply", s))?;
-            ApplyEvent::try_from(event).with_context(|| format!("invalid Apply event from the agent on {host}"))
+            ApplyEvent::try_from(event)
+                .with_context(|| format!("invalid Apply event from the agent on {host}"))
         }))
     }
 
     /// `Apply`, collected: every resource event and the summary.
-    pub async fn apply(&mut self, resources: Vec<ResourceSpec>, check_only: bool) -> anyhow::Result<ApplyResult> {
+    pub async fn apply(
+        &mut self,
+        resources: Vec<ResourceSpec>,
+        check_only: bool,
+    ) -> anyhow::Result<ApplyResult> {
         let mut stream = std::pin::pin!(self.apply_stream(resources, check_only).await?);
         let mut events = Vec::new();
         while let Some(event) = stream.next().await {
@@ -194,13 +218,21 @@ impl AgentClient {
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<ExecOutput>> + use<>> {
         let request = pb::ExecRequest {
             argv: command.argv,
-            env: command.env.into_iter().map(|(name, value)| pb::EnvVar { name, value }).collect(),
+            env: command
+                .env
+                .into_iter()
+                .map(|(name, value)| pb::EnvVar { name, value })
+                .collect(),
             run_as: command.run_as,
             stdin: command.stdin,
             cwd: command.cwd,
         };
         let host = self.host.clone();
-        let stream = self.inner.exec(request).await.map_err(|s| status_error(&self.host, "Exec", s))?;
+        let stream = self
+            .inner
+            .exec(request)
+            .await
+            .map_err(|s| status_error(&self.host, "Exec", s))?;
         Ok(stream.into_inner().map(move |item| {
             let output = item.map_err(|s| status_error(&host, "Exec", s))?.output;
             match output {
@@ -221,16 +253,36 @@ impl AgentClient {
             match output? {
                 ExecOutput::Stdout(b) => stdout.extend(b),
                 ExecOutput::Stderr(b) => stderr.extend(b),
-                ExecOutput::ExitCode(exit_code) => return Ok(ExecResult { stdout, stderr, exit_code }),
+                ExecOutput::ExitCode(exit_code) => {
+                    return Ok(ExecResult {
+                        stdout,
+                        stderr,
+                        exit_code,
+                    });
+                }
             }
         }
-        bail!("the agent on {} ended `{program}` without an exit code", self.host)
+        bail!(
+            "the agent on {} ended `{program}` without an exit code",
+            self.host
+        )
     }
 
     /// `Health` of the agent and, when `data_dir` is given, the Postgres instance there on `port`.
-    pub async fn health(&mut self, data_dir: Option<&str>, port: u16) -> anyhow::Result<HealthReport> {
-        let request = pb::HealthRequest { data_dir: data_dir.unwrap_or_default().to_string(), port: port.into() };
-        let report = self.inner.health(request).await.map_err(|s| status_error(&self.host, "Health", s))?;
+    pub async fn health(
+        &mut self,
+        data_dir: Option<&str>,
+        port: u16,
+    ) -> anyhow::Result<HealthReport> {
+        let request = pb::HealthRequest {
+            data_dir: data_dir.unwrap_or_default().to_string(),
+            port: port.into(),
+        };
+        let report = self
+            .inner
+            .health(request)
+            .await
+            .map_err(|s| status_error(&self.host, "Health", s))?;
         HealthReport::try_from(report.into_inner())
             .with_context(|| format!("invalid Health report from the agent on {}", self.host))
     }
@@ -238,17 +290,27 @@ impl AgentClient {
 
 /// The error for an agent of another protocol version.
 fn protocol_mismatch(host: &str, agent: u32) -> String {
-    format!("agent on {host} speaks protocol {agent}, controller speaks {PROTOCOL_VERSION}: re-deploy to replace it")
+    format!(
+        "agent on {host} speaks protocol {agent}, controller speaks {PROTOCOL_VERSION}: re-deploy to replace it"
+    )
 }
 
 /// An RPC's failure, naming the host and the RPC.
 fn status_error(host: &str, rpc: &str, status: tonic::Status) -> anyhow::Error {
-    let detail = if status.message().is_empty() {
-        status.source().map(error_chain).unwrap_or_else(|| format!("{:?}", status.code()))
-    } else {
-        status.message().to_string()
-    };
-    anyhow::anyhow!("{rpc} on the agent of {host} failed ({:?}): {detail}", status.code())
+    let mut detail = status.message().to_string();
+    // Transport failures (TLS alerts, refused connections) say only "transport error"; the cause is in the chain.
+    if let Some(source) = status.source() {
+        let chain = error_chain(source);
+        if chain.starts_with(&detail) {
+            detail = chain;
+        } else if !detail.contains(&chain) {
+            detail = format!("{detail}: {chain}");
+        }
+    }
+    anyhow::anyhow!(
+        "{rpc} on the agent of {host} failed ({:?}): {detail}",
+        status.code()
+    )
 }
 
 /// An error and its sources on one line (transport errors hide the useful part in the chain).
@@ -265,21 +327,25 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn protocol_mismatch_says_what_to_do() {
-        expect_test::expect![[r#"agent on kinetic speaks protocol 7, controller speaks 1: re-deploy to replace it"#]]
-            .assert_eq(&protocol_mismatch("kinetic", 7));
+        expect_test::expect![[
+            r#"agent on kinetic speaks protocol 7, controller speaks 1: re-deploy to replace it"#
+        ]]
+        .assert_eq(&protocol_mismatch("kinetic", 7));
     }
 
     #[test]
     fn status_errors_name_host_and_rpc() {
         let err = status_error("kinetic", "Apply", tonic::Status::permission_denied("nope"));
-        assert_eq!(err.to_string(), "Apply on the agent of kinetic failed (PermissionDenied): nope");
+        assert_eq!(
+            err.to_string(),
+            "Apply on the agent of kinetic failed (PermissionDenied): nope"
+        );
     }
 
     #[test]
@@ -291,6 +357,9 @@ mod tests {
             ..ExecCommand::default()
         };
         let shown = format!("{command:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("PGPASSWORD"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("PGPASSWORD"),
+            "{shown}"
+        );
     }
 }

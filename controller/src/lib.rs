@@ -6,10 +6,12 @@
 //! - `inventory`: the machine-readable record of provisioned hosts.
 //! - `image`: host images built with debootstrap, without a registry.
 //! - `orchestrator`: runs a plan's stages across hosts in dependency order.
+//! - `server_tls`: Postgres server certificates from host-generated keys.
 //! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
 //! - `planner`: config + inventory + facts → per-host stages of resources (pure).
 //! - `platform`: creating and destroying hosts (`docker`).
 //! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
+//! - `bootstrap`: installs, updates and enrols agents over SSH.
 //! - `agent_client`: the mutual-TLS gRPC client that talks to `tpa-agent`, and agent enrolment.
 //! - `pki`: the cluster CA: creates/loads it, issues the controller identity, signs CSRs.
 //! - `commands`: one module per CLI verb.
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_client;
+pub mod bootstrap;
 pub mod cluster_dir;
 pub mod commands;
 pub mod config;
@@ -27,4 +30,5 @@ pub mod pki;
 pub mod orchestrator;
 pub mod planner;
 pub mod platform;
+pub mod server_tls;
 pub mod ssh;

@@ -39,7 +39,7 @@ pub use self::apt::{
 pub use self::index::{IndexSummary, write_index};
 pub use self::lookup::{
     DEBIAN, HOST_APT_SOURCE, HOST_REPO_DIR, LOCAL_REPO_DIR, apt_source_line, candidates,
-    find_repo_for_host, has_index, repo_dir_for,
+    find_repo_for_host, has_index, host_repo_dir, repo_dir_for,
 };
 pub use self::os::{DebianRelease, SUPPORTED, UnsupportedOs};
 pub use self::packages::{FAILOVER_MANAGERS, KNOWN_ROLES, PackageSetError, packages_for};
@@ -161,7 +161,10 @@ pub fn download(req: &DownloadRequest) -> anyhow::Result<DownloadReport> {
         bail!(
             "baseline dpkg status {} lists no installed package; pass the host image's \
              /var/lib/dpkg/status, or no baseline for a full download",
-            req.baseline_status.as_deref().unwrap_or(Path::new("")).display()
+            req.baseline_status
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
         );
     }
     // Deploy installs with "state present": a package the image has is not upgraded, so its
@@ -227,7 +230,13 @@ pub fn download(req: &DownloadRequest) -> anyhow::Result<DownloadReport> {
     tracing::info!(dir = %req.repo_dir.display(), "writing apt index");
     let index = write_index(&req.repo_dir, release.codename)?;
     if !wanted.is_empty() {
-        check_self_contained(&req.repo_dir, release, &req.architecture, &baseline, &wanted)?;
+        check_self_contained(
+            &req.repo_dir,
+            release,
+            &req.architecture,
+            &baseline,
+            &wanted,
+        )?;
     }
 
     Ok(DownloadReport {

@@ -39,6 +39,14 @@ enum Command {
         #[arg(long)]
         mirror: Option<String>,
     },
+    /// Make the hosts a cluster: provision if needed, bootstrap agents, apply the plan.
+    /// With --check, show what would change and change nothing (exit 2 when changes are pending).
+    Deploy {
+        cluster_dir: PathBuf,
+        /// Show the plan (per host, what would change) without changing anything.
+        #[arg(long)]
+        check: bool,
+    },
     /// Remove this cluster's hosts and network, and the files provision generated.
     Deprovision { cluster_dir: PathBuf },
     /// Host images for the docker platform.
@@ -82,22 +90,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
+    let verbose = cli.verbose;
+    let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        let done = match cli.command {
             Command::Provision { cluster_dir, mirror } => {
                 commands::provision::run(&cluster_dir, mirror.as_deref()).await.map(|_| ())
             }
             Command::DownloadPackages { cluster_dir, os_version, mirror } => {
                 commands::download_packages::run(&cluster_dir, os_version, mirror.as_deref()).await
             }
+            Command::Deploy { cluster_dir, check } => {
+                let options = commands::deploy::DeployOptions { check, verbose: verbose > 0 };
+                match commands::deploy::run(&cluster_dir, &options).await {
+                    Ok(commands::deploy::DeployOutcome::Pending { .. }) => return Ok(ExitCode::from(2)),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
             Command::Image { command: ImageCommand::Build { os, os_version, mirror } } => {
                 commands::image::build(&os, os_version, &mirror).await
             }
-        }
+        };
+        done.map(|()| ExitCode::SUCCESS)
     });
+    let _ = verbose;
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::RngCore;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use tpa_proto::CONTROLLER_IDENTITY;
@@ -51,7 +51,10 @@ pub struct CertifiedKey {
 
 impl std::fmt::Debug for CertifiedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertifiedKey").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+        f.debug_struct("CertifiedKey")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
     }
 }
 
@@ -84,7 +87,9 @@ pub struct Pki {
 
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +112,8 @@ impl Pki {
             });
         }
         let pki = Pki::generate(&ca_name(cluster_root))?;
-        std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("creating {}", files.dir.display()))?;
         write_private(&files.ca_key, pki.issuer.key().serialize_pem().as_bytes())?;
         write_public(&files.ca_cert, pki.cert_pem.as_bytes())?;
         tracing::info!(dir = %files.dir.display(), "created the cluster CA");
@@ -119,7 +125,9 @@ impl Pki {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.serial_number = Some(random_serial());
@@ -127,14 +135,20 @@ impl Pki {
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + CA_LIFETIME;
         let cert = params.self_signed(&key)?;
-        Ok(Pki { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(Pki {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// The CA from its certificate and key (both PEM).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Pki, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(PkiError::InvalidCa)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(PkiError::InvalidCa)?;
-        Ok(Pki { cert_pem: cert_pem.to_string(), issuer })
+        Ok(Pki {
+            cert_pem: cert_pem.to_string(),
+            issuer,
+        })
     }
 
     /// The CA certificate (PEM): what agents and Postgres clients trust.
@@ -153,11 +167,15 @@ impl Pki {
         ips: &[IpAddr],
         usage: CertUsage,
     ) -> Result<String, PkiError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
         let expected_cn = names.first().ok_or(PkiError::NoName)?;
         let found_cn = common_name(&csr.params.distinguished_name).unwrap_or_default();
         if &found_cn != expected_cn {
-            return Err(PkiError::UnexpectedCommonName { expected: expected_cn.clone(), found: found_cn });
+            return Err(PkiError::UnexpectedCommonName {
+                expected: expected_cn.clone(),
+                found: found_cn,
+            });
         }
         for san in &csr.params.subject_alt_names {
             let allowed = match san {
@@ -176,10 +194,16 @@ impl Pki {
     /// Issues the controller's client identity ([`CONTROLLER_IDENTITY`]) with a fresh key.
     pub fn issue_controller_identity(&self) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params = leaf_params_unchecked(&[CONTROLLER_IDENTITY.to_string()], &[], CertUsage::Client)?;
-        params.distinguished_name.push(DnType::OrganizationName, "tpa");
+        let mut params =
+            leaf_params_unchecked(&[CONTROLLER_IDENTITY.to_string()], &[], CertUsage::Client)?;
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "tpa");
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// The controller's client identity from `<cluster_root>/tls/controller.{crt,key}`, issued (again) when
@@ -187,15 +211,18 @@ impl Pki {
     pub fn controller_identity(&self, cluster_root: &Path) -> anyhow::Result<CertifiedKey> {
         let files = TlsFiles::new(cluster_root);
         if files.controller_cert.exists() && files.controller_key.exists() {
-            let existing =
-                CertifiedKey { cert_pem: read(&files.controller_cert)?, key_pem: read(&files.controller_key)? };
+            let existing = CertifiedKey {
+                cert_pem: read(&files.controller_cert)?,
+                key_pem: read(&files.controller_key)?,
+            };
             if self.is_current(&existing.cert_pem) {
                 return Ok(existing);
             }
             tracing::info!(cert = %files.controller_cert.display(), "renewing the controller certificate");
         }
         let identity = self.issue_controller_identity()?;
-        std::fs::create_dir_all(&files.dir).with_context(|| format!("creating {}", files.dir.display()))?;
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("creating {}", files.dir.display()))?;
         write_private(&files.controller_key, identity.key_pem.as_bytes())?;
         write_public(&files.controller_cert, identity.cert_pem.as_bytes())?;
         Ok(identity)
@@ -203,10 +230,18 @@ impl Pki {
 
     /// True when `cert_pem` was signed by this CA and is not within [`RENEW_BEFORE`] of expiry.
     fn is_current(&self, cert_pem: &str) -> bool {
-        let Ok((_, ca_pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else { return false };
-        let Ok(ca) = ca_pem.parse_x509() else { return false };
-        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else { return false };
-        let Ok(cert) = pem.parse_x509() else { return false };
+        let Ok((_, ca_pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(ca) = ca_pem.parse_x509() else {
+            return false;
+        };
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(cert) = pem.parse_x509() else {
+            return false;
+        };
         let renew_at = OffsetDateTime::now_utc() + RENEW_BEFORE;
         cert.verify_signature(Some(ca.public_key())).is_ok()
             && cert.validity().not_after.timestamp() > renew_at.unix_timestamp()
@@ -237,13 +272,23 @@ impl TlsFiles {
 
 /// The CA's common name: "tpa cluster CA <cluster dir name>", so an operator can tell CAs apart.
 fn ca_name(cluster_root: &Path) -> String {
-    let dir = cluster_root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = cluster_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     format!("tpa cluster CA {dir}").trim_end().to_string()
 }
 
 /// Leaf parameters for a host's certificate; refuses the controller's reserved name.
-fn leaf_params(names: &[String], ips: &[IpAddr], usage: CertUsage) -> Result<CertificateParams, PkiError> {
-    if let Some(reserved) = names.iter().find(|n| n.eq_ignore_ascii_case(CONTROLLER_IDENTITY)) {
+fn leaf_params(
+    names: &[String],
+    ips: &[IpAddr],
+    usage: CertUsage,
+) -> Result<CertificateParams, PkiError> {
+    if let Some(reserved) = names
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(CONTROLLER_IDENTITY))
+    {
         return Err(PkiError::ReservedName(reserved.clone()));
     }
     leaf_params_unchecked(names, ips, usage)
@@ -257,15 +302,22 @@ fn leaf_params_unchecked(
     let first = names.first().ok_or(PkiError::NoName)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, first.as_str());
+    params
+        .distinguished_name
+        .push(DnType::CommonName, first.as_str());
     for name in names {
         let dns = name
             .clone()
             .try_into()
-            .map_err(|source| PkiError::InvalidName { name: name.clone(), source })?;
+            .map_err(|source| PkiError::InvalidName {
+                name: name.clone(),
+                source,
+            })?;
         params.subject_alt_names.push(SanType::DnsName(dns));
     }
-    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params
+        .subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![match usage {
@@ -323,8 +375,11 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(content).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    file.write_all(content)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -337,15 +392,25 @@ mod tests {
 
     fn csr(cn: &str, sans: &[&str]) -> (String, KeyPair) {
         let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, cn);
-        (params.serialize_request(&key).expect("csr").pem().expect("pem"), key)
+        (
+            params
+                .serialize_request(&key)
+                .expect("csr")
+                .pem()
+                .expect("pem"),
+            key,
+        )
     }
 
     fn parse(pem: &str) -> x509_parser::pem::Pem {
-        x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("pem").1
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .expect("pem")
+            .1
     }
 
     #[test]
@@ -354,21 +419,39 @@ mod tests {
         let (csr_pem, key) = csr("kinetic", &["kinetic"]);
         let ip: IpAddr = "10.0.0.5".parse().expect("ip");
         let names = vec!["kinetic".to_string(), "kinetic.cluster".to_string()];
-        let cert_pem = pki.sign_csr(&csr_pem, &names, &[ip], CertUsage::Server).expect("signed");
+        let cert_pem = pki
+            .sign_csr(&csr_pem, &names, &[ip], CertUsage::Server)
+            .expect("signed");
 
         let pem = parse(&cert_pem);
         let cert = pem.parse_x509().expect("x509");
         assert_eq!(cert.subject().to_string(), "CN=kinetic");
-        let sans = cert.subject_alternative_name().expect("ext").expect("sans").value;
+        let sans = cert
+            .subject_alternative_name()
+            .expect("ext")
+            .expect("sans")
+            .value;
         let shown: Vec<String> = sans.general_names.iter().map(|n| n.to_string()).collect();
-        assert_eq!(shown, ["DNSName(kinetic)", "DNSName(kinetic.cluster)", "IPAddress(0a:00:00:05)"]);
+        assert_eq!(
+            shown,
+            [
+                "DNSName(kinetic)",
+                "DNSName(kinetic.cluster)",
+                "IPAddress(0a:00:00:05)"
+            ]
+        );
         let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
         assert!(eku.server_auth && !eku.client_auth);
-        assert_eq!(cert.public_key().raw, key.subject_public_key_info().as_slice());
+        assert_eq!(
+            cert.public_key().raw,
+            key.subject_public_key_info().as_slice()
+        );
         let ca_pem = parse(pki.ca_cert_pem());
         let ca = ca_pem.parse_x509().expect("ca");
-        cert.verify_signature(Some(ca.public_key())).expect("signed by the CA");
-        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        cert.verify_signature(Some(ca.public_key()))
+            .expect("signed by the CA");
+        let lifetime =
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime as u64, (LEAF_LIFETIME + CLOCK_SKEW).as_secs());
     }
 
@@ -377,13 +460,23 @@ mod tests {
         let pki = Pki::generate("test CA").expect("CA");
         let names = vec!["kinetic".to_string()];
         let (other, _) = csr("quirk", &[]);
-        let err = pki.sign_csr(&other, &names, &[], CertUsage::Server).unwrap_err();
-        assert_eq!(err.to_string(), "the CSR asks for common name \"quirk\" but the controller expected \"kinetic\"");
+        let err = pki
+            .sign_csr(&other, &names, &[], CertUsage::Server)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the CSR asks for common name \"quirk\" but the controller expected \"kinetic\""
+        );
         let (extra, _) = csr("kinetic", &["kinetic", "evil.example"]);
-        let err = pki.sign_csr(&extra, &names, &[], CertUsage::Server).unwrap_err();
+        let err = pki
+            .sign_csr(&extra, &names, &[], CertUsage::Server)
+            .unwrap_err();
         assert!(matches!(err, PkiError::UnexpectedSan(_)), "{err}");
         let (extra_ip, _) = csr("kinetic", &["10.9.9.9"]);
-        assert!(pki.sign_csr(&extra_ip, &names, &[], CertUsage::Server).is_err());
+        assert!(
+            pki.sign_csr(&extra_ip, &names, &[], CertUsage::Server)
+                .is_err()
+        );
         assert!(matches!(
             pki.sign_csr("garbage", &names, &[], CertUsage::Server),
             Err(PkiError::InvalidCsr(_))
@@ -394,7 +487,14 @@ mod tests {
     fn never_signs_the_controller_identity_for_a_host() {
         let pki = Pki::generate("test CA").expect("CA");
         let (req, _) = csr(CONTROLLER_IDENTITY, &[]);
-        let err = pki.sign_csr(&req, &[CONTROLLER_IDENTITY.to_string()], &[], CertUsage::Client).unwrap_err();
+        let err = pki
+            .sign_csr(
+                &req,
+                &[CONTROLLER_IDENTITY.to_string()],
+                &[],
+                CertUsage::Client,
+            )
+            .unwrap_err();
         assert!(matches!(err, PkiError::ReservedName(_)), "{err}");
     }
 
@@ -404,7 +504,11 @@ mod tests {
         let id = pki.issue_controller_identity().expect("identity");
         let pem = parse(&id.cert_pem);
         let cert = pem.parse_x509().expect("x509");
-        assert!(cert.subject().to_string().contains(&format!("CN={CONTROLLER_IDENTITY}")));
+        assert!(
+            cert.subject()
+                .to_string()
+                .contains(&format!("CN={CONTROLLER_IDENTITY}"))
+        );
         let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
         assert!(eku.client_auth && !eku.server_auth);
         assert!(!format!("{id:?}").contains("PRIVATE KEY"));
@@ -414,7 +518,13 @@ mod tests {
     fn load_or_create_persists_and_reloads() {
         let dir = tempfile::tempdir().expect("tempdir");
         let created = Pki::load_or_create(dir.path()).expect("create");
-        let mode = |p: &str| std::fs::metadata(dir.path().join(p)).expect("meta").permissions().mode() & 0o777;
+        let mode = |p: &str| {
+            std::fs::metadata(dir.path().join(p))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777
+        };
         assert_eq!(mode("tls/ca.key"), 0o600);
         let loaded = Pki::load_or_create(dir.path()).expect("load");
         assert_eq!(created.ca_cert_pem(), loaded.ca_cert_pem());
@@ -424,7 +534,10 @@ mod tests {
         assert_eq!(mode("tls/controller.key"), 0o600);
         assert!(created.is_current(&first.cert_pem));
         let again = loaded.controller_identity(dir.path()).expect("identity");
-        assert_eq!(first.cert_pem, again.cert_pem, "a current identity is reused");
+        assert_eq!(
+            first.cert_pem, again.cert_pem,
+            "a current identity is reused"
+        );
 
         // A new CA does not accept the old identity: it is reissued.
         std::fs::remove_file(dir.path().join("tls/ca.crt")).expect("rm");
@@ -441,6 +554,9 @@ mod tests {
         std::fs::create_dir(dir.path().join("tls")).expect("mkdir");
         std::fs::write(dir.path().join("tls/ca.crt"), "x").expect("write");
         let err = format!("{:#}", Pki::load_or_create(dir.path()).unwrap_err());
-        assert!(err.contains("ca.key") && err.contains("re-enrolled"), "{err}");
+        assert!(
+            err.contains("ca.key") && err.contains("re-enrolled"),
+            "{err}"
+        );
     }
 }

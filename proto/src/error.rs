@@ -6,19 +6,33 @@
 pub enum ConversionError {
     /// A required message or oneof field is absent.
     #[error("{message}.{field} is missing")]
-    MissingField { message: &'static str, field: &'static str },
+    MissingField {
+        message: &'static str,
+        field: &'static str,
+    },
     /// An enum field holds a value this side does not know (or the UNSPECIFIED zero value).
     #[error("{message}.{field} has unknown value {value}: is the peer a different version?")]
-    UnknownEnumValue { message: &'static str, field: &'static str, value: i32 },
+    UnknownEnumValue {
+        message: &'static str,
+        field: &'static str,
+        value: i32,
+    },
     /// A numeric field does not fit the domain type.
     #[error("{message}.{field} = {value} is out of range")]
-    OutOfRange { message: &'static str, field: &'static str, value: u64 },
+    OutOfRange {
+        message: &'static str,
+        field: &'static str,
+        value: u64,
+    },
 }
 
 impl ConversionError {
     /// Attaches the id of the resource being converted, so the error says which one is wrong.
     pub(crate) fn in_resource(self, id: &str) -> ResourceConversionError {
-        ResourceConversionError { id: id.to_string(), source: self }
+        ResourceConversionError {
+            id: id.to_string(),
+            source: self,
+        }
     }
 }
 

@@ -23,7 +23,10 @@ impl TryFrom<pb::ApplyEvent> for ApplyEvent {
         match event.event {
             Some(pb::apply_event::Event::Resource(r)) => Ok(ApplyEvent::Resource(r.try_into()?)),
             Some(pb::apply_event::Event::Summary(s)) => Ok(ApplyEvent::Summary(s.into())),
-            None => Err(ConversionError::MissingField { message: "ApplyEvent", field: "event" }),
+            None => Err(ConversionError::MissingField {
+                message: "ApplyEvent",
+                field: "event",
+            }),
         }
     }
 }
@@ -69,7 +72,11 @@ impl From<ResourceEvent> for pb::ResourceEvent {
 // === impl Outcome ===
 
 fn outcome_from_pb(value: i32) -> Result<Outcome, ConversionError> {
-    let unknown = ConversionError::UnknownEnumValue { message: "ResourceEvent", field: "outcome", value };
+    let unknown = ConversionError::UnknownEnumValue {
+        message: "ResourceEvent",
+        field: "outcome",
+        value,
+    };
     match pb::Outcome::try_from(value).map_err(|_| unknown.clone())? {
         pb::Outcome::Unspecified => Err(unknown),
         pb::Outcome::Unchanged => Ok(Outcome::Unchanged),
@@ -126,8 +133,13 @@ mod tests {
 
     #[test]
     fn events_round_trip() {
-        let outcomes =
-            [Outcome::Unchanged, Outcome::Changed, Outcome::WouldChange, Outcome::Failed, Outcome::Skipped];
+        let outcomes = [
+            Outcome::Unchanged,
+            Outcome::Changed,
+            Outcome::WouldChange,
+            Outcome::Failed,
+            Outcome::Skipped,
+        ];
         for outcome in outcomes {
             let event = ApplyEvent::Resource(ResourceEvent {
                 id: "file:/x".into(),
@@ -136,19 +148,38 @@ mod tests {
                 message: "changed content".into(),
                 elapsed_ms: 3,
             });
-            assert_eq!(ApplyEvent::try_from(pb::ApplyEvent::from(event.clone())), Ok(event));
+            assert_eq!(
+                ApplyEvent::try_from(pb::ApplyEvent::from(event.clone())),
+                Ok(event)
+            );
         }
-        let summary = ApplyEvent::Summary(BatchSummary { changed: 2, failed: 1, elapsed_ms: 9, ..Default::default() });
-        assert_eq!(ApplyEvent::try_from(pb::ApplyEvent::from(summary.clone())), Ok(summary));
+        let summary = ApplyEvent::Summary(BatchSummary {
+            changed: 2,
+            failed: 1,
+            elapsed_ms: 9,
+            ..Default::default()
+        });
+        assert_eq!(
+            ApplyEvent::try_from(pb::ApplyEvent::from(summary.clone())),
+            Ok(summary)
+        );
     }
 
     #[test]
     fn unspecified_or_unknown_outcome_is_refused() {
         for value in [0, 42] {
-            let event = pb::ResourceEvent { id: "x".into(), outcome: value, ..Default::default() };
+            let event = pb::ResourceEvent {
+                id: "x".into(),
+                outcome: value,
+                ..Default::default()
+            };
             assert_eq!(
                 ResourceEvent::try_from(event),
-                Err(ConversionError::UnknownEnumValue { message: "ResourceEvent", field: "outcome", value })
+                Err(ConversionError::UnknownEnumValue {
+                    message: "ResourceEvent",
+                    field: "outcome",
+                    value
+                })
             );
         }
     }

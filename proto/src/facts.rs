@@ -49,13 +49,21 @@ impl From<Facts> for pb::Facts {
 
 impl From<pb::Disk> for Disk {
     fn from(d: pb::Disk) -> Self {
-        Disk { mount: d.mount, total: d.total, available: d.available }
+        Disk {
+            mount: d.mount,
+            total: d.total,
+            available: d.available,
+        }
     }
 }
 
 impl From<Disk> for pb::Disk {
     fn from(d: Disk) -> Self {
-        pb::Disk { mount: d.mount, total: d.total, available: d.available }
+        pb::Disk {
+            mount: d.mount,
+            total: d.total,
+            available: d.available,
+        }
     }
 }
 
@@ -100,7 +108,11 @@ mod tests {
             os_codename: "bookworm".into(),
             cpus: 2,
             memory_bytes: 1 << 30,
-            disks: vec![Disk { mount: "/".into(), total: 10, available: 5 }],
+            disks: vec![Disk {
+                mount: "/".into(),
+                total: 10,
+                available: 5,
+            }],
             addresses: vec!["10.0.0.2".into()],
             installed_postgres_versions: vec!["15".into()],
             postgres: Some(PostgresFacts {
@@ -115,7 +127,10 @@ mod tests {
             protocol_version: 1,
         };
         assert_eq!(Facts::from(pb::Facts::from(facts.clone())), facts);
-        let without_pg = Facts { postgres: None, ..facts };
+        let without_pg = Facts {
+            postgres: None,
+            ..facts
+        };
         assert_eq!(Facts::from(pb::Facts::from(without_pg.clone())), without_pg);
     }
 }

@@ -21,7 +21,11 @@ impl TryFrom<pb::HealthReport> for HealthReport {
     fn try_from(report: pb::HealthReport) -> Result<Self, Self::Error> {
         Ok(HealthReport {
             status: status_from_pb(report.status, "HealthReport")?,
-            checks: report.checks.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            checks: report
+                .checks
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -62,7 +66,11 @@ impl From<HealthCheck> for pb::HealthCheck {
 // === impl HealthStatus ===
 
 fn status_from_pb(value: i32, message: &'static str) -> Result<HealthStatus, ConversionError> {
-    let unknown = ConversionError::UnknownEnumValue { message, field: "status", value };
+    let unknown = ConversionError::UnknownEnumValue {
+        message,
+        field: "status",
+        value,
+    };
     match pb::HealthStatus::try_from(value).map_err(|_| unknown.clone())? {
         pb::HealthStatus::Unspecified => Err(unknown),
         pb::HealthStatus::Ok => Ok(HealthStatus::Ok),
@@ -89,7 +97,11 @@ mod tests {
 
     #[test]
     fn report_round_trips() {
-        let check = |name: &str, status| HealthCheck { name: name.into(), status, message: "m".into() };
+        let check = |name: &str, status| HealthCheck {
+            name: name.into(),
+            status,
+            message: "m".into(),
+        };
         let report = HealthReport {
             status: HealthStatus::Critical,
             checks: vec![
@@ -99,12 +111,22 @@ mod tests {
                 check("d", HealthStatus::Unknown),
             ],
         };
-        assert_eq!(HealthReport::try_from(pb::HealthReport::from(report.clone())), Ok(report));
+        assert_eq!(
+            HealthReport::try_from(pb::HealthReport::from(report.clone())),
+            Ok(report)
+        );
     }
 
     #[test]
     fn unspecified_status_is_refused() {
-        let err = HealthReport::try_from(pb::HealthReport { status: 0, checks: vec![] }).unwrap_err();
-        assert_eq!(err.to_string(), "HealthReport.status has unknown value 0: is the peer a different version?");
+        let err = HealthReport::try_from(pb::HealthReport {
+            status: 0,
+            checks: vec![],
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "HealthReport.status has unknown value 0: is the peer a different version?"
+        );
     }
 }

@@ -37,7 +37,12 @@ pub const PROTOCOL_VERSION: u32 = tpa_common::facts::PROTOCOL_VERSION;
 pub const DEFAULT_AGENT_PORT: u16 = 7443;
 
 /// The generated protobuf messages, clients and servers of package `tpa.agent.v1`.
-#[allow(clippy::all, rust_2018_idioms, missing_docs, missing_debug_implementations)]
+#[allow(
+    clippy::all,
+    rust_2018_idioms,
+    missing_docs,
+    missing_debug_implementations
+)]
 pub mod pb {
     include!("gen/tpa.agent.v1.rs");
 }

@@ -22,7 +22,10 @@ impl fmt::Debug for Len {
 
 impl fmt::Debug for pb::EnvVar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnvVar").field("name", &self.name).field("value", &HIDDEN).finish()
+        f.debug_struct("EnvVar")
+            .field("name", &self.name)
+            .field("value", &HIDDEN)
+            .finish()
     }
 }
 
@@ -73,7 +76,13 @@ impl fmt::Debug for pb::FileIfAbsent {
 
 impl fmt::Debug for pb::Sql {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = |s: &String| if self.secret { HIDDEN.to_string() } else { s.clone() };
+        let text = |s: &String| {
+            if self.secret {
+                HIDDEN.to_string()
+            } else {
+                s.clone()
+            }
+        };
         f.debug_struct("Sql")
             .field("database", &self.database)
             .field("check", &text(&self.check))
@@ -89,7 +98,9 @@ impl fmt::Debug for pb::Sql {
 
 impl fmt::Debug for pb::RequestCsrRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestCsrRequest").field("token", &HIDDEN).finish()
+        f.debug_struct("RequestCsrRequest")
+            .field("token", &HIDDEN)
+            .finish()
     }
 }
 
@@ -112,22 +123,45 @@ mod tests {
     fn secrets_do_not_appear_in_debug_output() {
         let exec = pb::ExecRequest {
             argv: vec!["psql".into()],
-            env: vec![pb::EnvVar { name: "PGPASSWORD".into(), value: "hunter2".into() }],
+            env: vec![pb::EnvVar {
+                name: "PGPASSWORD".into(),
+                value: "hunter2".into(),
+            }],
             stdin: b"hunter2".to_vec(),
             ..Default::default()
         };
-        let file = pb::File { path: "/etc/x".into(), content: b"hunter2".to_vec(), mode: 0o600, ..Default::default() };
-        let sql = pb::Sql { apply: "ALTER ROLE x PASSWORD 'hunter2'".into(), secret: true, ..Default::default() };
-        let token = pb::RequestCsrRequest { token: "hunter2".into() };
-        let install = pb::InstallCertificateRequest { token: "hunter2".into(), cert_pem: "PEM".into() };
+        let file = pb::File {
+            path: "/etc/x".into(),
+            content: b"hunter2".to_vec(),
+            mode: 0o600,
+            ..Default::default()
+        };
+        let sql = pb::Sql {
+            apply: "ALTER ROLE x PASSWORD 'hunter2'".into(),
+            secret: true,
+            ..Default::default()
+        };
+        let token = pb::RequestCsrRequest {
+            token: "hunter2".into(),
+        };
+        let install = pb::InstallCertificateRequest {
+            token: "hunter2".into(),
+            cert_pem: "PEM".into(),
+        };
         let shown = format!("{exec:?} {file:?} {sql:?} {token:?} {install:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("PGPASSWORD") && shown.contains("<7 bytes>") && shown.contains("600"), "{shown}");
+        assert!(
+            shown.contains("PGPASSWORD") && shown.contains("<7 bytes>") && shown.contains("600"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn non_secret_sql_is_shown() {
-        let sql = pb::Sql { check: "SELECT true".into(), ..Default::default() };
+        let sql = pb::Sql {
+            check: "SELECT true".into(),
+            ..Default::default()
+        };
         assert!(format!("{sql:?}").contains("SELECT true"));
     }
 }

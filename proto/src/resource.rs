@@ -15,8 +15,11 @@ impl TryFrom<pb::ResourceSpec> for ResourceSpec {
         let kind = match spec.kind {
             Some(kind) => Resource::try_from(kind).map_err(|e| e.in_resource(&spec.id))?,
             None => {
-                return Err(ConversionError::MissingField { message: "ResourceSpec", field: "kind" }
-                    .in_resource(&spec.id));
+                return Err(ConversionError::MissingField {
+                    message: "ResourceSpec",
+                    field: "kind",
+                }
+                .in_resource(&spec.id));
             }
         };
         Ok(ResourceSpec { id: spec.id, kind })
@@ -25,7 +28,10 @@ impl TryFrom<pb::ResourceSpec> for ResourceSpec {
 
 impl From<ResourceSpec> for pb::ResourceSpec {
     fn from(spec: ResourceSpec) -> Self {
-        pb::ResourceSpec { id: spec.id, kind: Some(spec.kind.into()) }
+        pb::ResourceSpec {
+            id: spec.id,
+            kind: Some(spec.kind.into()),
+        }
     }
 }
 
@@ -52,11 +58,23 @@ impl TryFrom<Kind> for Resource {
                 group: f.group,
                 mode: f.mode,
             },
-            Kind::Directory(d) => Resource::Directory { path: d.path, owner: d.owner, group: d.group, mode: d.mode },
-            Kind::Group(g) => Resource::Group { name: g.name, system: g.system },
-            Kind::User(u) => {
-                Resource::User { name: u.name, group: u.group, home: u.home, shell: u.shell, system: u.system }
-            }
+            Kind::Directory(d) => Resource::Directory {
+                path: d.path,
+                owner: d.owner,
+                group: d.group,
+                mode: d.mode,
+            },
+            Kind::Group(g) => Resource::Group {
+                name: g.name,
+                system: g.system,
+            },
+            Kind::User(u) => Resource::User {
+                name: u.name,
+                group: u.group,
+                home: u.home,
+                shell: u.shell,
+                system: u.system,
+            },
             Kind::Service(s) => Resource::Service {
                 unit: s.unit,
                 enabled: s.enabled,
@@ -92,33 +110,105 @@ impl From<Resource> for Kind {
     fn from(resource: Resource) -> Self {
         match resource {
             Resource::Packages { names } => Kind::Packages(pb::Packages { names }),
-            Resource::File { path, content, owner, group, mode, secret } => {
-                Kind::File(pb::File { path, content, owner, group, mode, secret })
-            }
-            Resource::FileIfAbsent { path, content, owner, group, mode } => {
-                Kind::FileIfAbsent(pb::FileIfAbsent { path, content, owner, group, mode })
-            }
-            Resource::Directory { path, owner, group, mode } => {
-                Kind::Directory(pb::Directory { path, owner, group, mode })
-            }
+            Resource::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            } => Kind::File(pb::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            }),
+            Resource::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            } => Kind::FileIfAbsent(pb::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            }),
+            Resource::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            } => Kind::Directory(pb::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            }),
             Resource::Group { name, system } => Kind::Group(pb::Group { name, system }),
-            Resource::User { name, group, home, shell, system } => {
-                Kind::User(pb::User { name, group, home, shell, system })
-            }
-            Resource::Service { unit, enabled, running, reload_on, restart_on } => {
-                Kind::Service(pb::Service { unit, enabled, running, reload_on, restart_on })
-            }
-            Resource::Command { argv, creates, unless, run_as, env, secret_env } => Kind::Command(pb::Command {
+            Resource::User {
+                name,
+                group,
+                home,
+                shell,
+                system,
+            } => Kind::User(pb::User {
+                name,
+                group,
+                home,
+                shell,
+                system,
+            }),
+            Resource::Service {
+                unit,
+                enabled,
+                running,
+                reload_on,
+                restart_on,
+            } => Kind::Service(pb::Service {
+                unit,
+                enabled,
+                running,
+                reload_on,
+                restart_on,
+            }),
+            Resource::Command {
+                argv,
+                creates,
+                unless,
+                run_as,
+                env,
+                secret_env,
+            } => Kind::Command(pb::Command {
                 argv,
                 creates,
                 unless: unless.map(|args| pb::Argv { args }),
                 run_as,
-                env: env.into_iter().map(|(name, value)| pb::EnvVar { name, value }).collect(),
+                env: env
+                    .into_iter()
+                    .map(|(name, value)| pb::EnvVar { name, value })
+                    .collect(),
                 secret_env,
             }),
-            Resource::Sql { database, check, apply, run_as, port, secret } => {
-                Kind::Sql(pb::Sql { database, check, apply, run_as, port: port.into(), secret })
-            }
+            Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => Kind::Sql(pb::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port: port.into(),
+                secret,
+            }),
         }
     }
 }
@@ -128,9 +218,17 @@ mod tests {
     use super::*;
 
     fn all_kinds() -> Vec<ResourceSpec> {
-        let spec = |id: &str, kind| ResourceSpec { id: id.into(), kind };
+        let spec = |id: &str, kind| ResourceSpec {
+            id: id.into(),
+            kind,
+        };
         vec![
-            spec("packages", Resource::Packages { names: vec!["postgresql-15".into()] }),
+            spec(
+                "packages",
+                Resource::Packages {
+                    names: vec!["postgresql-15".into()],
+                },
+            ),
             spec(
                 "file",
                 Resource::File {
@@ -154,9 +252,20 @@ mod tests {
             ),
             spec(
                 "directory",
-                Resource::Directory { path: "/d".into(), owner: "a".into(), group: "b".into(), mode: 0o700 },
+                Resource::Directory {
+                    path: "/d".into(),
+                    owner: "a".into(),
+                    group: "b".into(),
+                    mode: 0o700,
+                },
             ),
-            spec("group", Resource::Group { name: "postgres".into(), system: true }),
+            spec(
+                "group",
+                Resource::Group {
+                    name: "postgres".into(),
+                    system: true,
+                },
+            ),
             spec(
                 "user",
                 Resource::User {
@@ -216,21 +325,39 @@ mod tests {
     #[test]
     fn every_kind_round_trips() {
         for spec in all_kinds() {
-            let back = ResourceSpec::try_from(pb::ResourceSpec::from(spec.clone())).expect("converts back");
+            let back = ResourceSpec::try_from(pb::ResourceSpec::from(spec.clone()))
+                .expect("converts back");
             assert_eq!(back, spec);
         }
     }
 
     #[test]
     fn missing_kind_names_the_resource() {
-        let err = ResourceSpec::try_from(pb::ResourceSpec { id: "file:/x".into(), kind: None }).unwrap_err();
-        assert_eq!(err.to_string(), "resource file:/x: ResourceSpec.kind is missing");
+        let err = ResourceSpec::try_from(pb::ResourceSpec {
+            id: "file:/x".into(),
+            kind: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resource file:/x: ResourceSpec.kind is missing"
+        );
     }
 
     #[test]
     fn sql_port_out_of_range_is_refused() {
-        let kind = Kind::Sql(pb::Sql { port: 70000, ..Default::default() });
-        let err = ResourceSpec::try_from(pb::ResourceSpec { id: "sql:x".into(), kind: Some(kind) }).unwrap_err();
-        assert_eq!(err.to_string(), "resource sql:x: Sql.port = 70000 is out of range");
+        let kind = Kind::Sql(pb::Sql {
+            port: 70000,
+            ..Default::default()
+        });
+        let err = ResourceSpec::try_from(pb::ResourceSpec {
+            id: "sql:x".into(),
+            kind: Some(kind),
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resource sql:x: Sql.port = 70000 is out of range"
+        );
     }
 }

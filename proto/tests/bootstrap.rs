@@ -31,7 +31,15 @@ fn generated_code_is_up_to_date() {
 }
 
 /// Keep in sync with `src/redact.rs`, which must implement `Debug` for each of them.
-const REDACTED: &[&str] = &["EnvVar", "ExecRequest", "File", "FileIfAbsent", "Sql", "RequestCsrRequest", "InstallCertificateRequest"];
+const REDACTED: &[&str] = &[
+    "EnvVar",
+    "ExecRequest",
+    "File",
+    "FileIfAbsent",
+    "Sql",
+    "RequestCsrRequest",
+    "InstallCertificateRequest",
+];
 
 fn generate(root: &Path, out_dir: &Path) {
     let fds = protox::compile([root.join("agent.proto")], [root]).expect("compile agent.proto");

@@ -63,13 +63,23 @@ pub enum InitOutcome {
 
 /// Parses init's stdout: one line, `pending sha256:<hex>` or `enrolled sha256:<hex>`.
 pub fn parse_init_output(host: &str, stdout: &str) -> anyhow::Result<InitOutcome> {
-    let line = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
     let valid_fingerprint = |f: &str| {
-        f.strip_prefix("sha256:").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        f.strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     };
     match line.split_once(' ') {
-        Some(("pending", f)) if valid_fingerprint(f) => Ok(InitOutcome::Pending { fingerprint: f.to_string() }),
-        Some(("enrolled", f)) if valid_fingerprint(f) => Ok(InitOutcome::Enrolled { fingerprint: f.to_string() }),
+        Some(("pending", f)) if valid_fingerprint(f) => Ok(InitOutcome::Pending {
+            fingerprint: f.to_string(),
+        }),
+        Some(("enrolled", f)) if valid_fingerprint(f) => Ok(InitOutcome::Enrolled {
+            fingerprint: f.to_string(),
+        }),
         _ => bail!(
             "unexpected output from `tpa-agent init` on {host}: {line:?}; is the installed agent the same \
              version as the controller?"
@@ -98,13 +108,19 @@ pub async fn enrol(
                  host reported {pinned_fingerprint}; something else answers on that address (or the agent's \
                  key changed): check the host and re-run bootstrap"
             ),
-            _ => return Err(error).with_context(|| format!("cannot reach the agent on {host} at {addr} to enrol it")),
+            _ => {
+                return Err(error).with_context(|| {
+                    format!("cannot reach the agent on {host} at {addr} to enrol it")
+                });
+            }
         },
     };
     let mut client = EnrolClient::new(channel);
 
     let csr = client
-        .request_csr(pb::RequestCsrRequest { token: token.expose().to_string() })
+        .request_csr(pb::RequestCsrRequest {
+            token: token.expose().to_string(),
+        })
         .await
         .map_err(|status| super::status_error(host, "RequestCsr", status))?
         .into_inner();
@@ -115,7 +131,10 @@ pub async fn enrol(
         .sign_csr(&csr.csr_pem, names, ips, CertUsage::Server)
         .with_context(|| format!("signing the certificate request of {host}"))?;
     client
-        .install_certificate(pb::InstallCertificateRequest { token: token.expose().to_string(), cert_pem })
+        .install_certificate(pb::InstallCertificateRequest {
+            token: token.expose().to_string(),
+            cert_pem,
+        })
         .await
         .map_err(|status| super::status_error(host, "InstallCertificate", status))?;
     tracing::info!(%host, %addr, agent_version = %csr.agent_version, "agent enrolled");
@@ -139,13 +158,20 @@ mod tests {
         let fp = format!("sha256:{}", "ab".repeat(32));
         assert_eq!(
             parse_init_output("h", &format!("pending {fp}\n")).expect("pending"),
-            InitOutcome::Pending { fingerprint: fp.clone() }
+            InitOutcome::Pending {
+                fingerprint: fp.clone()
+            }
         );
         assert_eq!(
             parse_init_output("h", &format!("enrolled {fp}")).expect("enrolled"),
             InitOutcome::Enrolled { fingerprint: fp }
         );
-        let err = parse_init_output("kinetic", "pending sha256:zz").unwrap_err().to_string();
-        assert!(err.contains("kinetic") && err.contains("sha256:zz"), "{err}");
+        let err = parse_init_output("kinetic", "pending sha256:zz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kinetic") && err.contains("sha256:zz"),
+            "{err}"
+        );
     }
 }

@@ -4,52 +4,26 @@
 use super::model::Platform;
 
 /// Top-level keys we support.
+#[rustfmt::skip]
 pub(crate) const TOP_LEVEL: &[&str] = &[
-    "architecture",
-    "cluster_name",
-    "cluster_tags",
-    "cluster_vars",
-    "locations",
-    "instance_defaults",
-    "instances",
-    "docker_networks",
-    "keyring_backend",
-    "vault_name",
-    "ssh_key_file",
-    "cluster_ssh_port",
+    "architecture", "cluster_name", "cluster_tags", "cluster_vars", "locations",
+    "instance_defaults", "instances", "docker_networks", "keyring_backend", "vault_name",
+    "ssh_key_file", "cluster_ssh_port",
 ];
 
 /// Top-level keys TPA knows that we do not support yet.
+#[rustfmt::skip]
 pub(crate) const TOP_LEVEL_NOT_YET: &[&str] = &[
-    "compliance",
-    "use_ssh_agent",
-    "forward_ssh_agent",
-    "ansible_tower",
+    "compliance", "use_ssh_agent", "forward_ssh_agent", "ansible_tower",
     "docker_images",
     // AWS infrastructure.
-    "ec2_vpc",
-    "ec2_ami",
-    "ec2_vpc_subnets",
-    "ec2_groups",
-    "cluster_rules",
-    "ec2_instance_reachability",
-    "ec2_vpc_igw",
-    "ec2_key_name",
-    "ec2_instance_key",
-    "cluster_bucket",
-    "cluster_profile",
-    "instance_profile_name",
-    "s3_uploads",
-    "pre_user_data",
-    "extra_user_data",
-    "user_data_environment",
-    "install_authorized_key",
-    "route53_zone",
+    "ec2_vpc", "ec2_ami", "ec2_vpc_subnets", "ec2_groups", "cluster_rules",
+    "ec2_instance_reachability", "ec2_vpc_igw", "ec2_key_name", "ec2_instance_key",
+    "cluster_bucket", "cluster_profile", "instance_profile_name", "s3_uploads", "pre_user_data",
+    "extra_user_data", "user_data_environment", "install_authorized_key", "route53_zone",
     "route53_hosted_zone_id",
     // Back-compat spellings TPA rewrites.
-    "ec2_ami_user",
-    "cluster_ssh_user",
-    "cluster_network",
+    "ec2_ami_user", "cluster_ssh_user", "cluster_network",
 ];
 
 /// Where an instance key may be used.
@@ -129,33 +103,17 @@ pub(crate) const INSTANCE_KEYS: &[(&str, KeyUse)] = &[
 pub(crate) const MERGED_MAPPINGS: &[&str] = &["vars", "tags", "env", "sysctls"];
 
 /// Roles TPA knows that we do not support yet.
+#[rustfmt::skip]
 pub(crate) const ROLES_NOT_YET: &[&str] = &[
-    "pem-server",
-    "pem-agent",
-    "bdr",
-    "pgd-proxy",
-    "harp-proxy",
-    "proxy",
-    "subscriber-only",
-    "efm",
-    "efm-witness",
-    "patroni",
-    "monitoring-server",
-    "openvpn-server",
-    "beacon-agent",
-    "readonly",
-    "downloader",
-    "pgdcli",
-    "pg-backup-api",
+    "pem-server", "pem-agent", "bdr", "pgd-proxy", "harp-proxy", "proxy",
+    "subscriber-only", "efm", "efm-witness", "patroni", "monitoring-server", "openvpn-server",
+    "beacon-agent", "readonly", "downloader", "pgdcli", "pg-backup-api",
 ];
 
 /// Architectures TPA knows that we do not support yet.
+#[rustfmt::skip]
 pub(crate) const ARCHITECTURES_NOT_YET: &[&str] = &[
-    "PGD-Always-ON",
-    "PGD-S",
-    "PGD-X",
-    "PGD-Lightweight",
-    "BDR-Always-ON",
+    "PGD-Always-ON", "PGD-S", "PGD-X", "PGD-Lightweight", "BDR-Always-ON",
     "Lightweight",
 ];
 

@@ -197,10 +197,13 @@ fn wrong_types_at_top_level() {
 #[test]
 fn unknown_instance_key() {
     check(
-        &with_base("- {Name: one, node: 1, role: [primary], imagee: x, postgres_port: 5, user: x}\n"),
+        &with_base(
+            "- {Name: one, node: 1, role: [primary], imagee: x, postgres_port: 5, user: x}\n",
+        ),
         expect![[r#"
             config.yml:8: instances[0].imagee: unknown instance key `imagee`; did you mean `image`?
-            config.yml:8: instances[0].postgres_port: unknown instance key `postgres_port`; should it be under `vars:`?"#]],
+            config.yml:8: instances[0].postgres_port: unknown instance key `postgres_port`; should it be under `vars:`?
+            config.yml:8: instances[0].user: unknown instance key `user`; should it be under `vars:`?"#]],
     );
 }
 

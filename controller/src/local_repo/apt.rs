@@ -67,7 +67,11 @@ impl AptSources {
         let suite = release.codename;
         let mut s = format!("deb [signed-by={key}] {} {suite} main\n", self.mirror);
         if self.updates {
-            let _ = writeln!(s, "deb [signed-by={key}] {} {suite}-updates main", self.mirror);
+            let _ = writeln!(
+                s,
+                "deb [signed-by={key}] {} {suite}-updates main",
+                self.mirror
+            );
         }
         if let Some(security) = &self.security_mirror {
             let _ = writeln!(s, "deb [signed-by={key}] {security} {suite}-security main");
@@ -148,7 +152,11 @@ impl PrivateApt {
             fs::create_dir_all(root.join(dir))
                 .with_context(|| format!("creating {}", root.join(dir).display()))?;
         }
-        for dir in [lists.join("partial"), dirs.cache.clone(), archives.to_path_buf()] {
+        for dir in [
+            lists.join("partial"),
+            dirs.cache.clone(),
+            archives.to_path_buf(),
+        ] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let sources_file = root.join("sources.list");
@@ -258,7 +266,9 @@ impl PrivateApt {
             .env("LC_ALL", "C")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
-            .context("running apt-get; download-packages needs a Debian or Ubuntu controller with apt")
+            .context(
+                "running apt-get; download-packages needs a Debian or Ubuntu controller with apt",
+            )
     }
 
     fn check(&self, out: &Output, what: &str) -> anyhow::Result<()> {
@@ -288,9 +298,13 @@ impl PrivateApt {
 fn apt_conf(entries: &[(&str, &Path)]) -> anyhow::Result<String> {
     let mut s = String::new();
     for (key, path) in entries {
-        let p = path.to_str().with_context(|| format!("path {} is not UTF-8", path.display()))?;
+        let p = path
+            .to_str()
+            .with_context(|| format!("path {} is not UTF-8", path.display()))?;
         if p.contains('"') {
-            bail!("path {p} contains a double quote, which apt.conf cannot express; use another directory");
+            bail!(
+                "path {p} contains a double quote, which apt.conf cannot express; use another directory"
+            );
         }
         let _ = writeln!(s, "{key} \"{p}\";");
     }

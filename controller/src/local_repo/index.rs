@@ -117,10 +117,7 @@ fn stanza_for(deb: &Path, previous: &HashMap<&str, String>) -> anyhow::Result<(S
     }
     let control = String::from_utf8(output.stdout)
         .with_context(|| format!("control file of {} is not UTF-8", deb.display()))?;
-    Ok((
-        stanza(&control, &file_name, &content),
-        content.len() as u64,
-    ))
+    Ok((stanza(&control, &file_name, &content), content.len() as u64))
 }
 
 /// The control fields followed by the fields apt needs to fetch and verify the file.
@@ -186,7 +183,8 @@ mod tests {
 
     #[test]
     fn stanza_appends_location_size_and_hash_to_control() {
-        let control = "Package: hello\nVersion: 1.0\nArchitecture: all\nDescription: hi\n there\n\n";
+        let control =
+            "Package: hello\nVersion: 1.0\nArchitecture: all\nDescription: hi\n there\n\n";
         expect![[r#"
             Package: hello
             Version: 1.0
@@ -222,8 +220,14 @@ mod tests {
     fn previous_stanzas_are_found_by_file_name() {
         let packages = "Package: a\nFilename: ./a_1_all.deb\nSize: 3\n\nPackage: b\nFilename: ./b_1_all.deb\nSize: 4\n";
         let map = previous_stanzas(packages);
-        assert_eq!(map["a_1_all.deb"], "Package: a\nFilename: ./a_1_all.deb\nSize: 3\n");
-        assert_eq!(map["b_1_all.deb"], "Package: b\nFilename: ./b_1_all.deb\nSize: 4\n");
+        assert_eq!(
+            map["a_1_all.deb"],
+            "Package: a\nFilename: ./a_1_all.deb\nSize: 3\n"
+        );
+        assert_eq!(
+            map["b_1_all.deb"],
+            "Package: b\nFilename: ./b_1_all.deb\nSize: 4\n"
+        );
     }
 
     #[test]
@@ -240,7 +244,13 @@ mod tests {
     fn empty_directory_gets_an_empty_but_valid_index() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let summary = write_index(tmp.path(), "trixie").expect("index");
-        assert_eq!(summary, IndexSummary { packages: 0, bytes: 0 });
+        assert_eq!(
+            summary,
+            IndexSummary {
+                packages: 0,
+                bytes: 0
+            }
+        );
         assert!(tmp.path().join("Packages.gz").is_file());
         let release = fs::read_to_string(tmp.path().join("Release")).expect("Release");
         assert!(release.contains("Codename: trixie"), "{release}");

@@ -62,6 +62,15 @@ pub fn find_repo_for_host(
         .find(|dir| has_index(dir))
 }
 
+/// Where the chosen repository `repo` (from [`find_repo_for_host`]) appears on a host when
+/// the whole `local-repo/` directory is put at [`HOST_REPO_DIR`] (docker bind-mounts it):
+/// `local-repo/Debian/12` becomes `/var/opt/tpa/local-repo/Debian/12`. `None` when `repo` is
+/// not inside the cluster's `local-repo/`.
+pub fn host_repo_dir(cluster_dir: &Path, repo: &Path) -> Option<PathBuf> {
+    let suffix = repo.strip_prefix(cluster_dir.join(LOCAL_REPO_DIR)).ok()?;
+    Some(Path::new(HOST_REPO_DIR).join(suffix))
+}
+
 /// Whether `dir` holds apt metadata that `deb [trusted=yes] file:<dir> ./` can read.
 pub fn has_index(dir: &Path) -> bool {
     dir.join("Packages").is_file() || dir.join("Packages.gz").is_file()
@@ -148,6 +157,20 @@ mod tests {
             find_repo_for_host(c, 13, "trixie", "13.1"),
             Some(c.join("local-repo/Debian"))
         );
+    }
+
+    #[test]
+    fn host_path_keeps_the_suffix_below_local_repo() {
+        let c = Path::new("/c");
+        assert_eq!(
+            host_repo_dir(c, &repo_dir_for(c, 12)),
+            Some(PathBuf::from("/var/opt/tpa/local-repo/Debian/12"))
+        );
+        assert_eq!(
+            host_repo_dir(c, Path::new("/c/local-repo")),
+            Some(PathBuf::from(HOST_REPO_DIR))
+        );
+        assert_eq!(host_repo_dir(c, Path::new("/elsewhere/repo")), None);
     }
 
     #[test]

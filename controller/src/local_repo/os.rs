@@ -31,7 +31,10 @@ pub const SUPPORTED: &[DebianRelease] = &[
 
 /// The target OS is not a Debian release we can resolve packages for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Debian {major} is not supported by download-packages; supported: {}", supported_list())]
+#[error(
+    "Debian {major} is not supported by download-packages; supported: {}",
+    supported_list()
+)]
 pub struct UnsupportedOs {
     pub major: u32,
 }
@@ -69,7 +72,10 @@ mod tests {
     #[test]
     fn majors_map_to_suites_and_shipped_postgres() {
         let bookworm = DebianRelease::from_major(12).expect("12 is supported");
-        assert_eq!((bookworm.codename, bookworm.postgres_version), ("bookworm", 15));
+        assert_eq!(
+            (bookworm.codename, bookworm.postgres_version),
+            ("bookworm", 15)
+        );
         let trixie = DebianRelease::from_major(13).expect("13 is supported");
         assert_eq!((trixie.codename, trixie.postgres_version), ("trixie", 17));
     }

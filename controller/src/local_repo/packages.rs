@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use super::os::{DebianRelease, SUPPORTED, UnsupportedOs};
 
-/// Roles that run a PostgreSQL server.
-const POSTGRES_ROLES: &[&str] = &["primary", "replica", "witness"];
+/// Roles that run a PostgreSQL server (`postgres` is the implicit role the three share).
+const POSTGRES_ROLES: &[&str] = &["primary", "replica", "witness", "postgres"];
 
 /// Every role `packages_for` accepts. Roles without packages of their own (log-server,
 /// monitoring-server) still get the base set.
@@ -20,6 +20,7 @@ pub const KNOWN_ROLES: &[&str] = &[
     "primary",
     "replica",
     "witness",
+    "postgres",
     "barman",
     "etcd",
     "pgbouncer",
@@ -194,10 +195,21 @@ mod tests {
     }
 
     #[test]
+    fn implicit_postgres_role_is_a_postgres_node() {
+        assert_eq!(
+            list(&["postgres"], "17", Some("patroni"), 13),
+            list(&["replica"], "17", Some("patroni"), 13)
+        );
+    }
+
+    #[test]
     fn etcd_host_needs_no_postgres_version() {
         // Even an unavailable version is fine when no role installs PostgreSQL.
         let pkgs = list(&["etcd"], "16", Some("patroni"), 12);
-        assert!(pkgs.contains("etcd-server") && !pkgs.contains("postgresql"), "{pkgs}");
+        assert!(
+            pkgs.contains("etcd-server") && !pkgs.contains("postgresql"),
+            "{pkgs}"
+        );
     }
 
     #[test]

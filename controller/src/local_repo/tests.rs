@@ -50,7 +50,10 @@ fn package_names_are_checked_before_apt_sees_them() {
     check_names(&ok).expect("valid names");
     for bad in ["-oDir=/x", "post*", "Sudo", "a", "pkg name", ""] {
         let err = check_names(&[bad.to_owned()]).expect_err(bad);
-        assert!(err.to_string().contains("not a Debian package name"), "{err}");
+        assert!(
+            err.to_string().contains("not a Debian package name"),
+            "{err}"
+        );
     }
     assert!(check_names(&[]).is_err());
 }
@@ -65,17 +68,38 @@ fn index_lists_every_deb_with_its_control_fields() {
     let summary = write_index(tmp.path(), "bookworm").expect("index");
     assert_eq!(summary.packages, 3);
     let packages = fs::read_to_string(tmp.path().join("Packages")).expect("Packages");
-    let stanzas: Vec<&str> = packages.split("\n\n").filter(|s| !s.trim().is_empty()).collect();
+    let stanzas: Vec<&str> = packages
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .collect();
     assert_eq!(stanzas.len(), 3, "{packages}");
-    assert!(stanzas[0].starts_with("Package: tpa-test-a\nVersion: 1.0-1\n"), "{}", stanzas[0]);
-    assert!(stanzas[0].contains("Depends: tpa-test-b (>= 2)\n"), "{}", stanzas[0]);
-    assert!(stanzas[0].contains("Filename: ./tpa-test-a_1.0-1_all.deb\n"), "{}", stanzas[0]);
+    assert!(
+        stanzas[0].starts_with("Package: tpa-test-a\nVersion: 1.0-1\n"),
+        "{}",
+        stanzas[0]
+    );
+    assert!(
+        stanzas[0].contains("Depends: tpa-test-b (>= 2)\n"),
+        "{}",
+        stanzas[0]
+    );
+    assert!(
+        stanzas[0].contains("Filename: ./tpa-test-a_1.0-1_all.deb\n"),
+        "{}",
+        stanzas[0]
+    );
     // Both versions are listed; apt picks the newest.
     assert!(stanzas[2].contains("Version: 2.1-1"), "{}", stanzas[2]);
 
-    let size = fs::metadata(tmp.path().join("tpa-test-a_1.0-1_all.deb")).expect("deb").len();
-    assert!(stanzas[0].contains(&format!("Size: {size}\n")), "{}", stanzas[0]);
-    assert_eq!(summary.bytes >= size, true);
+    let size = fs::metadata(tmp.path().join("tpa-test-a_1.0-1_all.deb"))
+        .expect("deb")
+        .len();
+    assert!(
+        stanzas[0].contains(&format!("Size: {size}\n")),
+        "{}",
+        stanzas[0]
+    );
+    assert!(summary.bytes >= size);
 }
 
 #[test]
@@ -85,18 +109,26 @@ fn reindex_reuses_stanzas_only_for_unchanged_files() {
     write_index(tmp.path(), "bookworm").expect("index");
     let index = tmp.path().join("Packages");
     // Mark the stanza so we can tell whether the next run re-read the file with dpkg-deb.
-    let marked = fs::read_to_string(&index)
-        .expect("Packages")
-        .replace("Description: test package", "Description: from the previous index");
+    let marked = fs::read_to_string(&index).expect("Packages").replace(
+        "Description: test package",
+        "Description: from the previous index",
+    );
     fs::write(&index, marked).expect("write Packages");
     write_index(tmp.path(), "bookworm").expect("reindex");
-    assert!(fs::read_to_string(&index).expect("Packages").contains("from the previous index"));
+    assert!(
+        fs::read_to_string(&index)
+            .expect("Packages")
+            .contains("from the previous index")
+    );
 
     // Same file name, different content: the stale stanza must not survive.
     build_deb(tmp.path(), "tpa-test-a", "1.0-1", Some("libc6"));
     write_index(tmp.path(), "bookworm").expect("reindex");
     let text = fs::read_to_string(&index).expect("Packages");
-    assert!(!text.contains("from the previous index") && text.contains("Depends: libc6"), "{text}");
+    assert!(
+        !text.contains("from the previous index") && text.contains("Depends: libc6"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -120,7 +152,10 @@ fn local_only_check_resolves_from_the_repository_and_reports_gaps() {
     let err = check_self_contained(&repo, release, "amd64", "", &["tpa-test-a".to_owned()])
         .expect_err("b is missing");
     let text = format!("{err:#}");
-    assert!(text.contains("not self-contained") && text.contains("tpa-test-b"), "{text}");
+    assert!(
+        text.contains("not self-contained") && text.contains("tpa-test-b"),
+        "{text}"
+    );
 
     // A package the repository lacks entirely is named as such.
     let err = check_self_contained(&repo, release, "amd64", "", &["tpa-nope".to_owned()])
@@ -137,8 +172,8 @@ fn net_package_names_exist_in_both_suites() {
     }
     for release in SUPPORTED {
         let pg = release.postgres_version.to_string();
-        let mut names = packages_for(KNOWN_ROLES, &pg, Some("repmgr"), release.major)
-            .expect("package set");
+        let mut names =
+            packages_for(KNOWN_ROLES, &pg, Some("repmgr"), release.major).expect("package set");
         names.extend(packages_for(&["primary"], &pg, Some("patroni"), release.major).expect("set"));
         names.sort();
         names.dedup();
@@ -158,9 +193,14 @@ fn net_package_names_exist_in_both_suites() {
         )
         .expect("private apt");
         assert_eq!(apt.update().expect("update"), None);
-        let resolved = apt.resolve(&names).unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let resolved = apt
+            .resolve(&names)
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
         for name in &names {
-            assert!(resolved.iter().any(|p| &p.name == name), "{release}: {name} not resolved");
+            assert!(
+                resolved.iter().any(|p| &p.name == name),
+                "{release}: {name} not resolved"
+            );
         }
     }
 }
@@ -186,10 +226,16 @@ fn net_download_less_with_dependencies_then_rerun_fetches_nothing() {
     let index = fs::read_to_string(repo.join("Packages")).expect("Packages");
     assert!(index.contains("\nPackage: libtinfo6\n") || index.starts_with("Package: libtinfo6\n"));
     assert!(!repo.join("lock").exists() && !repo.join("partial").exists());
-    assert_eq!(find_repo_for_host(tmp.path(), 12, "bookworm", "12.11"), Some(repo.clone()));
+    assert_eq!(
+        find_repo_for_host(tmp.path(), 12, "bookworm", "12.11"),
+        Some(repo.clone())
+    );
 
     let second = download(&req).expect("second download");
-    assert_eq!((second.downloaded, second.already_present), (0, first.packages.len()));
+    assert_eq!(
+        (second.downloaded, second.already_present),
+        (0, first.packages.len())
+    );
 }
 
 #[test]
@@ -206,5 +252,8 @@ fn net_unknown_package_names_package_suite_and_mirror() {
     let err = download(&req).expect_err("postgresql-15 is not in trixie");
     let not_found = err.downcast_ref::<PackagesNotFound>().expect("typed error");
     assert_eq!(not_found.names, ["postgresql-15"]);
-    assert_eq!((not_found.suite.as_str(), not_found.mirror.as_str()), ("trixie", DEFAULT_MIRROR));
+    assert_eq!(
+        (not_found.suite.as_str(), not_found.mirror.as_str()),
+        ("trixie", DEFAULT_MIRROR)
+    );
 }

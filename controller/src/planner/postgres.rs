@@ -204,6 +204,26 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
         let spec = owned_file(&l.cert_file, cert.clone(), "postgres", 0o644);
         reload_on.push(spec.id.clone());
         resources.push(spec);
+        // The key was generated on the host before the postgres user existed: hand it over.
+        resources.push(ResourceSpec {
+            id: id("command", "server-key-owner"),
+            kind: Resource::Command {
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("chown postgres:postgres {k} && chmod 600 {k}", k = l.key_file),
+                ],
+                creates: None,
+                unless: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("[ \"$(stat -c %U:%a {})\" = postgres:600 ]", l.key_file),
+                ]),
+                run_as: None,
+                env: vec![],
+                secret_env: false,
+            },
+        });
     }
     for (path, content) in reload_files {
         let spec = owned_file(&path, content, "postgres", 0o600);
