@@ -17,7 +17,7 @@ pub struct ResourceSpec {
 }
 
 /// The closed set of resource kinds an agent knows how to check and apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Resource {
     /// apt packages that must be installed (state present: never upgrades, never removes).
     Packages { names: Vec<String> },
@@ -90,6 +90,82 @@ pub enum Resource {
     },
 }
 
+/// Hand-written so that file contents, secret SQL and secret environment values never reach a
+/// log line through `{:?}`.
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Packages { names } => f.debug_struct("Packages").field("names", names).finish(),
+            Resource::File { path, content, owner, group, mode, secret } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("content_bytes", &content.len())
+                .field("owner", owner)
+                .field("group", group)
+                .field("mode", &format_args!("{mode:o}"))
+                .field("secret", secret)
+                .finish(),
+            Resource::FileIfAbsent { path, content, owner, group, mode } => f
+                .debug_struct("FileIfAbsent")
+                .field("path", path)
+                .field("content_bytes", &content.len())
+                .field("owner", owner)
+                .field("group", group)
+                .field("mode", &format_args!("{mode:o}"))
+                .finish(),
+            Resource::Directory { path, owner, group, mode } => f
+                .debug_struct("Directory")
+                .field("path", path)
+                .field("owner", owner)
+                .field("group", group)
+                .field("mode", &format_args!("{mode:o}"))
+                .finish(),
+            Resource::Group { name, system } => {
+                f.debug_struct("Group").field("name", name).field("system", system).finish()
+            }
+            Resource::User { name, group, home, shell, system } => f
+                .debug_struct("User")
+                .field("name", name)
+                .field("group", group)
+                .field("home", home)
+                .field("shell", shell)
+                .field("system", system)
+                .finish(),
+            Resource::Service { unit, enabled, running, reload_on, restart_on } => f
+                .debug_struct("Service")
+                .field("unit", unit)
+                .field("enabled", enabled)
+                .field("running", running)
+                .field("reload_on", reload_on)
+                .field("restart_on", restart_on)
+                .finish(),
+            Resource::Command { argv, creates, unless, run_as, env, secret_env } => {
+                let env: Vec<String> = env
+                    .iter()
+                    .map(|(k, v)| if *secret_env { format!("{k}=<redacted>") } else { format!("{k}={v}") })
+                    .collect();
+                f.debug_struct("Command")
+                    .field("argv", argv)
+                    .field("creates", creates)
+                    .field("unless", unless)
+                    .field("run_as", run_as)
+                    .field("env", &env)
+                    .finish()
+            }
+            Resource::Sql { database, check, apply, run_as, port, secret } => {
+                let hide = |s: &String| if *secret { "<redacted>".to_string() } else { s.clone() };
+                f.debug_struct("Sql")
+                    .field("database", database)
+                    .field("check", &hide(check))
+                    .field("apply", &hide(apply))
+                    .field("run_as", run_as)
+                    .field("port", port)
+                    .finish()
+            }
+        }
+    }
+}
+
 impl Resource {
     /// Short lowercase name of the kind, for logs and progress output ("file", "service", ...).
     pub fn kind_name(&self) -> &'static str {
@@ -128,5 +204,36 @@ mod tests {
         ];
         let names: Vec<_> = kinds.iter().map(Resource::kind_name).collect();
         assert_eq!(names, ["packages", "group", "directory"]);
+    }
+
+    #[test]
+    fn debug_never_shows_contents_or_secrets() {
+        let file = Resource::File {
+            path: "/x".into(),
+            content: b"hunter2".to_vec(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o600,
+            secret: true,
+        };
+        let sql = Resource::Sql {
+            database: "postgres".into(),
+            check: "select false".into(),
+            apply: "alter role x password 'SCRAM-hunter2'".into(),
+            run_as: "postgres".into(),
+            port: 5432,
+            secret: true,
+        };
+        let command = Resource::Command {
+            argv: vec!["true".into()],
+            creates: None,
+            unless: None,
+            run_as: None,
+            env: vec![("PGPASSWORD".into(), "hunter2".into())],
+            secret_env: true,
+        };
+        for r in [file, sql, command] {
+            assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
+        }
     }
 }

@@ -44,16 +44,31 @@ pub struct Bootstrap<'a> {
 }
 
 impl<'a> Bootstrap<'a> {
-    pub fn new(pki: &'a Pki, identity: &'a CertifiedKey, ssh_config: &Path) -> anyhow::Result<Self> {
+    pub fn new(
+        pki: &'a Pki,
+        identity: &'a CertifiedKey,
+        ssh_config: &Path,
+    ) -> anyhow::Result<Self> {
         let path = agent_binary_path()?;
-        let agent_binary =
-            std::fs::read(&path).with_context(|| format!("reading the agent binary {}", path.display()))?;
+        let agent_binary = std::fs::read(&path)
+            .with_context(|| format!("reading the agent binary {}", path.display()))?;
         let agent_sha256 = sha256_hex(&agent_binary);
-        Ok(Bootstrap { pki, identity, ssh: Ssh::new(ssh_config), agent_binary, agent_sha256 })
+        Ok(Bootstrap {
+            pki,
+            identity,
+            ssh: Ssh::new(ssh_config),
+            agent_binary,
+            agent_sha256,
+        })
     }
 
-    /// Returns a connected client for `host`, installing or updating its agent if needed.
-    pub async fn host(&self, host: &Host) -> anyhow::Result<(AgentClient, AgentChange)> {
+    /// Returns a connected client for `host`, installing or updating its agent if needed
+    /// (with `check_only`, refuses to: a check changes nothing).
+    pub async fn host(
+        &self,
+        host: &Host,
+        check_only: bool,
+    ) -> anyhow::Result<(AgentClient, AgentChange)> {
         let addr = SocketAddr::new(host.address, tpa_proto::DEFAULT_AGENT_PORT);
         let ca = self.pki.ca_cert_pem();
         let current = tokio::time::timeout(
@@ -61,10 +76,16 @@ impl<'a> Bootstrap<'a> {
             agent_client::connect(addr, &host.name, ca, self.identity),
         )
         .await;
-        if let Ok(Ok(mut client)) = current {
-            if self.remote_sha256(&mut client).await.as_deref() == Some(self.agent_sha256.as_str()) {
-                return Ok((client, AgentChange::Unchanged));
-            }
+        if let Ok(Ok(mut client)) = current
+            && self.remote_sha256(&mut client).await.as_deref() == Some(self.agent_sha256.as_str())
+        {
+            return Ok((client, AgentChange::Unchanged));
+        }
+        if check_only {
+            bail!(
+                "the agent on {} is missing or not current: --check changes nothing, so run deploy first",
+                host.name
+            );
         }
         let change = self.install(host, addr).await?;
         let client = connect_with_retry(addr, &host.name, ca, self.identity).await?;
@@ -72,8 +93,10 @@ impl<'a> Bootstrap<'a> {
     }
 
     async fn remote_sha256(&self, client: &mut AgentClient) -> Option<String> {
-        let command =
-            ExecCommand { argv: vec!["sha256sum".into(), AGENT_PATH.into()], ..Default::default() };
+        let command = ExecCommand {
+            argv: vec!["sha256sum".into(), AGENT_PATH.into()],
+            ..Default::default()
+        };
         let result = client.exec(command).await.ok()?;
         let out = String::from_utf8_lossy(&result.stdout);
         out.split_whitespace().next().map(str::to_string)
@@ -125,7 +148,8 @@ impl<'a> Bootstrap<'a> {
                     match attempt {
                         Ok(()) => break,
                         Err(e) if Instant::now() > deadline => {
-                            return Err(e).with_context(|| format!("enrolling the agent on {name}"));
+                            return Err(e)
+                                .with_context(|| format!("enrolling the agent on {name}"));
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }

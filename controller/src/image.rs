@@ -56,7 +56,10 @@ impl ImageRef {
     }
 
     pub fn debian(major: u32) -> ImageRef {
-        ImageRef { repo: "tpa/debian".into(), tag: major.to_string() }
+        ImageRef {
+            repo: "tpa/debian".into(),
+            tag: major.to_string(),
+        }
     }
 
     /// The Debian major version when this is an image tpa can build.
@@ -92,9 +95,9 @@ pub async fn is_current(docker: &Docker, image: &ImageRef) -> anyhow::Result<boo
             // Images not built by tpa (no label) are the user's: take them as they are.
             Ok(label.is_none_or(|v| v == RECIPE_VERSION))
         }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-            Ok(false)
-        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
         Err(e) => Err(e).context("asking Docker about the host image"),
     }
 }
@@ -119,7 +122,8 @@ pub async fn ensure(docker: &Docker, image: &ImageRef, mirror: &str) -> anyhow::
 pub async fn build(docker: &Docker, major: u32, mirror: &str) -> anyhow::Result<ImageRef> {
     let suite = suite_for(major)
         .with_context(|| format!("Debian {major} is not supported: use 12 or 13"))?;
-    which("debootstrap").context("debootstrap is needed to build host images: apt-get install debootstrap")?;
+    which("debootstrap")
+        .context("debootstrap is needed to build host images: apt-get install debootstrap")?;
     let started = Instant::now();
     let work = tempfile_dir("tpa-image")?;
     let rootfs = work.join("rootfs");
@@ -323,9 +327,21 @@ mod tests {
     #[test]
     fn untagged_tpa_debian_means_the_default_major() {
         assert_eq!(ImageRef::parse("tpa/debian").full(), "tpa/debian:12");
-        assert_eq!(ImageRef::parse("tpa/debian:13").buildable_debian_major(), Some(13));
-        assert_eq!(ImageRef::parse("tpa/debian:11").buildable_debian_major(), None);
-        assert_eq!(ImageRef::parse("tpa/rocky:9").buildable_debian_major(), None);
-        assert_eq!(ImageRef::parse("localhost:5000/x").full(), "localhost:5000/x:latest");
+        assert_eq!(
+            ImageRef::parse("tpa/debian:13").buildable_debian_major(),
+            Some(13)
+        );
+        assert_eq!(
+            ImageRef::parse("tpa/debian:11").buildable_debian_major(),
+            None
+        );
+        assert_eq!(
+            ImageRef::parse("tpa/rocky:9").buildable_debian_major(),
+            None
+        );
+        assert_eq!(
+            ImageRef::parse("localhost:5000/x").full(),
+            "localhost:5000/x:latest"
+        );
     }
 }

@@ -52,7 +52,12 @@ impl Inventory {
     pub fn load(path: &Path) -> anyhow::Result<Option<Inventory>> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not a valid tpa inventory: re-run provision", path.display()))
+                .with_context(|| {
+                    format!(
+                        "{} is not a valid tpa inventory: re-run provision",
+                        path.display()
+                    )
+                })
                 .map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),

@@ -6,6 +6,7 @@
 //! - `inventory`: the machine-readable record of provisioned hosts.
 //! - `image`: host images built with debootstrap, without a registry.
 //! - `orchestrator`: runs a plan's stages across hosts in dependency order.
+//! - `scram`: SCRAM-SHA-256 verifiers, so Postgres never sees a password.
 //! - `server_tls`: Postgres server certificates from host-generated keys.
 //! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
 //! - `planner`: config + inventory + facts → per-host stages of resources (pure).
@@ -26,9 +27,10 @@ pub mod config;
 pub mod image;
 pub mod inventory;
 pub mod local_repo;
-pub mod pki;
 pub mod orchestrator;
+pub mod pki;
 pub mod planner;
 pub mod platform;
+pub mod scram;
 pub mod server_tls;
 pub mod ssh;

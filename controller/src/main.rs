@@ -93,24 +93,41 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
         let done = match cli.command {
-            Command::Provision { cluster_dir, mirror } => {
-                commands::provision::run(&cluster_dir, mirror.as_deref()).await.map(|_| ())
-            }
-            Command::DownloadPackages { cluster_dir, os_version, mirror } => {
+            Command::Provision {
+                cluster_dir,
+                mirror,
+            } => commands::provision::run(&cluster_dir, mirror.as_deref())
+                .await
+                .map(|_| ()),
+            Command::DownloadPackages {
+                cluster_dir,
+                os_version,
+                mirror,
+            } => {
                 commands::download_packages::run(&cluster_dir, os_version, mirror.as_deref()).await
             }
             Command::Deploy { cluster_dir, check } => {
-                let options = commands::deploy::DeployOptions { check, verbose: verbose > 0 };
+                let options = commands::deploy::DeployOptions {
+                    check,
+                    verbose: verbose > 0,
+                };
                 match commands::deploy::run(&cluster_dir, &options).await {
-                    Ok(commands::deploy::DeployOutcome::Pending { .. }) => return Ok(ExitCode::from(2)),
+                    Ok(commands::deploy::DeployOutcome::Pending { .. }) => {
+                        return Ok(ExitCode::from(2));
+                    }
                     Ok(_) => Ok(()),
                     Err(e) => Err(e),
                 }
             }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
-            Command::Image { command: ImageCommand::Build { os, os_version, mirror } } => {
-                commands::image::build(&os, os_version, &mirror).await
-            }
+            Command::Image {
+                command:
+                    ImageCommand::Build {
+                        os,
+                        os_version,
+                        mirror,
+                    },
+            } => commands::image::build(&os, os_version, &mirror).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     });

@@ -96,7 +96,11 @@ where
             reports
         }
     });
-    futures_util::future::join_all(jobs).await.into_iter().flatten().collect()
+    futures_util::future::join_all(jobs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Waits until every prerequisite finished; returns why the stage must be skipped, if so.
@@ -106,7 +110,10 @@ async fn wait_for(
 ) -> Option<String> {
     for (host, stage) in after {
         let Some(rx) = receivers.get(&(host.clone(), *stage)) else {
-            return Some(format!("{host} {} is not part of this deploy", stage.as_str()));
+            return Some(format!(
+                "{host} {} is not part of this deploy",
+                stage.as_str()
+            ));
         };
         let mut rx = rx.clone();
         let ok = match rx.wait_for(Option::is_some).await {
@@ -142,7 +149,13 @@ mod tests {
     }
 
     fn event(id: &str, outcome: Outcome) -> ResourceEvent {
-        ResourceEvent { id: id.into(), outcome, diff: None, message: "boom".into(), elapsed_ms: 0 }
+        ResourceEvent {
+            id: id.into(),
+            outcome,
+            diff: None,
+            message: "boom".into(),
+            elapsed_ms: 0,
+        }
     }
 
     #[tokio::test]
@@ -150,13 +163,19 @@ mod tests {
         let mut plan = Plan::default();
         plan.hosts.insert(
             "primary".into(),
-            vec![stage(StageName::Sys, &[]), stage(StageName::PostgresConfig, &[])],
+            vec![
+                stage(StageName::Sys, &[]),
+                stage(StageName::PostgresConfig, &[]),
+            ],
         );
         plan.hosts.insert(
             "replica".into(),
             vec![
                 stage(StageName::Sys, &[]),
-                stage(StageName::PostgresConfig, &[("primary", StageName::PostgresConfig)]),
+                stage(
+                    StageName::PostgresConfig,
+                    &[("primary", StageName::PostgresConfig)],
+                ),
             ],
         );
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -168,14 +187,22 @@ mod tests {
                 if host == "primary" && stage.name == StageName::PostgresConfig {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                log.lock().unwrap().push(format!("{host} {}", stage.name.as_str()));
+                log.lock()
+                    .unwrap()
+                    .push(format!("{host} {}", stage.name.as_str()));
                 Ok(vec![event("x", Outcome::Changed)])
             }
         })
         .await;
         let order = order.lock().unwrap().clone();
-        let primary = order.iter().position(|s| s == "primary postgres-config").unwrap();
-        let replica = order.iter().position(|s| s == "replica postgres-config").unwrap();
+        let primary = order
+            .iter()
+            .position(|s| s == "primary postgres-config")
+            .unwrap();
+        let replica = order
+            .iter()
+            .position(|s| s == "replica postgres-config")
+            .unwrap();
         assert!(primary < replica, "{order:?}");
         assert!(reports.iter().all(|r| r.status == StageStatus::Done));
 
@@ -188,7 +215,12 @@ mod tests {
         })
         .await;
         let status = |h: &str, s: StageName| {
-            failing.iter().find(|r| r.host == h && r.stage == s).unwrap().status.clone()
+            failing
+                .iter()
+                .find(|r| r.host == h && r.stage == s)
+                .unwrap()
+                .status
+                .clone()
         };
         assert_eq!(
             status("primary", StageName::Sys),

@@ -8,6 +8,7 @@
 mod postgres;
 mod postgres_conf;
 mod sys;
+mod users;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ pub enum StageName {
     PostgresInstall,
     /// Configuration files, TLS, the postgres service.
     PostgresConfig,
+    /// Users, databases and extensions (on the primary).
+    PostgresUsers,
 }
 
 impl StageName {
@@ -37,6 +40,7 @@ impl StageName {
             StageName::Sys => "sys",
             StageName::PostgresInstall => "postgres-install",
             StageName::PostgresConfig => "postgres-config",
+            StageName::PostgresUsers => "postgres-users",
         }
     }
 }
@@ -73,6 +77,9 @@ pub struct PlanInput<'a> {
     /// Per host: the local-repo directory as seen on the host (e.g.
     /// `/var/opt/tpa/local-repo/Debian/12`), when the cluster has one for its OS.
     pub local_repos: &'a BTreeMap<String, String>,
+    /// SCRAM verifiers of the users' passwords, by user name (computed by the controller from
+    /// the secrets store, reusing the salt of the existing verifier).
+    pub password_verifiers: &'a BTreeMap<String, String>,
 }
 
 /// Builds the whole cluster's plan, or says every reason it cannot.
@@ -88,8 +95,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             errors.push(format!("{}: no facts from its agent", instance.name));
             continue;
         };
-        let os_major: u32 = facts.os_version_id.split('.').next().unwrap_or("").parse().unwrap_or(0);
-        let version = version.clone().unwrap_or_else(|| default_postgres_version(os_major));
+        let os_major: u32 = facts
+            .os_version_id
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .unwrap_or(0);
+        let version = version
+            .clone()
+            .unwrap_or_else(|| default_postgres_version(os_major));
         let roles: Vec<&str> = instance
             .roles
             .iter()
@@ -111,12 +126,17 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         if instance.has_role(Role::Primary) {
             let layout = PostgresLayout::for_instance(&input.cluster.name, instance, &version);
             stages.extend(postgres::stages(input, instance, &layout));
+            stages.push(users::stage(instance, layout.port, input.password_verifiers));
         } else {
             note_unsupported(&mut plan, instance);
         }
         plan.hosts.insert(instance.name.clone(), stages);
     }
-    if errors.is_empty() { Ok(plan) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(errors)
+    }
 }
 
 /// The PostgreSQL each Debian release ships (PGDG is not reachable from these hosts).

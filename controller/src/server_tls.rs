@@ -72,7 +72,12 @@ pub async fn ensure(
 async fn sh(client: &mut AgentClient, script: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let result = client.exec(ExecCommand { argv, ..Default::default() }).await?;
+    let result = client
+        .exec(ExecCommand {
+            argv,
+            ..Default::default()
+        })
+        .await?;
     if result.exit_code != 0 {
         bail!(
             "on {}: {} (exit {})",
@@ -86,27 +91,47 @@ async fn sh(client: &mut AgentClient, script: &str, args: &[&str]) -> anyhow::Re
 
 /// A certificate is kept when the CA signed it, it names the host and its address, it is
 /// not about to expire, and it is for the key on the host.
-pub fn is_current(ca_pem: &str, cert_pem: &str, key_pub_pem: &str, name: &str, address: IpAddr) -> bool {
-    let parse = |pem: &str| x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok().map(|(_, p)| p);
-    let (Some(ca), Some(cert), Some(key)) = (parse(ca_pem), parse(cert_pem), parse(key_pub_pem)) else {
-        return false;
+pub fn is_current(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pub_pem: &str,
+    name: &str,
+    address: IpAddr,
+) -> bool {
+    let parse = |pem: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .ok()
+            .map(|(_, p)| p)
     };
-    let (Ok((_, ca)), Ok((_, cert))) =
-        (X509Certificate::from_der(&ca.contents), X509Certificate::from_der(&cert.contents))
+    let (Some(ca), Some(cert), Some(key)) = (parse(ca_pem), parse(cert_pem), parse(key_pub_pem))
     else {
         return false;
     };
-    let renew_at = std::time::SystemTime::now() + Duration::from(RENEW_BEFORE);
+    let (Ok((_, ca)), Ok((_, cert))) = (
+        X509Certificate::from_der(&ca.contents),
+        X509Certificate::from_der(&cert.contents),
+    ) else {
+        return false;
+    };
+    let renew_at = std::time::SystemTime::now() + RENEW_BEFORE;
     let not_after = std::time::UNIX_EPOCH
         + Duration::from_secs(cert.validity().not_after.timestamp().max(0) as u64);
-    let names_ok = cert.subject_alternative_name().ok().flatten().is_some_and(|san| {
-        let has_name = san.value.general_names.iter().any(|g| matches!(g, GeneralName::DNSName(n) if *n == name));
-        let has_ip = san.value.general_names.iter().any(|g| match g {
-            GeneralName::IPAddress(bytes) => ip_bytes(address) == *bytes,
-            _ => false,
+    let names_ok = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            let has_name = san
+                .value
+                .general_names
+                .iter()
+                .any(|g| matches!(g, GeneralName::DNSName(n) if *n == name));
+            let has_ip = san.value.general_names.iter().any(|g| match g {
+                GeneralName::IPAddress(bytes) => ip_bytes(address) == *bytes,
+                _ => false,
+            });
+            has_name && has_ip
         });
-        has_name && has_ip
-    });
     cert.verify_signature(Some(ca.public_key())).is_ok()
         && not_after > renew_at
         && names_ok

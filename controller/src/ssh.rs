@@ -38,7 +38,10 @@ impl Ssh {
             // One TCP/SSH handshake per host for the whole bootstrap.
             .args(["-o", "ControlMaster=auto", "-o", "ControlPersist=30"])
             .arg("-o")
-            .arg(format!("ControlPath={}/tpa-ssh-%C", self.control_dir.display()))
+            .arg(format!(
+                "ControlPath={}/tpa-ssh-%C",
+                self.control_dir.display()
+            ))
             .arg(host)
             .arg(remote)
             .stdin(Stdio::piped())

@@ -14,14 +14,19 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Returns a guard when end-to-end tests are enabled, `None` (after saying so) otherwise.
 pub fn e2e_guard(test: &str) -> Option<MutexGuard<'static, ()>> {
     if std::env::var("TPA_E2E").as_deref() != Ok("1") {
-        eprintln!("skipping {test}: set TPA_E2E=1 (scripts/test does) to run Docker end-to-end tests");
+        eprintln!(
+            "skipping {test}: set TPA_E2E=1 (scripts/test does) to run Docker end-to-end tests"
+        );
         return None;
     }
     Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The built `tpa-controller` binary: `TPA_CONTROLLER_BIN`, else target/release, else debug.
@@ -43,17 +48,49 @@ pub fn controller_bin() -> PathBuf {
 
 /// A cluster directory in a temp dir holding the seed config with another cluster name.
 pub fn seed_cluster(cluster_name: &str) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("tpa-e2e-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("tpa-e2e-")
+        .tempdir()
+        .expect("tempdir");
     let seed = std::fs::read_to_string(workspace_root().join("tests/fixtures/seed/config.yml"))
         .expect("seed config");
-    let config = seed.replace("cluster_name: fosdem", &format!("cluster_name: {cluster_name}"));
+    let config = seed.replace(
+        "cluster_name: fosdem",
+        &format!("cluster_name: {cluster_name}"),
+    );
+    std::fs::write(dir.path().join("config.yml"), config).expect("write config");
+    dir
+}
+
+/// A cluster directory holding one primary `host` on `image` with `postgres_version`.
+pub fn primary_cluster(
+    cluster_name: &str,
+    host: &str,
+    image: &str,
+    version: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("tpa-e2e-")
+        .tempdir()
+        .expect("tempdir");
+    let template =
+        std::fs::read_to_string(workspace_root().join("tests/fixtures/primary/config.yml"))
+            .expect("primary config");
+    let config = template
+        .replace("CLUSTER", cluster_name)
+        .replace("HOST", host)
+        .replace("IMAGE", image)
+        .replace("VERSION", version);
     std::fs::write(dir.path().join("config.yml"), config).expect("write config");
     dir
 }
 
 /// Runs `tpa-controller <args>` and returns its output (printed for the test log).
 pub fn controller(args: &[&str]) -> Output {
-    let output = Command::new(controller_bin()).args(args).output().expect("run tpa-controller");
+    let output = Command::new(controller_bin())
+        .args(args)
+        .output()
+        .expect("run tpa-controller");
     eprintln!(
         "$ tpa-controller {}\n{}{}",
         args.join(" "),
@@ -65,14 +102,23 @@ pub fn controller(args: &[&str]) -> Output {
 
 /// Runs a command and returns (success, stdout).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
-    let output = Command::new(program).args(args).output().expect("run command");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .expect("run command");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 /// Names of containers (running or not) labelled with this cluster.
 pub fn cluster_containers(cluster: &str) -> Vec<String> {
     let filter = format!("label=Cluster={cluster}");
-    let (_, out) = run("docker", &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+    let (_, out) = run(
+        "docker",
+        &["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"],
+    );
     let mut names: Vec<String> = out.lines().map(str::to_string).collect();
     names.sort();
     names
@@ -80,7 +126,17 @@ pub fn cluster_containers(cluster: &str) -> Vec<String> {
 
 pub fn cluster_networks(cluster: &str) -> Vec<String> {
     let filter = format!("label=Cluster={cluster}");
-    let (_, out) = run("docker", &["network", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+    let (_, out) = run(
+        "docker",
+        &[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ],
+    );
     out.lines().map(str::to_string).collect()
 }
 
@@ -102,7 +158,10 @@ pub struct Cleanup<'a> {
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let _ = Command::new(controller_bin()).arg("deprovision").arg(self.dir).output();
+        let _ = Command::new(controller_bin())
+            .arg("deprovision")
+            .arg(self.dir)
+            .output();
         for name in cluster_containers(self.cluster) {
             let _ = run("docker", &["rm", "-f", &name]);
         }

@@ -43,7 +43,13 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     let inventory = current_inventory(&cluster_dir, options.check).await?;
     let root = cluster_dir.root();
     let mut log = String::new();
-    let _ = writeln!(log, "deploy{} of {} at unix {}", if options.check { " --check" } else { "" }, cluster.name, unix_now());
+    let _ = writeln!(
+        log,
+        "deploy{} of {} at unix {}",
+        if options.check { " --check" } else { "" },
+        cluster.name,
+        unix_now()
+    );
 
     let pki = Pki::load_or_create(root)?;
     let identity = pki.controller_identity(root)?;
@@ -53,8 +59,14 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     // Bootstrap every host's agent, in parallel.
     let phase = Instant::now();
     let bootstrap = Bootstrap::new(&pki, &identity, &cluster_dir.ssh_config())?;
-    let hosts: Vec<_> = inventory.hosts.iter().filter(|h| cluster.instance(&h.name).is_some_and(|i| !i.provision_only)).collect();
-    let results = futures_util::future::join_all(hosts.iter().map(|h| bootstrap.host(h))).await;
+    let hosts: Vec<_> = inventory
+        .hosts
+        .iter()
+        .filter(|h| cluster.instance(&h.name).is_some_and(|i| !i.provision_only))
+        .collect();
+    let results =
+        futures_util::future::join_all(hosts.iter().map(|h| bootstrap.host(h, options.check)))
+            .await;
     let mut clients: BTreeMap<String, AgentClient> = BTreeMap::new();
     let mut failures = Vec::new();
     for (host, result) in hosts.iter().zip(results) {
@@ -72,9 +84,19 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         }
     }
     if !failures.is_empty() {
-        bail!("bootstrap failed:\n  {}\nfix the cause and deploy again", failures.join("\n  "));
+        bail!(
+            "bootstrap failed:\n  {}\nfix the cause and deploy again",
+            failures.join("\n  ")
+        );
     }
-    line(&mut log, format!("bootstrap: {} host(s) in {:.1}s", clients.len(), phase.elapsed().as_secs_f64()));
+    line(
+        &mut log,
+        format!(
+            "bootstrap: {} host(s) in {:.1}s",
+            clients.len(),
+            phase.elapsed().as_secs_f64()
+        ),
+    );
 
     // Facts, and server certificates for Postgres hosts.
     let phase = Instant::now();
@@ -87,8 +109,12 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         let cluster = cluster_ref;
         let inventory = inventory_ref;
         let mut client = client.clone();
-        let instance = cluster.instance(name).expect("bootstrapped hosts are instances");
-        let host = inventory.host(name).expect("bootstrapped hosts are in the inventory");
+        let instance = cluster
+            .instance(name)
+            .expect("bootstrapped hosts are instances");
+        let host = inventory
+            .host(name)
+            .expect("bootstrapped hosts are in the inventory");
         let pki = &pki;
         let check = options.check;
         async move {
@@ -98,8 +124,16 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
             let facts = client.facts(data_dir, layout.port).await?;
             let cert = if instance.has_role(Role::Primary) {
                 Some(
-                    server_tls::ensure(&mut client, pki, name, host.address, &layout.cert_file, &layout.key_file, check)
-                        .await?,
+                    server_tls::ensure(
+                        &mut client,
+                        pki,
+                        name,
+                        host.address,
+                        &layout.cert_file,
+                        &layout.key_file,
+                        check,
+                    )
+                    .await?,
                 )
             } else {
                 None
@@ -110,11 +144,30 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     .await;
     for result in gathered {
         let (name, host_facts, cert) = result?;
-        let major: u32 = host_facts.os_version_id.split('.').next().unwrap_or("0").parse().unwrap_or(0);
-        let found = local_repo::find_repo_for_host(root, major, &host_facts.os_codename, &host_facts.os_version_id);
+        let major: u32 = host_facts
+            .os_version_id
+            .split('.')
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        let found = local_repo::find_repo_for_host(
+            root,
+            major,
+            &host_facts.os_codename,
+            &host_facts.os_version_id,
+        );
         if let Some(repo) = found {
-            let relative = repo.strip_prefix(cluster_dir.local_repo()).unwrap_or(Path::new(""));
-            local_repos.insert(name.clone(), Path::new(LOCAL_REPO_MOUNT).join(relative).display().to_string());
+            let relative = repo
+                .strip_prefix(cluster_dir.local_repo())
+                .unwrap_or(Path::new(""));
+            local_repos.insert(
+                name.clone(),
+                Path::new(LOCAL_REPO_MOUNT)
+                    .join(relative)
+                    .display()
+                    .to_string(),
+            );
         }
         match cert {
             Some(ServerCert::Issued(pem)) => {
@@ -124,12 +177,22 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
             Some(ServerCert::Current(pem)) => {
                 certs.insert(name.clone(), pem);
             }
-            Some(ServerCert::WouldIssue) => line(&mut log, format!("[{name}] tls: a server certificate would be issued")),
+            Some(ServerCert::WouldIssue) => line(
+                &mut log,
+                format!("[{name}] tls: a server certificate would be issued"),
+            ),
             None => {}
         }
         facts.insert(name, host_facts);
     }
-    line(&mut log, format!("facts: {} host(s) in {:.1}s", facts.len(), phase.elapsed().as_secs_f64()));
+    line(
+        &mut log,
+        format!(
+            "facts: {} host(s) in {:.1}s",
+            facts.len(),
+            phase.elapsed().as_secs_f64()
+        ),
+    );
 
     let plan = planner::plan(&PlanInput {
         cluster: &cluster,
@@ -138,6 +201,7 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         ca_pem: pki.ca_cert_pem(),
         server_certs: &certs,
         local_repos: &local_repos,
+        password_verifiers: &BTreeMap::new(),
     })
     .map_err(|errors| anyhow::anyhow!("cannot plan the deploy:\n  {}", errors.join("\n  ")))?;
     for note in &plan.notes {
@@ -151,15 +215,43 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         let mut client = clients.get(&host).cloned();
         let printed = printed.clone();
         async move {
-            let client = client.as_mut().ok_or_else(|| format!("no agent connection to {host}"))?;
-            let result = client.apply(stage.resources, check).await.map_err(|e| format!("{e:#}"))?;
+            let client = client
+                .as_mut()
+                .ok_or_else(|| format!("no agent connection to {host}"))?;
+            let result = client
+                .apply(stage.resources, check)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
             let _guard = printed.lock();
-            let changed = result.events.iter().filter(|e| matches!(e.outcome, Outcome::Changed | Outcome::WouldChange)).count();
-            println!("[{host}] {}: {} resources, {changed} {} ({:.1}s)", stage.name.as_str(), result.events.len(),
-                if check { "would change" } else { "changed" }, result.summary.elapsed_ms as f64 / 1000.0);
-            if verbose {
-                for e in result.events.iter().filter(|e| e.outcome != Outcome::Unchanged) {
-                    println!("[{host}]   {} {}{}", e.outcome, e.id, if e.message.is_empty() { String::new() } else { format!(": {}", e.message) });
+            let changed = result
+                .events
+                .iter()
+                .filter(|e| matches!(e.outcome, Outcome::Changed | Outcome::WouldChange))
+                .count();
+            println!(
+                "[{host}] {}: {} resources, {changed} {} ({:.1}s)",
+                stage.name.as_str(),
+                result.events.len(),
+                if check { "would change" } else { "changed" },
+                result.summary.elapsed_ms as f64 / 1000.0
+            );
+            if verbose || check {
+                for e in result
+                    .events
+                    .iter()
+                    .filter(|e| e.outcome != Outcome::Unchanged)
+                {
+                    let reason = if e.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", e.message)
+                    };
+                    println!("[{host}]   {} {}{reason}", e.outcome, e.id);
+                    if let Some(diff) = e.diff.as_deref().filter(|_| check) {
+                        for l in diff.lines() {
+                            println!("[{host}]       {l}");
+                        }
+                    }
                 }
             }
             Ok(result.events)
@@ -185,7 +277,12 @@ async fn current_inventory(dir: &ClusterDir, check: bool) -> anyhow::Result<Inve
     }
 }
 
-fn summarise(reports: &[StageReport], log: &mut String, check: bool, started: Instant) -> anyhow::Result<DeployOutcome> {
+fn summarise(
+    reports: &[StageReport],
+    log: &mut String,
+    check: bool,
+    started: Instant,
+) -> anyhow::Result<DeployOutcome> {
     let mut problems = Vec::new();
     let (mut changed, mut unchanged) = (0u32, 0u32);
     line(log, "summary:".into());
@@ -195,7 +292,11 @@ fn summarise(reports: &[StageReport], log: &mut String, check: bool, started: In
         let status = match &r.status {
             StageStatus::Done => "ok".to_string(),
             StageStatus::Failed(id, msg) => {
-                problems.push(format!("{} {}: {id} failed: {msg}", r.host, r.stage.as_str()));
+                problems.push(format!(
+                    "{} {}: {id} failed: {msg}",
+                    r.host,
+                    r.stage.as_str()
+                ));
                 "FAILED".into()
             }
             StageStatus::Error(e) => {
@@ -204,20 +305,43 @@ fn summarise(reports: &[StageReport], log: &mut String, check: bool, started: In
             }
             StageStatus::Skipped(why) => format!("skipped ({why})"),
         };
-        line(log, format!(
-            "  {:<10} {:<16} {:>3} changed {:>3} unchanged {:>2} failed {:>6.1}s  {status}",
-            r.host, r.stage.as_str(), r.summary.changed + r.summary.would_change, r.summary.unchanged, r.summary.failed, r.elapsed.as_secs_f64()
-        ));
+        line(
+            log,
+            format!(
+                "  {:<10} {:<16} {:>3} changed {:>3} unchanged {:>2} failed {:>6.1}s  {status}",
+                r.host,
+                r.stage.as_str(),
+                r.summary.changed + r.summary.would_change,
+                r.summary.unchanged,
+                r.summary.failed,
+                r.elapsed.as_secs_f64()
+            ),
+        );
     }
     let secs = started.elapsed().as_secs_f64();
     if !problems.is_empty() {
-        bail!("deploy failed after {secs:.1}s:\n  {}\nfix the cause and deploy again: finished resources are skipped", problems.join("\n  "));
+        bail!(
+            "deploy failed after {secs:.1}s:\n  {}\nfix the cause and deploy again: finished resources are skipped",
+            problems.join("\n  ")
+        );
     }
     if check {
-        line(log, format!("check: {changed} change(s) pending, {unchanged} resource(s) in state ({secs:.1}s)"));
-        return Ok(if changed > 0 { DeployOutcome::Pending { changes: changed } } else { DeployOutcome::Converged { changed: 0 } });
+        line(
+            log,
+            format!(
+                "check: {changed} change(s) pending, {unchanged} resource(s) in state ({secs:.1}s)"
+            ),
+        );
+        return Ok(if changed > 0 {
+            DeployOutcome::Pending { changes: changed }
+        } else {
+            DeployOutcome::Converged { changed: 0 }
+        });
     }
-    line(log, format!("deploy finished in {secs:.1}s: {changed} changed, {unchanged} unchanged"));
+    line(
+        log,
+        format!("deploy finished in {secs:.1}s: {changed} changed, {unchanged} unchanged"),
+    );
     Ok(DeployOutcome::Converged { changed })
 }
 
@@ -234,7 +358,16 @@ fn write_log(dir: &ClusterDir, log: &str, reports: &[StageReport]) -> anyhow::Re
     let mut text = log.to_string();
     for r in reports {
         for e in &r.events {
-            let _ = writeln!(text, "  [{}] {} {} {} {}ms {}", r.host, r.stage.as_str(), e.outcome, e.id, e.elapsed_ms, e.message);
+            let _ = writeln!(
+                text,
+                "  [{}] {} {} {} {}ms {}",
+                r.host,
+                r.stage.as_str(),
+                e.outcome,
+                e.id,
+                e.elapsed_ms,
+                e.message
+            );
             if let Some(diff) = &e.diff {
                 for l in diff.lines() {
                     let _ = writeln!(text, "      {l}");
@@ -243,7 +376,11 @@ fn write_log(dir: &ClusterDir, log: &str, reports: &[StageReport]) -> anyhow::Re
         }
     }
     let path = dir.root().join("deploy.log");
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -256,5 +393,8 @@ fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

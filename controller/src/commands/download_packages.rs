@@ -19,7 +19,9 @@ pub fn os_majors(cluster: &Cluster) -> BTreeSet<u32> {
         .instances
         .iter()
         .filter(|i| i.platform == Platform::Docker)
-        .filter_map(|i| ImageRef::parse(i.image.as_deref().unwrap_or("tpa/debian")).buildable_debian_major())
+        .filter_map(|i| {
+            ImageRef::parse(i.image.as_deref().unwrap_or("tpa/debian")).buildable_debian_major()
+        })
         .collect()
 }
 
@@ -33,12 +35,16 @@ pub fn cluster_packages(cluster: &Cluster, os_major: u32) -> anyhow::Result<Vec<
         .map(|r| r.as_str())
         .collect();
     let roles: Vec<&str> = roles.into_iter().collect();
-    let version = cluster.postgres_version().unwrap_or_else(|| default_postgres_version(os_major));
+    let version = cluster
+        .postgres_version()
+        .unwrap_or_else(|| default_postgres_version(os_major));
     let failover = cluster.vars.failover_manager.map(|f| match f {
         FailoverManager::Repmgr => "repmgr",
         FailoverManager::Patroni => "patroni",
     });
-    Ok(local_repo::packages_for(&roles, &version, failover, os_major)?)
+    Ok(local_repo::packages_for(
+        &roles, &version, failover, os_major,
+    )?)
 }
 
 pub async fn run(dir: &Path, os_version: Option<u32>, mirror: Option<&str>) -> anyhow::Result<()> {
@@ -47,11 +53,16 @@ pub async fn run(dir: &Path, os_version: Option<u32>, mirror: Option<&str>) -> a
         Some(v) => BTreeSet::from([v]),
         None => os_majors(&cluster),
     };
-    let majors = if majors.is_empty() { BTreeSet::from([image::DEFAULT_DEBIAN_MAJOR]) } else { majors };
+    let majors = if majors.is_empty() {
+        BTreeSet::from([image::DEFAULT_DEBIAN_MAJOR])
+    } else {
+        majors
+    };
     let docker = docker::connect().await.ok();
     for major in majors {
         let packages = cluster_packages(&cluster, major)?;
-        let mut request = DownloadRequest::new(local_repo::repo_dir_for(dir.root(), major), major, packages);
+        let mut request =
+            DownloadRequest::new(local_repo::repo_dir_for(dir.root(), major), major, packages);
         if let Some(mirror) = mirror {
             request.sources.mirror = mirror.to_string();
         }

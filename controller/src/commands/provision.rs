@@ -16,7 +16,10 @@ use crate::platform::docker::{self, HostChange};
 pub fn load_cluster(dir: &Path) -> anyhow::Result<(ClusterDir, Cluster)> {
     let cluster_dir = ClusterDir::open(dir)?;
     let cluster = Cluster::load(cluster_dir.root()).map_err(|errors| {
-        anyhow::anyhow!("{errors}\nconfig.yml has {} problem(s): nothing was changed", errors.0.len())
+        anyhow::anyhow!(
+            "{errors}\nconfig.yml has {} problem(s): nothing was changed",
+            errors.0.len()
+        )
     })?;
     Ok((cluster_dir, cluster))
 }
@@ -24,7 +27,11 @@ pub fn load_cluster(dir: &Path) -> anyhow::Result<(ClusterDir, Cluster)> {
 pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> {
     let started = Instant::now();
     let (dir, cluster) = load_cluster(dir)?;
-    if let Some(other) = cluster.instances.iter().find(|i| i.platform != Platform::Docker) {
+    if let Some(other) = cluster
+        .instances
+        .iter()
+        .find(|i| i.platform != Platform::Docker)
+    {
         bail!(
             "instance {} uses platform {:?}: only the docker platform can be provisioned so far",
             other.name,
@@ -39,7 +46,10 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
         .with_context(|| format!("reading {}.pub", key_path.display()))?;
     let config_bytes = std::fs::read(dir.config())?;
     let previous = Inventory::load(&dir.inventory())?;
-    let previous_hosts = previous.as_ref().map(|p| p.hosts.clone()).unwrap_or_default();
+    let previous_hosts = previous
+        .as_ref()
+        .map(|p| p.hosts.clone())
+        .unwrap_or_default();
 
     let docker = docker::connect().await?;
     let mirror = mirror.unwrap_or(DEFAULT_MIRROR);
@@ -61,7 +71,11 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
         "network {} {} {}",
         result.network.name,
         result.network.subnet,
-        if result.network_created { "created" } else { "unchanged" }
+        if result.network_created {
+            "created"
+        } else {
+            "unchanged"
+        }
     );
     let mut hosts: Vec<_> = result.hosts.iter().map(|(h, _)| h.clone()).collect();
     hosts.sort_by_key(|h| h.node);
@@ -83,8 +97,14 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
     };
     let files: [(std::path::PathBuf, String); 3] = [
         (dir.inventory(), inventory.to_json()),
-        (dir.ssh_config(), cluster_dir::render_ssh_config(&dir, &inventory)),
-        (dir.known_hosts(), cluster_dir::render_known_hosts(&inventory.hosts)),
+        (
+            dir.ssh_config(),
+            cluster_dir::render_ssh_config(&dir, &inventory),
+        ),
+        (
+            dir.known_hosts(),
+            cluster_dir::render_known_hosts(&inventory.hosts),
+        ),
     ];
     for (path, content) in files {
         let old = std::fs::read_to_string(&path).ok();
@@ -94,8 +114,11 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
         }
     }
     if !result.failures.is_empty() {
-        let lines: Vec<String> =
-            result.failures.iter().map(|(host, e)| format!("  {host}: {e:#}")).collect();
+        let lines: Vec<String> = result
+            .failures
+            .iter()
+            .map(|(host, e)| format!("  {host}: {e:#}"))
+            .collect();
         bail!(
             "provision failed on {} host(s):\n{}\nfix the cause and run provision again: it finishes the job",
             result.failures.len(),
@@ -104,9 +127,15 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
     }
     let secs = started.elapsed().as_secs_f64();
     if changed {
-        println!("provisioned {} host(s) in {secs:.1}s", inventory.hosts.len());
+        println!(
+            "provisioned {} host(s) in {secs:.1}s",
+            inventory.hosts.len()
+        );
     } else {
-        println!("nothing to change: {} host(s) already provisioned ({secs:.1}s)", inventory.hosts.len());
+        println!(
+            "nothing to change: {} host(s) already provisioned ({secs:.1}s)",
+            inventory.hosts.len()
+        );
     }
     println!("log in with: ssh -F {} <host>", dir.ssh_config().display());
     Ok(inventory)

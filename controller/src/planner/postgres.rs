@@ -42,23 +42,64 @@ impl PostgresLayout {
 /// GUCs whose change needs a restart (context `postmaster` in PostgreSQL 15–17), so that a
 /// change to `postgres_conf_settings` restarts only when Postgres needs it.
 const RESTART_GUCS: &[&str] = &[
-    "archive_mode", "autovacuum_freeze_max_age", "autovacuum_max_workers",
-    "autovacuum_multixact_freeze_max_age", "bonjour", "bonjour_name", "cluster_name",
-    "commit_timestamp_buffers", "data_sync_retry", "dynamic_shared_memory_type",
-    "event_source", "external_pid_file", "hot_standby", "huge_page_size", "huge_pages",
-    "jit_provider", "listen_addresses", "logging_collector", "max_connections",
-    "max_files_per_process", "max_locks_per_transaction", "max_logical_replication_workers",
-    "max_pred_locks_per_transaction", "max_prepared_transactions", "max_replication_slots",
-    "max_wal_senders", "max_worker_processes", "min_dynamic_shared_memory",
-    "multixact_member_buffers", "multixact_offset_buffers", "notify_buffers",
-    "old_snapshot_threshold", "pg_stat_statements.max", "port", "recovery_target",
-    "recovery_target_action", "recovery_target_inclusive", "recovery_target_lsn",
-    "recovery_target_name", "recovery_target_time", "recovery_target_timeline",
-    "recovery_target_xid", "reserved_connections", "serializable_buffers", "shared_buffers",
-    "shared_memory_type", "shared_preload_libraries", "subtransaction_buffers",
-    "superuser_reserved_connections", "track_activity_query_size", "track_commit_timestamp",
-    "transaction_buffers", "unix_socket_directories", "unix_socket_group",
-    "unix_socket_permissions", "wal_buffers", "wal_decode_buffer_size", "wal_level",
+    "archive_mode",
+    "autovacuum_freeze_max_age",
+    "autovacuum_max_workers",
+    "autovacuum_multixact_freeze_max_age",
+    "bonjour",
+    "bonjour_name",
+    "cluster_name",
+    "commit_timestamp_buffers",
+    "data_sync_retry",
+    "dynamic_shared_memory_type",
+    "event_source",
+    "external_pid_file",
+    "hot_standby",
+    "huge_page_size",
+    "huge_pages",
+    "jit_provider",
+    "listen_addresses",
+    "logging_collector",
+    "max_connections",
+    "max_files_per_process",
+    "max_locks_per_transaction",
+    "max_logical_replication_workers",
+    "max_pred_locks_per_transaction",
+    "max_prepared_transactions",
+    "max_replication_slots",
+    "max_wal_senders",
+    "max_worker_processes",
+    "min_dynamic_shared_memory",
+    "multixact_member_buffers",
+    "multixact_offset_buffers",
+    "notify_buffers",
+    "old_snapshot_threshold",
+    "pg_stat_statements.max",
+    "port",
+    "recovery_target",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_timeline",
+    "recovery_target_xid",
+    "reserved_connections",
+    "serializable_buffers",
+    "shared_buffers",
+    "shared_memory_type",
+    "shared_preload_libraries",
+    "subtransaction_buffers",
+    "superuser_reserved_connections",
+    "track_activity_query_size",
+    "track_commit_timestamp",
+    "transaction_buffers",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "wal_buffers",
+    "wal_decode_buffer_size",
+    "wal_level",
     "wal_log_hints",
 ];
 
@@ -71,7 +112,11 @@ pub fn stages(input: &PlanInput<'_>, instance: &Instance, layout: &PostgresLayou
 }
 
 fn install(instance: &Instance, l: &PostgresLayout) -> Stage {
-    let locale = instance.vars.postgres_locale.clone().unwrap_or_else(|| "en_US.UTF-8".into());
+    let locale = instance
+        .vars
+        .postgres_locale
+        .clone()
+        .unwrap_or_else(|| "en_US.UTF-8".into());
     let parent = std::path::Path::new(&l.data_dir)
         .parent()
         .map(|p| p.display().to_string())
@@ -124,7 +169,11 @@ fn install(instance: &Instance, l: &PostgresLayout) -> Stage {
         dir(&format!("{}/conf.d", l.data_dir), "postgres", 0o700),
         dir("/etc/tpa", "root", 0o755),
     ];
-    Stage { name: StageName::PostgresInstall, resources, after: vec![] }
+    Stage {
+        name: StageName::PostgresInstall,
+        resources,
+        after: vec![],
+    }
 }
 
 fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Stage {
@@ -135,8 +184,11 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
         .map(|f| f.memory_bytes)
         .filter(|m| *m > 0)
         .unwrap_or(1 << 30);
-    let postgres_instances =
-        cluster.instances.iter().filter(|i| i.has_role(Role::Postgres)).count() as u32;
+    let postgres_instances = cluster
+        .instances
+        .iter()
+        .filter(|i| i.has_role(Role::Postgres))
+        .count() as u32;
     let preload = vec!["pg_stat_statements".to_string()]
         .into_iter()
         .chain(instance.vars.preload_extensions.iter().cloned())
@@ -179,18 +231,28 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
         .collect();
 
     let reload_files = [
-        (l.conf_d("0000-tpa.conf"), postgres_conf::reload_settings(&conf_input)),
+        (
+            l.conf_d("0000-tpa.conf"),
+            postgres_conf::reload_settings(&conf_input),
+        ),
         (
             l.conf_d("9900-tpa_postgres_conf_settings.conf"),
             postgres_conf::conf_settings(&reload_settings),
         ),
         (
             format!("{}/pg_hba.conf", l.data_dir),
-            postgres_conf::pg_hba(&peers, "scram-sha-256", &instance.vars.postgres_hba_settings),
+            postgres_conf::pg_hba(
+                &peers,
+                "scram-sha-256",
+                &instance.vars.postgres_hba_settings,
+            ),
         ),
     ];
     let restart_files = [
-        (l.conf_d("0001-tpa_restart.conf"), postgres_conf::restart_settings(&conf_input)),
+        (
+            l.conf_d("0001-tpa_restart.conf"),
+            postgres_conf::restart_settings(&conf_input),
+        ),
         (
             l.conf_d("9901-tpa_postgres_conf_settings_restart.conf"),
             postgres_conf::conf_settings(&restart_settings),
@@ -211,7 +273,10 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
                 argv: vec![
                     "sh".into(),
                     "-c".into(),
-                    format!("chown postgres:postgres {k} && chmod 600 {k}", k = l.key_file),
+                    format!(
+                        "chown postgres:postgres {k} && chmod 600 {k}",
+                        k = l.key_file
+                    ),
                 ],
                 creates: None,
                 unless: Some(vec![
@@ -246,7 +311,12 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
             mode: 0o600,
         },
     });
-    let unit = owned_file(unit_path, postgres_conf::service_unit(&l.bin_dir, &l.data_dir), "root", 0o644);
+    let unit = owned_file(
+        unit_path,
+        postgres_conf::service_unit(&l.bin_dir, &l.data_dir),
+        "root",
+        0o644,
+    );
     restart_on.push(unit.id.clone());
     resources.push(unit);
     resources.push(ResourceSpec {

@@ -35,7 +35,10 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("port", c.port.to_string()),
         ("unix_socket_directories", "'/var/run/postgresql'".into()),
         ("max_connections", c.max_connections.to_string()),
-        ("shared_buffers", format!("{}MB", mb(c.memory_bytes, c.shared_buffers_ratio))),
+        (
+            "shared_buffers",
+            format!("{}MB", mb(c.memory_bytes, c.shared_buffers_ratio)),
+        ),
         ("max_prepared_transactions", "0".into()),
         ("max_worker_processes", (2 * n).max(16).to_string()),
         ("cluster_name", format!("'{}'", c.host_name)),
@@ -47,7 +50,10 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("hot_standby", "on".into()),
         ("ssl", "on".into()),
         ("ssl_ca_file", "''".into()),
-        ("ssl_cert_file", format!("'/etc/tpa/{}.crt'", c.cluster_name)),
+        (
+            "ssl_cert_file",
+            format!("'/etc/tpa/{}.crt'", c.cluster_name),
+        ),
         ("ssl_key_file", format!("'/etc/tpa/{}.key'", c.cluster_name)),
         ("ssl_ciphers", "'HIGH:!3DES:!aNULL'".into()),
         ("ssl_prefer_server_ciphers", "on".into()),
@@ -58,7 +64,10 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("wal_level", "logical".into()),
         ("wal_log_hints", "on".into()),
         ("wal_buffers", "-1".into()),
-        ("shared_preload_libraries", format!("'{}'", c.preload_libraries.join(","))),
+        (
+            "shared_preload_libraries",
+            format!("'{}'", c.preload_libraries.join(",")),
+        ),
     ];
     for (name, value) in settings {
         let _ = writeln!(out, "{name} = {value}");
@@ -71,7 +80,10 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
 pub fn reload_settings(c: &ConfInput<'_>) -> String {
     let mut out = String::from(MANAGED);
     let settings: Vec<(&str, String)> = vec![
-        ("password_encryption", format!("'{}'", c.password_encryption)),
+        (
+            "password_encryption",
+            format!("'{}'", c.password_encryption),
+        ),
         ("tcp_keepalives_idle", "53".into()),
         ("tcp_keepalives_interval", "7".into()),
         ("tcp_keepalives_count", "9".into()),
@@ -95,7 +107,10 @@ pub fn reload_settings(c: &ConfInput<'_>) -> String {
         ("log_line_prefix", "'%t [%u@%r/%a/%d:%p]: [%l] '".into()),
         ("seq_page_cost", "1.0".into()),
         ("random_page_cost", "4.0".into()),
-        ("effective_cache_size", format!("{}MB", mb(c.memory_bytes, 0.5))),
+        (
+            "effective_cache_size",
+            format!("{}MB", mb(c.memory_bytes, 0.5)),
+        ),
         ("default_statistics_target", "100".into()),
         ("constraint_exclusion", "partition".into()),
         ("archive_command", "'/bin/true'".into()),

@@ -11,11 +11,7 @@ use crate::local_repo::HOST_APT_SOURCE;
 /// not to; tpa owns the data directory, so the switch goes in before any package.
 pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa.conf";
 
-pub fn stage(
-    input: &PlanInput<'_>,
-    instance: &Instance,
-    packages: Vec<String>,
-) -> super::Stage {
+pub fn stage(input: &PlanInput<'_>, instance: &Instance, packages: Vec<String>) -> super::Stage {
     let mut resources = Vec::new();
     let only_local = instance.vars.use_local_repo_only.unwrap_or(false);
     if let Some(repo) = input.local_repos.get(&instance.name) {
@@ -50,7 +46,11 @@ pub fn stage(
         id: id("packages", "base"),
         kind: Resource::Packages { names: packages },
     });
-    super::Stage { name: super::StageName::Sys, resources, after: vec![] }
+    super::Stage {
+        name: super::StageName::Sys,
+        resources,
+        after: vec![],
+    }
 }
 
 pub(super) fn file(path: &str, content: String) -> ResourceSpec {

@@ -66,7 +66,12 @@ fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
     let repos: BTreeMap<String, String> = cluster
         .instances
         .iter()
-        .map(|i| (i.name.clone(), format!("/var/opt/tpa/local-repo/Debian/{os}")))
+        .map(|i| {
+            (
+                i.name.clone(),
+                format!("/var/opt/tpa/local-repo/Debian/{os}"),
+            )
+        })
         .collect();
     plan(&PlanInput {
         cluster: &cluster,
@@ -75,6 +80,10 @@ fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
         ca_pem: "CA-PEM\n",
         server_certs: &certs,
         local_repos: &repos,
+        password_verifiers: &BTreeMap::from([(
+            "ada_lovelace".to_string(),
+            "SCRAM-SHA-256$4096:c2FsdA==$stored:server".to_string(),
+        )]),
     })
 }
 
@@ -86,7 +95,11 @@ fn outline(plan: &Plan) -> String {
             let _ = writeln!(out, "{host} {}", stage.name.as_str());
             for r in &stage.resources {
                 let extra = match &r.kind {
-                    Resource::Service { reload_on, restart_on, .. } => {
+                    Resource::Service {
+                        reload_on,
+                        restart_on,
+                        ..
+                    } => {
                         format!(" reload_on={reload_on:?} restart_on={restart_on:?}")
                     }
                     Resource::Packages { names } => format!(" {names:?}"),
@@ -108,9 +121,9 @@ fn file_content(plan: &Plan, host: &str, path: &str) -> String {
         .iter()
         .flat_map(|s| &s.resources)
         .find_map(|r| match &r.kind {
-            Resource::File { path: p, content, .. } if p == path => {
-                Some(String::from_utf8(content.clone()).unwrap())
-            }
+            Resource::File {
+                path: p, content, ..
+            } if p == path => Some(String::from_utf8(content.clone()).unwrap()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("{host} has no file {path}"))
@@ -131,10 +144,22 @@ fn rendered_files_of_the_primary() {
     let plan = plan_for(SEED, "12").unwrap();
     let d = "/opt/postgres/data";
     for (path, golden) in [
-        (format!("{d}/conf.d/0000-tpa.conf"), expect_file!["golden/0000-tpa.conf"]),
-        (format!("{d}/conf.d/0001-tpa_restart.conf"), expect_file!["golden/0001-tpa_restart.conf"]),
-        (format!("{d}/pg_hba.conf"), expect_file!["golden/pg_hba.conf"]),
-        ("/etc/systemd/system/postgres.service".to_string(), expect_file!["golden/postgres.service"]),
+        (
+            format!("{d}/conf.d/0000-tpa.conf"),
+            expect_file!["golden/0000-tpa.conf"],
+        ),
+        (
+            format!("{d}/conf.d/0001-tpa_restart.conf"),
+            expect_file!["golden/0001-tpa_restart.conf"],
+        ),
+        (
+            format!("{d}/pg_hba.conf"),
+            expect_file!["golden/pg_hba.conf"],
+        ),
+        (
+            "/etc/systemd/system/postgres.service".to_string(),
+            expect_file!["golden/postgres.service"],
+        ),
         (
             "/etc/apt/sources.list.d/tpa-local-repo.list".to_string(),
             expect_file!["golden/tpa-local-repo.list"],
@@ -152,10 +177,20 @@ fn conf_settings_split_by_what_a_change_needs() {
     );
     let plan = plan_for(&source, "12").unwrap();
     let d = "/opt/postgres/data/conf.d";
-    let reload = file_content(&plan, "ulb", &format!("{d}/9900-tpa_postgres_conf_settings.conf"));
-    let restart =
-        file_content(&plan, "ulb", &format!("{d}/9901-tpa_postgres_conf_settings_restart.conf"));
-    assert!(reload.contains("work_mem = 32MB") && !reload.contains("max_locks"), "{reload}");
+    let reload = file_content(
+        &plan,
+        "ulb",
+        &format!("{d}/9900-tpa_postgres_conf_settings.conf"),
+    );
+    let restart = file_content(
+        &plan,
+        "ulb",
+        &format!("{d}/9901-tpa_postgres_conf_settings_restart.conf"),
+    );
+    assert!(
+        reload.contains("work_mem = 32MB") && !reload.contains("max_locks"),
+        "{reload}"
+    );
     assert!(restart.contains("max_locks_per_transaction = 128") && !restart.contains("work_mem"));
 }
 

@@ -35,10 +35,9 @@ const SSH_READY_TIMEOUT: Duration = Duration::from_secs(90);
 pub async fn connect() -> anyhow::Result<Docker> {
     let docker = Docker::connect_with_local_defaults()
         .context("connecting to the Docker engine (is DOCKER_HOST right?)")?;
-    docker
-        .ping()
-        .await
-        .context("the Docker engine does not answer: start it, or check access to /var/run/docker.sock")?;
+    docker.ping().await.context(
+        "the Docker engine does not answer: start it, or check access to /var/run/docker.sock",
+    )?;
     Ok(docker)
 }
 
@@ -123,7 +122,13 @@ pub async fn provision(
             Err(e) => failures.push((name, e)),
         }
     }
-    Ok(Provisioned { network, network_created, images_built, hosts, failures })
+    Ok(Provisioned {
+        network,
+        network_created,
+        images_built,
+        hosts,
+        failures,
+    })
 }
 
 struct ContainerSpec<'a> {
@@ -144,7 +149,11 @@ async fn provision_host(
     let image = ImageRef::parse(spec.instance.image.as_deref().unwrap_or("tpa/debian")).full();
     let (id, change) = match docker.inspect_container(name, None).await {
         Ok(existing) => {
-            let labels = existing.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+            let labels = existing
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
             if labels.get(CLUSTER_LABEL) != Some(&spec.cluster.name) {
                 bail!(
                     "a container named {name} already exists and does not belong to cluster {}: \
@@ -179,7 +188,9 @@ async fn provision_host(
                 (id, HostChange::Started)
             }
         }
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
             let options = CreateContainerOptionsBuilder::new().name(name).build();
             let created = docker
                 .create_container(Some(options), container_body(spec, &image))
@@ -195,13 +206,20 @@ async fn provision_host(
     };
 
     let user = spec.instance.ansible_user().to_string();
-    let host_key = exec_output(docker, &id, &["sh", "-c", LOGIN_SETUP, "sh", &user, public_key.trim()])
-        .await
-        .with_context(|| format!("setting up SSH login for {user} on {name}"))?;
+    let host_key = exec_output(
+        docker,
+        &id,
+        &["sh", "-c", LOGIN_SETUP, "sh", &user, public_key.trim()],
+    )
+    .await
+    .with_context(|| format!("setting up SSH login for {user} on {name}"))?;
     let port = spec.cluster.ssh_port;
-    wait_for_ssh(spec.address, port)
-        .await
-        .with_context(|| format!("{name} did not start accepting SSH on {}:{port}", spec.address))?;
+    wait_for_ssh(spec.address, port).await.with_context(|| {
+        format!(
+            "{name} did not start accepting SSH on {}:{port}",
+            spec.address
+        )
+    })?;
     let host = Host {
         name: name.clone(),
         node: spec.instance.node,
@@ -243,8 +261,14 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
     let mut labels: HashMap<String, String> = spec.cluster.tags.clone().into_iter().collect();
     labels.insert(CLUSTER_LABEL.into(), spec.cluster.name.clone());
     let tmpfs = HashMap::from([
-        ("/run".to_string(), "rw,exec,nosuid,nodev,mode=755".to_string()),
-        ("/run/lock".to_string(), "rw,noexec,nosuid,nodev".to_string()),
+        (
+            "/run".to_string(),
+            "rw,exec,nosuid,nodev,mode=755".to_string(),
+        ),
+        (
+            "/run/lock".to_string(),
+            "rw,noexec,nosuid,nodev".to_string(),
+        ),
         ("/tmp".to_string(), "rw,exec,nosuid,nodev".to_string()),
     ]);
     // systemd needs the cgroup tree: read-only on cgroup v1 hosts, a private writable
@@ -292,7 +316,11 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
 
 /// Runs a command in a container as root and returns its stdout; a non-zero exit is an
 /// error carrying stderr.
-pub async fn exec_output(docker: &Docker, container: &str, argv: &[&str]) -> anyhow::Result<String> {
+pub async fn exec_output(
+    docker: &Docker,
+    container: &str,
+    argv: &[&str],
+) -> anyhow::Result<String> {
     let exec = docker
         .create_exec(
             container,
@@ -406,7 +434,10 @@ async fn ensure_network(
                 }]),
                 ..Default::default()
             }),
-            labels: Some(HashMap::from([(CLUSTER_LABEL.to_string(), cluster.name.clone())])),
+            labels: Some(HashMap::from([(
+                CLUSTER_LABEL.to_string(),
+                cluster.name.clone(),
+            )])),
             ..Default::default()
         })
         .await
@@ -423,7 +454,11 @@ fn as_v4(net: &IpNet) -> Option<Ipv4Net> {
 
 fn network_for(name: &str, subnet: Ipv4Net) -> Network {
     let gateway = first_host(subnet);
-    Network { name: name.to_string(), subnet: subnet.to_string(), gateway: IpAddr::V4(gateway) }
+    Network {
+        name: name.to_string(),
+        subnet: subnet.to_string(),
+        gateway: IpAddr::V4(gateway),
+    }
 }
 
 fn first_host(subnet: Ipv4Net) -> Ipv4Addr {
@@ -447,11 +482,18 @@ async fn free_subnet(docker: &Docker, cluster: &str) -> anyhow::Result<Ipv4Net> 
 }
 
 fn pick_free_subnet(used: &[Ipv4Net], cluster: &str) -> Option<Ipv4Net> {
-    let start = cluster.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 256;
+    let start = cluster
+        .bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % 256;
     (0..256u32)
         .map(|i| (start + i) % 256)
         .map(|n| Ipv4Net::new(Ipv4Addr::new(10, 33, n as u8, 0), 24).expect("valid prefix"))
-        .find(|c| !used.iter().any(|u| u.contains(&c.network()) || c.contains(&u.network())))
+        .find(|c| {
+            !used
+                .iter()
+                .any(|u| u.contains(&c.network()) || c.contains(&u.network()))
+        })
 }
 
 /// Each instance's address: declared `ip_address`, else what it had before, else the next
@@ -466,9 +508,12 @@ fn assign_addresses(
     let mut out = HashMap::new();
     let mut pending = Vec::new();
     for instance in instances {
-        let known = instance
-            .ip_address
-            .or_else(|| previous.iter().find(|h| h.name == instance.name).map(|h| h.address));
+        let known = instance.ip_address.or_else(|| {
+            previous
+                .iter()
+                .find(|h| h.name == instance.name)
+                .map(|h| h.address)
+        });
         match known {
             Some(ip) if taken.insert(ip) => {
                 out.insert(instance.name.clone(), ip);
@@ -477,7 +522,10 @@ fn assign_addresses(
             None => pending.push(instance.name.clone()),
         }
     }
-    let mut candidates = subnet.hosts().map(IpAddr::V4).filter(|ip| !taken.contains(ip));
+    let mut candidates = subnet
+        .hosts()
+        .map(IpAddr::V4)
+        .filter(|ip| !taken.contains(ip));
     for name in pending {
         let ip = candidates
             .next()
@@ -495,7 +543,12 @@ pub async fn read_image_file(docker: &Docker, image: &str, path: &str) -> anyhow
         network_disabled: Some(true),
         ..Default::default()
     };
-    let created = docker.create_container(None::<bollard::query_parameters::CreateContainerOptions>, body).await?;
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await?;
     let result = async {
         let options = bollard::query_parameters::AttachContainerOptionsBuilder::new()
             .stdout(true)
@@ -520,10 +573,18 @@ pub async fn read_image_file(docker: &Docker, image: &str, path: &str) -> anyhow
 }
 
 /// Removes exactly this cluster's containers and networks (by label), in parallel.
-pub async fn deprovision(docker: &Docker, cluster: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+pub async fn deprovision(
+    docker: &Docker,
+    cluster: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let filter = HashMap::from([("label", vec![format!("{CLUSTER_LABEL}={cluster}")])]);
     let containers = docker
-        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&filter).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
         .await
         .context("listing containers")?;
     let removals = containers.iter().map(|c| {
@@ -535,7 +596,10 @@ pub async fn deprovision(docker: &Docker, cluster: &str) -> anyhow::Result<(Vec<
             .map(|n| n.trim_start_matches('/').to_string())
             .unwrap_or_else(|| id.clone());
         async move {
-            let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+            let options = RemoveContainerOptionsBuilder::new()
+                .force(true)
+                .v(true)
+                .build();
             docker
                 .remove_container(&id, Some(options))
                 .await
@@ -548,7 +612,9 @@ pub async fn deprovision(docker: &Docker, cluster: &str) -> anyhow::Result<(Vec<
         removed.push(result?);
     }
     let networks = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&filter).build()))
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
         .await
         .context("listing networks")?;
     let mut removed_networks = Vec::new();
@@ -574,6 +640,9 @@ mod tests {
         let again = pick_free_subnet(&[first], "fosdem").unwrap();
         assert_ne!(first, again);
         // A wide network covering the whole range leaves nothing.
-        assert_eq!(pick_free_subnet(&["10.0.0.0/8".parse().unwrap()], "fosdem"), None);
+        assert_eq!(
+            pick_free_subnet(&["10.0.0.0/8".parse().unwrap()], "fosdem"),
+            None
+        );
     }
 }
