@@ -158,6 +158,16 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
         "postgres was not restarted"
     );
 
+    // A changed agent binary on the host is replaced (and the agent restarted), not re-enrolled.
+    assert!(ssh(ssh_config, host, "cp /usr/local/bin/tpa-agent /root/a && printf x >> /root/a && mv /root/a /usr/local/bin/tpa-agent").0);
+    let replaced = controller(&["deploy", path]);
+    assert!(replaced.status.success());
+    assert!(
+        stdout(&replaced).contains("agent updated"),
+        "{}",
+        stdout(&replaced)
+    );
+
     // The agent and Postgres come back after the host restarts; nothing to change then.
     assert!(run("docker", &["restart", host]).0);
     let mut converged = false;
@@ -195,6 +205,35 @@ fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
     let ssh_config = dir.path().join("ssh_config");
     let ssh_config = ssh_config.to_str().unwrap();
     assert!(controller(&["download-packages", path]).status.success());
+
+    // The agent killed while dpkg is installing packages: the deploy fails naming the host and
+    // stage; nothing is left that the next deploy cannot finish.
+    let deploy = std::process::Command::new(controller_bin())
+        .args(["deploy", path])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut killed = false;
+    for _ in 0..600 {
+        if run("docker", &["exec", host, "pgrep", "-x", "dpkg"]).0 {
+            killed = run(
+                "docker",
+                &["exec", host, "pkill", "-9", "-f", "tpa-agent serve"],
+            )
+            .0;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let interrupted = deploy.wait_with_output().unwrap();
+    assert!(killed, "dpkg never ran, or the agent could not be killed");
+    assert!(
+        !interrupted.status.success(),
+        "deploy succeeded although its agent was killed"
+    );
+    let stderr = String::from_utf8_lossy(&interrupted.stderr);
+    assert!(stderr.contains(&format!("{host} sys:")), "{stderr}");
 
     // A resource that fails: the error names the host and the resource, and the next deploy
     // finishes the job without manual clean-up.

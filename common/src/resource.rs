@@ -95,8 +95,17 @@ pub enum Resource {
 impl std::fmt::Debug for Resource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Resource::Packages { names } => f.debug_struct("Packages").field("names", names).finish(),
-            Resource::File { path, content, owner, group, mode, secret } => f
+            Resource::Packages { names } => {
+                f.debug_struct("Packages").field("names", names).finish()
+            }
+            Resource::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            } => f
                 .debug_struct("File")
                 .field("path", path)
                 .field("content_bytes", &content.len())
@@ -105,7 +114,13 @@ impl std::fmt::Debug for Resource {
                 .field("mode", &format_args!("{mode:o}"))
                 .field("secret", secret)
                 .finish(),
-            Resource::FileIfAbsent { path, content, owner, group, mode } => f
+            Resource::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            } => f
                 .debug_struct("FileIfAbsent")
                 .field("path", path)
                 .field("content_bytes", &content.len())
@@ -113,17 +128,30 @@ impl std::fmt::Debug for Resource {
                 .field("group", group)
                 .field("mode", &format_args!("{mode:o}"))
                 .finish(),
-            Resource::Directory { path, owner, group, mode } => f
+            Resource::Directory {
+                path,
+                owner,
+                group,
+                mode,
+            } => f
                 .debug_struct("Directory")
                 .field("path", path)
                 .field("owner", owner)
                 .field("group", group)
                 .field("mode", &format_args!("{mode:o}"))
                 .finish(),
-            Resource::Group { name, system } => {
-                f.debug_struct("Group").field("name", name).field("system", system).finish()
-            }
-            Resource::User { name, group, home, shell, system } => f
+            Resource::Group { name, system } => f
+                .debug_struct("Group")
+                .field("name", name)
+                .field("system", system)
+                .finish(),
+            Resource::User {
+                name,
+                group,
+                home,
+                shell,
+                system,
+            } => f
                 .debug_struct("User")
                 .field("name", name)
                 .field("group", group)
@@ -131,7 +159,13 @@ impl std::fmt::Debug for Resource {
                 .field("shell", shell)
                 .field("system", system)
                 .finish(),
-            Resource::Service { unit, enabled, running, reload_on, restart_on } => f
+            Resource::Service {
+                unit,
+                enabled,
+                running,
+                reload_on,
+                restart_on,
+            } => f
                 .debug_struct("Service")
                 .field("unit", unit)
                 .field("enabled", enabled)
@@ -139,10 +173,23 @@ impl std::fmt::Debug for Resource {
                 .field("reload_on", reload_on)
                 .field("restart_on", restart_on)
                 .finish(),
-            Resource::Command { argv, creates, unless, run_as, env, secret_env } => {
+            Resource::Command {
+                argv,
+                creates,
+                unless,
+                run_as,
+                env,
+                secret_env,
+            } => {
                 let env: Vec<String> = env
                     .iter()
-                    .map(|(k, v)| if *secret_env { format!("{k}=<redacted>") } else { format!("{k}={v}") })
+                    .map(|(k, v)| {
+                        if *secret_env {
+                            format!("{k}=<redacted>")
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
                     .collect();
                 f.debug_struct("Command")
                     .field("argv", argv)
@@ -152,8 +199,21 @@ impl std::fmt::Debug for Resource {
                     .field("env", &env)
                     .finish()
             }
-            Resource::Sql { database, check, apply, run_as, port, secret } => {
-                let hide = |s: &String| if *secret { "<redacted>".to_string() } else { s.clone() };
+            Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => {
+                let hide = |s: &String| {
+                    if *secret {
+                        "<redacted>".to_string()
+                    } else {
+                        s.clone()
+                    }
+                };
                 f.debug_struct("Sql")
                     .field("database", database)
                     .field("check", &hide(check))

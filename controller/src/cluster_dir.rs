@@ -143,7 +143,8 @@ pub fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> 
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(content).with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(content)
+        .with_context(|| format!("writing {}", tmp.display()))?;
     file.sync_all()?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;

@@ -5,4 +5,5 @@ pub mod deploy;
 pub mod deprovision;
 pub mod download_packages;
 pub mod image;
+pub mod passwords;
 pub mod provision;

@@ -15,6 +15,7 @@
 //! - `bootstrap`: installs, updates and enrols agents over SSH.
 //! - `agent_client`: the mutual-TLS gRPC client that talks to `tpa-agent`, and agent enrolment.
 //! - `pki`: the cluster CA: creates/loads it, issues the controller identity, signs CSRs.
+//! - `secrets`: generated passwords, encrypted in the cluster directory; the key lives outside.
 //! - `commands`: one module per CLI verb.
 
 #![forbid(unsafe_code)]
@@ -32,5 +33,6 @@ pub mod pki;
 pub mod planner;
 pub mod platform;
 pub mod scram;
+pub mod secrets;
 pub mod server_tls;
 pub mod ssh;

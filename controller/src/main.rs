@@ -49,6 +49,23 @@ enum Command {
     },
     /// Remove this cluster's hosts and network, and the files provision generated.
     Deprovision { cluster_dir: PathBuf },
+    /// Print the stored password of a database user: only the password and a newline, on
+    /// stdout. Exit 1 when none is stored.
+    ShowPassword {
+        cluster_dir: PathBuf,
+        /// The database user (stored as `<user>_password`, TPA's name).
+        user: String,
+    },
+    /// Store a password for a database user, applied on the next deploy. Prompts twice without
+    /// echo on a terminal; otherwise reads one line from stdin (never from arguments).
+    StorePassword {
+        cluster_dir: PathBuf,
+        /// The database user (stored as `<user>_password`, TPA's name).
+        user: String,
+        /// Generate a random password instead of reading one.
+        #[arg(long)]
+        random: bool,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -120,6 +137,14 @@ fn main() -> ExitCode {
                 }
             }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
+            Command::ShowPassword { cluster_dir, user } => {
+                commands::passwords::show(&cluster_dir, &user)
+            }
+            Command::StorePassword {
+                cluster_dir,
+                user,
+                random,
+            } => commands::passwords::store(&cluster_dir, &user, random),
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -126,7 +126,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         if instance.has_role(Role::Primary) {
             let layout = PostgresLayout::for_instance(&input.cluster.name, instance, &version);
             stages.extend(postgres::stages(input, instance, &layout));
-            stages.push(users::stage(instance, layout.port, input.password_verifiers));
+            stages.push(users::stage(
+                instance,
+                layout.port,
+                input.password_verifiers,
+            ));
         } else {
             note_unsupported(&mut plan, instance);
         }

@@ -34,11 +34,14 @@ pub fn verifier(password: &str, existing: Option<&str>) -> String {
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` (RFC 5802, as Postgres stores it).
 pub fn compute(password: &str, salt: &[u8], iterations: u32) -> String {
     // Postgres normalises with SASLprep when it can, and uses the raw bytes otherwise.
-    let prepared = stringprep::saslprep(password).map(|p| p.into_owned()).unwrap_or_else(|_| password.to_string());
+    let prepared = stringprep::saslprep(password)
+        .map(|p| p.into_owned())
+        .unwrap_or_else(|_| password.to_string());
     let mut salted = [0u8; 32];
     pbkdf2::pbkdf2_hmac::<Sha256>(prepared.as_bytes(), salt, iterations, &mut salted);
     let hmac = |key: &[u8], msg: &[u8]| {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(msg);
         mac.finalize().into_bytes()
     };
@@ -75,6 +78,10 @@ mod tests {
         let changed = verifier("battery staple", Some(&theirs));
         assert_ne!(changed, theirs);
         assert!(changed.starts_with("SCRAM-SHA-256$4096:"));
-        assert_ne!(verifier("x", None), verifier("x", None), "fresh salts differ");
+        assert_ne!(
+            verifier("x", None),
+            verifier("x", None),
+            "fresh salts differ"
+        );
     }
 }

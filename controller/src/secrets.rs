@@ -120,9 +120,11 @@ impl Secrets {
                 return Err(e).with_context(|| format!("cannot read {}", path.display()));
             }
         };
-        let header = store_file::read_header(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let header =
+            store_file::read_header(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let key_id = header.key_id.clone();
-        check_key_id(&key_id).with_context(|| format!("{}: the header's key-id", path.display()))?;
+        check_key_id(&key_id)
+            .with_context(|| format!("{}: the header's key-id", path.display()))?;
         let Some(key) = key_source.load(&key_id)? else {
             return Err(missing_key(&path, &key_id, &key_source));
         };
@@ -190,9 +192,12 @@ impl Secrets {
         let key = match self.key.get() {
             Some(key) => key,
             None => {
-                let key = self.key_source.load_or_create(&self.key_id).with_context(|| {
-                    format!("cannot create the key for {}", self.path.display())
-                })?;
+                let key = self
+                    .key_source
+                    .load_or_create(&self.key_id)
+                    .with_context(|| {
+                        format!("cannot create the key for {}", self.path.display())
+                    })?;
                 self.key.get_or_init(|| key)
             }
         };
@@ -201,9 +206,8 @@ impl Secrets {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let plaintext = Zeroizing::new(
-            serde_json::to_vec(&document).context("cannot serialise the secrets")?,
-        );
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(&document).context("cannot serialise the secrets")?);
         let text = store_file::seal(key, &self.key_id, &plaintext)
             .map_err(|e| anyhow!("cannot encrypt {}: {e}", self.path.display()))?;
         write_atomically(&self.path, text.as_bytes())?;
@@ -216,9 +220,9 @@ impl Secrets {
 fn missing_key(path: &Path, key_id: &str, source: &KeySource) -> anyhow::Error {
     let looked = source.describe(key_id);
     anyhow!(
-        "cannot open {}: its key (key id {key_id}) is not at {looked}; copy the key file \
-         {key_id}.key from the machine that created this store to {looked} (mode 0600), or set \
-         {KEY_ENV} to its content (see docs/secrets.md)",
+        "cannot open {}: its key is not at {looked} (key id {key_id}); copy that key file from \
+         the machine that created this store (keep it mode 0600), or set {KEY_ENV} to the key \
+         file's content (see docs/secrets.md)",
         path.display(),
     )
 }
@@ -227,7 +231,9 @@ fn missing_key(path: &Path, key_id: &str, source: &KeySource) -> anyhow::Error {
 fn check_key_id(id: &str) -> anyhow::Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if id.is_empty() || id.len() > 128 || id.starts_with('.') || !id.chars().all(ok_char) {
-        bail!("`{id}` is not a key id: use 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'");
+        bail!(
+            "`{id}` is not a key id: use 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
+        );
     }
     Ok(())
 }
@@ -268,9 +274,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
-        .and_then(|()| {
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
-        })
+        .and_then(|()| std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600)))
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
     tmp.persist(path)
         .map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;

@@ -31,6 +31,7 @@ pub fn apply(names: &[String]) -> Result<String, ResourceError> {
     if missing.is_empty() {
         return Ok("all installed".to_owned());
     }
+    recover_interrupted_dpkg()?;
     if lists_empty() {
         apt_update()?;
     }
@@ -133,6 +134,41 @@ fn install(names: &[String]) -> Result<run::Output, ResourceError> {
         env: &apt_env(),
         ..Invocation::default()
     })
+}
+
+/// dpkg leaves journal entries in `updates/` when it was interrupted (e.g. the agent was
+/// killed mid-install); apt then refuses to run until `dpkg --configure -a` finishes the job.
+/// Doing that here means a deploy interrupted half-way needs no manual clean-up.
+fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
+    let interrupted = std::fs::read_dir("/var/lib/dpkg/updates")
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if !interrupted {
+        return Ok(());
+    }
+    let argv: Vec<String> = [
+        "dpkg",
+        "--configure",
+        "-a",
+        "--force-confdef",
+        "--force-confold",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let output = run::run(&Invocation {
+        argv: &argv,
+        env: &apt_env(),
+        ..Invocation::default()
+    })?;
+    if !output.success() {
+        return Err(ResourceError::Failed(format!(
+            "dpkg was interrupted and `dpkg --configure -a` failed ({}): {}",
+            output.status_text(),
+            output.tail()
+        )));
+    }
+    Ok(())
 }
 
 fn apt_update() -> Result<(), ResourceError> {

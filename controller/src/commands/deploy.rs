@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use tpa_common::event::Outcome;
 
-use crate::agent_client::AgentClient;
+use crate::agent_client::{AgentClient, ExecCommand};
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_file};
 use crate::commands::provision::{self, load_cluster};
@@ -21,6 +21,8 @@ use crate::orchestrator::{self, StageReport, StageStatus};
 use crate::pki::Pki;
 use crate::planner::{self, PlanInput, PostgresLayout};
 use crate::platform::docker::LOCAL_REPO_MOUNT;
+use crate::scram;
+use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
 
 /// How a deploy ended, for the exit code.
@@ -194,6 +196,40 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         ),
     );
 
+    let verifiers = match primary_client(&cluster, &clients) {
+        Some((instance, mut client)) => {
+            let running = facts
+                .get(&instance.name)
+                .and_then(|f| f.postgres.as_ref())
+                .is_some_and(|p| p.running);
+            let (verifiers, generated) = password_verifiers(
+                &mut client,
+                root,
+                &cluster,
+                instance,
+                running,
+                options.check,
+            )
+            .await?;
+            for user in generated {
+                line(
+                    &mut log,
+                    format!(
+                        "[{}] password generated for {user} (see show-password)",
+                        instance.name
+                    ),
+                );
+            }
+            if running {
+                for drift in drift(&mut client, instance).await? {
+                    line(&mut log, format!("[{}] drift: {drift}", instance.name));
+                }
+            }
+            verifiers
+        }
+        None => BTreeMap::new(),
+    };
+
     let plan = planner::plan(&PlanInput {
         cluster: &cluster,
         inventory: &inventory,
@@ -201,7 +237,7 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         ca_pem: pki.ca_cert_pem(),
         server_certs: &certs,
         local_repos: &local_repos,
-        password_verifiers: &BTreeMap::new(),
+        password_verifiers: &verifiers,
     })
     .map_err(|errors| anyhow::anyhow!("cannot plan the deploy:\n  {}", errors.join("\n  ")))?;
     for note in &plan.notes {
@@ -262,6 +298,147 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     let outcome = summarise(&reports, &mut log, check, started);
     write_log(&cluster_dir, &log, &reports)?;
     outcome
+}
+
+/// The primary's instance and a client to its agent.
+fn primary_client<'a>(
+    cluster: &'a crate::config::Cluster,
+    clients: &BTreeMap<String, AgentClient>,
+) -> Option<(&'a crate::config::Instance, AgentClient)> {
+    let instance = cluster
+        .instances
+        .iter()
+        .find(|i| i.has_role(Role::Primary))?;
+    Some((instance, clients.get(&instance.name)?.clone()))
+}
+
+/// Runs `sql` with psql as postgres on the primary and returns its rows, fields split on tabs.
+async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let argv = [
+        "psql",
+        "-XAtq",
+        "-F",
+        "\t",
+        "-h",
+        "/var/run/postgresql",
+        "-p",
+        &port.to_string(),
+        "-d",
+        "postgres",
+        "-f",
+        "-",
+    ];
+    let result = client
+        .exec(ExecCommand {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            run_as: Some("postgres".into()),
+            stdin: sql.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    if result.exit_code != 0 {
+        bail!(
+            "query on {} failed: {}",
+            client.host(),
+            String::from_utf8_lossy(&result.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&result.stdout)
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
+}
+
+/// SCRAM verifiers for every configured user with a password: from the encrypted secrets
+/// store (generating missing ones unless `check`), salted like the role's current verifier
+/// so that an unchanged password changes nothing. Returns the users whose password was new.
+async fn password_verifiers(
+    client: &mut AgentClient,
+    root: &Path,
+    cluster: &crate::config::Cluster,
+    primary: &crate::config::Instance,
+    running: bool,
+    check: bool,
+) -> anyhow::Result<(BTreeMap<String, String>, Vec<String>)> {
+    let users = &primary.vars.postgres_users;
+    if users.is_empty() {
+        return Ok((BTreeMap::new(), Vec::new()));
+    }
+    let port = primary.vars.postgres_port.unwrap_or(5432);
+    let existing: BTreeMap<String, String> = if running {
+        query(
+            client,
+            port,
+            "select rolname, rolpassword from pg_authid where rolpassword is not null",
+        )
+        .await?
+        .into_iter()
+        .filter_map(|row| Some((row.first()?.clone(), row.get(1)?.clone())))
+        .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
+    let mut verifiers = BTreeMap::new();
+    let mut generated = Vec::new();
+    for user in users {
+        let name = &user.username;
+        let stored = secrets
+            .get(&password_key(name))
+            .map(|p| zeroize::Zeroizing::new(p.to_string()));
+        let password = match stored {
+            Some(p) => p,
+            None if user.generate_password && !check => {
+                let (p, _) = secrets.password_or_generate(name);
+                generated.push(name.clone());
+                p
+            }
+            // --check: a password would be generated; any verifier differs from the live one.
+            None if user.generate_password => zeroize::Zeroizing::new(String::new()),
+            None => continue,
+        };
+        verifiers.insert(
+            name.clone(),
+            scram::verifier(&password, existing.get(name).map(String::as_str)),
+        );
+    }
+    if !check {
+        // Saved before anything is applied: a password Postgres has is never lost.
+        secrets.save()?;
+    }
+    Ok((verifiers, generated))
+}
+
+/// Roles and databases Postgres has that config.yml does not list (tpa never drops them).
+async fn drift(
+    client: &mut AgentClient,
+    primary: &crate::config::Instance,
+) -> anyhow::Result<Vec<String>> {
+    let port = primary.vars.postgres_port.unwrap_or(5432);
+    let rows = query(
+        client,
+        port,
+        "select 'role', rolname from pg_roles where rolname !~ '^pg_' and rolname <> 'postgres' \
+         union all select 'database', datname from pg_database where datname not in ('postgres', 'template0', 'template1')",
+    )
+    .await?;
+    let vars = &primary.vars;
+    let mut found = Vec::new();
+    for row in rows {
+        let (Some(kind), Some(name)) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        let declared = match kind.as_str() {
+            "role" => vars.postgres_users.iter().any(|u| &u.username == name),
+            _ => vars.postgres_databases.iter().any(|d| &d.name == name),
+        };
+        if !declared {
+            found.push(format!(
+                "{kind} {name} exists in Postgres but not in config.yml (tpa never drops it)"
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// The inventory deploy works on: provision first when the hosts were never provisioned

@@ -155,7 +155,15 @@ pub struct HbaPeer {
 
 /// pg_hba.conf: peer locally, passwords on loopback, TLS + SCRAM for each cluster host, then
 /// the operator's `postgres_hba_settings`. Unlike TPA there is no 0.0.0.0/0 catch-all.
-pub fn pg_hba(peers: &[HbaPeer], method: &str, extra: &[String]) -> String {
+///
+/// `controller`: the controller machine's address on the cluster network (docker platform),
+/// allowed so that operators and applications on it connect with TLS and a password.
+pub fn pg_hba(
+    peers: &[HbaPeer],
+    controller: Option<IpAddr>,
+    method: &str,
+    extra: &[String],
+) -> String {
     let mut out = String::from(MANAGED);
     out.push_str("# Add lines with postgres_hba_settings in config.yml.\n\n");
     let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
@@ -179,6 +187,16 @@ pub fn pg_hba(peers: &[HbaPeer], method: &str, extra: &[String]) -> String {
             line("hostssl", "postgres", "barman", &addr, method);
             line("hostssl", "replication", "streaming_barman", &addr, method);
         }
+    }
+    if let Some(address) = controller {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        line(
+            "hostssl",
+            "all",
+            "all",
+            &format!("{address}/{bits}"),
+            method,
+        );
     }
     if !extra.is_empty() {
         out.push_str("\n# postgres_hba_settings\n");

@@ -18,7 +18,11 @@ fn inventory(cluster: &Cluster) -> Inventory {
     Inventory {
         cluster: cluster.name.clone(),
         config_sha256: String::new(),
-        network: None,
+        network: Some(crate::inventory::Network {
+            name: cluster.name.clone(),
+            subnet: "10.33.7.0/24".into(),
+            gateway: "10.33.7.1".parse().unwrap(),
+        }),
         hosts: cluster
             .instances
             .iter()
@@ -208,6 +212,49 @@ fn debian_13_gets_postgres_17_and_unavailable_versions_are_refused() {
             achel: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)
             chimay: postgres_version 15 is not available for Debian 13 (trixie): Debian's archive ships only PostgreSQL 17 there, and the PGDG repository is not used by download-packages; set postgres_version: 17 (Debian 12 ships 15, Debian 13 ships 17)"#]],
     );
+}
+
+const USERS: &str = "  postgres_users:
+  - username: slonik
+    generate_password: true
+    role_attrs: [superuser]
+  - username: ada_lovelace
+    generate_password: true
+  postgres_databases:
+  - name: fosdemdb
+    owner: ada_lovelace
+";
+
+#[test]
+fn users_databases_and_extensions_on_the_primary() {
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        &format!("  use_local_repo_only: true\n{USERS}"),
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let stage = plan.hosts["ulb"]
+        .iter()
+        .find(|s| s.name == StageName::PostgresUsers)
+        .unwrap();
+    let mut out = String::new();
+    for r in &stage.resources {
+        if let Resource::Sql {
+            database,
+            check,
+            apply,
+            secret,
+            ..
+        } = &r.kind
+        {
+            let _ = writeln!(
+                out,
+                "{} [{database}] secret={secret}\n  check: {check}\n  apply: {}",
+                r.id,
+                apply.trim_end().replace('\n', "\n         ")
+            );
+        }
+    }
+    expect_file!["golden/users.txt"].assert_eq(&out);
 }
 
 #[test]

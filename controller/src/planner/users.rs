@@ -25,7 +25,11 @@ pub fn stage(instance: &Instance, port: u16, verifiers: &BTreeMap<String, String
     let vars = &instance.vars;
     let mut resources = Vec::new();
     for user in &vars.postgres_users {
-        resources.push(role(user, verifiers.get(&user.username).map(String::as_str), port));
+        resources.push(role(
+            user,
+            verifiers.get(&user.username).map(String::as_str),
+            port,
+        ));
     }
     for user in &vars.postgres_users {
         for granted in &user.granted_roles {
@@ -33,22 +37,30 @@ pub fn stage(instance: &Instance, port: u16, verifiers: &BTreeMap<String, String
         }
     }
     // TPA's rule: default extensions in `postgres` and `template1`, so new databases inherit them.
+    let defaults = vars.postgres_extensions();
     for database in ["postgres", "template1"] {
-        for extension in vars.postgres_extensions() {
-            resources.push(extension_in(database, &extension, port));
-        }
+        resources.extend(extensions_in(database, &defaults, port));
     }
     for database in &vars.postgres_databases {
         resources.push(create_database(database, port));
         resources.push(database_owner(database, port));
-        for extension in &database.extensions {
-            resources.push(extension_in(&database.name, extension, port));
-        }
+        resources.extend(extensions_in(&database.name, &database.extensions, port));
     }
-    Stage { name: StageName::PostgresUsers, resources, after: vec![] }
+    Stage {
+        name: StageName::PostgresUsers,
+        resources,
+        after: vec![],
+    }
 }
 
-fn sql(id: String, database: &str, check: String, apply: String, port: u16, secret: bool) -> ResourceSpec {
+fn sql(
+    id: String,
+    database: &str,
+    check: String,
+    apply: String,
+    port: u16,
+    secret: bool,
+) -> ResourceSpec {
     ResourceSpec {
         id,
         kind: Resource::Sql {
@@ -85,7 +97,10 @@ fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceSpec 
         })
         .collect();
     let limit = user.conn_limit.unwrap_or(-1);
-    let mut check = format!("select exists (select 1 from pg_authid where rolname = {}", literal(name));
+    let mut check = format!(
+        "select exists (select 1 from pg_authid where rolname = {}",
+        literal(name)
+    );
     for (_, column, value) in &wanted {
         check.push_str(&format!(" and {column} = {value}"));
     }
@@ -96,7 +111,13 @@ fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceSpec 
     check.push(')');
     let options: Vec<String> = wanted
         .iter()
-        .map(|(keyword, _, value)| if *value { keyword.to_string() } else { format!("NO{keyword}") })
+        .map(|(keyword, _, value)| {
+            if *value {
+                keyword.to_string()
+            } else {
+                format!("NO{keyword}")
+            }
+        })
         .collect();
     let mut apply = format!(
         "select format('create role %I', {lit}) where not exists (select 1 from pg_roles where rolname = {lit}) \\gexec\n\
@@ -109,7 +130,14 @@ fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceSpec 
         apply.push_str(&format!(" password {}", literal(v)));
     }
     apply.push_str(";\n");
-    sql(id("role", name), "postgres", check, apply, port, verifier.is_some())
+    sql(
+        id("role", name),
+        "postgres",
+        check,
+        apply,
+        port,
+        verifier.is_some(),
+    )
 }
 
 fn grant(user: &str, granted: &str, port: u16) -> ResourceSpec {
@@ -120,11 +148,21 @@ fn grant(user: &str, granted: &str, port: u16) -> ResourceSpec {
         literal(user)
     );
     let apply = format!("grant {} to {};\n", ident(granted), ident(user));
-    sql(id("grant", &format!("{granted}:{user}")), "postgres", check, apply, port, false)
+    sql(
+        id("grant", &format!("{granted}:{user}")),
+        "postgres",
+        check,
+        apply,
+        port,
+        false,
+    )
 }
 
 fn create_database(db: &PostgresDatabase, port: u16) -> ResourceSpec {
-    let check = format!("select exists (select 1 from pg_database where datname = {})", literal(&db.name));
+    let check = format!(
+        "select exists (select 1 from pg_database where datname = {})",
+        literal(&db.name)
+    );
     let mut apply = format!("create database {}", ident(&db.name));
     if let Some(owner) = &db.owner {
         apply.push_str(&format!(" owner {}", ident(owner)));
@@ -139,13 +177,21 @@ fn create_database(db: &PostgresDatabase, port: u16) -> ResourceSpec {
     }
     // A locale other than the template's needs template0 (Postgres' rule).
     let template = db.template.clone().or_else(|| {
-        (db.lc_collate.is_some() || db.lc_ctype.is_some() || db.encoding.is_some()).then(|| "template0".to_string())
+        (db.lc_collate.is_some() || db.lc_ctype.is_some() || db.encoding.is_some())
+            .then(|| "template0".to_string())
     });
     if let Some(template) = template {
         apply.push_str(&format!(" template {}", ident(&template)));
     }
     apply.push_str(";\n");
-    sql(id("database", &db.name), "postgres", check, apply, port, false)
+    sql(
+        id("database", &db.name),
+        "postgres",
+        check,
+        apply,
+        port,
+        false,
+    )
 }
 
 fn database_owner(db: &PostgresDatabase, port: u16) -> ResourceSpec {
@@ -156,14 +202,51 @@ fn database_owner(db: &PostgresDatabase, port: u16) -> ResourceSpec {
         literal(&db.name),
         literal(&owner)
     );
-    let apply = format!("alter database {} owner to {};\n", ident(&db.name), ident(&owner));
-    sql(id("database-owner", &db.name), "postgres", check, apply, port, false)
+    let apply = format!(
+        "alter database {} owner to {};\n",
+        ident(&db.name),
+        ident(&owner)
+    );
+    sql(
+        id("database-owner", &db.name),
+        "postgres",
+        check,
+        apply,
+        port,
+        false,
+    )
 }
 
-fn extension_in(database: &str, extension: &str, port: u16) -> ResourceSpec {
-    let check = format!("select exists (select 1 from pg_extension where extname = {})", literal(extension));
-    let apply = format!("create extension if not exists {};\n", ident(extension));
-    sql(id("extension", &format!("{database}:{extension}")), database, check, apply, port, false)
+/// All of a database's extensions as one resource: one check instead of one per extension
+/// keeps a no-op deploy fast.
+fn extensions_in(database: &str, extensions: &[String], port: u16) -> Option<ResourceSpec> {
+    // Listed twice is still one extension: count distinct names.
+    let extensions: Vec<&String> = extensions
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if extensions.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = extensions.iter().map(|e| literal(e)).collect();
+    let check = format!(
+        "select count(*) = {} from pg_extension where extname in ({})",
+        extensions.len(),
+        names.join(", ")
+    );
+    let apply: String = extensions
+        .iter()
+        .map(|e| format!("create extension if not exists {};\n", ident(e)))
+        .collect();
+    Some(sql(
+        id("extensions", database),
+        database,
+        check,
+        apply,
+        port,
+        false,
+    ))
 }
 
 /// A SQL string literal.

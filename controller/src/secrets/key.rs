@@ -64,7 +64,9 @@ impl Key {
 pub enum KeyError {
     #[error("the key is not base64 text (a key file's content is the base64 of 32 bytes)")]
     NotBase64,
-    #[error("the key decodes to {0} bytes, not 32 (a key file's content is the base64 of 32 bytes)")]
+    #[error(
+        "the key decodes to {0} bytes, not 32 (a key file's content is the base64 of 32 bytes)"
+    )]
     WrongLength(usize),
     #[error("cannot get random bytes from the operating system: {0}")]
     Random(String),
@@ -98,7 +100,8 @@ impl std::fmt::Debug for KeySource {
 impl KeySource {
     /// The key source of this process: `TPA_SECRETS_KEY` when set, else the key directory.
     pub fn from_process_env() -> Result<KeySource, KeyError> {
-        let key = std::env::var_os(KEY_ENV).map(|v| Zeroizing::new(v.to_string_lossy().into_owned()));
+        let key =
+            std::env::var_os(KEY_ENV).map(|v| Zeroizing::new(v.to_string_lossy().into_owned()));
         KeySource::from_env_values(
             key.as_ref().map(|k| k.as_str()),
             std::env::var_os("XDG_CONFIG_HOME").as_deref(),
@@ -157,12 +160,10 @@ impl KeySource {
             Err(e) => return Err(io_error(&path, e)),
         };
         warn_if_readable_by_others(&path);
-        Key::from_text(&text)
-            .map(Some)
-            .map_err(|e| KeyError::Io {
-                path,
-                message: e.to_string(),
-            })
+        Key::from_text(&text).map(Some).map_err(|e| KeyError::Io {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// The key for `key_id`, creating its key file (0600, in a 0700 directory) if missing.

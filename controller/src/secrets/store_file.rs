@@ -139,7 +139,10 @@ mod tests {
         let text = seal(&key(1), "abc-123", b"{\"a\":\"b\"}").expect("seal");
         let header = read_header(&text).expect("header");
         assert_eq!(header.key_id, "abc-123");
-        assert_eq!(open(&key(1), &header).expect("open").as_slice(), b"{\"a\":\"b\"}");
+        assert_eq!(
+            open(&key(1), &header).expect("open").as_slice(),
+            b"{\"a\":\"b\"}"
+        );
     }
 
     #[test]
@@ -181,6 +184,9 @@ mod tests {
         ));
         let header_only = format!("{MAGIC}\nkey-id: x\n\n!!!");
         let header = read_header(&header_only).expect("header");
-        assert!(matches!(open(&key(1), &header), Err(FormatError::DamagedBody)));
+        assert!(matches!(
+            open(&key(1), &header),
+            Err(FormatError::DamagedBody)
+        ));
     }
 }
