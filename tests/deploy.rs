@@ -25,10 +25,6 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Rewrites config.yml as the original plus `postgres_conf_settings` lines.
 fn set_conf(dir: &std::path::Path, settings: &str) {
     let path = dir.join("config.yml");
@@ -44,19 +40,17 @@ fn set_conf(dir: &std::path::Path, settings: &str) {
 
 #[test]
 fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
-    let Some(_serial) = e2e_guard("primary_on_debian_12") else {
+    let Some(scenario) = Scenario::primary(
+        "primary_on_debian_12",
+        "e2e-pg12",
+        "pgone",
+        "tpa/debian:12",
+        "15",
+    ) else {
         return;
     };
-    ensure_image("tpa/debian:12");
-    let (cluster, host) = ("e2e-pg12", "pgone");
-    let dir = primary_cluster(cluster, host, "tpa/debian:12", "15");
-    let path = dir.path().to_str().unwrap();
-    let _cleanup = Cleanup {
-        dir: dir.path(),
-        cluster,
-    };
-    let ssh_config = dir.path().join("ssh_config");
-    let ssh_config = ssh_config.to_str().unwrap();
+    let (dir, host, path) = (&scenario.dir, scenario.host.as_str(), scenario.path());
+    let ssh_config = &scenario.ssh_config();
 
     assert!(controller(&["download-packages", path]).status.success());
     let first = controller(&["deploy", path]);
@@ -78,13 +72,7 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     );
     assert!(ok, "{out}");
     // The server certificate comes from the cluster CA and names the host's address.
-    let inventory: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("inventory.json")).unwrap())
-            .unwrap();
-    let address = inventory["hosts"][0]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let address = scenario.address();
     let ca = dir.path().join("ca.crt");
     let (ok, out) = run(
         "sh",
@@ -191,19 +179,17 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
 
 #[test]
 fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
-    let Some(_serial) = e2e_guard("primary_on_debian_13") else {
+    let Some(scenario) = Scenario::primary(
+        "primary_on_debian_13",
+        "e2e-pg13",
+        "pgthirteen",
+        "tpa/debian:13",
+        "17",
+    ) else {
         return;
     };
-    ensure_image("tpa/debian:13");
-    let (cluster, host) = ("e2e-pg13", "pgthirteen");
-    let dir = primary_cluster(cluster, host, "tpa/debian:13", "17");
-    let path = dir.path().to_str().unwrap();
-    let _cleanup = Cleanup {
-        dir: dir.path(),
-        cluster,
-    };
-    let ssh_config = dir.path().join("ssh_config");
-    let ssh_config = ssh_config.to_str().unwrap();
+    let (dir, host, path) = (&scenario.dir, scenario.host.as_str(), scenario.path());
+    let ssh_config = &scenario.ssh_config();
     assert!(controller(&["download-packages", path]).status.success());
 
     // The agent killed while dpkg is installing packages: the deploy fails naming the host and

@@ -20,10 +20,6 @@ const USERS: &str = "  postgres_users:
     owner: ada_lovelace
 ";
 
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// psql from this machine to `address`; returns (success, stdout + stderr).
 fn psql(
     address: &str,
@@ -79,17 +75,16 @@ fn deploy_watching_ps(path: &str) -> (std::process::Output, Vec<String>) {
 
 #[test]
 fn users_databases_passwords_and_check() {
-    let Some(_serial) = e2e_guard("users_databases_passwords_and_check") else {
+    let Some(scenario) = Scenario::primary(
+        "users_databases_passwords_and_check",
+        "e2e-users",
+        "pgusers",
+        "tpa/debian:12",
+        "15",
+    ) else {
         return;
     };
-    ensure_image("tpa/debian:12");
-    let (cluster, host) = ("e2e-users", "pgusers");
-    let dir = primary_cluster(cluster, host, "tpa/debian:12", "15");
-    let path = dir.path().to_str().unwrap();
-    let _cleanup = Cleanup {
-        dir: dir.path(),
-        cluster,
-    };
+    let (dir, path) = (&scenario.dir, scenario.path());
     let config_path = dir.path().join("config.yml");
     let base = std::fs::read_to_string(&config_path).unwrap();
     let with_users = base.replace(
@@ -115,13 +110,7 @@ fn users_databases_passwords_and_check() {
         .trim()
         .to_string();
 
-    let inventory: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("inventory.json")).unwrap())
-            .unwrap();
-    let address = inventory["hosts"][0]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let address = scenario.address();
     let ca = dir.path().join("ca.crt");
     let ca = ca.to_str().unwrap();
 

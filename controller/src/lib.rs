@@ -9,6 +9,7 @@
 //! - `scram`: SCRAM-SHA-256 verifiers, so Postgres never sees a password.
 //! - `server_tls`: Postgres server certificates from host-generated keys.
 //! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
+//! - `progress`: spinners per host on a terminal, plain lines otherwise.
 //! - `planner`: config + inventory + facts → per-host stages of resources (pure).
 //! - `platform`: creating and destroying hosts (`docker`).
 //! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
@@ -32,6 +33,7 @@ pub mod orchestrator;
 pub mod pki;
 pub mod planner;
 pub mod platform;
+pub mod progress;
 pub mod scram;
 pub mod secrets;
 pub mod server_tls;

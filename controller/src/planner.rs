@@ -126,6 +126,19 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         if instance.has_role(Role::Primary) {
             let layout = PostgresLayout::for_instance(&input.cluster.name, instance, &version);
             stages.extend(postgres::stages(input, instance, &layout));
+            for user in &instance.vars.postgres_users {
+                if user
+                    .password_encryption
+                    .as_deref()
+                    .is_some_and(|e| e != "scram-sha-256")
+                {
+                    errors.push(format!(
+                        "{}: postgres_users {}: password_encryption md5 is not supported: tpa sets \
+                         SCRAM-SHA-256 verifiers only; remove the key",
+                        instance.name, user.username
+                    ));
+                }
+            }
             stages.push(users::stage(
                 instance,
                 layout.port,

@@ -33,6 +33,7 @@ run provision.sh "${PROVISION_RUNS:-5}"
 run download-packages.sh "${DOWNLOAD_RUNS:-3}"
 run deploy.sh "${DEPLOY_RUNS:-3}" "${NOOP_RUNS:-5}"
 run agent.sh "${AGENT_WINDOWS:-3}"
+run seed.sh "${NOOP_RUNS:-5}"
 
 echo "## Benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo

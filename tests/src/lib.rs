@@ -150,6 +150,71 @@ pub fn ensure_image(image: &str) {
     assert!(out.status.success(), "building {image} failed");
 }
 
+/// One scenario's cluster: serialised with the others, in its own temp directory, and
+/// deprovisioned (whatever happened) when dropped.
+pub struct Scenario {
+    pub dir: tempfile::TempDir,
+    pub cluster: String,
+    pub host: String,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Scenario {
+    /// A single-primary cluster on `image`, or `None` when end-to-end tests are disabled.
+    pub fn primary(
+        test: &str,
+        cluster: &str,
+        host: &str,
+        image: &str,
+        version: &str,
+    ) -> Option<Scenario> {
+        let serial = e2e_guard(test)?;
+        ensure_image(image);
+        Some(Scenario {
+            dir: primary_cluster(cluster, host, image, version),
+            cluster: cluster.to_string(),
+            host: host.to_string(),
+            _serial: serial,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        self.dir.path().to_str().expect("UTF-8 temp path")
+    }
+
+    pub fn ssh_config(&self) -> String {
+        self.dir.path().join("ssh_config").display().to_string()
+    }
+
+    /// The host's address, from the inventory provision wrote.
+    pub fn address(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("inventory.json"))
+            .expect("inventory.json");
+        let inventory: serde_json::Value = serde_json::from_str(&text).expect("inventory JSON");
+        inventory["hosts"][0]["address"]
+            .as_str()
+            .expect("host address")
+            .to_string()
+    }
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        let _ = Command::new(controller_bin())
+            .arg("deprovision")
+            .arg(self.dir.path())
+            .output();
+        for name in cluster_containers(&self.cluster) {
+            let _ = run("docker", &["rm", "-f", &name]);
+        }
+    }
+}
+
+/// A command's stdout as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Removes whatever a failed scenario left behind.
 pub struct Cleanup<'a> {
     pub dir: &'a Path,

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -21,6 +20,7 @@ use crate::orchestrator::{self, StageReport, StageStatus};
 use crate::pki::Pki;
 use crate::planner::{self, PlanInput, PostgresLayout};
 use crate::platform::docker::LOCAL_REPO_MOUNT;
+use crate::progress::Progress;
 use crate::scram;
 use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
@@ -246,11 +246,12 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
 
     let check = options.check;
     let verbose = options.verbose;
-    let printed = Arc::new(Mutex::new(()));
+    let progress = Progress::new(plan.hosts.keys().map(String::as_str));
+    let progress = &progress;
     let reports = orchestrator::run(&plan, |host: String, stage: planner::Stage| {
         let mut client = clients.get(&host).cloned();
-        let printed = printed.clone();
         async move {
+            progress.stage(&host, stage.name.as_str());
             let client = client
                 .as_mut()
                 .ok_or_else(|| format!("no agent connection to {host}"))?;
@@ -258,19 +259,18 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
                 .apply(stage.resources, check)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
-            let _guard = printed.lock();
             let changed = result
                 .events
                 .iter()
                 .filter(|e| matches!(e.outcome, Outcome::Changed | Outcome::WouldChange))
                 .count();
-            println!(
+            let mut lines = vec![format!(
                 "[{host}] {}: {} resources, {changed} {} ({:.1}s)",
                 stage.name.as_str(),
                 result.events.len(),
                 if check { "would change" } else { "changed" },
                 result.summary.elapsed_ms as f64 / 1000.0
-            );
+            )];
             if verbose || check {
                 for e in result
                     .events
@@ -282,18 +282,19 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
                     } else {
                         format!(": {}", e.message)
                     };
-                    println!("[{host}]   {} {}{reason}", e.outcome, e.id);
+                    lines.push(format!("[{host}]   {} {}{reason}", e.outcome, e.id));
                     if let Some(diff) = e.diff.as_deref().filter(|_| check) {
-                        for l in diff.lines() {
-                            println!("[{host}]       {l}");
-                        }
+                        lines.extend(diff.lines().map(|l| format!("[{host}]       {l}")));
                     }
                 }
             }
+            // One print per stage, so hosts' lines never interleave.
+            progress.println(&lines.join("\n"));
             Ok(result.events)
         }
     })
     .await;
+    progress.finish();
 
     let outcome = summarise(&reports, &mut log, check, started);
     write_log(&cluster_dir, &log, &reports)?;

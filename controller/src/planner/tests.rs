@@ -258,6 +258,26 @@ fn users_databases_and_extensions_on_the_primary() {
 }
 
 #[test]
+fn md5_passwords_are_refused_not_ignored() {
+    let users = USERS.replace(
+        "  - username: ada_lovelace\n",
+        "  - username: ada_lovelace\n    password_encryption: md5\n",
+    );
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        &format!("  use_local_repo_only: true\n{users}"),
+    );
+    let errors = plan_for(&source, "12").unwrap_err();
+    assert_eq!(
+        errors,
+        [
+            "ulb: postgres_users ada_lovelace: password_encryption md5 is not supported: tpa sets \
+          SCRAM-SHA-256 verifiers only; remove the key"
+        ]
+    );
+}
+
+#[test]
 fn restart_classification() {
     assert!(needs_restart("shared_buffers"));
     assert!(needs_restart("MAX_CONNECTIONS"));
