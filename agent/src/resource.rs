@@ -148,6 +148,7 @@ pub fn apply_batch_blocking(
         check_only,
         ..Batch::default()
     };
+    batch.sql_in_state = prefetch_sql_checks(resources);
     let mut summary = BatchSummary::default();
     for spec in resources {
         let event = batch.process(spec);
@@ -157,6 +158,42 @@ pub fn apply_batch_blocking(
     }
     summary.elapsed_ms = elapsed_ms(started);
     summary
+}
+
+/// Runs the batch's SQL checks together (see [`sql::prefetch_true`]); returns the ids in state.
+fn prefetch_sql_checks(resources: &[ResourceSpec]) -> HashSet<String> {
+    let sql: Vec<(&String, sql::SqlSpec<'_>)> = resources
+        .iter()
+        .filter_map(|r| match &r.kind {
+            Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => Some((
+                &r.id,
+                sql::SqlSpec {
+                    database,
+                    check,
+                    apply,
+                    run_as,
+                    port: *port,
+                    secret: *secret,
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    if sql.len() < 2 {
+        return HashSet::new();
+    }
+    let specs: Vec<sql::SqlSpec<'_>> = sql.iter().map(|(_, s)| *s).collect();
+    sql::prefetch_true(&specs)
+        .into_iter()
+        .map(|i| sql[i].0.clone())
+        .collect()
 }
 
 /// What the engine remembers while walking a batch.
@@ -171,6 +208,9 @@ struct Batch {
     units_dirty: bool,
     /// The first failure; everything after it is skipped.
     failed: Option<String>,
+    /// Ids of SQL resources whose check, run together before the batch, returned true: in
+    /// state as long as nothing earlier in the batch changed.
+    sql_in_state: HashSet<String>,
 }
 
 impl Batch {
@@ -234,6 +274,13 @@ impl Batch {
         &mut self,
         spec: &ResourceSpec,
     ) -> Result<(Outcome, Option<String>, String), ResourceError> {
+        if self.changed.is_empty() && self.sql_in_state.contains(&spec.id) {
+            return Ok((
+                Outcome::Unchanged,
+                None,
+                "check query returned true".to_owned(),
+            ));
+        }
         let state = self.check(&spec.kind)?;
         if state.in_state {
             return Ok((Outcome::Unchanged, None, state.message));

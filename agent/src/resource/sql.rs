@@ -92,6 +92,57 @@ pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
     }
 }
 
+/// Runs the check queries of many resources that share database, port and user in one psql
+/// session, and returns the positions (in `specs`) of those whose check returned true.
+///
+/// A no-op deploy then costs one psql per database instead of one per resource. Only a hint:
+/// any trouble (psql fails, a query errors, the rows do not line up) returns an empty set and
+/// every resource is checked on its own as usual.
+pub fn prefetch_true(specs: &[SqlSpec<'_>]) -> std::collections::HashSet<usize> {
+    let mut found = std::collections::HashSet::new();
+    let mut groups: std::collections::BTreeMap<(&str, u16, &str), Vec<usize>> = Default::default();
+    for (i, spec) in specs.iter().enumerate() {
+        groups
+            .entry((spec.database, spec.port, spec.user()))
+            .or_default()
+            .push(i);
+    }
+    for ((database, port, user), members) in groups {
+        if members.len() < 2 {
+            continue;
+        }
+        let script: String = members
+            .iter()
+            .map(|i| format!("{};\n", specs[*i].check.trim_end().trim_end_matches(';')))
+            .collect();
+        let argv = psql_argv(database, port);
+        let Ok(output) = run::run(&Invocation {
+            argv: &argv,
+            run_as: Some(user),
+            env: &[],
+            stdin: Some(script.as_bytes()),
+        }) else {
+            continue;
+        };
+        if !output.success() {
+            continue;
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let rows: Vec<&str> = stdout.lines().collect();
+        if rows.len() != members.len() {
+            continue;
+        }
+        found.extend(
+            members
+                .iter()
+                .zip(rows)
+                .filter(|(_, row)| row.trim() == "t")
+                .map(|(i, _)| *i),
+        );
+    }
+    found
+}
+
 fn psql(spec: &SqlSpec<'_>, sql: &str, what: &str) -> Result<String, ResourceError> {
     let argv = psql_argv(spec.database, spec.port);
     let output = run::run(&Invocation {
@@ -259,6 +310,63 @@ mod tests {
         assert!(facts.initialised && facts.running, "{facts:?}");
         assert_eq!(facts.in_recovery, Some(false));
         assert!(facts.start_time.is_some());
+    }
+
+    #[test]
+    fn prefetch_runs_checks_together_and_gives_up_on_trouble() {
+        let Some(pg) = start_postgres() else { return };
+        let spec = |check: &'static str| SqlSpec {
+            database: "postgres",
+            check,
+            apply: "select 1",
+            run_as: "postgres",
+            port: pg.port,
+            secret: false,
+        };
+        let specs = [
+            spec("select true"),
+            spec("select false;"),
+            spec("select 1 = 1"),
+        ];
+        let found = prefetch_true(&specs);
+        assert_eq!(found, [0, 2].into_iter().collect());
+        // One broken query: no hints at all, every resource is then checked on its own.
+        let broken = [spec("select true"), spec("select no_such_column")];
+        assert!(prefetch_true(&broken).is_empty());
+        // Rows that do not line up with the queries: no hints either.
+        let two_rows = [
+            spec("select true"),
+            spec("select true union all select true"),
+        ];
+        assert!(prefetch_true(&two_rows).is_empty());
+    }
+
+    #[test]
+    fn prefetched_checks_are_not_trusted_after_a_change_in_the_batch() {
+        use tpa_common::event::Outcome;
+        use tpa_common::resource::{Resource, ResourceSpec};
+        let Some(pg) = start_postgres() else { return };
+        let role = format!("tpa_prefetch_{}", pg.port);
+        let sql = |id: &str, check: String, apply: String| ResourceSpec {
+            id: id.into(),
+            kind: Resource::Sql {
+                database: "postgres".into(),
+                check,
+                apply,
+                run_as: "postgres".into(),
+                port: pg.port,
+                secret: false,
+            },
+        };
+        let exists = format!("exists(select 1 from pg_roles where rolname = '{role}')");
+        let batch = [
+            sql("a", format!("select {exists}"), format!("create role {role}")),
+            // True before the batch, false once `a` created the role.
+            sql("b", format!("select not {exists}"), "select 1".into()),
+        ];
+        let mut outcomes = Vec::new();
+        crate::resource::apply_batch_blocking(&batch, false, &mut |e| outcomes.push(e.outcome));
+        assert_eq!(outcomes, [Outcome::Changed, Outcome::Changed]);
     }
 
     #[test]
