@@ -360,7 +360,11 @@ mod tests {
         };
         let exists = format!("exists(select 1 from pg_roles where rolname = '{role}')");
         let batch = [
-            sql("a", format!("select {exists}"), format!("create role {role}")),
+            sql(
+                "a",
+                format!("select {exists}"),
+                format!("create role {role}"),
+            ),
             // True before the batch, false once `a` created the role.
             sql("b", format!("select not {exists}"), "select 1".into()),
         ];
