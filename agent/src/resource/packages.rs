@@ -146,16 +146,23 @@ fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
     if !interrupted {
         return Ok(());
     }
-    let argv: Vec<String> = [
-        "dpkg",
-        "--configure",
-        "-a",
-        "--force-confdef",
-        "--force-confold",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    run_apt(
+        &[
+            "dpkg",
+            "--configure",
+            "-a",
+            "--force-confdef",
+            "--force-confold",
+        ],
+        "dpkg was interrupted and `dpkg --configure -a` failed",
+        "",
+    )
+}
+
+/// Runs an apt or dpkg command non-interactively; a failure says `what`, the exit status,
+/// the output's tail, then `hint`.
+fn run_apt(argv: &[&str], what: &str, hint: &str) -> Result<(), ResourceError> {
+    let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
     let output = run::run(&Invocation {
         argv: &argv,
         env: &apt_env(),
@@ -163,7 +170,7 @@ fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
     })?;
     if !output.success() {
         return Err(ResourceError::Failed(format!(
-            "dpkg was interrupted and `dpkg --configure -a` failed ({}): {}",
+            "{what} ({}): {}{hint}",
             output.status_text(),
             output.tail()
         )));
@@ -172,23 +179,11 @@ fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
 }
 
 fn apt_update() -> Result<(), ResourceError> {
-    let argv: Vec<String> = ["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    let output = run::run(&Invocation {
-        argv: &argv,
-        env: &apt_env(),
-        ..Invocation::default()
-    })?;
-    if !output.success() {
-        return Err(ResourceError::Failed(format!(
-            "`apt-get update` failed ({}): {}; check /etc/apt/sources.list* and network or local repository",
-            output.status_text(),
-            output.tail()
-        )));
-    }
-    Ok(())
+    run_apt(
+        &["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"],
+        "`apt-get update` failed",
+        "; check /etc/apt/sources.list* and network or local repository",
+    )
 }
 
 fn apt_env() -> Vec<(String, String)> {
