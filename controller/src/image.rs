@@ -20,7 +20,8 @@ pub const RECIPE_VERSION: &str = "2";
 const RECIPE_LABEL: &str = "tpa.image.recipe";
 /// The Debian major a bare `tpa/debian` means.
 pub const DEFAULT_DEBIAN_MAJOR: u32 = 12;
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// The Debian archive debootstrap reads from, the same one download-packages uses.
+pub use crate::local_repo::DEFAULT_MIRROR;
 
 /// What the image must contain for a host that behaves like a small VM.
 const INCLUDE: &[&str] = &[
