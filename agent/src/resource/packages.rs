@@ -136,27 +136,101 @@ fn install(names: &[String]) -> Result<run::Output, ResourceError> {
     })
 }
 
-/// dpkg leaves journal entries in `updates/` when it was interrupted (e.g. the agent was
-/// killed mid-install); apt then refuses to run until `dpkg --configure -a` finishes the job.
-/// Doing that here means a deploy interrupted half-way needs no manual clean-up.
+/// dpkg leaves journal entries in `updates/`, or packages half-unpacked, when it was
+/// interrupted (e.g. the agent was killed mid-install); apt then refuses to run. Finishing the
+/// job here (configure what can be, reinstall what dpkg left half-unpacked) means a deploy
+/// interrupted half-way needs no manual clean-up.
 fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
-    let interrupted = std::fs::read_dir("/var/lib/dpkg/updates")
+    let journal = std::fs::read_dir("/var/lib/dpkg/updates")
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
-    if !interrupted {
+    let (unfinished, _) = dpkg_unfinished()?;
+    if !journal && !unfinished {
         return Ok(());
     }
+    let configure = [
+        "dpkg",
+        "--configure",
+        "-a",
+        "--force-confdef",
+        "--force-confold",
+    ];
+    // Fails while a package is half-unpacked, but replays the journal, which apt needs first.
+    let _ = run_apt(&configure, "`dpkg --configure -a` failed", "");
+    let (_, reinstall) = dpkg_unfinished()?;
+    if !reinstall.is_empty() {
+        let mut argv = vec![
+            "apt-get",
+            "install",
+            "--reinstall",
+            "-y",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+        ];
+        argv.extend(reinstall.iter().map(String::as_str));
+        run_apt(
+            &argv,
+            "reinstalling packages an interrupted dpkg left half-installed failed",
+            "",
+        )?;
+    }
     run_apt(
-        &[
-            "dpkg",
-            "--configure",
-            "-a",
-            "--force-confdef",
-            "--force-confold",
-        ],
+        &configure,
         "dpkg was interrupted and `dpkg --configure -a` failed",
         "",
     )
+}
+
+/// Whether any package is in an unfinished state, and which need reinstalling.
+fn dpkg_unfinished() -> Result<(bool, Vec<String>), ResourceError> {
+    let argv: Vec<String> = ["dpkg-query", "-W", "-f=${Package}\t${Status}\n"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let output = run::run(&Invocation {
+        argv: &argv,
+        ..Invocation::default()
+    })?;
+    Ok(unfinished_from_status(&String::from_utf8_lossy(
+        &output.stdout,
+    )))
+}
+
+/// From `Package<TAB>want flag status` lines: whether any package is unfinished (unpacked,
+/// half-configured, awaiting triggers, or needing a reinstall), and those that need a
+/// reinstall (flag `reinstreq`, or status `half-installed`).
+fn unfinished_from_status(text: &str) -> (bool, Vec<String>) {
+    let mut unfinished = false;
+    let mut reinstall = Vec::new();
+    for line in text.lines() {
+        let Some((package, status)) = line.split_once('\t') else {
+            continue;
+        };
+        let words: Vec<&str> = status.split_whitespace().collect();
+        let [_, flag, state] = words[..] else {
+            continue;
+        };
+        if flag == "reinstreq" || state == "half-installed" {
+            reinstall.push(package.to_owned());
+        }
+        if flag == "reinstreq"
+            || matches!(
+                state,
+                "half-installed"
+                    | "unpacked"
+                    | "half-configured"
+                    | "triggers-awaited"
+                    | "triggers-pending"
+            )
+        {
+            unfinished = true;
+        }
+    }
+    (unfinished, reinstall)
 }
 
 /// Runs an apt or dpkg command non-interactively; a failure says `what`, the exit status,
@@ -239,5 +313,24 @@ mod tests {
         assert!(!state.in_state);
         assert_eq!(state.message, "missing: tpa-no-such-package");
         assert_eq!(state.diff.as_deref(), Some("+tpa-no-such-package\n"));
+    }
+
+    #[test]
+    fn unfinished_packages_are_found_and_half_unpacked_ones_reinstalled() {
+        let status = "bash\tinstall ok installed\nperl-base\tinstall reinstreq unpacked\n\
+                      cron\tinstall ok half-configured\nold\tdeinstall ok config-files\n\
+                      x\tinstall ok half-installed\n";
+        assert_eq!(
+            unfinished_from_status(status),
+            (true, vec!["perl-base".to_owned(), "x".to_owned()])
+        );
+        assert_eq!(
+            unfinished_from_status("bash\tinstall ok installed\nold\tdeinstall ok config-files\n"),
+            (false, vec![])
+        );
+        assert_eq!(
+            unfinished_from_status("cron\tinstall ok unpacked\n"),
+            (true, vec![])
+        );
     }
 }
