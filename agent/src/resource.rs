@@ -164,27 +164,7 @@ pub fn apply_batch_blocking(
 fn prefetch_sql_checks(resources: &[ResourceSpec]) -> HashSet<String> {
     let sql: Vec<(&String, sql::SqlSpec<'_>)> = resources
         .iter()
-        .filter_map(|r| match &r.kind {
-            Resource::Sql {
-                database,
-                check,
-                apply,
-                run_as,
-                port,
-                secret,
-            } => Some((
-                &r.id,
-                sql::SqlSpec {
-                    database,
-                    check,
-                    apply,
-                    run_as,
-                    port: *port,
-                    secret: *secret,
-                },
-            )),
-            _ => None,
-        })
+        .filter_map(|r| Some((&r.id, sql::SqlSpec::of(&r.kind)?)))
         .collect();
     if sql.len() < 2 {
         return HashSet::new();
@@ -194,6 +174,14 @@ fn prefetch_sql_checks(resources: &[ResourceSpec]) -> HashSet<String> {
         .into_iter()
         .map(|i| sql[i].0.clone())
         .collect()
+}
+
+/// A kind that a view constructor did not recognise: cannot happen for the arms that call it.
+fn unexpected(kind: &Resource) -> ResourceError {
+    ResourceError::Failed(format!(
+        "internal error: unexpected {} resource",
+        kind.kind_name()
+    ))
 }
 
 /// What the engine remembers while walking a batch.
@@ -295,35 +283,14 @@ impl Batch {
     fn check(&self, kind: &Resource) -> Result<State, ResourceError> {
         match kind {
             Resource::Packages { names } => packages::check(names),
-            Resource::File {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-                secret,
-            } => file::check(&FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: *secret,
-            }),
-            Resource::FileIfAbsent {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-            } => file::check_if_absent(&FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: false,
-            }),
+            Resource::File { .. } | Resource::FileIfAbsent { .. } => {
+                let spec = FileSpec::of(kind).ok_or_else(|| unexpected(kind))?;
+                if matches!(kind, Resource::FileIfAbsent { .. }) {
+                    file::check_if_absent(&spec)
+                } else {
+                    file::check(&spec)
+                }
+            }
             Resource::Directory {
                 path,
                 owner,
@@ -364,56 +331,23 @@ impl Batch {
                 env,
                 *secret_env,
             ),
-            Resource::Sql {
-                database,
-                check,
-                apply,
-                run_as,
-                port,
-                secret,
-            } => sql::check(&sql::SqlSpec {
-                database,
-                check,
-                apply,
-                run_as,
-                port: *port,
-                secret: *secret,
-            }),
+            Resource::Sql { .. } => {
+                sql::check(&sql::SqlSpec::of(kind).ok_or_else(|| unexpected(kind))?)
+            }
         }
     }
 
     fn apply(&mut self, kind: &Resource) -> Result<String, ResourceError> {
         match kind {
             Resource::Packages { names } => packages::apply(names),
-            Resource::File {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-                secret,
-            } => file::apply(&FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: *secret,
-            }),
-            Resource::FileIfAbsent {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-            } => file::apply_if_absent(&FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: false,
-            }),
+            Resource::File { .. } | Resource::FileIfAbsent { .. } => {
+                let spec = FileSpec::of(kind).ok_or_else(|| unexpected(kind))?;
+                if matches!(kind, Resource::FileIfAbsent { .. }) {
+                    file::apply_if_absent(&spec)
+                } else {
+                    file::apply(&spec)
+                }
+            }
             Resource::Directory {
                 path,
                 owner,
@@ -453,21 +387,9 @@ impl Batch {
                 env,
                 secret_env,
             } => command::apply(argv, run_as.as_deref(), env, *secret_env),
-            Resource::Sql {
-                database,
-                check,
-                apply,
-                run_as,
-                port,
-                secret,
-            } => sql::apply(&sql::SqlSpec {
-                database,
-                check,
-                apply,
-                run_as,
-                port: *port,
-                secret: *secret,
-            }),
+            Resource::Sql { .. } => {
+                sql::apply(&sql::SqlSpec::of(kind).ok_or_else(|| unexpected(kind))?)
+            }
         }
     }
 

@@ -25,6 +25,45 @@ pub struct FileSpec<'a> {
     pub secret: bool,
 }
 
+impl<'a> FileSpec<'a> {
+    /// The view of `kind` when it is a `File` or `FileIfAbsent` resource.
+    pub fn of(kind: &'a tpa_common::resource::Resource) -> Option<FileSpec<'a>> {
+        use tpa_common::resource::Resource;
+        match kind {
+            Resource::File {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+                secret,
+            } => Some(FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: *secret,
+            }),
+            Resource::FileIfAbsent {
+                path,
+                content,
+                owner,
+                group,
+                mode,
+            } => Some(FileSpec {
+                path,
+                content,
+                owner,
+                group,
+                mode: *mode,
+                secret: false,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What is on disk now.
 #[derive(Debug)]
 enum Current {

@@ -24,7 +24,29 @@ pub struct SqlSpec<'a> {
     pub secret: bool,
 }
 
-impl SqlSpec<'_> {
+impl<'a> SqlSpec<'a> {
+    /// The view of `kind` when it is a `Sql` resource.
+    pub fn of(kind: &'a tpa_common::resource::Resource) -> Option<SqlSpec<'a>> {
+        match kind {
+            tpa_common::resource::Resource::Sql {
+                database,
+                check,
+                apply,
+                run_as,
+                port,
+                secret,
+            } => Some(SqlSpec {
+                database,
+                check,
+                apply,
+                run_as,
+                port: *port,
+                secret: *secret,
+            }),
+            _ => None,
+        }
+    }
+
     fn user(&self) -> &str {
         if self.run_as.is_empty() {
             "postgres"
