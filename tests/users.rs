@@ -9,16 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use tpa_e2e::*;
 
-const USERS: &str = "  postgres_users:
-  - username: slonik
-    generate_password: true
-    role_attrs: [superuser]
-  - username: ada_lovelace
-    generate_password: true
-  postgres_databases:
-  - name: fosdemdb
-    owner: ada_lovelace
-";
+/// The issue's users and database, as lines under `cluster_vars`.
+const USERS: &str = include_str!("fixtures/users.yml");
 
 /// psql from this machine to `address`; returns (success, stdout + stderr).
 fn psql(

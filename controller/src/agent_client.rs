@@ -268,6 +268,22 @@ impl AgentClient {
         )
     }
 
+    /// `exec` that must succeed: its stdout, or an error naming the host, the program, the exit
+    /// code and stderr.
+    pub async fn exec_stdout(&mut self, command: ExecCommand) -> anyhow::Result<String> {
+        let program = command.argv.first().cloned().unwrap_or_default();
+        let result = self.exec(command).await?;
+        if result.exit_code != 0 {
+            bail!(
+                "`{program}` on {} failed (exit {}): {}",
+                self.host,
+                result.exit_code,
+                String::from_utf8_lossy(&result.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&result.stdout).into_owned())
+    }
+
     /// `Health` of the agent and, when `data_dir` is given, the Postgres instance there on `port`.
     pub async fn health(
         &mut self,

@@ -130,6 +130,15 @@ fn known_hosts_name(name: &str, port: u16) -> String {
     }
 }
 
+/// Writes a public (0644) file unless it already has `content`; true when it wrote.
+pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<bool> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(content) {
+        return Ok(false);
+    }
+    write_file(path, content.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
 /// Writes a file atomically (temp + rename) with the given mode.
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write as _;

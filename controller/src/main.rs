@@ -156,7 +156,6 @@ fn main() -> ExitCode {
         };
         done.map(|()| ExitCode::SUCCESS)
     });
-    let _ = verbose;
     match result {
         Ok(code) => code,
         Err(e) => {

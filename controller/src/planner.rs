@@ -111,10 +111,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             .filter(|r| **r != Role::Postgres)
             .map(|r| r.as_str())
             .collect();
-        let failover = instance.vars.failover_manager.map(|f| match f {
-            FailoverManager::Repmgr => "repmgr",
-            FailoverManager::Patroni => "patroni",
-        });
+        let failover = instance.vars.failover_manager.map(FailoverManager::as_str);
         let packages = match packages_for(&roles, &version, failover, os_major) {
             Ok(p) => p,
             Err(e) => {

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::agent_client::{AgentClient, ExecCommand};
@@ -72,21 +72,12 @@ pub async fn ensure(
 async fn sh(client: &mut AgentClient, script: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let result = client
-        .exec(ExecCommand {
+    client
+        .exec_stdout(ExecCommand {
             argv,
             ..Default::default()
         })
-        .await?;
-    if result.exit_code != 0 {
-        bail!(
-            "on {}: {} (exit {})",
-            client.host(),
-            String::from_utf8_lossy(&result.stderr).trim(),
-            result.exit_code
-        );
-    }
-    Ok(String::from_utf8_lossy(&result.stdout).into_owned())
+        .await
 }
 
 /// A certificate is kept when the CA signed it, it names the host and its address, it is

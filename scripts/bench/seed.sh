@@ -18,7 +18,7 @@ mkdir -p "$dir"
 # The seed, renamed so no other test's containers are touched, plus users and a database.
 sed -e 's/cluster_name: fosdem/cluster_name: bench-seed/' \
   -e 's/\bulb\b/sulb/g; s/\bvub\b/svub/g; s/\bachel\b/sachel/g; s/\bchimay\b/schimay/g' \
-  -e 's/^  use_local_repo_only: true$/  use_local_repo_only: true\n  postgres_users:\n  - username: slonik\n    role_attrs: [superuser]\n  - username: ada_lovelace\n  postgres_databases:\n  - name: fosdemdb\n    owner: ada_lovelace/' \
+  -e "/^  use_local_repo_only: true\$/r $REPO_ROOT/tests/fixtures/users.yml" \
   "$REPO_ROOT/tests/fixtures/seed/config.yml" >"$dir/config.yml"
 bench_cluster "$dir"
 run_quiet download-packages "$TPA" download-packages "$dir"

@@ -11,7 +11,7 @@ use tpa_common::event::Outcome;
 
 use crate::agent_client::{AgentClient, ExecCommand};
 use crate::bootstrap::{AgentChange, Bootstrap};
-use crate::cluster_dir::{ClusterDir, write_file};
+use crate::cluster_dir::{ClusterDir, write_if_changed};
 use crate::commands::provision::{self, load_cluster};
 use crate::config::Role;
 use crate::inventory::{self, Inventory};
@@ -329,22 +329,15 @@ async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result
         "-f",
         "-",
     ];
-    let result = client
-        .exec(ExecCommand {
+    let stdout = client
+        .exec_stdout(ExecCommand {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             run_as: Some("postgres".into()),
             stdin: sql.as_bytes().to_vec(),
             ..Default::default()
         })
         .await?;
-    if result.exit_code != 0 {
-        bail!(
-            "query on {} failed: {}",
-            client.host(),
-            String::from_utf8_lossy(&result.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&result.stdout)
+    Ok(stdout
         .lines()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect())
@@ -560,13 +553,6 @@ fn write_log(dir: &ClusterDir, log: &str, reports: &[StageReport]) -> anyhow::Re
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     file.write_all(text.as_bytes())?;
-    Ok(())
-}
-
-fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path).ok().as_deref() != Some(content) {
-        write_file(path, content.as_bytes(), 0o644)?;
-    }
     Ok(())
 }
 

@@ -38,10 +38,7 @@ pub fn cluster_packages(cluster: &Cluster, os_major: u32) -> anyhow::Result<Vec<
     let version = cluster
         .postgres_version()
         .unwrap_or_else(|| default_postgres_version(os_major));
-    let failover = cluster.vars.failover_manager.map(|f| match f {
-        FailoverManager::Repmgr => "repmgr",
-        FailoverManager::Patroni => "patroni",
-    });
+    let failover = cluster.vars.failover_manager.map(FailoverManager::as_str);
     Ok(local_repo::packages_for(
         &roles, &version, failover, os_major,
     )?)

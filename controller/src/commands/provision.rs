@@ -107,11 +107,7 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
         ),
     ];
     for (path, content) in files {
-        let old = std::fs::read_to_string(&path).ok();
-        if old.as_deref() != Some(content.as_str()) {
-            cluster_dir::write_file(&path, content.as_bytes(), 0o644)?;
-            changed = true;
-        }
+        changed |= cluster_dir::write_if_changed(&path, &content)?;
     }
     if !result.failures.is_empty() {
         let lines: Vec<String> = result

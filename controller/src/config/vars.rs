@@ -80,6 +80,16 @@ pub enum FailoverManager {
     Patroni,
 }
 
+impl FailoverManager {
+    /// The name config.yml uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverManager::Repmgr => "repmgr",
+            FailoverManager::Patroni => "patroni",
+        }
+    }
+}
+
 /// One `postgres_users` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PostgresUser {

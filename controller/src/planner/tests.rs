@@ -214,16 +214,8 @@ fn debian_13_gets_postgres_17_and_unavailable_versions_are_refused() {
     );
 }
 
-const USERS: &str = "  postgres_users:
-  - username: slonik
-    generate_password: true
-    role_attrs: [superuser]
-  - username: ada_lovelace
-    generate_password: true
-  postgres_databases:
-  - name: fosdemdb
-    owner: ada_lovelace
-";
+/// The issue's users and database, as lines under `cluster_vars`.
+const USERS: &str = include_str!("../../../tests/fixtures/users.yml");
 
 #[test]
 fn users_databases_and_extensions_on_the_primary() {
