@@ -169,16 +169,16 @@ pub fn postgres_facts(data_dir: &str, port: u16) -> PostgresFacts {
         initialised: data_version.is_some(),
         data_version,
         running,
-        in_recovery: None,
-        start_time: None,
+        ..PostgresFacts::default()
     };
     if running {
         // Ask as the data directory's owner: that is the superuser the cluster was created with.
         let user =
             fs::metadata(dir).map_or_else(|_| "postgres".to_owned(), |m| owner::user_name(m.uid()));
-        if let Some((in_recovery, start_time)) = query_status(&user, port) {
-            facts.in_recovery = Some(in_recovery);
-            facts.start_time = Some(start_time);
+        if let Some(status) = query_status(&user, port) {
+            facts.in_recovery = Some(status.in_recovery);
+            facts.start_time = Some(status.start_time);
+            facts.upstream = status.upstream;
         }
     }
     facts
@@ -201,7 +201,21 @@ fn process_is_postgres(pid: u32) -> bool {
         .is_ok_and(|comm| comm.trim().starts_with("postgres"))
 }
 
-fn query_status(user: &str, port: u16) -> Option<(bool, String)> {
+/// What the status query says about a running instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub in_recovery: bool,
+    pub start_time: String,
+    /// The WAL sender's host while this standby streams; None otherwise.
+    pub upstream: Option<String>,
+}
+
+/// Recovery state, start time and, on a streaming standby, the host it streams from. The
+/// sender host comes last: it is the only free-form column.
+const STATUS_SQL: &[u8] = b"select pg_is_in_recovery(), pg_postmaster_start_time(), \
+    coalesce((select sender_host from pg_stat_wal_receiver limit 1), '')";
+
+fn query_status(user: &str, port: u16) -> Option<Status> {
     let port = port.to_string();
     let argv: Vec<String> = [
         "psql", "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres",
@@ -210,13 +224,12 @@ fn query_status(user: &str, port: u16) -> Option<(bool, String)> {
     .map(|s| (*s).to_owned())
     .collect();
     let env = [("PGCONNECT_TIMEOUT".to_owned(), "5".to_owned())];
-    let sql = b"select pg_is_in_recovery(), pg_postmaster_start_time()";
     let run_as = if owner::is_root() { Some(user) } else { None };
     let output = run::run(&Invocation {
         argv: &argv,
         run_as,
         env: &env,
-        stdin: Some(sql),
+        stdin: Some(STATUS_SQL),
     })
     .ok()?;
     if !output.success() {
@@ -226,15 +239,26 @@ fn query_status(user: &str, port: u16) -> Option<(bool, String)> {
     parse_status_row(&output.stdout_text())
 }
 
-/// Parses `t|2024-05-01 10:00:00.123+00` from the status query.
-pub fn parse_status_row(row: &str) -> Option<(bool, String)> {
-    let (recovery, start) = row.trim().split_once('|')?;
-    let recovery = match recovery {
+/// Parses `t|2024-05-01 10:00:00.123+00|ulb` from the status query (an empty last column:
+/// not streaming).
+pub fn parse_status_row(row: &str) -> Option<Status> {
+    let mut columns = row.trim_end_matches(['\n', '\r']).splitn(3, '|');
+    let in_recovery = match columns.next()?.trim() {
         "t" => true,
         "f" => false,
         _ => return None,
     };
-    Some((recovery, start.to_owned()))
+    let start_time = columns.next()?.to_owned();
+    let upstream = columns
+        .next()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned);
+    Some(Status {
+        in_recovery,
+        start_time,
+        upstream,
+    })
 }
 
 #[cfg(test)]
@@ -329,10 +353,27 @@ ID=debian
         );
         assert_eq!(parse_postmaster_pid("garbage"), None);
         assert_eq!(
-            parse_status_row("f|2024-05-01 10:00:00+00\n"),
-            Some((false, "2024-05-01 10:00:00+00".into()))
+            parse_status_row("f|2024-05-01 10:00:00+00|\n"),
+            Some(Status {
+                in_recovery: false,
+                start_time: "2024-05-01 10:00:00+00".into(),
+                upstream: None
+            })
+        );
+        assert_eq!(
+            parse_status_row("t|2024-05-01 10:00:00+00|ulb\n"),
+            Some(Status {
+                in_recovery: true,
+                start_time: "2024-05-01 10:00:00+00".into(),
+                upstream: Some("ulb".into())
+            })
         );
         assert_eq!(parse_status_row("error"), None);
+        assert_eq!(
+            parse_status_row("t"),
+            None,
+            "no start time: not our query's row"
+        );
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub struct Facts {
     pub protocol_version: u32,
 }
 
+impl Facts {
+    /// The OS major version: `12` from `VERSION_ID="12"` or `"12.11"`; None when the host did
+    /// not say or said something else. The one place that reads it.
+    pub fn os_major(&self) -> Option<u32> {
+        self.os_version_id.split('.').next()?.trim().parse().ok()
+    }
+}
+
 /// One mounted filesystem.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Disk {
@@ -51,4 +59,25 @@ pub struct PostgresFacts {
     pub in_recovery: Option<bool>,
     /// `pg_postmaster_start_time()` as text; None when it could not be asked.
     pub start_time: Option<String>,
+    /// On a standby, the host it streams WAL from (`pg_stat_wal_receiver.sender_host`: a host
+    /// name or address as its `primary_conninfo` names it); None on a primary, or when the
+    /// standby is not streaming right now.
+    pub upstream: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_major_reads_the_leading_number() {
+        let with = |v: &str| Facts {
+            os_version_id: v.into(),
+            ..Facts::default()
+        };
+        assert_eq!(with("12").os_major(), Some(12));
+        assert_eq!(with("13.1").os_major(), Some(13));
+        assert_eq!(with("").os_major(), None);
+        assert_eq!(with("sid").os_major(), None);
+    }
 }

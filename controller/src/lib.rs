@@ -6,11 +6,13 @@
 //! - `inventory`: the machine-readable record of provisioned hosts.
 //! - `image`: host images built with debootstrap, without a registry.
 //! - `orchestrator`: runs a plan's stages across hosts in dependency order.
+//! - `deploy`: the deploy pipeline: gather → plan → run → report.
+//! - `settings`: per-host settings (port, paths, locale, version), resolved once.
 //! - `scram`: SCRAM-SHA-256 verifiers, so Postgres never sees a password.
 //! - `server_tls`: Postgres server certificates from host-generated keys.
 //! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
 //! - `progress`: spinners per host on a terminal, plain lines otherwise.
-//! - `planner`: config + inventory + facts → per-host stages of resources (pure).
+//! - `planner`: config + inventory + gathered live state → per-host stages of resources (pure).
 //! - `platform`: creating and destroying hosts (`docker`).
 //! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
 //! - `bootstrap`: installs, updates and enrols agents over SSH.
@@ -26,6 +28,7 @@ pub mod bootstrap;
 pub mod cluster_dir;
 pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod image;
 pub mod inventory;
 pub mod local_repo;
@@ -37,4 +40,5 @@ pub mod progress;
 pub mod scram;
 pub mod secrets;
 pub mod server_tls;
+pub mod settings;
 pub mod ssh;

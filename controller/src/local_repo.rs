@@ -42,7 +42,7 @@ pub use self::lookup::{
     find_repo_for_host, has_index, host_repo_dir, repo_dir_for,
 };
 pub use self::os::{DebianRelease, SUPPORTED, UnsupportedOs};
-pub use self::packages::{FAILOVER_MANAGERS, KNOWN_ROLES, PackageSetError, packages_for};
+pub use self::packages::{PackageSetError, packages_for};
 pub use self::status::installed_packages;
 
 /// What to download, and from where.

@@ -1,25 +1,36 @@
-//! The planner: a pure function from (config, inventory, facts, certificates) to a [`Plan`]:
-//! per host, ordered stages of typed resources, with the cross-host order stages must keep.
+//! The planner: a pure function from (config, inventory, gathered [`ClusterState`]) to a
+//! [`Plan`]: per host, ordered stages of typed resources, with the cross-host order stages
+//! must keep.
 //!
 //! All Postgres knowledge lives here and in its submodules, rendered to text and covered by
 //! golden tests; agents stay generic. **Architecture Invariant:** nothing in this module
 //! does IO.
+//!
+//! # Layout
+//! - `input`: the gathered [`ClusterState`] the planner reads.
+//! - `topology`: which host is the primary, live state first ([`topology::resolve`]).
+//! - `inspect`: the read-only SQL gather runs on the primary, and the reading of its rows.
+//! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads.
 
+mod input;
+pub mod inspect;
 mod postgres;
 mod postgres_conf;
 mod sys;
+pub mod topology;
 mod users;
 
 use std::collections::BTreeMap;
 
-use tpa_common::facts::Facts;
 use tpa_common::resource::ResourceSpec;
 
-use crate::config::{Cluster, FailoverManager, Instance, Role};
+use crate::config::{Cluster, Instance, Role};
 use crate::inventory::Inventory;
-use crate::local_repo::packages_for;
+use crate::local_repo::{SUPPORTED, packages_for};
 
-pub use postgres::{PostgresLayout, needs_restart};
+pub use input::{ClusterState, HostState, Verifiers};
+pub use postgres::needs_restart;
+pub use topology::{PostgresRole, Topology, TopologyError};
 
 /// The stages a host goes through, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,66 +74,56 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// Everything the planner reads. Gathered by the orchestrator; the planner does no IO.
-#[derive(Debug, Clone)]
+/// Everything the planner reads: config.yml, the inventory and the gathered live state.
+#[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
     pub cluster: &'a Cluster,
     pub inventory: &'a Inventory,
-    pub facts: &'a BTreeMap<String, Facts>,
-    /// The cluster CA certificate (PEM).
-    pub ca_pem: &'a str,
-    /// Per postgres host: its server certificate (PEM), signed by the cluster CA for a key
-    /// that was generated on, and never left, that host.
-    pub server_certs: &'a BTreeMap<String, String>,
-    /// Per host: the local-repo directory as seen on the host (e.g.
-    /// `/var/opt/tpa/local-repo/Debian/12`), when the cluster has one for its OS.
-    pub local_repos: &'a BTreeMap<String, String>,
-    /// SCRAM verifiers of the users' passwords, by user name (computed by the controller from
-    /// the secrets store, reusing the salt of the existing verifier).
-    pub password_verifiers: &'a BTreeMap<String, String>,
+    pub state: &'a ClusterState,
 }
 
 /// Builds the whole cluster's plan, or says every reason it cannot.
 pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     let mut plan = Plan::default();
     let mut errors = Vec::new();
-    let version = input.cluster.postgres_version();
     for instance in &input.cluster.instances {
         if input.inventory.host(&instance.name).is_none() || instance.provision_only {
             continue;
         }
-        let Some(facts) = input.facts.get(&instance.name) else {
+        let Some(host) = input.state.hosts.get(&instance.name) else {
             errors.push(format!("{}: no facts from its agent", instance.name));
             continue;
         };
-        let os_major: u32 = facts
-            .os_version_id
-            .split('.')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .unwrap_or(0);
-        let version = version
-            .clone()
-            .unwrap_or_else(|| default_postgres_version(os_major));
-        let roles: Vec<&str> = instance
-            .roles
-            .iter()
-            .filter(|r| **r != Role::Postgres)
-            .map(|r| r.as_str())
-            .collect();
-        let failover = instance.vars.failover_manager.map(FailoverManager::as_str);
-        let packages = match packages_for(&roles, &version, failover, os_major) {
+        let settings = &host.settings;
+        let Some(os_major) = settings.os_major else {
+            errors.push(format!(
+                "{}: the host reports no OS major version (VERSION_ID {:?} in /etc/os-release); \
+                 tpa deploys to {}",
+                instance.name,
+                host.facts.os_version_id,
+                SUPPORTED
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            continue;
+        };
+        let packages = match packages_for(
+            &instance.roles,
+            &settings.postgres_version,
+            Some(settings.failover_manager),
+            os_major,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(format!("{}: {e}", instance.name));
                 continue;
             }
         };
-        let mut stages = vec![sys::stage(input, instance, packages)];
-        if instance.has_role(Role::Primary) {
-            let layout = PostgresLayout::for_instance(&input.cluster.name, instance, &version);
-            stages.extend(postgres::stages(input, instance, &layout));
+        let mut stages = vec![sys::stage(instance, host, packages)];
+        if input.state.topology.is_primary(&instance.name) {
+            stages.extend(postgres::stages(input, instance, host));
             for user in &instance.vars.postgres_users {
                 if user
                     .password_encryption
@@ -138,11 +139,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             }
             stages.push(users::stage(
                 instance,
-                layout.port,
-                input.password_verifiers,
+                settings.postgres.port,
+                input.state.verifiers.by_user(),
             ));
         } else {
-            note_unsupported(&mut plan, instance);
+            note_unsupported(&mut plan, instance, &input.state.topology);
         }
         plan.hosts.insert(instance.name.clone(), stages);
     }
@@ -153,20 +154,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     }
 }
 
-/// The PostgreSQL each Debian release ships (PGDG is not reachable from these hosts).
-pub fn default_postgres_version(os_major: u32) -> String {
-    match os_major {
-        13 => "17".into(),
-        _ => "15".into(),
-    }
-}
-
-fn note_unsupported(plan: &mut Plan, instance: &Instance) {
+/// A host the plan leaves with its packages only, and the roles (live ones for Postgres
+/// hosts) that are not deployed yet.
+fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
+    let live = topology.role(&instance.name);
     let roles: Vec<&str> = instance
         .roles
         .iter()
         .filter(|r| **r != Role::Postgres)
-        .map(|r| r.as_str())
+        .map(|r| match (r, live) {
+            (Role::Primary | Role::Replica, Some(live)) => live.as_str(),
+            _ => r.as_str(),
+        })
         .collect();
     plan.notes.push(format!(
         "{}: roles [{}] are not deployed yet (replication, barman and failover managers \

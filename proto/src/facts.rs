@@ -78,6 +78,7 @@ impl From<pb::PostgresFacts> for PostgresFacts {
             running: p.running,
             in_recovery: p.in_recovery,
             start_time: p.start_time,
+            upstream: p.upstream,
         }
     }
 }
@@ -91,6 +92,7 @@ impl From<PostgresFacts> for pb::PostgresFacts {
             running: p.running,
             in_recovery: p.in_recovery,
             start_time: p.start_time,
+            upstream: p.upstream,
         }
     }
 }
@@ -120,8 +122,9 @@ mod tests {
                 initialised: true,
                 data_version: Some("15".into()),
                 running: true,
-                in_recovery: Some(false),
+                in_recovery: Some(true),
                 start_time: None,
+                upstream: Some("ulb".into()),
             }),
             agent_version: "0.1.0".into(),
             protocol_version: 1,

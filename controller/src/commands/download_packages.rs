@@ -7,11 +7,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::commands::provision::load_cluster;
-use crate::config::{Cluster, FailoverManager, Platform, Role};
+use crate::config::{Cluster, Platform};
 use crate::image::{self, ImageRef};
 use crate::local_repo::{self, DownloadRequest};
-use crate::planner::default_postgres_version;
 use crate::platform::docker;
+use crate::settings::HostSettings;
 
 /// The Debian majors the cluster's hosts run: from their images, else the default.
 pub fn os_majors(cluster: &Cluster) -> BTreeSet<u32> {
@@ -25,23 +25,20 @@ pub fn os_majors(cluster: &Cluster) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Every package any host of the cluster needs on `os_major`.
+/// Every package any host of the cluster needs on `os_major`: the union of what the planner
+/// installs on each host, with the same resolved settings.
 pub fn cluster_packages(cluster: &Cluster, os_major: u32) -> anyhow::Result<Vec<String>> {
-    let roles: BTreeSet<&str> = cluster
-        .instances
-        .iter()
-        .flat_map(|i| i.roles.iter())
-        .filter(|r| **r != Role::Postgres)
-        .map(|r| r.as_str())
-        .collect();
-    let roles: Vec<&str> = roles.into_iter().collect();
-    let version = cluster
-        .postgres_version()
-        .unwrap_or_else(|| default_postgres_version(os_major));
-    let failover = cluster.vars.failover_manager.map(FailoverManager::as_str);
-    Ok(local_repo::packages_for(
-        &roles, &version, failover, os_major,
-    )?)
+    let mut packages = BTreeSet::new();
+    for instance in &cluster.instances {
+        let settings = HostSettings::resolve(cluster, instance, Some(os_major));
+        packages.extend(local_repo::packages_for(
+            &instance.roles,
+            &settings.postgres_version,
+            Some(settings.failover_manager),
+            os_major,
+        )?);
+    }
+    Ok(packages.into_iter().collect())
 }
 
 pub async fn run(dir: &Path, os_version: Option<u32>, mirror: Option<&str>) -> anyhow::Result<()> {

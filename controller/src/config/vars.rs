@@ -117,6 +117,9 @@ pub struct PostgresDatabase {
     pub extensions: Vec<String>,
 }
 
+/// TPA's defaults for one variable each; `crate::settings` resolves them per host (with the
+/// OS-dependent ones, such as the Postgres version), and the rest of the controller reads
+/// those settings rather than calling these.
 impl Vars {
     pub fn postgres_port(&self) -> u16 {
         self.postgres_port.unwrap_or(5432)
@@ -129,11 +132,13 @@ impl Vars {
     pub fn user_locale(&self) -> &str {
         self.user_locale.as_deref().unwrap_or("en_US.UTF-8")
     }
+    /// TPA: `postgres_locale` defaults to `user_locale`, which defaults to `en_US.UTF-8`.
     pub fn postgres_locale(&self) -> &str {
         self.postgres_locale
             .as_deref()
             .unwrap_or_else(|| self.user_locale())
     }
+    /// TPA's default for the `postgresql` flavour: repmgr.
     pub fn failover_manager(&self) -> FailoverManager {
         self.failover_manager.unwrap_or(FailoverManager::Repmgr)
     }

@@ -10,27 +10,7 @@
 use std::collections::BTreeSet;
 
 use super::os::{DebianRelease, SUPPORTED, UnsupportedOs};
-
-/// Roles that run a PostgreSQL server (`postgres` is the implicit role the three share).
-const POSTGRES_ROLES: &[&str] = &["primary", "replica", "witness", "postgres"];
-
-/// Every role `packages_for` accepts. Roles without packages of their own (log-server,
-/// monitoring-server) still get the base set.
-pub const KNOWN_ROLES: &[&str] = &[
-    "primary",
-    "replica",
-    "witness",
-    "postgres",
-    "barman",
-    "etcd",
-    "pgbouncer",
-    "haproxy",
-    "log-server",
-    "monitoring-server",
-];
-
-/// Failover managers whose packages Debian's archive carries.
-pub const FAILOVER_MANAGERS: &[&str] = &["repmgr", "patroni"];
+use crate::config::{FailoverManager, Role};
 
 /// Every host: tools the deploy itself uses (rsync, sudo, locales) and what an operator
 /// expects on a Postgres host.
@@ -63,13 +43,6 @@ pub enum PackageSetError {
     },
     #[error("postgres_version {0:?} is not a PostgreSQL major version such as 15 or 17")]
     InvalidPostgresVersion(String),
-    #[error("role {role:?} has no package list; known roles: {}", KNOWN_ROLES.join(", "))]
-    UnknownRole { role: String },
-    #[error(
-        "failover_manager {0:?} is not available from Debian's archive; use one of: {managers}",
-        managers = FAILOVER_MANAGERS.join(", ")
-    )]
-    UnknownFailoverManager(String),
 }
 
 /// The sorted, de-duplicated Debian packages that hosts with `roles` need.
@@ -78,24 +51,18 @@ pub enum PackageSetError {
 /// cluster-wide union that `download-packages` fetches. `postgres_version` is checked only
 /// when a role needs PostgreSQL packages.
 pub fn packages_for(
-    roles: &[&str],
+    roles: &[Role],
     postgres_version: &str,
-    failover_manager: Option<&str>,
+    failover_manager: Option<FailoverManager>,
     os_major: u32,
 ) -> Result<Vec<String>, PackageSetError> {
     let release = DebianRelease::from_major(os_major)?;
-    if let Some(unknown) = roles.iter().find(|r| !KNOWN_ROLES.contains(r)) {
-        return Err(PackageSetError::UnknownRole {
-            role: (*unknown).to_owned(),
-        });
-    }
-    if let Some(fm) = failover_manager.filter(|fm| !FAILOVER_MANAGERS.contains(fm)) {
-        return Err(PackageSetError::UnknownFailoverManager(fm.to_owned()));
-    }
-
-    let has = |role: &str| roles.contains(&role);
-    let postgres_node = roles.iter().any(|r| POSTGRES_ROLES.contains(r));
-    let needs_postgres = postgres_node || has("barman");
+    let has = |role: Role| roles.contains(&role);
+    // Roles that run a PostgreSQL server (`postgres` is the implicit role the three share).
+    let postgres_node = [Role::Primary, Role::Replica, Role::Witness, Role::Postgres]
+        .into_iter()
+        .any(has);
+    let needs_postgres = postgres_node || has(Role::Barman);
 
     let mut set: BTreeSet<String> = BASE.iter().map(|p| (*p).to_owned()).collect();
     let mut add = |names: &[&str]| set.extend(names.iter().map(|p| (*p).to_owned()));
@@ -113,27 +80,28 @@ pub fn packages_for(
                 "openssh-client",
             ]);
             match failover_manager {
-                Some("repmgr") => add(&[&format!("postgresql-{v}-repmgr")]),
+                Some(FailoverManager::Repmgr) => add(&[&format!("postgresql-{v}-repmgr")]),
                 // python3-etcd is one of several alternatives patroni depends on; name it so
                 // apt does not pick another DCS client.
-                Some("patroni") => add(&["patroni", "python3-etcd"]),
-                _ => {}
+                Some(FailoverManager::Patroni) => add(&["patroni", "python3-etcd"]),
+                None => {}
             }
         }
-        if has("barman") {
+        if has(Role::Barman) {
             // Base backups are rsync over ssh by default (TPA backup_method: rsync).
             add(&["barman", "barman-cli", &client, "openssh-client"]);
         }
     }
-    if has("etcd") {
+    if has(Role::Etcd) {
         add(&["etcd-server", "etcd-client"]);
     }
-    if has("pgbouncer") {
+    if has(Role::Pgbouncer) {
         add(&["pgbouncer"]);
     }
-    if has("haproxy") {
+    if has(Role::Haproxy) {
         add(&["haproxy"]);
     }
+    // Roles without packages of their own (log-server) get the base set.
     Ok(set.into_iter().collect())
 }
 
@@ -168,7 +136,12 @@ mod tests {
 
     use super::*;
 
-    fn list(roles: &[&str], pg: &str, fm: Option<&str>, os: u32) -> String {
+    use Role::*;
+
+    const REPMGR: Option<FailoverManager> = Some(FailoverManager::Repmgr);
+    const PATRONI: Option<FailoverManager> = Some(FailoverManager::Patroni);
+
+    fn list(roles: &[Role], pg: &str, fm: Option<FailoverManager>, os: u32) -> String {
         packages_for(roles, pg, fm, os)
             .expect("valid input")
             .join(" ")
@@ -177,18 +150,18 @@ mod tests {
     #[test]
     fn m1_repmgr_union_on_bookworm() {
         expect![[r#"barman barman-cli ca-certificates cron less locales openssh-client openssl postgresql-15 postgresql-15-repmgr postgresql-client-15 procps python3-psycopg2 rsync sudo"#]]
-        .assert_eq(&list(&["primary", "replica", "barman"], "15", Some("repmgr"), 12));
+        .assert_eq(&list(&[Primary, Replica, Barman], "15", REPMGR, 12));
     }
 
     #[test]
     fn m1_patroni_etcd_union_on_trixie() {
         expect![[r#"barman barman-cli ca-certificates cron etcd-client etcd-server less locales openssh-client openssl patroni postgresql-17 postgresql-client-17 procps python3-etcd python3-psycopg2 rsync sudo"#]]
-        .assert_eq(&list(&["primary", "replica", "etcd", "barman"], "17", Some("patroni"), 13));
+        .assert_eq(&list(&[Primary, Replica, Etcd, Barman], "17", PATRONI, 13));
     }
 
     #[test]
     fn barman_alone_gets_client_but_no_server_or_failover_manager() {
-        let pkgs = list(&["barman"], "15", Some("repmgr"), 12);
+        let pkgs = list(&[Barman], "15", REPMGR, 12);
         assert!(pkgs.contains("postgresql-client-15"));
         assert!(!pkgs.contains("postgresql-15 "), "{pkgs}");
         assert!(!pkgs.contains("repmgr"), "{pkgs}");
@@ -197,15 +170,15 @@ mod tests {
     #[test]
     fn implicit_postgres_role_is_a_postgres_node() {
         assert_eq!(
-            list(&["postgres"], "17", Some("patroni"), 13),
-            list(&["replica"], "17", Some("patroni"), 13)
+            list(&[Postgres], "17", PATRONI, 13),
+            list(&[Replica], "17", PATRONI, 13)
         );
     }
 
     #[test]
     fn etcd_host_needs_no_postgres_version() {
         // Even an unavailable version is fine when no role installs PostgreSQL.
-        let pkgs = list(&["etcd"], "16", Some("patroni"), 12);
+        let pkgs = list(&[Etcd], "16", PATRONI, 12);
         assert!(
             pkgs.contains("etcd-server") && !pkgs.contains("postgresql"),
             "{pkgs}"
@@ -214,38 +187,28 @@ mod tests {
 
     #[test]
     fn base_packages_on_a_role_without_its_own() {
-        assert_eq!(list(&["log-server"], "15", None, 12), BASE.join(" "));
+        assert_eq!(list(&[LogServer], "15", None, 12), BASE.join(" "));
     }
 
     #[test]
     fn version_not_shipped_by_the_release_says_what_is() {
-        let err = packages_for(&["primary"], "16", None, 12).expect_err("16 is not in bookworm");
+        let err = packages_for(&[Primary], "16", None, 12).expect_err("16 is not in bookworm");
         expect![[r#"postgres_version 16 is not available for Debian 12 (bookworm): Debian's archive ships only PostgreSQL 15 there, and the PGDG repository is not used by download-packages; set postgres_version: 15 (Debian 12 ships 15, Debian 13 ships 17)"#]]
         .assert_eq(&err.to_string());
         assert!(matches!(
-            packages_for(&["replica"], "15", None, 13),
+            packages_for(&[Replica], "15", None, 13),
             Err(PackageSetError::PostgresVersionUnavailable { available: 17, .. })
         ));
     }
 
     #[test]
-    fn garbage_version_role_manager_and_os_are_errors() {
+    fn garbage_version_and_unknown_os_are_errors() {
         assert_eq!(
-            packages_for(&["primary"], "fifteen", None, 12),
+            packages_for(&[Primary], "fifteen", None, 12),
             Err(PackageSetError::InvalidPostgresVersion("fifteen".into()))
         );
-        assert_eq!(
-            packages_for(&["primray"], "15", None, 12),
-            Err(PackageSetError::UnknownRole {
-                role: "primray".into()
-            })
-        );
-        assert_eq!(
-            packages_for(&["primary"], "15", Some("efm"), 12),
-            Err(PackageSetError::UnknownFailoverManager("efm".into()))
-        );
         assert!(matches!(
-            packages_for(&["primary"], "15", None, 14),
+            packages_for(&[Primary], "15", None, 14),
             Err(PackageSetError::UnsupportedOs(UnsupportedOs { major: 14 }))
         ));
     }

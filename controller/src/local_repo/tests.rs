@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use super::*;
+use crate::config::{FailoverManager, Role};
 
 /// Tests that reach deb.debian.org run only with `TPA_NET_TESTS=1`.
 fn net_tests() -> bool {
@@ -172,9 +173,23 @@ fn net_package_names_exist_in_both_suites() {
     }
     for release in SUPPORTED {
         let pg = release.postgres_version.to_string();
-        let mut names =
-            packages_for(KNOWN_ROLES, &pg, Some("repmgr"), release.major).expect("package set");
-        names.extend(packages_for(&["primary"], &pg, Some("patroni"), release.major).expect("set"));
+        let every_role = Role::ALL.map(|(role, _)| role);
+        let mut names = packages_for(
+            &every_role,
+            &pg,
+            Some(FailoverManager::Repmgr),
+            release.major,
+        )
+        .expect("package set");
+        names.extend(
+            packages_for(
+                &[Role::Primary],
+                &pg,
+                Some(FailoverManager::Patroni),
+                release.major,
+            )
+            .expect("set"),
+        );
         names.sort();
         names.dedup();
         let cache = default_cache_dir().expect("HOME set");

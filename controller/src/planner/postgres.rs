@@ -4,39 +4,13 @@
 use tpa_common::resource::{Resource, ResourceSpec};
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
-use super::{PlanInput, Stage, StageName, id};
+use super::{HostState, PlanInput, Stage, StageName, id};
 use crate::config::{Instance, Role};
+use crate::settings::PostgresSettings;
 
-/// Where things live on a Postgres host (TPA's layout).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostgresLayout {
-    pub version: String,
-    pub data_dir: String,
-    pub bin_dir: String,
-    pub port: u16,
-    /// `/etc/tpa/<cluster>.crt` and `.key`.
-    pub cert_file: String,
-    pub key_file: String,
-}
-
-impl PostgresLayout {
-    pub fn for_instance(cluster_name: &str, instance: &Instance, version: &str) -> PostgresLayout {
-        PostgresLayout {
-            version: version.to_string(),
-            data_dir: instance
-                .vars
-                .postgres_data_dir
-                .clone()
-                .unwrap_or_else(|| "/opt/postgres/data".into()),
-            bin_dir: format!("/usr/lib/postgresql/{version}/bin"),
-            port: instance.vars.postgres_port.unwrap_or(5432),
-            cert_file: format!("/etc/tpa/{cluster_name}.crt"),
-            key_file: format!("/etc/tpa/{cluster_name}.key"),
-        }
-    }
-    fn conf_d(&self, file: &str) -> String {
-        format!("{}/conf.d/{file}", self.data_dir)
-    }
+/// `<data_dir>/conf.d/<file>`.
+fn conf_d(pg: &PostgresSettings, file: &str) -> String {
+    format!("{}/conf.d/{file}", pg.data_dir)
 }
 
 /// GUCs whose change needs a restart (context `postmaster` in PostgreSQL 15–17), so that a
@@ -107,16 +81,12 @@ pub fn needs_restart(guc: &str) -> bool {
     RESTART_GUCS.contains(&guc.to_ascii_lowercase().as_str())
 }
 
-pub fn stages(input: &PlanInput<'_>, instance: &Instance, layout: &PostgresLayout) -> Vec<Stage> {
-    vec![install(instance, layout), config(input, instance, layout)]
+pub fn stages(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Vec<Stage> {
+    vec![install(host), config(input, instance, host)]
 }
 
-fn install(instance: &Instance, l: &PostgresLayout) -> Stage {
-    let locale = instance
-        .vars
-        .postgres_locale
-        .clone()
-        .unwrap_or_else(|| "en_US.UTF-8".into());
+fn install(host: &HostState) -> Stage {
+    let l = &host.settings.postgres;
     let parent = std::path::Path::new(&l.data_dir)
         .parent()
         .map(|p| p.display().to_string())
@@ -129,11 +99,11 @@ fn install(instance: &Instance, l: &PostgresLayout) -> Stage {
             id: id("command", "initdb"),
             kind: Resource::Command {
                 argv: vec![
-                    format!("{}/initdb", l.bin_dir),
+                    format!("{}/initdb", host.settings.bin_dir),
                     "-D".into(),
                     l.data_dir.clone(),
                     "--data-checksums".into(),
-                    format!("--locale={locale}"),
+                    format!("--locale={}", l.locale),
                     "--encoding=UTF8".into(),
                     "--auth-local=peer".into(),
                     "--auth-host=scram-sha-256".into(),
@@ -176,12 +146,10 @@ fn install(instance: &Instance, l: &PostgresLayout) -> Stage {
     }
 }
 
-fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Stage {
+fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage {
     let cluster = input.cluster;
-    let memory = input
-        .facts
-        .get(&instance.name)
-        .map(|f| f.memory_bytes)
+    let l = &host.settings.postgres;
+    let memory = Some(host.facts.memory_bytes)
         .filter(|m| *m > 0)
         .unwrap_or(1 << 30);
     let postgres_instances = cluster
@@ -232,11 +200,11 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
 
     let reload_files = [
         (
-            l.conf_d("0000-tpa.conf"),
+            conf_d(l, "0000-tpa.conf"),
             postgres_conf::reload_settings(&conf_input),
         ),
         (
-            l.conf_d("9900-tpa_postgres_conf_settings.conf"),
+            conf_d(l, "9900-tpa_postgres_conf_settings.conf"),
             postgres_conf::conf_settings(&reload_settings),
         ),
         (
@@ -251,11 +219,11 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
     ];
     let restart_files = [
         (
-            l.conf_d("0001-tpa_restart.conf"),
+            conf_d(l, "0001-tpa_restart.conf"),
             postgres_conf::restart_settings(&conf_input),
         ),
         (
-            l.conf_d("9901-tpa_postgres_conf_settings_restart.conf"),
+            conf_d(l, "9901-tpa_postgres_conf_settings_restart.conf"),
             postgres_conf::conf_settings(&restart_settings),
         ),
     ];
@@ -263,7 +231,7 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
     let mut resources = Vec::new();
     let mut reload_on = Vec::new();
     let mut restart_on = Vec::new();
-    if let Some(cert) = input.server_certs.get(&instance.name) {
+    if let Some(cert) = &host.server_cert {
         let spec = owned_file(&l.cert_file, cert.clone(), "postgres", 0o644);
         reload_on.push(spec.id.clone());
         resources.push(spec);
@@ -302,9 +270,9 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
         resources.push(spec);
     }
     resources.push(ResourceSpec {
-        id: id("file_if_absent", &l.conf_d("9999-override.conf")),
+        id: id("file_if_absent", &conf_d(l, "9999-override.conf")),
         kind: Resource::FileIfAbsent {
-            path: l.conf_d("9999-override.conf"),
+            path: conf_d(l, "9999-override.conf"),
             content: b"# Your overrides: tpa creates this file once and never touches it again.\n"
                 .to_vec(),
             owner: "postgres".into(),
@@ -314,7 +282,7 @@ fn config(input: &PlanInput<'_>, instance: &Instance, l: &PostgresLayout) -> Sta
     });
     let unit = owned_file(
         unit_path,
-        postgres_conf::service_unit(&l.bin_dir, &l.data_dir),
+        postgres_conf::service_unit(&host.settings.bin_dir, &l.data_dir),
         "root",
         0o644,
     );

@@ -3,7 +3,7 @@
 
 use tpa_common::resource::{Resource, ResourceSpec};
 
-use super::{PlanInput, id};
+use super::{HostState, id};
 use crate::config::Instance;
 use crate::local_repo::HOST_APT_SOURCE;
 
@@ -11,10 +11,10 @@ use crate::local_repo::HOST_APT_SOURCE;
 /// not to; tpa owns the data directory, so the switch goes in before any package.
 pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa.conf";
 
-pub fn stage(input: &PlanInput<'_>, instance: &Instance, packages: Vec<String>) -> super::Stage {
+pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> super::Stage {
     let mut resources = Vec::new();
     let only_local = instance.vars.use_local_repo_only.unwrap_or(false);
-    if let Some(repo) = input.local_repos.get(&instance.name) {
+    if let Some(repo) = &host.local_repo {
         resources.push(file(
             HOST_APT_SOURCE,
             format!("# Managed by tpa: the cluster's local package repository\ndeb [trusted=yes] file:{repo} ./\n"),

@@ -1,16 +1,18 @@
-//! Golden tests: the seed cluster's plan, resource by resource, and every rendered file.
+//! Golden tests: the seed cluster's plan, resource by resource, and every rendered file; and
+//! the live topology (first deploy, after a failover, split brain), with no host involved.
 //! Regenerate after an intended change with `UPDATE_EXPECT=1 cargo test -p tpa-controller planner`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use expect_test::{Expect, expect, expect_file};
-use tpa_common::facts::Facts;
+use tpa_common::facts::{Facts, PostgresFacts};
 use tpa_common::resource::Resource;
 
 use super::*;
 use crate::config::Cluster;
 use crate::inventory::{Host, Inventory};
+use crate::settings::HostSettings;
 
 const SEED: &str = include_str!("../../../tests/fixtures/seed/config.yml");
 
@@ -62,33 +64,52 @@ fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
         .collect()
 }
 
-fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
-    let cluster = Cluster::parse(source, "config.yml").expect("valid config");
-    let inventory = inventory(&cluster);
-    let facts = facts(&cluster, os);
-    let certs = BTreeMap::from([("ulb".to_string(), "CERT-PEM\n".to_string())]);
-    let repos: BTreeMap<String, String> = cluster
-        .instances
-        .iter()
-        .map(|i| {
-            (
-                i.name.clone(),
-                format!("/var/opt/tpa/local-repo/Debian/{os}"),
-            )
+/// The state gather would hand over for `facts`: settings resolved, the topology from the
+/// facts, the local repository on every host, a certificate on the primary.
+fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts>) -> ClusterState {
+    let topology = topology::resolve(cluster, inventory, &facts).expect("a topology");
+    let hosts = facts
+        .into_iter()
+        .map(|(name, facts)| {
+            let instance = cluster.instance(&name).unwrap();
+            let host = HostState {
+                settings: HostSettings::resolve(cluster, instance, facts.os_major()),
+                local_repo: Some(format!(
+                    "/var/opt/tpa/local-repo/Debian/{}",
+                    facts.os_version_id
+                )),
+                server_cert: topology.is_primary(&name).then(|| "CERT-PEM\n".to_string()),
+                facts,
+            };
+            (name, host)
         })
         .collect();
-    plan(&PlanInput {
-        cluster: &cluster,
-        inventory: &inventory,
-        facts: &facts,
-        ca_pem: "CA-PEM\n",
-        server_certs: &certs,
-        local_repos: &repos,
-        password_verifiers: &BTreeMap::from([(
+    ClusterState {
+        hosts,
+        topology,
+        ca_pem: "CA-PEM\n".into(),
+        verifiers: Verifiers(BTreeMap::from([(
             "ada_lovelace".to_string(),
             "SCRAM-SHA-256$4096:c2FsdA==$stored:server".to_string(),
-        )]),
+        )])),
+        drift: vec![],
+    }
+}
+
+fn plan_with(cluster: &Cluster, facts: BTreeMap<String, Facts>) -> Result<Plan, Vec<String>> {
+    let inventory = inventory(cluster);
+    let state = state(cluster, &inventory, facts);
+    plan(&PlanInput {
+        cluster,
+        inventory: &inventory,
+        state: &state,
     })
+}
+
+fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
+    let cluster = Cluster::parse(source, "config.yml").expect("valid config");
+    let facts = facts(&cluster, os);
+    plan_with(&cluster, facts)
 }
 
 /// One line per resource: stage, id, and the triggers of services.
@@ -275,4 +296,221 @@ fn restart_classification() {
     assert!(needs_restart("MAX_CONNECTIONS"));
     assert!(!needs_restart("work_mem"));
     assert!(!needs_restart("log_min_duration_statement"));
+}
+
+#[test]
+fn initdb_locale_falls_back_to_user_locale() {
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  user_locale: de_DE.UTF-8\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    assert!(
+        outline(&plan).contains("\"--locale=de_DE.UTF-8\""),
+        "{}",
+        outline(&plan)
+    );
+}
+
+// === live topology ===
+
+fn seed() -> Cluster {
+    Cluster::parse(SEED, "config.yml").expect("valid config")
+}
+
+/// Facts of the seed cluster (Debian 12) with each named host's Postgres as given.
+fn live(cluster: &Cluster, postgres: &[(&str, PostgresFacts)]) -> BTreeMap<String, Facts> {
+    let mut facts = facts(cluster, "12");
+    for f in facts.values_mut() {
+        f.postgres = Some(PostgresFacts {
+            data_dir: "/opt/postgres/data".into(),
+            ..Default::default()
+        });
+    }
+    for (host, pg) in postgres {
+        facts.get_mut(*host).unwrap().postgres = Some(pg.clone());
+    }
+    facts
+}
+
+fn running(in_recovery: Option<bool>, upstream: Option<&str>) -> PostgresFacts {
+    PostgresFacts {
+        data_dir: "/opt/postgres/data".into(),
+        initialised: true,
+        data_version: Some("15".into()),
+        running: true,
+        in_recovery,
+        start_time: Some("2026-01-01 00:00:00+00".into()),
+        upstream: upstream.map(str::to_string),
+    }
+}
+
+fn resolve(cluster: &Cluster, facts: &BTreeMap<String, Facts>) -> Result<Topology, TopologyError> {
+    topology::resolve(cluster, &inventory(cluster), facts)
+}
+
+/// `host role upstream` per member, then the changes.
+fn members(t: &Topology) -> String {
+    let mut out = String::new();
+    for (name, m) in &t.members {
+        let _ = writeln!(
+            out,
+            "{name} {} {}",
+            m.role.as_str(),
+            m.upstream.as_deref().unwrap_or("-")
+        );
+    }
+    for c in &t.changes {
+        let _ = writeln!(out, "change: {c}");
+    }
+    out
+}
+
+#[test]
+fn first_deploy_takes_the_primary_from_config() {
+    let cluster = seed();
+    let t = resolve(&cluster, &live(&cluster, &[])).unwrap();
+    assert_eq!(t.primary(), Some("ulb"));
+    expect![[r#"
+        achel replica vub
+        ulb primary -
+        vub replica ulb
+    "#]]
+    .assert_eq(&members(&t));
+    // Hosts asked for no Postgres state (facts without a data dir) decide nothing either.
+    assert_eq!(resolve(&cluster, &facts(&cluster, "12")).unwrap(), t);
+}
+
+#[test]
+fn after_a_failover_the_live_primary_wins() {
+    let cluster = seed();
+    let facts = live(
+        &cluster,
+        &[
+            ("vub", running(Some(false), None)),
+            ("ulb", running(Some(true), Some("10.33.7.3"))),
+            ("achel", running(Some(true), Some("vub"))),
+        ],
+    );
+    let t = resolve(&cluster, &facts).unwrap();
+    assert_eq!(t.primary(), Some("vub"));
+    expect![[r#"
+        achel replica vub
+        ulb replica vub
+        vub primary -
+        change: vub is the live primary (config.yml says ulb); live state wins: update the roles in config.yml when convenient
+        change: ulb follows vub (config.yml: role primary)
+    "#]]
+    .assert_eq(&members(&t));
+
+    // The plan follows: Postgres is configured on vub, ulb keeps its packages only.
+    let plan = plan_with(&cluster, facts).unwrap();
+    let stages =
+        |host: &str| -> Vec<&str> { plan.hosts[host].iter().map(|s| s.name.as_str()).collect() };
+    assert_eq!(
+        stages("vub"),
+        [
+            "sys",
+            "postgres-install",
+            "postgres-config",
+            "postgres-users"
+        ]
+    );
+    assert_eq!(stages("ulb"), ["sys"]);
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.starts_with("ulb: roles [replica]")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(outline(&plan).contains("file:/etc/tpa/fosdem.crt"));
+}
+
+#[test]
+fn a_stopped_primary_keeps_its_role() {
+    let cluster = seed();
+    let stopped = PostgresFacts {
+        running: false,
+        in_recovery: None,
+        ..running(None, None)
+    };
+    let facts = live(
+        &cluster,
+        &[("ulb", stopped), ("vub", running(Some(true), Some("ulb")))],
+    );
+    assert_eq!(resolve(&cluster, &facts).unwrap().primary(), Some("ulb"));
+}
+
+#[test]
+fn live_state_that_gives_no_single_primary_is_an_error() {
+    let cluster = seed();
+    let split = live(
+        &cluster,
+        &[
+            ("ulb", running(Some(false), None)),
+            ("vub", running(Some(false), None)),
+        ],
+    );
+    expect![[r#"more than one live primary (ulb, vub): each runs Postgres out of recovery (pg_is_in_recovery() is false), and tpa will not choose between them; keep the one that should be the primary, stop Postgres on the others (`systemctl stop postgres`) and rebuild them as replicas, then deploy again"#]]
+    .assert_eq(&resolve(&cluster, &split).unwrap_err().to_string());
+
+    let on_barman = live(&cluster, &[("chimay", running(Some(false), None))]);
+    expect![[r#"chimay runs a live primary Postgres in /opt/postgres/data, but config.yml does not list it as a Postgres host (its roles: [barman]); make it the primary or a replica in config.yml, or stop that Postgres, then deploy again"#]]
+    .assert_eq(&resolve(&cluster, &on_barman).unwrap_err().to_string());
+
+    let unknown = live(&cluster, &[("vub", running(None, None))]);
+    assert_eq!(
+        resolve(&cluster, &unknown),
+        Err(TopologyError::RecoveryUnknown {
+            host: "vub".into(),
+            data_dir: "/opt/postgres/data".into()
+        })
+    );
+
+    let demoted = live(&cluster, &[("ulb", running(Some(true), Some("vub")))]);
+    assert_eq!(
+        resolve(&cluster, &demoted),
+        Err(TopologyError::PrimaryInRecovery { host: "ulb".into() })
+    );
+}
+
+#[test]
+fn an_upstream_outside_the_cluster_is_reported_and_config_kept() {
+    let cluster = seed();
+    let facts = live(
+        &cluster,
+        &[("achel", running(Some(true), Some("10.9.9.9")))],
+    );
+    let t = resolve(&cluster, &facts).unwrap();
+    assert_eq!(t.upstream("achel"), Some("vub"));
+    assert_eq!(
+        t.changes,
+        ["achel streams from 10.9.9.9, which is not a host of this cluster"]
+    );
+}
+
+#[test]
+fn download_packages_fetches_what_the_plan_installs() {
+    let without_manager = SEED.replace("  failover_manager: repmgr\n", "");
+    for source in [SEED, without_manager.as_str()] {
+        let plan = plan_for(source, "12").unwrap();
+        let installed: std::collections::BTreeSet<String> = plan
+            .hosts
+            .values()
+            .flatten()
+            .flat_map(|s| &s.resources)
+            .filter_map(|r| match &r.kind {
+                Resource::Packages { names } => Some(names.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let cluster = Cluster::parse(source, "config.yml").unwrap();
+        let downloaded =
+            crate::commands::download_packages::cluster_packages(&cluster, 12).unwrap();
+        assert_eq!(installed.into_iter().collect::<Vec<_>>(), downloaded);
+        // TPA's default failover manager applies when config.yml names none.
+        assert!(downloaded.contains(&"postgresql-15-repmgr".to_string()));
+    }
 }

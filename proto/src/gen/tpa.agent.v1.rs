@@ -75,6 +75,10 @@ pub struct PostgresFacts {
     pub in_recovery: ::core::option::Option<bool>,
     #[prost(string, optional, tag = "6")]
     pub start_time: ::core::option::Option<::prost::alloc::string::String>,
+    /// On a standby: the host it streams WAL from (pg_stat_wal_receiver.sender_host); absent on a primary or when not
+    /// streaming.
+    #[prost(string, optional, tag = "7")]
+    pub upstream: ::core::option::Option<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ApplyRequest {

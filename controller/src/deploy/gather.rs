@@ -1,0 +1,286 @@
+//! Gather: everything the planner reads, as one owned [`ClusterState`]. Bootstraps the agents,
+//! asks every host for its facts, resolves each host's settings and the live topology, gets
+//! the primary's server certificate, computes the SCRAM verifiers and reads drift. All of a
+//! deploy's IO before the apply happens here (or in the agents it calls).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::bail;
+use tpa_common::facts::Facts;
+
+use super::passwords;
+use super::report::DeployLog;
+use crate::agent_client::{AgentClient, ExecCommand};
+use crate::bootstrap::{AgentChange, Bootstrap};
+use crate::cluster_dir::{ClusterDir, write_if_changed};
+use crate::config::{Cluster, Instance};
+use crate::inventory::Inventory;
+use crate::local_repo;
+use crate::pki::Pki;
+use crate::planner::inspect::{self, Drift, Row};
+use crate::planner::{ClusterState, HostState, Verifiers, topology};
+use crate::server_tls::{self, ServerCert};
+use crate::settings::{HostSettings, PostgresSettings};
+
+/// What gather hands on: the planner's input, and the agents that will apply the plan.
+pub struct Gathered {
+    pub agents: BTreeMap<String, AgentClient>,
+    pub state: ClusterState,
+}
+
+/// Gathers the live state of every deployed host (`check`: install, enrol and generate
+/// nothing), printing what it does to `log`.
+pub async fn gather(
+    dir: &ClusterDir,
+    cluster: &Cluster,
+    inventory: &Inventory,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<Gathered> {
+    let root = dir.root();
+    let pki = Pki::load_or_create(root)?;
+    let identity = pki.controller_identity(root)?;
+    // Clients verify Postgres with this file: sslrootcert=<dir>/ca.crt.
+    write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
+
+    let bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
+    let agents = bootstrap_agents(&bootstrap, cluster, inventory, check, log).await?;
+
+    let phase = Instant::now();
+    let facts = all_facts(cluster, &agents).await?;
+    let topology = topology::resolve(cluster, inventory, &facts)?;
+    let mut hosts = BTreeMap::new();
+    for (name, facts) in facts {
+        let instance = deployed_instance(cluster, &name);
+        hosts.insert(
+            name,
+            HostState {
+                settings: HostSettings::resolve(cluster, instance, facts.os_major()),
+                local_repo: host_local_repo(dir, &facts),
+                facts,
+                server_cert: None,
+            },
+        );
+    }
+    let primary = topology
+        .primary()
+        .and_then(|name| Some((deployed_instance(cluster, name), agents.get(name)?.clone())));
+    if let Some((instance, mut client)) = primary.clone()
+        && let (Some(host), Some(address)) = (
+            hosts.get_mut(&instance.name),
+            inventory.host(&instance.name).map(|h| h.address),
+        )
+    {
+        let pg = &host.settings.postgres;
+        let name = &instance.name;
+        let cert = server_tls::ensure(
+            &mut client,
+            &pki,
+            name,
+            address,
+            &pg.cert_file,
+            &pg.key_file,
+            check,
+        )
+        .await?;
+        match cert {
+            ServerCert::Issued(pem) => {
+                log.line(format!("[{name}] tls: server certificate issued"));
+                host.server_cert = Some(pem);
+            }
+            ServerCert::Current(pem) => host.server_cert = Some(pem),
+            ServerCert::WouldIssue => log.line(format!(
+                "[{name}] tls: a server certificate would be issued"
+            )),
+        }
+    }
+    log.line(format!(
+        "facts: {} host(s) in {:.1}s",
+        hosts.len(),
+        phase.elapsed().as_secs_f64()
+    ));
+    for change in &topology.changes {
+        log.line(format!("live state: {change}"));
+    }
+
+    let (verifiers, drift) = match primary {
+        Some((instance, mut client)) => {
+            let host = &hosts[&instance.name];
+            primary_state(&mut client, root, cluster, instance, host, check, log).await?
+        }
+        None => (Verifiers::default(), Vec::new()),
+    };
+    Ok(Gathered {
+        agents,
+        state: ClusterState {
+            hosts,
+            topology,
+            ca_pem: pki.ca_cert_pem().to_string(),
+            verifiers,
+            drift,
+        },
+    })
+}
+
+/// Bootstraps every deployed host's agent, in parallel, and returns a client per host.
+async fn bootstrap_agents(
+    bootstrap: &Bootstrap<'_>,
+    cluster: &Cluster,
+    inventory: &Inventory,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<BTreeMap<String, AgentClient>> {
+    let phase = Instant::now();
+    let hosts: Vec<_> = inventory
+        .hosts
+        .iter()
+        .filter(|h| cluster.instance(&h.name).is_some_and(|i| !i.provision_only))
+        .collect();
+    let results =
+        futures_util::future::join_all(hosts.iter().map(|h| bootstrap.host(h, check))).await;
+    let mut agents = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (host, result) in hosts.iter().zip(results) {
+        match result {
+            Ok((client, change)) => {
+                let word = match change {
+                    AgentChange::Unchanged => "agent current",
+                    AgentChange::Updated => "agent updated",
+                    AgentChange::Enrolled => "agent installed and enrolled",
+                };
+                log.line(format!("[{}] bootstrap: {word}", host.name));
+                agents.insert(host.name.clone(), client);
+            }
+            Err(e) => failures.push(format!("{}: {e:#}", host.name)),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "bootstrap failed:\n  {}\nfix the cause and deploy again",
+            failures.join("\n  ")
+        );
+    }
+    log.line(format!(
+        "bootstrap: {} host(s) in {:.1}s",
+        agents.len(),
+        phase.elapsed().as_secs_f64()
+    ));
+    Ok(agents)
+}
+
+/// Facts from every agent, in parallel, each with the state of the Postgres at the host's
+/// data directory (every host is asked, so a Postgres where config.yml expects none is seen).
+async fn all_facts(
+    cluster: &Cluster,
+    agents: &BTreeMap<String, AgentClient>,
+) -> anyhow::Result<BTreeMap<String, Facts>> {
+    let results = futures_util::future::join_all(agents.iter().map(|(name, client)| {
+        let mut client = client.clone();
+        let pg = PostgresSettings::resolve(&cluster.name, &deployed_instance(cluster, name).vars);
+        async move {
+            let facts = client.facts(Some(&pg.data_dir), pg.port).await?;
+            Ok::<_, anyhow::Error>((name.clone(), facts))
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// The primary's verifiers (reusing the salts its roles have) and drift, printing generated
+/// passwords and drift to `log`.
+async fn primary_state(
+    client: &mut AgentClient,
+    root: &Path,
+    cluster: &Cluster,
+    instance: &Instance,
+    host: &HostState,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<(Verifiers, Vec<Drift>)> {
+    let running = host.facts.postgres.as_ref().is_some_and(|p| p.running);
+    let port = host.settings.postgres.port;
+    let users = &instance.vars.postgres_users;
+    let existing = if running && !users.is_empty() {
+        inspect::stored_verifiers(query(client, port, inspect::STORED_VERIFIERS_SQL).await?)
+    } else {
+        BTreeMap::new()
+    };
+    let (verifiers, generated) = passwords::verifiers(root, cluster, users, &existing, check)?;
+    for user in generated {
+        log.line(format!(
+            "[{}] password generated for {user} (see show-password)",
+            instance.name
+        ));
+    }
+    let drift = if running {
+        inspect::drift(
+            &query(client, port, inspect::OBJECTS_SQL).await?,
+            &instance.vars,
+        )
+    } else {
+        Vec::new()
+    };
+    for d in &drift {
+        log.line(format!("[{}] drift: {d}", instance.name));
+    }
+    Ok((verifiers, drift))
+}
+
+/// Runs read-only `sql` with psql as postgres on the host and returns its rows, fields split
+/// on tabs.
+async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result<Vec<Row>> {
+    let argv = [
+        "psql",
+        "-XAtq",
+        "-F",
+        "\t",
+        "-h",
+        "/var/run/postgresql",
+        "-p",
+        &port.to_string(),
+        "-d",
+        "postgres",
+        "-f",
+        "-",
+    ];
+    let stdout = client
+        .exec_stdout(ExecCommand {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            run_as: Some("postgres".into()),
+            stdin: sql.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(stdout
+        .lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect())
+}
+
+/// The cluster's local repository for the host's OS, as the host sees it: the docker platform
+/// bind-mounts `<dir>/local-repo` read-only at `LOCAL_REPO_MOUNT`.
+fn host_local_repo(dir: &ClusterDir, facts: &Facts) -> Option<String> {
+    use crate::platform::docker::LOCAL_REPO_MOUNT;
+    let repo = local_repo::find_repo_for_host(
+        dir.root(),
+        facts.os_major()?,
+        &facts.os_codename,
+        &facts.os_version_id,
+    )?;
+    let relative = repo.strip_prefix(dir.local_repo()).unwrap_or(Path::new(""));
+    Some(
+        Path::new(LOCAL_REPO_MOUNT)
+            .join(relative)
+            .display()
+            .to_string(),
+    )
+}
+
+/// The config.yml instance of a host that bootstrap reached (every one is an instance).
+fn deployed_instance<'a>(cluster: &'a Cluster, name: &str) -> &'a Instance {
+    cluster
+        .instance(name)
+        .expect("bootstrapped hosts are instances of config.yml")
+}

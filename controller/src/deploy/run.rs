@@ -1,0 +1,122 @@
+//! Run: applies a plan through the agents (the orchestrator decides the order), with a spinner
+//! per host and one block of lines per finished stage.
+
+use std::collections::BTreeMap;
+
+use tpa_common::event::Outcome;
+
+use crate::agent_client::{AgentClient, ApplyResult};
+use crate::orchestrator::{self, StageReport};
+use crate::planner::{Plan, Stage};
+use crate::progress::Progress;
+
+/// Applies every stage of `plan` on its host's agent (`check`: report only).
+pub async fn apply(
+    plan: &Plan,
+    agents: &BTreeMap<String, AgentClient>,
+    check: bool,
+    verbose: bool,
+) -> Vec<StageReport> {
+    let progress = Progress::new(plan.hosts.keys().map(String::as_str));
+    let progress = &progress;
+    let reports = orchestrator::run(plan, |host: String, stage: Stage| {
+        let mut client = agents.get(&host).cloned();
+        async move {
+            progress.stage(&host, stage.name.as_str());
+            let client = client
+                .as_mut()
+                .ok_or_else(|| format!("no agent connection to {host}"))?;
+            let name = stage.name.as_str();
+            let result = client
+                .apply(stage.resources, check)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            // One print per stage, so hosts' lines never interleave.
+            progress.println(&stage_lines(&host, name, &result, check, verbose).join("\n"));
+            Ok(result.events)
+        }
+    })
+    .await;
+    progress.finish();
+    reports
+}
+
+/// What a finished stage prints: a count line, and with `verbose` or `check` each resource
+/// that changed (with its diff under `check`).
+fn stage_lines(
+    host: &str,
+    stage: &str,
+    result: &ApplyResult,
+    check: bool,
+    verbose: bool,
+) -> Vec<String> {
+    let changed = result
+        .events
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Changed | Outcome::WouldChange))
+        .count();
+    let mut lines = vec![format!(
+        "[{host}] {stage}: {} resources, {changed} {} ({:.1}s)",
+        result.events.len(),
+        if check { "would change" } else { "changed" },
+        result.summary.elapsed_ms as f64 / 1000.0
+    )];
+    if verbose || check {
+        for e in result
+            .events
+            .iter()
+            .filter(|e| e.outcome != Outcome::Unchanged)
+        {
+            let reason = if e.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", e.message)
+            };
+            lines.push(format!("[{host}]   {} {}{reason}", e.outcome, e.id));
+            if let Some(diff) = e.diff.as_deref().filter(|_| check) {
+                lines.extend(diff.lines().map(|l| format!("[{host}]       {l}")));
+            }
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+    use tpa_common::event::{BatchSummary, ResourceEvent};
+
+    use super::*;
+
+    fn result() -> ApplyResult {
+        let event = |id: &str, outcome, diff: Option<&str>| ResourceEvent {
+            id: id.into(),
+            outcome,
+            diff: diff.map(str::to_string),
+            message: String::new(),
+            elapsed_ms: 1,
+        };
+        ApplyResult {
+            events: vec![
+                event("file:/etc/a", Outcome::WouldChange, Some("-x\n+y")),
+                event("packages:base", Outcome::Unchanged, None),
+            ],
+            summary: BatchSummary {
+                elapsed_ms: 1200,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn quiet_apply_prints_one_line_and_check_prints_diffs() {
+        expect![[r#"[ulb] sys: 2 resources, 1 changed (1.2s)"#]]
+            .assert_eq(&stage_lines("ulb", "sys", &result(), false, false).join("\n"));
+        expect![[r#"
+            [ulb] sys: 2 resources, 1 would change (1.2s)
+            [ulb]   would change file:/etc/a
+            [ulb]       -x
+            [ulb]       +y"#]]
+        .assert_eq(&stage_lines("ulb", "sys", &result(), true, false).join("\n"));
+    }
+}

@@ -1,0 +1,84 @@
+//! What the planner reads besides config.yml and the inventory: one owned [`ClusterState`],
+//! gathered by `deploy::gather` (every piece of IO happens there or in the agents).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use tpa_common::facts::Facts;
+
+use super::inspect::Drift;
+use super::topology::Topology;
+use crate::settings::HostSettings;
+
+/// The live cluster, as gathered for one deploy.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    /// Every deployed host (bootstrapped; not `provision_only`), by name.
+    pub hosts: BTreeMap<String, HostState>,
+    /// Which host is the primary and whom the others follow: live state first.
+    pub topology: Topology,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: String,
+    /// SCRAM verifiers of the users' passwords.
+    pub verifiers: Verifiers,
+    /// Roles and databases the primary has that config.yml does not list.
+    pub drift: Vec<Drift>,
+}
+
+/// One deployed host.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    /// What its agent reported, including its Postgres' live role and upstream.
+    pub facts: Facts,
+    /// Its settings, resolved once from config.yml and its OS.
+    pub settings: HostSettings,
+    /// Its Postgres server certificate (PEM), signed by the cluster CA for a key that was
+    /// generated on, and never left, the host; on the primary, once one is current or issued.
+    pub server_cert: Option<String>,
+    /// The cluster's local-repo directory as the host sees it (e.g.
+    /// `/var/opt/tpa/local-repo/Debian/12`), when the cluster has one for its OS.
+    pub local_repo: Option<String>,
+}
+
+/// SCRAM verifiers by user name, computed by the controller from the secrets store (reusing
+/// the salt of the role's current verifier). `Debug` shows the user names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Verifiers(pub BTreeMap<String, String>);
+
+impl Verifiers {
+    pub fn by_user(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Verifiers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|user| (user, "<redacted>")))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_verifiers() {
+        let v = Verifiers(BTreeMap::from([(
+            "ada".to_string(),
+            "SCRAM-SHA-256$4096:c2FsdA==$stored:server".to_string(),
+        )]));
+        let shown = format!(
+            "{:?}",
+            ClusterState {
+                verifiers: v,
+                ..Default::default()
+            }
+        );
+        assert!(
+            shown.contains("ada") && !shown.contains("stored:server"),
+            "{shown}"
+        );
+    }
+}
