@@ -1,6 +1,7 @@
 //! Provision scenario: the seed's four hosts come up as containers that accept SSH with
 //! strict host-key checking; provision is idempotent, finishes a half-done job, refuses a bad
-//! config without creating anything, and deprovision leaves nothing behind.
+//! config without creating anything, and deprovision leaves nothing behind. Two cluster
+//! directories with one cluster_name, or one subnet, are told apart and never touch each other.
 
 use std::os::unix::fs::PermissionsExt;
 
