@@ -1,6 +1,7 @@
 //! Provision scenario: the seed's four hosts come up as containers that accept SSH with
 //! strict host-key checking; provision is idempotent, finishes a half-done job, refuses a bad
-//! config without creating anything, and deprovision leaves nothing behind.
+//! config without creating anything, and deprovision leaves nothing behind. Two cluster
+//! directories with one cluster_name, or one subnet, are told apart and never touch each other.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -126,4 +127,106 @@ fn bad_config_creates_nothing() {
     assert!(cluster_containers(cluster).is_empty());
     assert!(cluster_networks(cluster).is_empty());
     assert!(!dir.path().join("inventory.json").exists());
+}
+
+/// Two cluster directories with the same cluster_name: the second provision names the
+/// first directory and what to do, creates nothing, and its deprovision leaves the first
+/// cluster alone. A declared subnet that another cluster's network holds is refused with
+/// that network's name.
+#[test]
+fn same_cluster_name_in_two_directories_is_refused() {
+    let Some(_serial) = e2e_guard("same_cluster_name_in_two_directories_is_refused") else {
+        return;
+    };
+    ensure_image("tpa/debian:12");
+    let cluster = "e2e-twin";
+    let first = primary_cluster(cluster, "e2e-twin-a", "tpa/debian:12", "15");
+    let second = primary_cluster(cluster, "e2e-twin-b", "tpa/debian:12", "15");
+    let _cleanup_second = Cleanup {
+        dir: second.path(),
+        cluster,
+    };
+    let _cleanup_first = Cleanup {
+        dir: first.path(),
+        cluster,
+    };
+    let first_path = std::fs::canonicalize(first.path()).unwrap();
+    let first_path = first_path.to_str().unwrap();
+
+    assert!(
+        controller(&["provision", first.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = controller(&["provision", second.path().to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "the second directory must be refused"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cluster_name `{cluster}` is already used by the cluster in {first_path}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("tpa-controller deprovision {first_path}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("choose another cluster_name"), "{stderr}");
+    assert!(!stderr.contains("Address already in use"), "{stderr}");
+    assert_eq!(cluster_containers(cluster), ["e2e-twin-a"]);
+    assert!(!second.path().join("inventory.json").exists());
+
+    // Deprovisioning the second directory must not touch the first one's cluster.
+    let gone = controller(&["deprovision", second.path().to_str().unwrap()]);
+    assert!(gone.status.success());
+    assert!(
+        stdout(&gone).contains("left container e2e-twin-a"),
+        "{}",
+        stdout(&gone)
+    );
+    assert_eq!(cluster_containers(cluster), ["e2e-twin-a"]);
+    assert_eq!(cluster_networks(cluster), [cluster]);
+
+    // Another cluster asking for the first one's subnet.
+    let inventory: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(first.path().join("inventory.json")).unwrap(),
+    )
+    .unwrap();
+    let subnet = inventory["network"]["subnet"].as_str().unwrap().to_string();
+    let clash = primary_cluster("e2e-clash", "e2e-clash-a", "tpa/debian:12", "15");
+    let _cleanup_clash = Cleanup {
+        dir: clash.path(),
+        cluster: "e2e-clash",
+    };
+    let config_path = clash.path().join("config.yml");
+    let config = std::fs::read_to_string(&config_path).unwrap().replace(
+        "cluster_tags: {}\n",
+        &format!(
+            "cluster_tags: {{}}\ndocker_networks:\n- name: e2e-clash\n  ipam_config:\n  - subnet: {subnet}\n"
+        ),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let out = controller(&["provision", clash.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "subnet {subnet} (docker_networks in config.yml) overlaps Docker network {cluster}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(first_path), "{stderr}");
+    assert!(cluster_containers("e2e-clash").is_empty());
+    assert!(cluster_networks("e2e-clash").is_empty());
+
+    assert!(
+        controller(&["deprovision", first.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(cluster_containers(cluster).is_empty());
+    assert!(cluster_networks(cluster).is_empty());
 }

@@ -4,7 +4,6 @@
 //! - `config`: config.yml parsed into a typed, validated [`config::Cluster`].
 //! - `cluster_dir`: where generated files live; SSH key, ssh_config and known-hosts files.
 //! - `inventory`: the machine-readable record of provisioned hosts.
-//! - `image`: host images built with debootstrap, without a registry.
 //! - `orchestrator`: runs a plan's stages across hosts in dependency order.
 //! - `deploy`: the deploy pipeline: gather → plan → run → report.
 //! - `settings`: per-host settings (port, paths, locale, version), resolved once.
@@ -13,7 +12,8 @@
 //! - `ssh`: OpenSSH through the cluster's ssh_config, for bootstrap only.
 //! - `progress`: spinners per host on a terminal, plain lines otherwise.
 //! - `planner`: config + inventory + gathered live state → per-host stages of resources (pure).
-//! - `platform`: creating and destroying hosts (`docker`).
+//! - `platform`: the `Platform` trait (create/find/remove hosts, host keys, how packages and
+//!   the agent reach hosts) and its implementations (`docker`, with its host images).
 //! - `local_repo`: `download-packages`, the local apt repository for air-gapped hosts.
 //! - `bootstrap`: installs, updates and enrols agents over SSH.
 //! - `agent_client`: the mutual-TLS gRPC client that talks to `tpa-agent`, and agent enrolment.
@@ -29,7 +29,6 @@ pub mod cluster_dir;
 pub mod commands;
 pub mod config;
 pub mod deploy;
-pub mod image;
 pub mod inventory;
 pub mod local_repo;
 pub mod orchestrator;

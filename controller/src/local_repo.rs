@@ -38,7 +38,7 @@ pub use self::apt::{
 };
 pub use self::index::{IndexSummary, write_index};
 pub use self::lookup::{
-    DEBIAN, HOST_APT_SOURCE, HOST_REPO_DIR, LOCAL_REPO_DIR, apt_source_line, candidates,
+    DEBIAN, HOST_APT_SOURCE, LOCAL_REPO_DIR, apt_source_line, candidates,
     find_repo_for_host, has_index, host_repo_dir, repo_dir_for,
 };
 pub use self::os::{DebianRelease, SUPPORTED, UnsupportedOs};

@@ -81,7 +81,7 @@ enum ImageCommand {
         os: String,
         #[arg(long, default_value_t = 12)]
         os_version: u32,
-        #[arg(long, default_value = tpa_controller::image::DEFAULT_MIRROR)]
+        #[arg(long, default_value = tpa_controller::platform::docker::image::DEFAULT_MIRROR)]
         mirror: String,
     },
 }

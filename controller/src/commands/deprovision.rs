@@ -1,20 +1,32 @@
-//! `tpa-controller deprovision <dir>`: removes exactly this cluster's containers and network,
-//! and the files provision generated. config.yml, local-repo and secrets stay.
+//! `tpa-controller deprovision <dir>`: removes exactly what this cluster directory's
+//! provision created, through its platform, and the files provision generated. config.yml,
+//! local-repo and secrets stay.
 
 use std::path::Path;
 
 use crate::commands::provision::load_cluster;
-use crate::platform::docker;
+use crate::inventory::Inventory;
+use crate::platform::{self, DeprovisionRequest, Platform};
 
 pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let (dir, cluster) = load_cluster(dir)?;
-    let docker = docker::connect().await?;
-    let (containers, networks) = docker::deprovision(&docker, &cluster.name).await?;
-    for name in &containers {
-        println!("removed container {name}");
+    let previous = Inventory::load(&dir.inventory())?;
+    let platform = match &previous {
+        Some(inventory) => platform::for_inventory(inventory)?,
+        None => platform::for_cluster(&cluster, None)?,
+    };
+    let done = platform
+        .deprovision(&DeprovisionRequest {
+            cluster: &cluster,
+            dir: &dir,
+            previous: previous.as_ref(),
+        })
+        .await?;
+    for object in &done.removed {
+        println!("removed {object}");
     }
-    for name in &networks {
-        println!("removed network {name}");
+    for note in &done.kept {
+        println!("{note}");
     }
     for path in dir.provision_outputs(&cluster.name) {
         if path.exists() {
@@ -22,8 +34,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             println!("removed {}", path.display());
         }
     }
-    if containers.is_empty() && networks.is_empty() {
-        println!("cluster {} had no containers or networks", cluster.name);
+    if done.removed.is_empty() {
+        println!(
+            "cluster {} had no hosts or networks to remove",
+            cluster.name
+        );
     }
     Ok(())
 }

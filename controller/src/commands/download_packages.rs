@@ -8,9 +8,11 @@ use anyhow::Context;
 
 use crate::commands::provision::load_cluster;
 use crate::config::{Cluster, Platform};
-use crate::image::{self, ImageRef};
 use crate::local_repo::{self, DownloadRequest};
-use crate::platform::docker;
+use crate::platform::docker::{
+    self,
+    image::{self, ImageRef},
+};
 use crate::settings::HostSettings;
 
 /// The Debian majors the cluster's hosts run: from their images, else the default.
@@ -64,7 +66,10 @@ pub async fn run(dir: &Path, os_version: Option<u32>, mirror: Option<&str>) -> a
         let status_file = tempfile_path(major);
         if let Some(docker) = &docker {
             let image = ImageRef::debian(major);
-            image::ensure(docker, &image, &request.sources.mirror).await?;
+            image::ensure(docker, &image, &request.sources.mirror, &|line| {
+                println!("{line}")
+            })
+            .await?;
             let status = docker::read_image_file(docker, &image.full(), "/var/lib/dpkg/status")
                 .await
                 .with_context(|| format!("reading the package list of {}", image.full()))?;

@@ -4,8 +4,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use crate::image;
-use crate::platform::docker;
+use crate::platform::docker::{self, image};
 
 pub async fn build(os: &str, os_version: u32, mirror: &str) -> anyhow::Result<()> {
     if !os.eq_ignore_ascii_case("debian") {
@@ -15,12 +14,9 @@ pub async fn build(os: &str, os_version: u32, mirror: &str) -> anyhow::Result<()
     }
     let docker = docker::connect().await?;
     let started = Instant::now();
-    println!("building tpa/debian:{os_version} from {mirror} (debootstrap, no registry)");
+    let wanted = image::ImageRef::debian(os_version);
+    println!("{}", image::building_notice(&wanted, mirror));
     let built = image::build(&docker, os_version, mirror).await?;
-    println!(
-        "built {} in {:.1}s",
-        built.full(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", image::built_notice(&built, started.elapsed()));
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! `tpa-controller provision <dir>`: creates the cluster's hosts and writes the files that
-//! reach them (key pair, ssh_config, known hosts, inventory.json).
+//! `tpa-controller provision <dir>`: creates the cluster's hosts through its platform and
+//! writes the files that reach them (key pair, ssh_config, known hosts, inventory.json).
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,10 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use crate::cluster_dir::{self, ClusterDir};
-use crate::config::{Cluster, Platform};
-use crate::image::DEFAULT_MIRROR;
+use crate::config::Cluster;
 use crate::inventory::{self, Inventory};
-use crate::platform::docker::{self, HostChange};
+use crate::platform::{self, HostChange, Platform, ProvisionRequest};
 
 /// Loads and validates config.yml; every problem is reported before anything is touched.
 pub fn load_cluster(dir: &Path) -> anyhow::Result<(ClusterDir, Cluster)> {
@@ -27,17 +26,7 @@ pub fn load_cluster(dir: &Path) -> anyhow::Result<(ClusterDir, Cluster)> {
 pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> {
     let started = Instant::now();
     let (dir, cluster) = load_cluster(dir)?;
-    if let Some(other) = cluster
-        .instances
-        .iter()
-        .find(|i| i.platform != Platform::Docker)
-    {
-        bail!(
-            "instance {} uses platform {:?}: only the docker platform can be provisioned so far",
-            other.name,
-            other.platform
-        );
-    }
+    let platform = platform::for_cluster(&cluster, mirror)?;
     let key_path = dir.ssh_key(&cluster.name);
     if cluster_dir::ensure_ssh_key(&key_path)? {
         println!("created SSH key pair {}", key_path.display());
@@ -46,53 +35,47 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
         .with_context(|| format!("reading {}.pub", key_path.display()))?;
     let config_bytes = std::fs::read(dir.config())?;
     let previous = Inventory::load(&dir.inventory())?;
-    let previous_hosts = previous
-        .as_ref()
-        .map(|p| p.hosts.clone())
-        .unwrap_or_default();
 
-    let docker = docker::connect().await?;
-    let mirror = mirror.unwrap_or(DEFAULT_MIRROR);
-    let result = docker::provision(
-        &docker,
-        &cluster,
-        &dir,
-        &previous_hosts,
-        previous.as_ref().and_then(|p| p.network.as_ref()),
-        &public_key,
-        mirror,
+    let say = |line: &str| println!("{line}");
+    let request = ProvisionRequest {
+        cluster: &cluster,
+        dir: &dir,
+        previous: previous.as_ref(),
+        public_key: &public_key,
+        say: &say,
+    };
+    let mut result = platform.provision(&request).await?;
+
+    // Host keys through the platform, so the first SSH connection is already strict.
+    let keys = futures_util::future::join_all(
+        result.hosts.iter().map(|(host, _)| platform.host_key(host)),
     )
-    .await?;
-
-    for image in &result.images_built {
-        println!("built image {image}");
-    }
-    println!(
-        "network {} {} {}",
-        result.network.name,
-        result.network.subnet,
-        if result.network_created {
-            "created"
-        } else {
-            "unchanged"
+    .await;
+    let mut hosts = Vec::new();
+    let mut changed = result.changed;
+    for ((mut host, change), key) in result.hosts.drain(..).zip(keys) {
+        match key {
+            Ok(key) => {
+                host.host_key = Some(key);
+                changed |= change != HostChange::Unchanged;
+                println!(
+                    "{:<12} {:<15} {}",
+                    host.name,
+                    host.address.to_string(),
+                    change.as_str()
+                );
+                hosts.push(host);
+            }
+            Err(e) => result.failures.push((host.name.clone(), e)),
         }
-    );
-    let mut hosts: Vec<_> = result.hosts.iter().map(|(h, _)| h.clone()).collect();
-    hosts.sort_by_key(|h| h.node);
-    let mut changed = result.network_created || !result.images_built.is_empty();
-    for (host, change) in &result.hosts {
-        let word = match change {
-            HostChange::Created => "created",
-            HostChange::Started => "started",
-            HostChange::Unchanged => "unchanged",
-        };
-        changed |= *change != HostChange::Unchanged;
-        println!("{:<12} {:<15} {word}", host.name, host.address.to_string());
     }
+    hosts.sort_by_key(|h| h.node);
     let inventory = Inventory {
         cluster: cluster.name.clone(),
         config_sha256: inventory::sha256_hex(&config_bytes),
-        network: Some(result.network.clone()),
+        platform: platform.kind(),
+        controller_address: result.controller_address,
+        network: result.network,
         hosts,
     };
     let files: [(std::path::PathBuf, String); 3] = [

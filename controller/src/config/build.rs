@@ -449,16 +449,22 @@ fn instance(
         diag.err(ctx.line, ctx.path, "missing required key `Name`");
         return None;
     };
-    let name = normalize_name(&name_field.value.string(diag, &name_field.path)?);
+    // The name becomes the host name (and the container name): refused rather than
+    // quietly renamed, so that what config.yml says is what exists.
+    let name = name_field.value.string(diag, &name_field.path)?;
     let dotted = matches!(platform, Platform::Docker | Platform::Bare);
     if !valid_host_name(&name, dotted) {
         let dots = if dotted { ", `-` and `.`" } else { " and `-`" };
+        let hint = suggest_host_name(&name, dotted)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
         diag.err(
             name_field.line,
             &name_field.path,
             format!(
                 "`{name}` is not a valid host name; use lowercase letters, digits{dots}, \
-                 starting and ending with a letter or digit"
+                 at least two characters, starting and ending with a letter or digit \
+                 (RFC 1123){hint}"
             ),
         );
     }
@@ -501,7 +507,7 @@ fn instance(
     };
     let upstream = get("upstream").and_then(|f| {
         pos.upstream = Some(Pos::of(f));
-        f.value.string(diag, &f.path).map(|s| normalize_name(&s))
+        f.value.string(diag, &f.path)
     });
     let backup = get("backup").map_or_else(Vec::new, |f| {
         pos.backup = Some(Pos::of(f));
@@ -603,21 +609,43 @@ fn instance(
     Some((inst, pos))
 }
 
-/// TPA's host name normalisation: lowercase, `_` becomes `-`.
-pub(crate) fn normalize_name(name: &str) -> String {
-    name.to_lowercase().replace('_', "-")
+/// What TPA would have renamed `name` to (lowercase, `_` and other characters a host
+/// name cannot hold become `-`), when that is a valid host name: the suggestion offered
+/// when `name` is refused. Where dots are not allowed, it is the first label (`db1` for
+/// `db1.example.com`).
+pub(crate) fn suggest_host_name(name: &str, dotted: bool) -> Option<String> {
+    let name_part = if dotted {
+        name
+    } else {
+        name.split('.').next().unwrap_or(name)
+    };
+    let mapped: String = name_part
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            '.' if dotted => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed = mapped.trim_matches(|c| c == '-' || c == '.');
+    (trimmed != name && valid_host_name(trimmed, dotted)).then(|| trimmed.to_string())
 }
 
-/// `^[a-z0-9][a-z0-9-]*[a-z0-9]$`, with `.` also allowed inside when `dotted`.
+/// RFC 1123 host names as TPA takes them: lowercase labels of letters, digits and `-`
+/// (not at either end, at most 63 characters), joined by `.` only when `dotted`; TPA also
+/// wants at least two characters (`^[a-z0-9][a-z0-9-]*[a-z0-9]$`).
 fn valid_host_name(name: &str, dotted: bool) -> bool {
-    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let inner = |c: char| edge(c) || c == '-' || (dotted && c == '.');
-    let chars: Vec<char> = name.chars().collect();
-    chars.len() >= 2
-        && edge(chars[0])
-        && edge(chars[chars.len() - 1])
-        && chars.iter().all(|c| inner(*c))
-        && !name.contains("..")
+    let label_ok = |label: &str| {
+        let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !label.is_empty()
+            && label.len() <= 63
+            && label.starts_with(edge)
+            && label.ends_with(edge)
+            && label.chars().all(|c| edge(c) || c == '-')
+    };
+    let mut labels = name.split('.');
+    name.len() >= 2 && name.len() <= 253 && (dotted || !name.contains('.')) && labels.all(label_ok)
 }
 
 fn roles(f: &Field<'_>, diag: &mut Diag) -> Vec<Role> {
@@ -677,17 +705,12 @@ fn roles(f: &Field<'_>, diag: &mut Diag) -> Vec<Role> {
 
 fn backup(f: &Field<'_>, diag: &mut Diag) -> Vec<String> {
     match &f.value.value {
-        Value::Seq(_) => f
-            .value
-            .string_list(diag, &f.path)
-            .iter()
-            .map(|s| normalize_name(s))
-            .collect(),
+        Value::Seq(_) => f.value.string_list(diag, &f.path),
         Value::Null => Vec::new(),
         _ => f
             .value
             .string(diag, &f.path)
-            .map(|s| vec![normalize_name(&s)])
+            .map(|s| vec![s])
             .unwrap_or_default(),
     }
 }
@@ -812,7 +835,25 @@ mod tests {
         assert!(!valid_host_name("db.example.com", false));
         assert!(valid_host_name("db.example.com", true));
         assert!(!valid_host_name("db..com", true));
-        assert_eq!(normalize_name("Foo_Bar"), "foo-bar");
+        assert!(!valid_host_name("db.-x.com", true));
+        assert!(!valid_host_name("ULB", false));
+        assert!(!valid_host_name("ulb_host", false));
+        assert!(valid_host_name(&"a".repeat(63), false));
+        assert!(!valid_host_name(&"a".repeat(64), false));
+        assert_eq!(
+            suggest_host_name("ULB_host", false).as_deref(),
+            Some("ulb-host")
+        );
+        assert_eq!(suggest_host_name("a b", false).as_deref(), Some("a-b"));
+        assert_eq!(
+            suggest_host_name("Db1.Example.com", true).as_deref(),
+            Some("db1.example.com")
+        );
+        assert_eq!(
+            suggest_host_name("Db1.Example.com", false).as_deref(),
+            Some("db1")
+        );
+        assert_eq!(suggest_host_name("-x", false), None);
     }
 
     #[test]

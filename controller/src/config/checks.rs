@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::build::{Built, InstancePos};
+use super::build::{Built, InstancePos, suggest_host_name};
 use super::error::{Diag, closest};
 use super::model::{Instance, Platform, Role};
 
@@ -151,7 +151,11 @@ fn backup_is_barman(
 
 fn not_an_instance(key: &str, name: &str, instances: &[Instance]) -> String {
     let base = format!("{key} `{name}` is not an instance of this cluster");
-    match closest(name, instances.iter().map(|i| i.name.as_str())) {
+    // `ONE_A` for `one-a`: names are exact now, TPA used to rename.
+    let renamed = suggest_host_name(name, true)
+        .and_then(|s| instances.iter().find(|i| i.name == s))
+        .map(|i| i.name.as_str());
+    match renamed.or_else(|| closest(name, instances.iter().map(|i| i.name.as_str()))) {
         Some(c) => format!("{base}; did you mean `{c}`?"),
         None => base,
     }

@@ -251,9 +251,9 @@ fn node_must_be_a_positive_integer() {
 }
 
 #[test]
-fn duplicate_name_after_normalisation_and_duplicate_node() {
+fn duplicate_name_and_duplicate_node() {
     check(
-        &with_base("- {Name: one_a, node: 1}\n- {Name: ONE-A, node: 1}\n"),
+        &with_base("- {Name: one-a, node: 1}\n- {Name: one-a, node: 1}\n"),
         expect![[r#"
         config.yml:9: instances[1].Name: duplicate instance name `one-a` (first used at line 8)
         config.yml:9: instances[1].node: duplicate node number 1 (also used by `one-a`)"#]],
@@ -263,10 +263,30 @@ fn duplicate_name_after_normalisation_and_duplicate_node() {
 #[test]
 fn invalid_instance_names() {
     check(
-        &with_base("- {Name: -x, node: 1}\n- {Name: 'a b', node: 2}\n"),
+        &with_base("- {Name: -x, node: 1}\n- {Name: 'a b', node: 2}\n- {Name: x, node: 3}\n"),
         expect![[r#"
-        config.yml:8: instances[0].Name: `-x` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit
-        config.yml:9: instances[1].Name: `a b` is not a valid host name; use lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit"#]],
+            config.yml:8: instances[0].Name: `-x` is not a valid host name; use lowercase letters, digits, `-` and `.`, at least two characters, starting and ending with a letter or digit (RFC 1123)
+            config.yml:9: instances[1].Name: `a b` is not a valid host name; use lowercase letters, digits, `-` and `.`, at least two characters, starting and ending with a letter or digit (RFC 1123); did you mean `a-b`?
+            config.yml:10: instances[2].Name: `x` is not a valid host name; use lowercase letters, digits, `-` and `.`, at least two characters, starting and ending with a letter or digit (RFC 1123)"#]],
+    );
+    // Names are refused, not renamed: the host would otherwise not be called what
+    // config.yml says. A reference written the old way points at the name to use.
+    check(
+        &with_base(
+            "- {Name: ULB_host, node: 1, role: [primary]}\n\
+             - {Name: vub, node: 2, role: [replica], upstream: ULB_host}\n",
+        ),
+        expect![
+            "config.yml:8: instances[0].Name: `ULB_host` is not a valid host name; use lowercase letters, digits, `-` and `.`, at least two characters, starting and ending with a letter or digit (RFC 1123); did you mean `ulb-host`?"
+        ],
+    );
+    check(
+        &with_base(
+            "- {Name: ulb-host, node: 1, role: [primary]}\n\
+             - {Name: vub, node: 2, role: [replica], upstream: ULB_host}\n",
+        ),
+        expect![[r#"
+            config.yml:9: instances[1].upstream: upstream `ULB_host` is not an instance of this cluster; did you mean `ulb-host`?"#]],
     );
     // Docker and bare accept dotted names; aws does not.
     check(
@@ -275,9 +295,8 @@ fn invalid_instance_names() {
     );
     check(
         &with_base("- {Name: db1.example.com, node: 1, platform: aws}\n"),
-        expect![
-            "config.yml:8: instances[0].Name: `db1.example.com` is not a valid host name; use lowercase letters, digits and `-`, starting and ending with a letter or digit"
-        ],
+        expect![[r#"
+            config.yml:8: instances[0].Name: `db1.example.com` is not a valid host name; use lowercase letters, digits and `-`, at least two characters, starting and ending with a letter or digit (RFC 1123); did you mean `db1`?"#]],
     );
 }
 
@@ -676,7 +695,7 @@ instance_defaults:
     ansible_user: admin
     max_connections: 200
 instances:
-- Name: One_A
+- Name: one-a
   node: 1
   location: a
   role: primary, pgbouncer
@@ -695,7 +714,7 @@ instances:
   location: a
   image: tpa/own
   role: [replica]
-  upstream: ONE_A
+  upstream: one-a
   backup: [bar]
 - Name: bar
   node: 4
@@ -705,7 +724,7 @@ instances:
 ";
 
 #[test]
-fn name_lowercased_and_references_follow() {
+fn names_and_references_as_written() {
     let c = parse_ok(MERGE);
     let names: Vec<&str> = c.instances.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["one-a", "two", "three", "bar"]);

@@ -19,6 +19,7 @@ use crate::config::{Cluster, Instance};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
+use crate::platform::{self, Platform};
 use crate::planner::inspect::{self, Drift, Row};
 use crate::planner::{ClusterState, HostState, Verifiers, topology};
 use crate::server_tls::{self, ServerCert};
@@ -49,6 +50,7 @@ pub async fn gather(
     let agents = bootstrap_agents(&bootstrap, cluster, inventory, check, log).await?;
 
     let phase = Instant::now();
+    let repo_mount = platform::for_inventory(inventory)?.local_repo_on_host();
     let facts = all_facts(cluster, &agents).await?;
     let topology = topology::resolve(cluster, inventory, &facts)?;
     let mut hosts = BTreeMap::new();
@@ -58,7 +60,7 @@ pub async fn gather(
             name,
             HostState {
                 settings: HostSettings::resolve(cluster, instance, facts.os_major()),
-                local_repo: host_local_repo(dir, &facts),
+                local_repo: host_local_repo(dir, repo_mount.as_deref(), &facts),
                 facts,
                 server_cert: None,
             },
@@ -259,23 +261,17 @@ async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result
         .collect())
 }
 
-/// The cluster's local repository for the host's OS, as the host sees it: the docker platform
-/// bind-mounts `<dir>/local-repo` read-only at `LOCAL_REPO_MOUNT`.
-fn host_local_repo(dir: &ClusterDir, facts: &Facts) -> Option<String> {
-    use crate::platform::docker::LOCAL_REPO_MOUNT;
+/// The cluster's local repository for the host's OS, as the host sees it, when the platform
+/// puts `<dir>/local-repo` on the hosts at `mount` (docker bind-mounts it).
+fn host_local_repo(dir: &ClusterDir, mount: Option<&Path>, facts: &Facts) -> Option<String> {
     let repo = local_repo::find_repo_for_host(
         dir.root(),
         facts.os_major()?,
         &facts.os_codename,
         &facts.os_version_id,
     )?;
-    let relative = repo.strip_prefix(dir.local_repo()).unwrap_or(Path::new(""));
-    Some(
-        Path::new(LOCAL_REPO_MOUNT)
-            .join(relative)
-            .display()
-            .to_string(),
-    )
+    let on_host = local_repo::host_repo_dir(dir.root(), &repo, mount?)?;
+    Some(on_host.display().to_string())
 }
 
 /// The config.yml instance of a host that bootstrap reached (every one is an instance).

@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 pub const LOCAL_REPO_DIR: &str = "local-repo";
 /// The distribution directory name for Debian, as TPA spells it.
 pub const DEBIAN: &str = "Debian";
-/// Where deploy puts the chosen repository on a host.
-pub const HOST_REPO_DIR: &str = "/var/opt/tpa/local-repo";
 /// Where deploy writes the apt source for the local repository on a host.
 pub const HOST_APT_SOURCE: &str = "/etc/apt/sources.list.d/tpa-local-repo.list";
 
@@ -63,12 +61,12 @@ pub fn find_repo_for_host(
 }
 
 /// Where the chosen repository `repo` (from [`find_repo_for_host`]) appears on a host when
-/// the whole `local-repo/` directory is put at [`HOST_REPO_DIR`] (docker bind-mounts it):
-/// `local-repo/Debian/12` becomes `/var/opt/tpa/local-repo/Debian/12`. `None` when `repo` is
-/// not inside the cluster's `local-repo/`.
-pub fn host_repo_dir(cluster_dir: &Path, repo: &Path) -> Option<PathBuf> {
+/// the platform puts the whole `local-repo/` directory at `mount` (docker bind-mounts it at
+/// `/var/opt/tpa/local-repo`): `local-repo/Debian/12` becomes `<mount>/Debian/12`. `None`
+/// when `repo` is not inside the cluster's `local-repo/`.
+pub fn host_repo_dir(cluster_dir: &Path, repo: &Path, mount: &Path) -> Option<PathBuf> {
     let suffix = repo.strip_prefix(cluster_dir.join(LOCAL_REPO_DIR)).ok()?;
-    Some(Path::new(HOST_REPO_DIR).join(suffix))
+    Some(mount.join(suffix))
 }
 
 /// Whether `dir` holds apt metadata that `deb [trusted=yes] file:<dir> ./` can read.
@@ -162,21 +160,22 @@ mod tests {
     #[test]
     fn host_path_keeps_the_suffix_below_local_repo() {
         let c = Path::new("/c");
+        let mount = Path::new("/var/opt/tpa/local-repo");
         assert_eq!(
-            host_repo_dir(c, &repo_dir_for(c, 12)),
+            host_repo_dir(c, &repo_dir_for(c, 12), mount),
             Some(PathBuf::from("/var/opt/tpa/local-repo/Debian/12"))
         );
         assert_eq!(
-            host_repo_dir(c, Path::new("/c/local-repo")),
-            Some(PathBuf::from(HOST_REPO_DIR))
+            host_repo_dir(c, Path::new("/c/local-repo"), mount),
+            Some(mount.to_path_buf())
         );
-        assert_eq!(host_repo_dir(c, Path::new("/elsewhere/repo")), None);
+        assert_eq!(host_repo_dir(c, Path::new("/elsewhere/repo"), mount), None);
     }
 
     #[test]
     fn source_line_is_trusted_flat_repo() {
         assert_eq!(
-            apt_source_line(Path::new(HOST_REPO_DIR)),
+            apt_source_line(Path::new("/var/opt/tpa/local-repo")),
             "deb [trusted=yes] file:/var/opt/tpa/local-repo ./\n"
         );
     }

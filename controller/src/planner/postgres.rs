@@ -211,7 +211,7 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
             format!("{}/pg_hba.conf", l.data_dir),
             postgres_conf::pg_hba(
                 &peers,
-                input.inventory.network.as_ref().map(|n| n.gateway),
+                input.inventory.controller_address,
                 "scram-sha-256",
                 &instance.vars.postgres_hba_settings,
             ),

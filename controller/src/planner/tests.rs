@@ -20,10 +20,11 @@ fn inventory(cluster: &Cluster) -> Inventory {
     Inventory {
         cluster: cluster.name.clone(),
         config_sha256: String::new(),
+        platform: crate::config::Platform::Docker,
+        controller_address: Some("10.33.7.1".parse().unwrap()),
         network: Some(crate::inventory::Network {
             name: cluster.name.clone(),
             subnet: "10.33.7.0/24".into(),
-            gateway: "10.33.7.1".parse().unwrap(),
         }),
         hosts: cluster
             .instances
@@ -35,8 +36,8 @@ fn inventory(cluster: &Cluster) -> Inventory {
                 address: format!("10.33.7.{}", n + 2).parse().unwrap(),
                 ssh_user: "root".into(),
                 ssh_port: 22,
-                platform: "docker".into(),
-                container_id: None,
+                platform: crate::config::Platform::Docker,
+                platform_id: None,
                 image: None,
                 location: i.location.clone(),
                 roles: vec![],

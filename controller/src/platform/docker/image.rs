@@ -15,6 +15,8 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
 use tokio::process::Command;
 
+use crate::platform::Say;
+
 /// Bump when the recipe below changes: images carrying an older label are rebuilt.
 pub const RECIPE_VERSION: &str = "2";
 const RECIPE_LABEL: &str = "tpa.image.recipe";
@@ -103,8 +105,17 @@ pub async fn is_current(docker: &Docker, image: &ImageRef) -> anyhow::Result<boo
     }
 }
 
-/// Makes sure `image` exists, building it when tpa knows how.
-pub async fn ensure(docker: &Docker, image: &ImageRef, mirror: &str) -> anyhow::Result<bool> {
+/// How long building one host image usually takes (debootstrap from a nearby mirror).
+pub const TYPICAL_BUILD: &str = "about 90 s";
+
+/// Makes sure `image` exists, building it when tpa knows how; says so before and after a
+/// build, which takes long enough to look like a hang. True when it built.
+pub async fn ensure(
+    docker: &Docker,
+    image: &ImageRef,
+    mirror: &str,
+    say: Say<'_>,
+) -> anyhow::Result<bool> {
     if is_current(docker, image).await? {
         return Ok(false);
     }
@@ -115,8 +126,32 @@ pub async fn ensure(docker: &Docker, image: &ImageRef, mirror: &str) -> anyhow::
             image.full()
         );
     };
+    say(&format!(
+        "{} is missing: {}; later runs reuse it",
+        image.full(),
+        building_notice(image, mirror)
+    ));
+    let started = Instant::now();
     build(docker, major, mirror).await?;
+    say(&built_notice(image, started.elapsed()));
     Ok(true)
+}
+
+/// Said before a build: what is happening and how long it usually takes.
+pub fn building_notice(image: &ImageRef, mirror: &str) -> String {
+    format!(
+        "building host image {} from {mirror} with debootstrap (usually {TYPICAL_BUILD})",
+        image.full()
+    )
+}
+
+/// Said after a build, with the time it took.
+pub fn built_notice(image: &ImageRef, took: std::time::Duration) -> String {
+    format!(
+        "built host image {} in {:.1}s",
+        image.full(),
+        took.as_secs_f64()
+    )
 }
 
 /// Builds `tpa/debian:<major>` from scratch. Needs root (debootstrap) and Debian's archive.
@@ -337,6 +372,20 @@ fn tempfile_dir(prefix: &str) -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_is_announced_with_its_usual_duration_and_reported_with_its_own() {
+        let image = ImageRef::debian(13);
+        let before = building_notice(&image, "http://deb.debian.org/debian");
+        assert!(
+            before
+                .starts_with("building host image tpa/debian:13 from http://deb.debian.org/debian"),
+            "{before}"
+        );
+        assert!(before.contains("usually about 90 s"), "{before}");
+        let after = built_notice(&image, std::time::Duration::from_millis(93_240));
+        assert_eq!(after, "built host image tpa/debian:13 in 93.2s");
+    }
 
     #[test]
     fn untagged_tpa_debian_means_the_default_major() {
