@@ -53,8 +53,9 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         unix_now()
     );
 
-    let pki = Pki::load_or_create(root)?;
-    let identity = pki.controller_identity(root)?;
+    let secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
+    let pki = Pki::load_or_create(root, &secrets)?;
+    let identity = pki.controller_identity(root, &secrets)?;
     // Clients verify Postgres with this file: sslrootcert=<dir>/ca.crt.
     write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
 
