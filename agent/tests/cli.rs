@@ -42,8 +42,7 @@ fn run_init(state: &std::path::Path, stdin: &str) -> std::process::Output {
 
 #[test]
 fn init_reads_stdin_and_prints_the_fingerprint() {
-    let cluster = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::load_or_create(cluster.path()).expect("CA");
+    let pki = Pki::generate("test cluster CA").expect("CA");
     let state = tempfile::tempdir().expect("tempdir");
     let token = JoinToken::generate();
     let document = agent_client::init_document(pki.ca_cert_pem(), &token, TOKEN_LIFETIME);

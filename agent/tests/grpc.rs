@@ -35,9 +35,10 @@ struct Controller {
 
 fn controller() -> Controller {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = Pki::load_or_create(dir.path()).expect("CA");
+    // Named after its directory, so that two test CAs never share a name.
+    let pki = Pki::generate(&format!("test CA {}", dir.path().display())).expect("CA");
     let identity = pki
-        .controller_identity(dir.path())
+        .issue_controller_identity()
         .expect("controller identity");
     Controller {
         _dir: dir,

@@ -56,7 +56,7 @@ impl<'a> Bootstrap<'a> {
         Ok(Bootstrap {
             pki,
             identity,
-            ssh: Ssh::new(ssh_config),
+            ssh: Ssh::new(ssh_config)?,
             agent_binary,
             agent_sha256,
         })

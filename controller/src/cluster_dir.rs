@@ -52,6 +52,10 @@ impl ClusterDir {
     pub fn local_repo(&self) -> PathBuf {
         self.root.join("local-repo")
     }
+    /// The lock file of the command changing this directory (see `crate::lock`).
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(".tpa.lock")
+    }
 
     /// Files provision generates and deprovision removes (config.yml, local-repo and
     /// secrets are the operator's and stay).
@@ -73,7 +77,10 @@ pub fn ensure_ssh_key(path: &Path) -> anyhow::Result<bool> {
     if path.is_file() {
         return Ok(false);
     }
-    let status = std::process::Command::new("ssh-keygen")
+    if let Some(dir) = path.parent() {
+        ensure_gitignore(dir)?;
+    }
+    let status = crate::process::command("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "tpa"])
         .arg("-f")
         .arg(path)
@@ -139,25 +146,81 @@ pub fn write_if_changed(path: &Path, content: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Writes a file atomically (temp + rename) with the given mode.
+/// Writes a private (0600) file: keys, encrypted secrets.
+pub fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    write_file(path, content, 0o600)
+}
+
+/// Writes `path` so that a crash leaves the old content or the new, never a mix, and a private
+/// file is never readable by others: a new temporary file beside it (random name, created with
+/// O_EXCL so nothing planted there is followed or reused, mode 0600), written and fsynced, given
+/// `mode`, renamed over `path`; then the directory is fsynced so the rename survives a crash.
+/// Every file tpa writes into the cluster directory goes through here.
 pub fn write_file(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    // Created with its final mode: a private file is never readable by others, even briefly.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(content)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(content)
+        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot replace {}: {}", path.display(), e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync the directory {}", dir.display()))?;
     Ok(())
+}
+
+/// The first line of the `.gitignore` tpa writes; a file without it is the operator's own.
+const GITIGNORE_MARKER: &str = "# Written by tpa-controller";
+
+/// What must never be committed from a cluster directory (DESIGN: the directory lives in git).
+const GITIGNORE: &str = "\
+# Written by tpa-controller: files of this cluster directory that must never be committed.
+# tpa rewrites this file while its first line is unchanged; edit that line to keep your own.
+
+# The cluster's SSH private key (provision creates it; the .pub may be committed).
+/id_*
+!/id_*.pub
+# Plaintext private keys: tpa keeps keys encrypted (tls/*.key.enc); a .key is a leftover.
+*.key
+# Held by the tpa-controller that is changing this directory.
+/.tpa.lock
+# Packages download-packages fetched: large, and fetched again on demand.
+/local-repo/
+# Temporary files of an interrupted write.
+*.tmp
+";
+
+/// Writes `<root>/.gitignore` unless the operator has their own; true when it wrote.
+pub fn ensure_gitignore(root: &Path) -> anyhow::Result<bool> {
+    let path = root.join(".gitignore");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.starts_with(GITIGNORE_MARKER) => {
+            tracing::debug!(path = %path.display(), "keeping the operator's own .gitignore");
+            Ok(false)
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot read {}", path.display()))
+        }
+        _ => write_if_changed(&path, GITIGNORE),
+    }
 }
 
 #[cfg(test)]
@@ -189,5 +252,84 @@ mod tests {
             [vub]:2222,[10.33.0.3]:2222 ssh-ed25519 AAAAkey root@x
         "#]]
         .assert_eq(&text);
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_writer_replaces_whole_files_with_their_mode_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("k");
+        write_private(&key, b"one").expect("write");
+        assert_eq!(mode(&key), 0o600);
+        write_file(&key, b"two", 0o644).expect("rewrite");
+        assert_eq!(std::fs::read(&key).expect("read"), b"two");
+        assert_eq!(mode(&key), 0o644);
+        assert!(write_if_changed(&dir.path().join("p"), "x").expect("write"));
+        assert!(!write_if_changed(&dir.path().join("p"), "x").expect("same"));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["k", "p"]);
+    }
+
+    #[test]
+    fn the_gitignore_keeps_keys_locks_and_packages_out_of_git() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(ensure_gitignore(dir.path()).expect("write"));
+        assert!(!ensure_gitignore(dir.path()).expect("unchanged"));
+        // Ask git itself, so the patterns are checked as git reads them.
+        let git = |args: &[&str]| {
+            crate::process::command("git")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+        };
+        let Ok(init) = git(&["init", "-q"]) else {
+            eprintln!("skipping the git half: git is not installed");
+            return;
+        };
+        assert!(init.status.success());
+        let ignored = |path: &str| {
+            let out = git(&["check-ignore", "-q", "--no-index", path]).expect("git");
+            out.status.code() == Some(0)
+        };
+        for path in [
+            "id_fosdem",
+            "tls/ca.key",
+            "tls/controller.key",
+            ".tpa.lock",
+            "local-repo/Debian/12/Packages",
+            ".ssh_config.a1b2c3.tmp",
+        ] {
+            assert!(ignored(path), "{path} must be ignored");
+        }
+        for path in [
+            "config.yml",
+            "id_fosdem.pub",
+            "secrets.enc",
+            "tls/ca.crt",
+            "tls/ca.key.enc",
+            "tls/controller.key.enc",
+            "ssh_config",
+            ".gitignore",
+        ] {
+            assert!(!ignored(path), "{path} belongs in git");
+        }
+    }
+
+    #[test]
+    fn an_operators_own_gitignore_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(".gitignore"), "mine\n").expect("write");
+        assert!(!ensure_gitignore(dir.path()).expect("kept"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(".gitignore")).expect("read"),
+            "mine\n"
+        );
     }
 }

@@ -11,7 +11,10 @@
 //! - `keys`: registries of top-level/instance keys and roles (supported, or TPA's but not yet ours).
 //! - `vars`: the registry of cluster/host variables and the typed [`Vars`].
 //! - `build`: the walk from tree to [`Cluster`], including default merging.
-//! - `checks`: rules across instances (names, nodes, upstreams, backups, networks).
+//! - `values`: what values that reach files on the hosts may contain (names, paths, no control
+//!   characters).
+//! - `checks`: rules across instances (names, nodes, upstreams, backups, networks, the Postgres
+//!   version each host's OS ships).
 //! - `model`: the public types; `error`: [`ConfigError`] and [`ConfigErrors`].
 
 mod build;
@@ -19,6 +22,7 @@ mod checks;
 mod error;
 mod keys;
 mod model;
+mod values;
 mod vars;
 mod yaml;
 

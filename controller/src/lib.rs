@@ -19,6 +19,8 @@
 //! - `agent_client`: the mutual-TLS gRPC client that talks to `tpa-agent`, and agent enrolment.
 //! - `pki`: the cluster CA: creates/loads it, issues the controller identity, signs CSRs.
 //! - `secrets`: generated passwords, encrypted in the cluster directory; the key lives outside.
+//! - `lock`: one deploy, provision, deprovision or store-password at a time per cluster directory.
+//! - `process`: builds every child process, without the secrets key in its environment.
 //! - `commands`: one module per CLI verb.
 
 #![forbid(unsafe_code)]
@@ -31,10 +33,12 @@ pub mod config;
 pub mod deploy;
 pub mod inventory;
 pub mod local_repo;
+pub mod lock;
 pub mod orchestrator;
 pub mod pki;
 pub mod planner;
 pub mod platform;
+pub mod process;
 pub mod progress;
 pub mod scram;
 pub mod secrets;

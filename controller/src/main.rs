@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tpa_controller::commands;
+use tpa_controller::lock::ClusterLock;
 
 /// Deploys PostgreSQL clusters described in a TPA config.yml.
 #[derive(Parser)]
@@ -109,6 +110,19 @@ fn main() -> ExitCode {
     };
     let verbose = cli.verbose;
     let result: anyhow::Result<ExitCode> = runtime.block_on(async {
+        // Commands that change the cluster directory or its hosts take turns. Once per process,
+        // here: deploy runs provision itself.
+        let _lock = match &cli.command {
+            Command::Provision { cluster_dir, .. }
+            | Command::Deploy { cluster_dir, .. }
+            | Command::Deprovision { cluster_dir }
+            | Command::StorePassword { cluster_dir, .. } => {
+                Some(ClusterLock::for_command(cluster_dir)?)
+            }
+            Command::DownloadPackages { .. }
+            | Command::ShowPassword { .. }
+            | Command::Image { .. } => None,
+        };
         let done = match cli.command {
             Command::Provision {
                 cluster_dir,

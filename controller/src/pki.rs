@@ -4,24 +4,32 @@
 //! Keys stay where they are used: an agent generates its key on its host and sends a CSR; the CA decides the
 //! names in the certificate itself and never copies them from the CSR.
 //!
-//! Files (keys are written mode 0600):
-//! - `tls/ca.crt`, `tls/ca.key`: the CA. The key is plain PEM for now; encrypting it at rest is the secrets
-//!   store's job (DESIGN.md §4), see docs/protocol.md.
-//! - `tls/controller.crt`, `tls/controller.key`: the controller's client identity, reissued when it is within
-//!   [`RENEW_BEFORE`] of expiry or was issued by another CA.
+//! Files, all written through [`crate::cluster_dir::write_file`]; the keys are sealed with the secrets key
+//! ([`Secrets::seal_file`], docs/secrets.md), since the cluster directory is meant to live in git:
+//! - `tls/ca.crt`, `tls/ca.key.enc`: the CA.
+//! - `tls/controller.crt`, `tls/controller.key.enc`: the controller's client identity, reissued when it is
+//!   within [`RENEW_BEFORE`] of expiry or was issued by another CA.
+//!
+//! A plaintext `tls/ca.key` or `tls/controller.key` (what older versions wrote) is sealed on first use, then
+//! removed. Loading checks that each certificate belongs with its key.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow, bail};
 use rand::RngCore;
+use rcgen::PublicKeyData as _;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use tpa_proto::CONTROLLER_IDENTITY;
+use zeroize::Zeroizing;
+
+use crate::cluster_dir::{self, write_file};
+use crate::secrets::Secrets;
 
 /// Lifetime of the cluster CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -75,6 +83,10 @@ pub enum PkiError {
     InvalidName { name: String, source: rcgen::Error },
     #[error("cannot parse the CA certificate or key: {0}")]
     InvalidCa(#[source] rcgen::Error),
+    #[error(
+        "the CA certificate is not the certificate of the CA key (they come from different CAs)"
+    )]
+    CaKeyMismatch,
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
 }
@@ -96,17 +108,21 @@ impl std::fmt::Debug for Pki {
 // === impl Pki ===
 
 impl Pki {
-    /// Loads the CA from `<cluster_root>/tls/`, creating it (and the directory) on first use.
-    pub fn load_or_create(cluster_root: &Path) -> anyhow::Result<Pki> {
+    /// Loads the CA from `<cluster_root>/tls/`, creating it (and the directory) on first use; its key is
+    /// sealed with the key of `secrets`.
+    pub fn load_or_create(cluster_root: &Path, secrets: &Secrets) -> anyhow::Result<Pki> {
         let files = TlsFiles::new(cluster_root);
+        cluster_dir::ensure_gitignore(cluster_root)?;
+        seal_plaintext_key(&files.ca_key_plaintext, &files.ca_key, secrets)?;
         if files.ca_cert.exists() || files.ca_key.exists() {
             let loaded = read(&files.ca_cert)
-                .and_then(|cert| Ok((cert, read(&files.ca_key)?)))
+                .and_then(|cert| Ok((cert, open_key(&files.ca_key, secrets)?)))
                 .and_then(|(cert, key)| Ok(Pki::from_pem(&cert, &key)?));
             return loaded.with_context(|| {
                 format!(
-                    "loading the cluster CA from {}: restore ca.crt/ca.key from version control, or remove both \
-                     to create a new CA (every agent must then be re-enrolled)",
+                    "loading the cluster CA from {}: restore ca.crt and ca.key.enc from version control (both \
+                     from the same commit), or remove both to create a new CA (every agent must then be \
+                     re-enrolled)",
                     files.dir.display()
                 )
             });
@@ -114,8 +130,9 @@ impl Pki {
         let pki = Pki::generate(&ca_name(cluster_root))?;
         std::fs::create_dir_all(&files.dir)
             .with_context(|| format!("creating {}", files.dir.display()))?;
-        write_private(&files.ca_key, pki.issuer.key().serialize_pem().as_bytes())?;
-        write_public(&files.ca_cert, pki.cert_pem.as_bytes())?;
+        let key_pem = Zeroizing::new(pki.issuer.key().serialize_pem());
+        secrets.seal_file(&files.ca_key, key_pem.as_bytes())?;
+        write_file(&files.ca_cert, pki.cert_pem.as_bytes(), 0o644)?;
         tracing::info!(dir = %files.dir.display(), "created the cluster CA");
         Ok(pki)
     }
@@ -141,9 +158,12 @@ impl Pki {
         })
     }
 
-    /// The CA from its certificate and key (both PEM).
+    /// The CA from its certificate and key (both PEM), which must belong together.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Pki, PkiError> {
         let key = KeyPair::from_pem(key_pem).map_err(PkiError::InvalidCa)?;
+        if !cert_has_key(cert_pem, &key) {
+            return Err(PkiError::CaKeyMismatch);
+        }
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(PkiError::InvalidCa)?;
         Ok(Pki {
             cert_pem: cert_pem.to_string(),
@@ -206,15 +226,37 @@ impl Pki {
         })
     }
 
-    /// The controller's client identity from `<cluster_root>/tls/controller.{crt,key}`, issued (again) when
-    /// missing, within [`RENEW_BEFORE`] of expiry, or not issued by this CA.
-    pub fn controller_identity(&self, cluster_root: &Path) -> anyhow::Result<CertifiedKey> {
+    /// The controller's client identity from `<cluster_root>/tls/controller.{crt,key.enc}`, issued (again)
+    /// when missing, within [`RENEW_BEFORE`] of expiry, or not issued by this CA. A certificate that does
+    /// not belong with the key is an error that says what to do.
+    pub fn controller_identity(
+        &self,
+        cluster_root: &Path,
+        secrets: &Secrets,
+    ) -> anyhow::Result<CertifiedKey> {
         let files = TlsFiles::new(cluster_root);
+        seal_plaintext_key(
+            &files.controller_key_plaintext,
+            &files.controller_key,
+            secrets,
+        )?;
         if files.controller_cert.exists() && files.controller_key.exists() {
             let existing = CertifiedKey {
                 cert_pem: read(&files.controller_cert)?,
-                key_pem: read(&files.controller_key)?,
+                key_pem: open_key(&files.controller_key, secrets)?.to_string(),
             };
+            let key = KeyPair::from_pem(&existing.key_pem).with_context(|| {
+                format!("{}: not a private key", files.controller_key.display())
+            })?;
+            if !cert_has_key(&existing.cert_pem, &key) {
+                bail!(
+                    "{} does not belong with the key in {} (restored from different commits, or an \
+                     interrupted write?): remove both and run the command again; a new controller \
+                     certificate is issued, and agents need nothing",
+                    files.controller_cert.display(),
+                    files.controller_key.display()
+                );
+            }
             if self.is_current(&existing.cert_pem) {
                 return Ok(existing);
             }
@@ -223,8 +265,8 @@ impl Pki {
         let identity = self.issue_controller_identity()?;
         std::fs::create_dir_all(&files.dir)
             .with_context(|| format!("creating {}", files.dir.display()))?;
-        write_private(&files.controller_key, identity.key_pem.as_bytes())?;
-        write_public(&files.controller_cert, identity.cert_pem.as_bytes())?;
+        secrets.seal_file(&files.controller_key, identity.key_pem.as_bytes())?;
+        write_file(&files.controller_cert, identity.cert_pem.as_bytes(), 0o644)?;
         Ok(identity)
     }
 
@@ -252,9 +294,13 @@ impl Pki {
 struct TlsFiles {
     dir: PathBuf,
     ca_cert: PathBuf,
+    /// Sealed with the secrets key.
     ca_key: PathBuf,
+    /// What older versions wrote; sealed and removed on first use.
+    ca_key_plaintext: PathBuf,
     controller_cert: PathBuf,
     controller_key: PathBuf,
+    controller_key_plaintext: PathBuf,
 }
 
 impl TlsFiles {
@@ -262,12 +308,66 @@ impl TlsFiles {
         let dir = cluster_root.join("tls");
         TlsFiles {
             ca_cert: dir.join("ca.crt"),
-            ca_key: dir.join("ca.key"),
+            ca_key: dir.join("ca.key.enc"),
+            ca_key_plaintext: dir.join("ca.key"),
             controller_cert: dir.join("controller.crt"),
-            controller_key: dir.join("controller.key"),
+            controller_key: dir.join("controller.key.enc"),
+            controller_key_plaintext: dir.join("controller.key"),
             dir,
         }
     }
+}
+
+/// Seals a plaintext key an older version wrote into `sealed`, then removes the plaintext. Sealing
+/// again after a crash between the two steps gives the same key.
+fn seal_plaintext_key(plaintext: &Path, sealed: &Path, secrets: &Secrets) -> anyhow::Result<()> {
+    let pem = match std::fs::read_to_string(plaintext) {
+        Ok(pem) => Zeroizing::new(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", plaintext.display())),
+    };
+    KeyPair::from_pem(&pem).with_context(|| {
+        format!(
+            "{} is not a private key; restore it from version control, or remove it",
+            plaintext.display()
+        )
+    })?;
+    secrets.seal_file(sealed, pem.as_bytes())?;
+    std::fs::remove_file(plaintext)
+        .with_context(|| format!("removing {} after encrypting it", plaintext.display()))?;
+    if let Some(dir) = plaintext.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    tracing::warn!(
+        "{} was a plaintext key: encrypted it into {} and removed it. If it was ever committed, git \
+         history still holds it: create a new CA (see docs/secrets.md)",
+        plaintext.display(),
+        sealed.display()
+    );
+    Ok(())
+}
+
+/// A sealed key's PEM text.
+fn open_key(path: &Path, secrets: &Secrets) -> anyhow::Result<Zeroizing<String>> {
+    let bytes = secrets
+        .open_file(path)?
+        .ok_or_else(|| anyhow!("{} is missing", path.display()))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow!("{}: the decrypted key is not PEM text", path.display()))?;
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+/// True when `cert_pem` certifies the public half of `key`.
+fn cert_has_key(cert_pem: &str, key: &KeyPair) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    cert.public_key().raw == key.subject_public_key_info().as_slice()
 }
 
 /// The CA's common name: "tpa cluster CA <cluster dir name>", so an operator can tell CAs apart.
@@ -352,34 +452,6 @@ fn random_serial() -> SerialNumber {
 
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn write_public(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    write_atomic(path, content, 0o644)
-}
-
-fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    write_atomic(path, content, 0o600)
-}
-
-/// Writes via a temp file created with `mode` from the start (a key is never readable by others, not even
-/// briefly), then renames it into place.
-fn write_atomic(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 #[cfg(test)]
@@ -514,48 +586,213 @@ mod tests {
         assert!(!format!("{id:?}").contains("PRIVATE KEY"));
     }
 
-    #[test]
-    fn load_or_create_persists_and_reloads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let created = Pki::load_or_create(dir.path()).expect("create");
-        let mode = |p: &str| {
-            std::fs::metadata(dir.path().join(p))
+    /// A cluster directory and, outside it, a key directory; and the secrets store they make.
+    struct Dir {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(tmp.path().join("cluster")).expect("mkdir");
+            Dir { tmp }
+        }
+        fn root(&self) -> PathBuf {
+            self.tmp.path().join("cluster")
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.root().join(name)
+        }
+        fn secrets(&self) -> Secrets {
+            let keys = crate::secrets::KeySource::Directory(self.tmp.path().join("keys"));
+            Secrets::open_with_key_source(&self.root(), Some("vault-1"), keys).expect("secrets")
+        }
+        fn mode(&self, name: &str) -> u32 {
+            std::fs::metadata(self.path(name))
                 .expect("meta")
                 .permissions()
                 .mode()
                 & 0o777
-        };
-        assert_eq!(mode("tls/ca.key"), 0o600);
-        let loaded = Pki::load_or_create(dir.path()).expect("load");
+        }
+    }
+
+    #[test]
+    fn load_or_create_persists_and_reloads() {
+        let dir = Dir::new();
+        let created = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("create");
+        let loaded = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("load");
         assert_eq!(created.ca_cert_pem(), loaded.ca_cert_pem());
 
         // A certificate issued by the reloaded CA verifies against the original certificate.
-        let first = loaded.controller_identity(dir.path()).expect("identity");
-        assert_eq!(mode("tls/controller.key"), 0o600);
+        let first = loaded
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
         assert!(created.is_current(&first.cert_pem));
-        let again = loaded.controller_identity(dir.path()).expect("identity");
+        let again = loaded
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
         assert_eq!(
             first.cert_pem, again.cert_pem,
             "a current identity is reused"
         );
+        assert_eq!(first.key_pem, again.key_pem);
 
         // A new CA does not accept the old identity: it is reissued.
-        std::fs::remove_file(dir.path().join("tls/ca.crt")).expect("rm");
-        std::fs::remove_file(dir.path().join("tls/ca.key")).expect("rm");
-        let fresh = Pki::load_or_create(dir.path()).expect("new CA");
+        std::fs::remove_file(dir.path("tls/ca.crt")).expect("rm");
+        std::fs::remove_file(dir.path("tls/ca.key.enc")).expect("rm");
+        let fresh = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("new CA");
         assert_ne!(fresh.ca_cert_pem(), created.ca_cert_pem());
-        let reissued = fresh.controller_identity(dir.path()).expect("identity");
+        let reissued = fresh
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
         assert_ne!(reissued.cert_pem, first.cert_pem);
     }
 
     #[test]
-    fn half_present_ca_is_an_error_that_says_what_to_do() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("tls")).expect("mkdir");
-        std::fs::write(dir.path().join("tls/ca.crt"), "x").expect("write");
-        let err = format!("{:#}", Pki::load_or_create(dir.path()).unwrap_err());
+    fn private_keys_are_encrypted_at_rest_and_open_only_with_the_secrets_key() {
+        let dir = Dir::new();
+        let pki = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("create");
+        pki.controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        for plaintext in ["tls/ca.key", "tls/controller.key"] {
+            assert!(!dir.path(plaintext).exists(), "{plaintext} must not exist");
+        }
+        for sealed in ["tls/ca.key.enc", "tls/controller.key.enc"] {
+            let text = std::fs::read_to_string(dir.path(sealed)).expect("sealed key");
+            assert!(text.starts_with("tpa-secrets v1"), "{sealed}: {text}");
+            assert!(!text.contains("PRIVATE KEY"), "{sealed}");
+            assert_eq!(dir.mode(sealed), 0o600, "{sealed}");
+        }
+        assert_eq!(dir.mode("tls/ca.crt"), 0o644);
+        // The store exists too, so its key id is fixed: one key opens everything.
+        assert!(dir.path("secrets.enc").exists());
+        assert!(dir.path(".gitignore").exists());
+
+        // Another key (here: a key directory without the cluster's key) opens nothing.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let other = Secrets::open_with_key_source(
+            &dir.root(),
+            None,
+            crate::secrets::KeySource::Directory(elsewhere.path().to_path_buf()),
+        )
+        .expect_err("the store itself needs the key");
+        assert!(format!("{other:#}").contains("vault-1"), "{other:#}");
+        let wrong = crate::secrets::KeySource::Given {
+            key: crate::secrets::Key::generate().expect("key"),
+            origin: "a test".into(),
+        };
+        std::fs::remove_file(dir.path("secrets.enc")).expect("rm store");
+        let secrets = Secrets::open_with_key_source(&dir.root(), None, wrong).expect("new store");
+        let err = format!(
+            "{:#}",
+            Pki::load_or_create(&dir.root(), &secrets).unwrap_err()
+        );
         assert!(
-            err.contains("ca.key") && err.contains("re-enrolled"),
+            err.contains("cannot decrypt") && err.contains("ca.key.enc"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plaintext_keys_from_older_versions_are_encrypted_then_removed() {
+        let dir = Dir::new();
+        // What an older tpa left: plain PEM keys beside their certificates.
+        let old = Pki::generate("old CA").expect("CA");
+        let id = old.issue_controller_identity().expect("identity");
+        std::fs::create_dir(dir.path("tls")).expect("mkdir");
+        let files = [
+            ("tls/ca.crt", old.ca_cert_pem().to_string()),
+            ("tls/ca.key", old.issuer.key().serialize_pem()),
+            ("tls/controller.crt", id.cert_pem.clone()),
+            ("tls/controller.key", id.key_pem.clone()),
+        ];
+        for (name, content) in &files {
+            std::fs::write(dir.path(name), content).expect("write");
+        }
+
+        let loaded = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("load");
+        assert_eq!(loaded.ca_cert_pem(), old.ca_cert_pem(), "the same CA");
+        assert!(!dir.path("tls/ca.key").exists());
+        assert!(dir.path("tls/ca.key.enc").exists());
+        let identity = loaded
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        assert_eq!(identity.cert_pem, id.cert_pem, "the same identity");
+        assert_eq!(identity.key_pem, id.key_pem);
+        assert!(!dir.path("tls/controller.key").exists());
+        assert!(dir.path("tls/controller.key.enc").exists());
+
+        // Afterwards it loads from the sealed files alone.
+        let again = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("reload");
+        assert_eq!(again.ca_cert_pem(), old.ca_cert_pem());
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_belong_with_its_key_is_refused_with_what_to_do() {
+        let dir = Dir::new();
+        let pki = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("create");
+        let first = pki
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+
+        // Another identity's certificate (from the same CA) beside this key.
+        let other = pki.issue_controller_identity().expect("identity");
+        std::fs::write(dir.path("tls/controller.crt"), &other.cert_pem).expect("write");
+        let err = format!(
+            "{:#}",
+            pki.controller_identity(&dir.root(), &dir.secrets())
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("controller.crt does not belong with the key")
+                && err.contains("remove both"),
+            "{err}"
+        );
+        std::fs::write(dir.path("tls/controller.crt"), &first.cert_pem).expect("restore");
+
+        // Another CA's certificate beside this CA key.
+        let stranger = Pki::generate("another CA").expect("CA");
+        std::fs::write(dir.path("tls/ca.crt"), stranger.ca_cert_pem()).expect("write");
+        let err = format!(
+            "{:#}",
+            Pki::load_or_create(&dir.root(), &dir.secrets()).unwrap_err()
+        );
+        assert!(
+            err.contains("not the certificate of the CA key") && err.contains("same commit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_are_never_written_through_a_planted_link() {
+        // Older versions wrote keys through `<name>.tmp<pid>`, opened without O_EXCL: a link
+        // planted there by another user received the key.
+        let dir = Dir::new();
+        std::fs::create_dir(dir.path("tls")).expect("mkdir");
+        let victim = dir.tmp.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("write");
+        let pid = std::process::id();
+        for name in ["ca", "controller", "ca.key", "controller.key"] {
+            std::os::unix::fs::symlink(&victim, dir.path(&format!("tls/{name}.tmp{pid}")))
+                .expect("symlink");
+        }
+        let pki = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("create");
+        pki.controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "untouched");
+    }
+
+    #[test]
+    fn half_present_ca_is_an_error_that_says_what_to_do() {
+        let dir = Dir::new();
+        std::fs::create_dir(dir.path("tls")).expect("mkdir");
+        std::fs::write(dir.path("tls/ca.crt"), "x").expect("write");
+        let err = format!(
+            "{:#}",
+            Pki::load_or_create(&dir.root(), &dir.secrets()).unwrap_err()
+        );
+        assert!(
+            err.contains("ca.key.enc") && err.contains("re-enrolled"),
             "{err}"
         );
     }

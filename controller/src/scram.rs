@@ -1,6 +1,9 @@
 //! SCRAM-SHA-256 password verifiers, computed on the controller so that Postgres only ever
 //! sees the verifier, never the password. Reusing the salt of the verifier a role already has
 //! makes an unchanged password produce the same verifier, so a re-deploy changes nothing.
+//! Only a verifier with the standard iteration count is recomputed: the count is the role's to
+//! choose (`ALTER ROLE ... PASSWORD` with another `scram_iterations`), and about 2^31 iterations
+//! would stall the next deploy for hours.
 //!
 //! Written here from RustCrypto primitives (pbkdf2, hmac, sha2) because the one crate that
 //! has it (postgres-protocol) keeps the salted variant private.
@@ -15,13 +18,14 @@ use sha2::{Digest, Sha256};
 pub const ITERATIONS: u32 = 4096;
 const SALT_LEN: usize = 16;
 
-/// The verifier for `password`: with the salt and iterations of `existing` when that is a
-/// verifier of the same password (so nothing changes), else with a fresh random salt.
+/// The verifier for `password`: with the salt of `existing` when that is a verifier of the same
+/// password with [`ITERATIONS`] (so nothing changes), else with a fresh random salt. A verifier
+/// with any other iteration count is replaced, never recomputed.
 pub fn verifier(password: &str, existing: Option<&str>) -> String {
     if let Some(existing) = existing
-        && let Some((iterations, salt)) = parse(existing)
+        && let Some((ITERATIONS, salt)) = parse(existing)
     {
-        let same = compute(password, &salt, iterations);
+        let same = compute(password, &salt, ITERATIONS);
         if same == existing {
             return same;
         }
@@ -83,5 +87,27 @@ mod tests {
             verifier("x", None),
             "fresh salts differ"
         );
+    }
+
+    #[test]
+    fn a_verifier_with_another_iteration_count_is_replaced_not_recomputed() {
+        // Same password, valid verifier, a count the role chose: replaced by a standard one.
+        let salt = [7u8; SALT_LEN];
+        let custom = compute("pw", &salt, 8192);
+        let replaced = verifier("pw", Some(&custom));
+        assert_ne!(replaced, custom);
+        assert!(replaced.starts_with("SCRAM-SHA-256$4096:"), "{replaced}");
+        let (_, new_salt) = parse(&replaced).expect("verifier");
+        assert_ne!(new_salt, salt, "a fresh salt");
+
+        // 2^31 - 1 iterations would take hours to recompute; it is not even tried.
+        let huge = format!(
+            "SCRAM-SHA-256$2147483647:{}$c3RvcmVk:c2VydmVy",
+            B64.encode(salt)
+        );
+        let started = std::time::Instant::now();
+        let fresh = verifier("pw", Some(&huge));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(fresh.starts_with("SCRAM-SHA-256$4096:"), "{fresh}");
     }
 }

@@ -1,6 +1,8 @@
 //! Secrets of a cluster (generated database passwords): kept encrypted in the cluster
 //! directory, `<dir>/secrets.enc`, so the directory can live in git, while the key that opens
 //! them lives outside it (a key file under `~/.config/tpa/keys/`, or `TPA_SECRETS_KEY`).
+//! Private keys (the cluster CA's, the controller's) are sealed with the same key into files of
+//! their own ([`Secrets::seal_file`]), so an operator can still remove or restore one of them.
 //! docs/secrets.md is the operator's side of this module.
 //!
 //! # Layout
@@ -14,8 +16,6 @@ mod store_file;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,18 +189,73 @@ impl Secrets {
         if !self.dirty.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.write()
+    }
+
+    /// Encrypts `plaintext` with this store's key into its own file `path` (the store's file
+    /// format, mode 0600, written through the cluster directory's safe writer). A store that
+    /// does not exist yet is written first (empty if need be), so that its key id is fixed and
+    /// every encrypted file of the cluster opens with the one key.
+    pub fn seal_file(&self, path: &Path, plaintext: &[u8]) -> anyhow::Result<()> {
+        if !self.path.exists() {
+            self.write()?;
+        }
+        let text = store_file::seal(self.key()?, &self.key_id, plaintext)
+            .map_err(|e| anyhow!("cannot encrypt {}: {e}", path.display()))?;
+        crate::cluster_dir::write_private(path, text.as_bytes())
+    }
+
+    /// Decrypts a file written by [`Secrets::seal_file`]; `None` when it does not exist. The
+    /// file's own header names its key, as the store's does.
+    pub fn open_file(&self, path: &Path) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let header =
+            store_file::read_header(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        check_key_id(&header.key_id)
+            .with_context(|| format!("{}: the header's key-id", path.display()))?;
+        let loaded;
         let key = match self.key.get() {
-            Some(key) => key,
-            None => {
-                let key = self
-                    .key_source
-                    .load_or_create(&self.key_id)
-                    .with_context(|| {
-                        format!("cannot create the key for {}", self.path.display())
-                    })?;
-                self.key.get_or_init(|| key)
+            Some(key) if header.key_id == self.key_id => key,
+            _ => {
+                loaded = self.key_source.load(&header.key_id)?;
+                loaded
+                    .as_ref()
+                    .ok_or_else(|| missing_key(path, &header.key_id, &self.key_source))?
             }
         };
+        store_file::open(key, &header)
+            .map(Some)
+            .map_err(|e| match e {
+                FormatError::Decrypt => anyhow!(
+                    "cannot decrypt {} with the key from {}: it is not the key it was written with \
+                     (key id {}), or the file was altered; bring the right key (see docs/secrets.md)",
+                    path.display(),
+                    self.key_source.describe(&header.key_id),
+                    header.key_id,
+                ),
+                other => anyhow!("{}: {other}", path.display()),
+            })
+    }
+
+    /// The store's key, created (key file, on first use) when the store is new.
+    fn key(&self) -> anyhow::Result<&Key> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let key = self
+            .key_source
+            .load_or_create(&self.key_id)
+            .with_context(|| format!("cannot create the key for {}", self.path.display()))?;
+        Ok(self.key.get_or_init(|| key))
+    }
+
+    /// Encrypts and writes the store, whatever changed.
+    fn write(&self) -> anyhow::Result<()> {
+        let key = self.key()?;
         let document: BTreeMap<&str, &str> = self
             .values
             .iter()
@@ -210,7 +265,8 @@ impl Secrets {
             Zeroizing::new(serde_json::to_vec(&document).context("cannot serialise the secrets")?);
         let text = store_file::seal(key, &self.key_id, &plaintext)
             .map_err(|e| anyhow!("cannot encrypt {}: {e}", self.path.display()))?;
-        write_atomically(&self.path, text.as_bytes())?;
+        // A crash leaves the old store or the new one, never half of one.
+        crate::cluster_dir::write_private(&self.path, text.as_bytes())?;
         self.dirty.store(false, Ordering::SeqCst);
         Ok(())
     }
@@ -262,25 +318,4 @@ fn parse_document(plaintext: &[u8]) -> anyhow::Result<BTreeMap<String, Zeroizing
         .into_iter()
         .map(|(k, v)| (k, Zeroizing::new(v)))
         .collect())
-}
-
-/// Write to a 0600 temporary file beside `path`, then rename over it: a crash leaves the old
-/// store or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".secrets.enc.")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .and_then(|()| std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600)))
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("cannot replace {}: {}", path.display(), e.error))?;
-    // Make the rename itself durable; failing to is not worth failing the save.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

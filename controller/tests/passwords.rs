@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 const VAULT_NAME: &str = "8f2c7d1e-4b9a-4c1f-9e0a-2d6b5f3a7c11";
 const PASSWORD: &str = "piped-S3cret-for-ada";
@@ -35,7 +35,7 @@ fn machine() -> Machine {
 impl Machine {
     /// Runs tpa-controller with only this machine's key locations (and `extra_env`).
     fn run(&self, args: &[&str], stdin: &str, extra_env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tpa-controller"));
+        let mut cmd = tpa_controller::process::command(env!("CARGO_BIN_EXE_tpa-controller"));
         cmd.args(args)
             .env("XDG_CONFIG_HOME", &self.config_home)
             .env("HOME", self.config_home.join("home"))

@@ -45,6 +45,8 @@ pub(crate) struct InstancePos {
     pub(crate) backup: Option<Pos>,
     pub(crate) location: Option<Pos>,
     pub(crate) ip_address: Option<Pos>,
+    /// Where the instance's effective `postgres_version` was written, if anywhere.
+    pub(crate) postgres_version: Option<Pos>,
 }
 
 /// The model plus the positions `checks` needs.
@@ -584,7 +586,12 @@ fn instance(
             f.value.map(diag, &f.path);
         }
     }
-    let vars = parse_vars(&overlay(ctx.cluster_vars, m.map("vars")), diag);
+    let var_fields = overlay(ctx.cluster_vars, m.map("vars"));
+    pos.postgres_version = var_fields
+        .iter()
+        .find(|f| f.key == "postgres_version")
+        .map(Pos::of);
+    let vars = parse_vars(&var_fields, diag);
 
     let inst = Instance {
         name,

@@ -1,12 +1,15 @@
 //! Rules that compare instances with each other or with the cluster: unique names and node
 //! numbers, upstreams that exist and form no cycle, backups on barman hosts, one primary,
-//! known locations, docker addresses inside the declared networks.
+//! known locations, docker addresses inside the declared networks, and a `postgres_version`
+//! that the OS of each host's image ships.
 
 use std::collections::HashMap;
 
 use super::build::{Built, InstancePos, suggest_host_name};
 use super::error::{Diag, closest};
 use super::model::{Instance, Platform, Role};
+use crate::platform::docker::image::ImageRef;
+use crate::local_repo::{self, DebianRelease};
 
 pub(crate) fn check(built: &Built, diag: &mut Diag) {
     let instances = &built.cluster.instances;
@@ -21,6 +24,7 @@ pub(crate) fn check(built: &Built, diag: &mut Diag) {
         backup_is_barman(inst, pos, instances, &by_name, diag);
         location_is_declared(inst, pos, &built.location_names, diag);
         docker_ip_in_network(inst, pos, built, diag);
+        postgres_version_on_os(inst, pos, diag);
     }
     upstream_cycles(&pairs, &by_name, diag);
 }
@@ -206,6 +210,45 @@ fn docker_ip_in_network(inst: &Instance, pos: &InstancePos, built: &Built, diag:
             ),
         );
     }
+}
+
+/// The Postgres version must be one the host's OS ships: checked here, before anything is
+/// provisioned or generated, when the OS is known from the image (`tpa/debian:<major>`). Other
+/// hosts are checked by deploy, against the OS their agent reports.
+fn postgres_version_on_os(inst: &Instance, pos: &InstancePos, diag: &mut Diag) {
+    let (Some(version), Some(vpos)) = (&inst.vars.postgres_version, &pos.postgres_version) else {
+        return;
+    };
+    if !(inst.has_role(Role::Postgres) || inst.has_role(Role::Barman)) {
+        return;
+    }
+    let Some(image) = &inst.image else { return };
+    let image = ImageRef::parse(image);
+    let Some(release) = image
+        .buildable_debian_major()
+        .and_then(|major| DebianRelease::from_major(major).ok())
+    else {
+        return;
+    };
+    if version.parse::<u32>().ok() == Some(release.postgres_version) {
+        return;
+    }
+    let shipped: Vec<String> = local_repo::SUPPORTED
+        .iter()
+        .map(|r| format!("Debian {} ships {}", r.major, r.postgres_version))
+        .collect();
+    diag.err(
+        vpos.line,
+        &vpos.path,
+        format!(
+            "PostgreSQL {version} is not available on {release}, the OS of image {}: {}, and \
+             tpa does not use the PGDG repository yet; set postgres_version: '{}', or remove it \
+             to get that default",
+            image.full(),
+            shipped.join(", "),
+            release.postgres_version,
+        ),
+    );
 }
 
 /// Follows each upstream chain; a chain that comes back on itself is reported once, at the

@@ -599,7 +599,7 @@ fn wrong_values_of_typed_variables() {
             config.yml:4: cluster_vars.postgres_port: 70000 is out of range (must be 0 to 65535)
             config.yml:5: cluster_vars.max_connections: max_connections must be at least 1
             config.yml:6: cluster_vars.shared_buffers_ratio: 2 is not a fraction of RAM; use a number between 0 and 1, e.g. 0.25
-            config.yml:7: cluster_vars.postgres_data_dir: `data` must be an absolute path
+            config.yml:7: cluster_vars.postgres_data_dir: `data` must be an absolute path; use an absolute path such as /opt/postgres/data
             config.yml:8: cluster_vars.use_local_repo_only: expected true or false, found a string
             config.yml:9: cluster_vars.postgres_conf_settings.work_mem: expected a string, found a list
             config.yml:10: cluster_vars.postgres_hba_settings: expected a list, found a string"#]],
@@ -878,4 +878,146 @@ fn registries_do_not_overlap() {
             "{name} is in both top-level lists"
         );
     }
+}
+
+// === values that reach files on the hosts ===
+
+/// BASE with one primary whose `vars` are `vars` (indented lines); the vars start on line 12.
+fn with_vars(vars: &str) -> String {
+    with_base(&format!(
+        "- Name: one\n  node: 1\n  role: [primary]\n  vars:\n{vars}"
+    ))
+}
+
+#[test]
+fn conf_settings_reject_line_breaks_and_invalid_names() {
+    check(
+        &with_vars(
+            r#"    postgres_conf_settings:
+      work_mem: "1MB\nlisten_addresses = '*'"
+      "work mem": 1MB
+      "x = 1\nlisten_addresses": "'*'"
+      pg_stat_statements.max: 10000
+      log_line_prefix: "'%t it''s '"
+      search_path: "\"$user\", public"
+      big: 99999999999999999999999999
+      tab: "a\tb"
+"#,
+        ),
+        expect![[r#"
+            config.yml:13: instances[0].vars.postgres_conf_settings.work_mem: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:14: instances[0].vars.postgres_conf_settings.work mem: "work mem" is not a Postgres setting name: use letters, digits, `_` and `$`, starting with a letter or `_`, with at most one `.` (as in `pg_stat_statements.max`)
+            config.yml:15: instances[0].vars.postgres_conf_settings.x = 1\nlisten_addresses: "x = 1\nlisten_addresses" is not a Postgres setting name: use letters, digits, `_` and `$`, starting with a letter or `_`, with at most one `.` (as in `pg_stat_statements.max`)
+            config.yml:20: instances[0].vars.postgres_conf_settings.tab: the value contains the control character '\t'; values are written into files on the hosts, where it would start a line or setting of its own: remove it"#]],
+    );
+}
+
+#[test]
+fn hba_lines_and_preload_libraries_hold_one_entry_each() {
+    check(
+        &with_vars(
+            r#"    postgres_hba_settings:
+      - "hostssl all all 10.0.0.0/8 scram-sha-256"
+      - "hostssl all all 10.0.0.0/8 scram-sha-256\nhost all all 0.0.0.0/0 trust"
+    preload_extensions: [auto_explain, "pgaudit,passwordcheck", "x'", "$libdir/evil"]
+"#,
+        ),
+        expect![[r#"
+            config.yml:14: instances[0].vars.postgres_hba_settings[1]: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:15: instances[0].vars.preload_extensions[1]: "pgaudit,passwordcheck" is not an extension name: use letters, digits, `_`, `-` and `.` (e.g. pg_stat_statements, auto_explain)
+            config.yml:15: instances[0].vars.preload_extensions[2]: "x'" is not an extension name: use letters, digits, `_`, `-` and `.` (e.g. pg_stat_statements, auto_explain)
+            config.yml:15: instances[0].vars.preload_extensions[3]: "$libdir/evil" is not an extension name: use letters, digits, `_`, `-` and `.` (e.g. pg_stat_statements, auto_explain)"#]],
+    );
+}
+
+#[test]
+fn the_data_directory_is_a_clean_absolute_path() {
+    for (dir, ok) in [
+        ("/srv/postgres/data", true),
+        ("/opt/../etc", false),
+        ("/opt/my data", false),
+        ("/opt/data'; rm -rf / #", false),
+        ("\"/opt/data\\nExecStartPre=/bin/sh\"", false),
+        ("relative", false),
+        ("/opt/data/", false),
+    ] {
+        let source = with_vars(&format!("    postgres_data_dir: {dir}\n"));
+        let result = Cluster::parse(&source, "config.yml");
+        assert_eq!(result.is_ok(), ok, "{dir}: {result:?}");
+        if let Err(e) = result {
+            let text = e.to_string();
+            assert!(
+                text.starts_with("config.yml:12: instances[0].vars.postgres_data_dir: "),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ansible_user_and_locales_are_names() {
+    check(
+        &with_vars(
+            r#"    ansible_user: "admin\n    ProxyCommand sh -c id"
+    postgres_locale: "en_US.UTF-8; id"
+    user_locale: C.UTF-8
+"#,
+        ),
+        expect![[r#"
+            config.yml:12: instances[0].vars.ansible_user: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:13: instances[0].vars.postgres_locale: "en_US.UTF-8; id" is not a locale name such as en_US.UTF-8 or C.UTF-8"#]],
+    );
+    check(
+        &with_vars("    ansible_user: -oProxyCommand=id\n"),
+        expect![[
+            r#"config.yml:12: instances[0].vars.ansible_user: "-oProxyCommand=id" is not a user name: use at most 32 letters, digits, `_`, `-` and `.`, starting with a letter or `_` (e.g. root, admin)"#
+        ]],
+    );
+    check(&with_vars("    ansible_user: deploy\n"), expect!["ok"]);
+}
+
+#[test]
+fn a_huge_port_is_out_of_range() {
+    check(
+        &with_vars("    postgres_port: 99999999999999999999\n"),
+        expect![
+            "config.yml:12: instances[0].vars.postgres_port: expected an integer, found a number"
+        ],
+    );
+}
+
+#[test]
+fn postgres_version_must_be_one_the_images_debian_ships() {
+    // Line 3 is `postgres_version: '15'` in cluster_vars; tpa/debian is Debian 12.
+    check(&with_base(ONE), expect!["ok"]);
+    check(
+        &with_base(ONE).replace("'15'", "'9.6'"),
+        expect![
+            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 9.6 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '15', or remove it to get that default"
+        ],
+    );
+    check(
+        &with_base(ONE).replace("image: tpa/debian", "image: tpa/debian:13"),
+        expect![
+            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 15 is not available on Debian 13 (trixie), the OS of image tpa/debian:13: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '17', or remove it to get that default"
+        ],
+    );
+    check(
+        &with_base(ONE)
+            .replace("image: tpa/debian", "image: tpa/debian:13")
+            .replace("'15'", "'17'"),
+        expect!["ok"],
+    );
+    // An OS tpa does not know from the image is checked at deploy, against the host's facts.
+    check(
+        &with_base(ONE).replace("image: tpa/debian", "image: tpa/rocky:9"),
+        expect!["ok"],
+    );
+    // Set on the instance: reported where it was written.
+    check(
+        &with_vars("    postgres_version: 16\n"),
+        expect![
+            "config.yml:12: instances[0].vars.postgres_version: PostgreSQL 16 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '15', or remove it to get that default"
+        ],
+    );
 }

@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::error::{Diag, unknown_key, unsupported, unsupported_value};
-use super::yaml::{Field, Node, index_path};
+use super::values;
+use super::yaml::{Field, Node, index_path, key_path};
 
 /// Typed Postgres/host variables. Fields hold what config.yml says; the methods of the same
 /// name apply TPA's default when the variable is not set.
@@ -27,7 +28,8 @@ pub struct Vars {
     pub use_local_repo_only: Option<bool>,
     /// `ansible_user`: the user to log in to the host as.
     pub ansible_user: Option<String>,
-    /// `postgres_conf_settings`: GUC name → value, written verbatim.
+    /// `postgres_conf_settings`: GUC name → value (names checked, values free of control
+    /// characters; the planner quotes them).
     pub postgres_conf_settings: BTreeMap<String, String>,
     /// `postgres_hba_settings`: extra pg_hba.conf lines.
     pub postgres_hba_settings: Vec<String>,
@@ -184,7 +186,7 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
         v.failover_manager = failover_manager(n, p, d)
     }),
     ("preferred_python_version", |v, n, p, d| {
-        v.preferred_python_version = n.string(d, p)
+        v.preferred_python_version = text(n, p, d)
     }),
     ("edb_repositories", |_, n, p, d| edb_repositories(n, p, d)),
     ("use_volatile_subscriptions", |v, n, p, d| {
@@ -193,12 +195,14 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("use_local_repo_only", |v, n, p, d| {
         v.use_local_repo_only = n.bool(d, p)
     }),
-    ("ansible_user", |v, n, p, d| v.ansible_user = n.string(d, p)),
+    ("ansible_user", |v, n, p, d| {
+        v.ansible_user = checked(n, p, d, values::posix_user_name)
+    }),
     ("postgres_conf_settings", |v, n, p, d| {
-        v.postgres_conf_settings = n.string_map(d, p)
+        v.postgres_conf_settings = conf_settings(n, p, d)
     }),
     ("postgres_hba_settings", |v, n, p, d| {
-        v.postgres_hba_settings = n.string_list(d, p)
+        v.postgres_hba_settings = text_list(n, p, d)
     }),
     ("postgres_users", |v, n, p, d| {
         v.postgres_users = users(n, p, d)
@@ -207,32 +211,34 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
         v.postgres_databases = databases(n, p, d)
     }),
     ("extra_postgres_extensions", |v, n, p, d| {
-        v.extra_postgres_extensions = n.string_list(d, p)
+        v.extra_postgres_extensions = text_list(n, p, d)
     }),
     ("postgres_extensions", |v, n, p, d| {
-        v.postgres_extensions = Some(n.string_list(d, p))
+        v.postgres_extensions = Some(text_list(n, p, d))
     }),
     ("preload_extensions", |v, n, p, d| {
-        v.preload_extensions = n.string_list(d, p)
+        v.preload_extensions = checked_list(n, p, d, values::library_name)
     }),
     ("postgres_port", |v, n, p, d| {
         v.postgres_port = port(n, p, d)
     }),
     ("postgres_data_dir", |v, n, p, d| {
-        v.postgres_data_dir = absolute_path(n, p, d)
+        v.postgres_data_dir = checked(n, p, d, values::clean_absolute_path)
     }),
     ("postgres_locale", |v, n, p, d| {
-        v.postgres_locale = n.string(d, p)
+        v.postgres_locale = checked(n, p, d, values::locale)
     }),
-    ("user_locale", |v, n, p, d| v.user_locale = n.string(d, p)),
+    ("user_locale", |v, n, p, d| {
+        v.user_locale = checked(n, p, d, values::locale)
+    }),
     ("etcd_location", |v, n, p, d| {
-        v.etcd_location = n.string(d, p)
+        v.etcd_location = text(n, p, d)
     }),
     ("patroni_package_flavour", |v, n, p, d| {
         v.patroni_package_flavour = patroni_flavour(n, p, d)
     }),
     ("apt_repository_list", |v, n, p, d| {
-        v.apt_repository_list = Some(n.string_list(d, p))
+        v.apt_repository_list = Some(text_list(n, p, d))
     }),
     ("max_connections", |v, n, p, d| {
         v.max_connections = max_connections(n, p, d)
@@ -241,13 +247,13 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
         v.shared_buffers_ratio = ratio(n, p, d)
     }),
     ("pgbouncer_backend", |v, n, p, d| {
-        v.pgbouncer_backend = n.string(d, p)
+        v.pgbouncer_backend = text(n, p, d)
     }),
     ("haproxy_backend_servers", |v, n, p, d| {
-        v.haproxy_backend_servers = n.string_list(d, p)
+        v.haproxy_backend_servers = text_list(n, p, d)
     }),
     ("haproxy_bind_address", |v, n, p, d| {
-        v.haproxy_bind_address = n.string(d, p)
+        v.haproxy_bind_address = text(n, p, d)
     }),
 ];
 
@@ -467,14 +473,75 @@ fn ratio(n: &Node, p: &str, d: &mut Diag) -> Option<f64> {
     }
 }
 
-fn absolute_path(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
+/// A string without control characters: every string var ends up in a file or a command line.
+fn text(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
     let v = n.string(d, p)?;
-    if v.starts_with('/') {
-        Some(v)
-    } else {
-        d.err(n.line, p, format!("`{v}` must be an absolute path"));
-        None
+    if let Some(message) = values::control_char_message(&v) {
+        d.err(n.line, p, message);
+        return None;
     }
+    Some(v)
+}
+
+/// A string that `rule` (from `values`) accepts.
+fn checked(
+    n: &Node,
+    p: &str,
+    d: &mut Diag,
+    rule: fn(&str) -> Result<(), String>,
+) -> Option<String> {
+    let v = text(n, p, d)?;
+    match rule(&v) {
+        Ok(()) => Some(v),
+        Err(message) => {
+            d.err(n.line, p, message);
+            None
+        }
+    }
+}
+
+/// A list of [`text`] items; each error names its item.
+fn text_list(n: &Node, p: &str, d: &mut Diag) -> Vec<String> {
+    checked_list(n, p, d, |_| Ok(()))
+}
+
+/// A list of [`checked`] items.
+fn checked_list(
+    n: &Node,
+    p: &str,
+    d: &mut Diag,
+    rule: fn(&str) -> Result<(), String>,
+) -> Vec<String> {
+    let items = n.seq(d, p).unwrap_or(&[]);
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| checked(item, &index_path(p, i), d, rule))
+        .collect()
+}
+
+/// `postgres_conf_settings`: setting names as Postgres reads them, values without control
+/// characters (a newline would start a setting of its own in postgresql.conf).
+fn conf_settings(n: &Node, p: &str, d: &mut Diag) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in n.map(d, p).unwrap_or(&[]) {
+        if let Err(message) = values::guc_name(&e.key) {
+            // The name itself may hold a line break: escaped, so the report stays one line.
+            let shown = key_path(p, &e.key.escape_debug().to_string());
+            d.err(e.line, &shown, message);
+            continue;
+        }
+        let path = key_path(p, &e.key);
+        let Some(value) = e.value.scalar_text(d, &path) else {
+            continue;
+        };
+        if let Some(message) = values::control_char_message(&value) {
+            d.err(e.value.line, &path, message);
+            continue;
+        }
+        out.insert(e.key.clone(), value);
+    }
+    out
 }
 
 /// Checks the keys of a list entry: known ones are returned, the rest reported.

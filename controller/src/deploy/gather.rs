@@ -19,6 +19,7 @@ use crate::config::{Cluster, Instance};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
+use crate::secrets::Secrets;
 use crate::platform::{self, Platform};
 use crate::planner::inspect::{self, Drift, Row};
 use crate::planner::{ClusterState, HostState, Verifiers, topology};
@@ -41,8 +42,9 @@ pub async fn gather(
     log: &mut DeployLog,
 ) -> anyhow::Result<Gathered> {
     let root = dir.root();
-    let pki = Pki::load_or_create(root)?;
-    let identity = pki.controller_identity(root)?;
+    let mut secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
+    let pki = Pki::load_or_create(root, &secrets)?;
+    let identity = pki.controller_identity(root, &secrets)?;
     // Clients verify Postgres with this file: sslrootcert=<dir>/ca.crt.
     write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
 
@@ -110,7 +112,7 @@ pub async fn gather(
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {
             let host = &hosts[&instance.name];
-            primary_state(&mut client, root, cluster, instance, host, check, log).await?
+            primary_state(&mut client, &mut secrets, instance, host, check, log).await?
         }
         None => (Verifiers::default(), Vec::new()),
     };
@@ -194,8 +196,7 @@ async fn all_facts(
 /// passwords and drift to `log`.
 async fn primary_state(
     client: &mut AgentClient,
-    root: &Path,
-    cluster: &Cluster,
+    secrets: &mut Secrets,
     instance: &Instance,
     host: &HostState,
     check: bool,
@@ -209,7 +210,7 @@ async fn primary_state(
     } else {
         BTreeMap::new()
     };
-    let (verifiers, generated) = passwords::verifiers(root, cluster, users, &existing, check)?;
+    let (verifiers, generated) = passwords::verifiers(secrets, users, &existing, check)?;
     for user in generated {
         log.line(format!(
             "[{}] password generated for {user} (see show-password)",

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use anyhow::{Context, bail};
 
@@ -259,7 +259,7 @@ impl PrivateApt {
     }
 
     fn apt_get(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new("apt-get")
+        crate::process::command("apt-get")
             .arg("-q")
             .args(args)
             .env("APT_CONFIG", &self.config)

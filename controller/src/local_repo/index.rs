@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -102,7 +101,7 @@ fn stanza_for(deb: &Path, previous: &HashMap<&str, String>) -> anyhow::Result<(S
     {
         return Ok((old.clone(), content.len() as u64));
     }
-    let output = Command::new("dpkg-deb")
+    let output = crate::process::command("dpkg-deb")
         .arg("--field")
         .arg(deb)
         .env("LC_ALL", "C")
@@ -167,10 +166,9 @@ fn release_file(codename: &str, files: &[(&str, &[u8])]) -> String {
 /// See [`release_file`].
 const RELEASE_DATE: &str = "Thu, 01 Jan 1970 00:00:00 UTC";
 
+/// The index lives in the cluster directory: written like every other file there.
 fn write_atomically(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tpa-tmp");
-    fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+    crate::cluster_dir::write_file(path, content, 0o644)
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! Tests of the whole download: name checks and indexing of real `.deb` files offline, and
 //! (with `TPA_NET_TESTS=1`) real downloads from Debian's archive.
 
-use std::process::Command;
-
 use super::*;
 use crate::config::{FailoverManager, Role};
 
@@ -32,7 +30,7 @@ fn build_deb(dir: &Path, name: &str, version: &str, depends: Option<&str>) -> Pa
     )
     .expect("control");
     let deb = dir.join(format!("{name}_{version}_all.deb"));
-    let status = Command::new("dpkg-deb")
+    let status = crate::process::command("dpkg-deb")
         .args(["--root-owner-group", "--build"])
         .arg(&root)
         .arg(&deb)

@@ -1,5 +1,9 @@
 //! Text of the files that configure Postgres: the conf.d split TPA uses, pg_hba.conf and
 //! tpa's own postgres.service. Pure rendering, checked by golden tests.
+//!
+//! Every string value that comes from config.yml or the inventory is written with [`quote`],
+//! so that Postgres reads back exactly that value and nothing else: no value can end its line
+//! or its string and add a setting (config validation rejects control characters too).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -41,7 +45,7 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ),
         ("max_prepared_transactions", "0".into()),
         ("max_worker_processes", (2 * n).max(16).to_string()),
-        ("cluster_name", format!("'{}'", c.host_name)),
+        ("cluster_name", quote(c.host_name)),
         ("archive_mode", "on".into()),
         ("max_wal_senders", (2 * n).max(10).to_string()),
         ("max_replication_slots", (2 * n + 3).max(10).to_string()),
@@ -52,9 +56,12 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("ssl_ca_file", "''".into()),
         (
             "ssl_cert_file",
-            format!("'/etc/tpa/{}.crt'", c.cluster_name),
+            quote(&format!("/etc/tpa/{}.crt", c.cluster_name)),
         ),
-        ("ssl_key_file", format!("'/etc/tpa/{}.key'", c.cluster_name)),
+        (
+            "ssl_key_file",
+            quote(&format!("/etc/tpa/{}.key", c.cluster_name)),
+        ),
         ("ssl_ciphers", "'HIGH:!3DES:!aNULL'".into()),
         ("ssl_prefer_server_ciphers", "on".into()),
         ("ssl_min_protocol_version", "'TLSv1.2'".into()),
@@ -66,7 +73,7 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("wal_buffers", "-1".into()),
         (
             "shared_preload_libraries",
-            format!("'{}'", c.preload_libraries.join(",")),
+            quote(&c.preload_libraries.join(",")),
         ),
     ];
     for (name, value) in settings {
@@ -80,10 +87,7 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
 pub fn reload_settings(c: &ConfInput<'_>) -> String {
     let mut out = String::from(MANAGED);
     let settings: Vec<(&str, String)> = vec![
-        (
-            "password_encryption",
-            format!("'{}'", c.password_encryption),
-        ),
+        ("password_encryption", quote(c.password_encryption)),
         ("tcp_keepalives_idle", "53".into()),
         ("tcp_keepalives_interval", "7".into()),
         ("tcp_keepalives_count", "9".into()),
@@ -133,15 +137,66 @@ pub fn reload_settings(c: &ConfInput<'_>) -> String {
     out
 }
 
-/// `conf.d/9900-tpa_postgres_conf_settings.conf`: `postgres_conf_settings`, verbatim (values
-/// pre-quoted by the operator, as with TPA).
+/// `conf.d/9900-tpa_postgres_conf_settings.conf`: `postgres_conf_settings`, each value quoted
+/// (one that the operator quoted already, as TPA asks, is kept as written).
 pub fn conf_settings(settings: &std::collections::BTreeMap<String, String>) -> String {
     let mut out = String::from(MANAGED);
     out.push_str("# From postgres_conf_settings in config.yml\n");
     for (name, value) in settings {
+        let value = if is_quoted(value) {
+            value.clone()
+        } else {
+            quote(value)
+        };
         let _ = writeln!(out, "{name} = {value}");
     }
     out
+}
+
+/// `value` as a postgresql.conf string that Postgres's configuration file parser reads back as
+/// exactly `value`: in single quotes, `'` doubled, `\` and control characters escaped (the
+/// parser turns `\n`, `\t`, `\NNN` octal ... back into the characters), so it stays on one line.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\{:03o}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// True when `value` is one complete single-quoted string as the parser lexes one (`'...'`,
+/// with `''` and backslash escapes inside, no raw line break): the operator quoted it already.
+pub fn is_quoted(value: &str) -> bool {
+    let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        // A backslash escapes the next character; a quote must be doubled.
+        let complete = match c {
+            '\\' => chars.next().is_some_and(|n| !n.is_control()),
+            '\'' => chars.next() == Some('\''),
+            c => !c.is_control(),
+        };
+        if !complete {
+            return false;
+        }
+    }
+    true
 }
 
 /// One pg_hba.conf client: a cluster host and what it may connect for.
@@ -234,4 +289,141 @@ Restart=on-failure
 WantedBy=multi-user.target
 "
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// What Postgres reads from one `name = value` line of a configuration file, for the
+    /// values `quote` writes: the lexer's quoted string (guc-file.l) and GUC_scanstr's escapes.
+    fn parse_line(line: &str) -> (String, String) {
+        let (name, rest) = line.split_once(" = ").expect("name = value");
+        let inner = rest
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .expect("one quoted string and nothing after it");
+        let mut value = String::new();
+        let mut chars = inner.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    assert_eq!(
+                        chars.next(),
+                        Some('\''),
+                        "a lone quote ends the string: {line}"
+                    );
+                    value.push('\'');
+                }
+                '\\' => match chars.next().expect("escape") {
+                    'n' => value.push('\n'),
+                    'r' => value.push('\r'),
+                    't' => value.push('\t'),
+                    'b' => value.push('\u{8}'),
+                    'f' => value.push('\u{c}'),
+                    d @ '0'..='7' => {
+                        let mut n = d.to_digit(8).expect("octal");
+                        for _ in 0..2 {
+                            match chars.peek().and_then(|c| c.to_digit(8)) {
+                                Some(x) => {
+                                    n = n * 8 + x;
+                                    chars.next();
+                                }
+                                None => break,
+                            }
+                        }
+                        value.push(char::from_u32(n).expect("char"));
+                    }
+                    other => value.push(other),
+                },
+                c => value.push(c),
+            }
+        }
+        (name.to_string(), value)
+    }
+
+    const HOSTILE: &[&str] = &[
+        "plain",
+        "it's",
+        "'unbalanced",
+        "ends with a quote'",
+        "x'\nlisten_addresses = '*",
+        "a\\'b",
+        "trailing backslash\\",
+        "C:\\path\\n",
+        "\r\n\t\u{8}\u{c}\u{1}\u{7f}",
+        "# not a comment",
+        "99999999999999999999999999999999999999",
+        "",
+        "ünïcödé",
+    ];
+
+    #[test]
+    fn every_value_reads_back_exactly_and_adds_no_line() {
+        let settings: BTreeMap<String, String> = HOSTILE
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("setting_{i:02}"), v.to_string()))
+            .collect();
+        let text = conf_settings(&settings);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), settings.len(), "{text}");
+        for (line, (name, value)) in lines.iter().zip(&settings) {
+            assert_eq!(parse_line(line), (name.clone(), value.clone()), "{line}");
+        }
+    }
+
+    #[test]
+    fn a_value_the_operator_quoted_is_kept_and_everything_else_is_quoted() {
+        for quoted in ["'%t [%p]: '", "'it''s'", "''", "'a\\\\b'"] {
+            assert!(is_quoted(quoted), "{quoted}");
+        }
+        for not in [
+            "16MB",
+            "'a' 'b'",
+            "'a",
+            "'a\\'",
+            "'x'\nlisten_addresses = '*'",
+            "'",
+            "'a''",
+        ] {
+            assert!(!is_quoted(not), "{not:?}");
+        }
+        let text = conf_settings(&BTreeMap::from([
+            ("log_line_prefix".to_string(), "'%t '".to_string()),
+            ("work_mem".to_string(), "16MB".to_string()),
+        ]));
+        assert!(text.contains("log_line_prefix = '%t '\n"), "{text}");
+        assert!(text.contains("work_mem = '16MB'\n"), "{text}");
+    }
+
+    #[test]
+    fn names_and_paths_from_the_inventory_are_quoted_too() {
+        let libraries = ["pg_stat_statements".to_string(), "x', 'y".to_string()];
+        let text = restart_settings(&ConfInput {
+            cluster_name: "c'1",
+            host_name: "h'1",
+            port: 5432,
+            memory_bytes: 1 << 30,
+            max_connections: 100,
+            shared_buffers_ratio: 0.25,
+            postgres_instances: 1,
+            password_encryption: "scram-sha-256",
+            preload_libraries: &libraries,
+        });
+        assert!(text.contains("cluster_name = 'h''1'\n"), "{text}");
+        assert!(
+            text.contains("ssl_key_file = '/etc/tpa/c''1.key'\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shared_preload_libraries = 'pg_stat_statements,x'', ''y'\n"),
+            "{text}"
+        );
+    }
 }

@@ -214,10 +214,12 @@ fn conf_settings_split_by_what_a_change_needs() {
         &format!("{d}/9901-tpa_postgres_conf_settings_restart.conf"),
     );
     assert!(
-        reload.contains("work_mem = 32MB") && !reload.contains("max_locks"),
+        reload.contains("work_mem = '32MB'\n") && !reload.contains("max_locks"),
         "{reload}"
     );
-    assert!(restart.contains("max_locks_per_transaction = 128") && !restart.contains("work_mem"));
+    assert!(
+        restart.contains("max_locks_per_transaction = '128'\n") && !restart.contains("work_mem")
+    );
 }
 
 #[test]
@@ -262,8 +264,9 @@ fn users_databases_and_extensions_on_the_primary() {
         {
             let _ = writeln!(
                 out,
-                "{} [{database}] secret={secret}\n  check: {check}\n  apply: {}",
+                "{} [{database}] secret={secret}\n  check: {}\n  apply: {}",
                 r.id,
+                check.trim_end().replace('\n', "\n         "),
                 apply.trim_end().replace('\n', "\n         ")
             );
         }

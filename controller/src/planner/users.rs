@@ -1,6 +1,8 @@
 //! Users, databases and extensions on the primary, as SQL resources: each checks the catalog
 //! and changes only what differs. Passwords arrive as SCRAM verifiers (never plaintext), and
-//! their resources are marked secret so agents mask them. Nothing is ever dropped.
+//! their resources are marked secret so agents mask them, and their SQL starts by turning
+//! statement logging off for the session, so verifiers reach neither the server log nor
+//! pg_stat_statements. Nothing is ever dropped.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,18 @@ const ATTRIBUTES: &[(&str, &str, bool)] = &[
     ("LOGIN", "rolcanlogin", true),
     ("INHERIT", "rolinherit", true),
 ];
+
+/// Runs first in every session that carries a password verifier. One statement per line: psql
+/// sends them one at a time, and Postgres decides whether to log a statement when it arrives, so
+/// the settings hold for the statements that follow. All four are superuser settings (the agent
+/// runs psql as postgres); `pg_stat_statements.track_utility` also works as a placeholder when
+/// the library is not loaded.
+pub const QUIET_SESSION: &str = "\
+set log_statement = 'none';
+set log_min_duration_statement = -1;
+set log_min_error_statement = 'panic';
+set pg_stat_statements.track_utility = off;
+";
 
 pub fn stage(instance: &Instance, port: u16, verifiers: &BTreeMap<String, String>) -> Stage {
     let vars = &instance.vars;
@@ -61,6 +75,14 @@ fn sql(
     port: u16,
     secret: bool,
 ) -> ResourceSpec {
+    let (check, apply) = if secret {
+        (
+            format!("{QUIET_SESSION}{check}"),
+            format!("{QUIET_SESSION}{apply}"),
+        )
+    } else {
+        (check, apply)
+    };
     ResourceSpec {
         id,
         kind: Resource::Sql {

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
+use crate::process::tokio_command;
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use futures_util::StreamExt;
-use tokio::process::Command;
 
 use crate::platform::Say;
 
@@ -179,7 +179,7 @@ pub async fn build(docker: &Docker, major: u32, mirror: &str) -> anyhow::Result<
 }
 
 async fn debootstrap(suite: &str, rootfs: &Path, mirror: &str) -> anyhow::Result<()> {
-    let output = Command::new("debootstrap")
+    let output = tokio_command("debootstrap")
         .arg("--variant=minbase")
         .arg(format!("--include={}", INCLUDE.join(",")))
         .arg(suite)
@@ -295,7 +295,7 @@ fn symlink(target: &str, link: &Path) -> anyhow::Result<()> {
 }
 
 async fn chroot(rootfs: &Path, argv: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("chroot")
+    let output = tokio_command("chroot")
         .arg(rootfs)
         .args(argv)
         .env("LC_ALL", "C")
@@ -314,7 +314,7 @@ async fn chroot(rootfs: &Path, argv: &[&str]) -> anyhow::Result<()> {
 
 /// Streams `tar` of the root filesystem into Docker's image import (POST /images/create).
 async fn import(docker: &Docker, rootfs: &Path, image: &ImageRef) -> anyhow::Result<()> {
-    let mut tar = Command::new("tar")
+    let mut tar = tokio_command("tar")
         .arg("-C")
         .arg(rootfs)
         .args(["--numeric-owner", "-c", "."])
