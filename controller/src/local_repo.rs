@@ -38,8 +38,8 @@ pub use self::apt::{
 };
 pub use self::index::{IndexSummary, write_index};
 pub use self::lookup::{
-    DEBIAN, HOST_APT_SOURCE, LOCAL_REPO_DIR, apt_source_line, candidates,
-    find_repo_for_host, has_index, host_repo_dir, repo_dir_for,
+    DEBIAN, HOST_APT_SOURCE, LOCAL_REPO_DIR, apt_source_line, candidates, find_repo_for_host,
+    has_index, host_repo_dir, repo_dir_for,
 };
 pub use self::os::{DebianRelease, SUPPORTED, UnsupportedOs};
 pub use self::packages::{PackageSetError, packages_for};

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use super::build::{Built, InstancePos, suggest_host_name};
 use super::error::{Diag, closest};
 use super::model::{Instance, Platform, Role};
-use crate::platform::docker::image::ImageRef;
 use crate::local_repo::{self, DebianRelease};
+use crate::platform::docker::image::ImageRef;
 
 pub(crate) fn check(built: &Built, diag: &mut Diag) {
     let instances = &built.cluster.instances;

@@ -19,10 +19,10 @@ use crate::config::{Cluster, Instance};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
-use crate::secrets::Secrets;
-use crate::platform::{self, Platform};
 use crate::planner::inspect::{self, Drift, Row};
 use crate::planner::{ClusterState, HostState, Verifiers, topology};
+use crate::platform::{self, Platform};
+use crate::secrets::Secrets;
 use crate::server_tls::{self, ServerCert};
 use crate::settings::{HostSettings, PostgresSettings};
 

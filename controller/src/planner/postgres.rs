@@ -167,7 +167,8 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
             acc
         });
     let conf_input = ConfInput {
-        cluster_name: &cluster.name,
+        cert_file: &l.cert_file,
+        key_file: &l.key_file,
         host_name: &instance.name,
         port: l.port,
         memory_bytes: memory,

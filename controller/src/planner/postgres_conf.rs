@@ -11,7 +11,9 @@ use std::net::IpAddr;
 /// Values the rendered settings depend on, computed by the planner from config and facts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfInput<'a> {
-    pub cluster_name: &'a str,
+    /// The server certificate and key files (from the host's resolved settings).
+    pub cert_file: &'a str,
+    pub key_file: &'a str,
     pub host_name: &'a str,
     pub port: u16,
     pub memory_bytes: u64,
@@ -54,14 +56,8 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
         ("hot_standby", "on".into()),
         ("ssl", "on".into()),
         ("ssl_ca_file", "''".into()),
-        (
-            "ssl_cert_file",
-            quote(&format!("/etc/tpa/{}.crt", c.cluster_name)),
-        ),
-        (
-            "ssl_key_file",
-            quote(&format!("/etc/tpa/{}.key", c.cluster_name)),
-        ),
+        ("ssl_cert_file", quote(c.cert_file)),
+        ("ssl_key_file", quote(c.key_file)),
         ("ssl_ciphers", "'HIGH:!3DES:!aNULL'".into()),
         ("ssl_prefer_server_ciphers", "on".into()),
         ("ssl_min_protocol_version", "'TLSv1.2'".into()),
@@ -406,7 +402,8 @@ mod tests {
     fn names_and_paths_from_the_inventory_are_quoted_too() {
         let libraries = ["pg_stat_statements".to_string(), "x', 'y".to_string()];
         let text = restart_settings(&ConfInput {
-            cluster_name: "c'1",
+            cert_file: "/etc/tpa/c'1.crt",
+            key_file: "/etc/tpa/c'1.key",
             host_name: "h'1",
             port: 5432,
             memory_bytes: 1 << 30,
