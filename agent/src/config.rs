@@ -28,8 +28,8 @@ pub struct AgentConfig {
     /// Extra DNS names or IP addresses the agent asks to have in its certificate.
     #[serde(default)]
     pub sans: Vec<String>,
-    /// Address and port to listen on: the host's cluster address. Configs written by versions before
-    /// `init --listen` have none and listen on every interface.
+    /// Address and port to listen on: the host's cluster address. Configs written by older versions say
+    /// `0.0.0.0:7443` (every interface), as does the default when the key is absent.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Directory of the key (mode 0600), the certificates and the join token hash.
@@ -61,8 +61,8 @@ pub enum ConfigError {
     Render(#[from] toml::ser::Error),
 }
 
-/// The listen address of configs written before `init --listen` existed: every interface,
-/// [`tpa_proto::DEFAULT_AGENT_PORT`]. `init` always writes the host's own address.
+/// The listen address when `listen` is absent (and what older versions wrote): every interface,
+/// [`tpa_proto::DEFAULT_AGENT_PORT`]. `init` now always writes the address it is given.
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], tpa_proto::DEFAULT_AGENT_PORT))
 }

@@ -93,7 +93,9 @@ pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
 /// any trouble (psql fails, a query errors, the rows do not line up) leaves a group out, and
 /// its resources are checked on their own as usual.
 pub fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashSet<String> {
-    let mut groups: BTreeMap<(&str, u16, &str), Vec<(&String, &Sql)>> = BTreeMap::new();
+    // (database, port, user) -> the (id, resource) pairs that share one psql session.
+    type Shared<'a> = (&'a str, u16, &'a str);
+    let mut groups: BTreeMap<Shared<'_>, Vec<(&String, &Sql)>> = BTreeMap::new();
     for spec in resources {
         if let Resource::Sql(sql) = &spec.kind {
             let user = if sql.run_as.is_empty() {
