@@ -82,12 +82,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(async {
-                let listener = server::bind(config.listen).with_context(|| {
-                    format!(
-                        "cannot listen on {}: is another agent running?",
-                        config.listen
-                    )
-                })?;
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {}: is another agent running, or is {} not an address of \
+                             this host? (`listen` in the configuration)",
+                            config.listen,
+                            config.listen.ip()
+                        )
+                    })?;
                 server::serve(config, listener, shutdown_signal()).await?;
                 Ok(())
             })

@@ -12,7 +12,6 @@
 //! use TCP keepalive (plus HTTP/2 pings) so a vanished controller is noticed.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -69,23 +68,6 @@ impl Default for Limits {
             keepalive: Duration::from_secs(60),
         }
     }
-}
-
-/// Binds the listening socket for `addr`. `IP_FREEBIND` lets the agent bind its cluster address even
-/// when systemd starts it before that address is configured.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv4() {
-        socket.set_freebind_v4(true)?;
-    } else {
-        socket.set_freebind_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    TcpListener::from_std(socket.into())
 }
 
 /// Why the server could not run.
@@ -478,6 +460,10 @@ impl Agent for AgentRpc {
         tokio::spawn(
             async move {
                 let _one_batch_at_a_time = lock.lock_owned().await;
+                if out_tx.is_closed() {
+                    tracing::warn!("the controller went away while the batch waited for the previous one: not started");
+                    return;
+                }
                 let count = resources.len();
                 let (events_tx, events_rx) = mpsc::channel(16);
                 let batch =
@@ -720,6 +706,30 @@ mod tests {
         assert_eq!(
             Status::from(RpcError::Peer(PeerError::NoCertificate)).code(),
             tonic::Code::Unauthenticated
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_use_tcp_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let slot = Arc::new(Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .expect("slot");
+        let limits = Limits {
+            keepalive: Duration::from_secs(45),
+            ..Limits::default()
+        };
+        let connection = Connection::new(stream, slot, &limits).expect("connection");
+        let socket = socket2::SockRef::from(&connection.stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(45)
         );
     }
 

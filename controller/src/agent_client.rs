@@ -40,7 +40,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long each kind of call to an agent may take before the controller gives up on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
-    /// TCP + TLS + the first `Hello`.
+    /// TCP + TLS (the first `Hello` then has the `call` deadline).
     pub connect: Duration,
     /// Quick calls: `Hello`, `ServerKey`, the start of a streaming call.
     pub call: Duration,
@@ -179,7 +179,7 @@ pub async fn connect_with(
         .await
         .map_err(|_| {
             anyhow::anyhow!(
-                "no TLS connection within {}s",
+                "no TLS connection within {} s",
                 deadlines.connect.as_secs_f32()
             )
         })
