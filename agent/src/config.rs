@@ -5,7 +5,7 @@
 //! ```toml
 //! name = "kinetic"              # the host name; the certificate's common name
 //! sans = ["10.33.0.2"]          # extra names/IPs for the certificate request
-//! listen = "0.0.0.0:7443"
+//! listen = "10.33.0.2:7443"     # the host's cluster address (`--listen` of init)
 //! state_dir = "/var/lib/tpa-agent"
 //! ```
 
@@ -28,7 +28,8 @@ pub struct AgentConfig {
     /// Extra DNS names or IP addresses the agent asks to have in its certificate.
     #[serde(default)]
     pub sans: Vec<String>,
-    /// Address and port to listen on.
+    /// Address and port to listen on: the host's cluster address. Configs written by older versions say
+    /// `0.0.0.0:7443` (every interface), as does the default when the key is absent.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Directory of the key (mode 0600), the certificates and the join token hash.
@@ -60,7 +61,8 @@ pub enum ConfigError {
     Render(#[from] toml::ser::Error),
 }
 
-/// The default listen address: every interface, [`tpa_proto::DEFAULT_AGENT_PORT`].
+/// The listen address when `listen` is absent (and what older versions wrote): every interface,
+/// [`tpa_proto::DEFAULT_AGENT_PORT`]. `init` now always writes the address it is given.
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], tpa_proto::DEFAULT_AGENT_PORT))
 }

@@ -113,6 +113,7 @@ pub fn init(args: &InitArgs, stdin: impl Read) -> Result<InitOutcome, EnrolError
     let files = StateFiles::new(&args.state_dir);
 
     if let Some(fingerprint) = already_enrolled(args, &files, &doc)? {
+        refresh_config(args)?;
         return Ok(InitOutcome::Enrolled { fingerprint });
     }
 
@@ -151,6 +152,24 @@ pub fn init(args: &InitArgs, stdin: impl Read) -> Result<InitOutcome, EnrolError
     Ok(InitOutcome::Pending {
         fingerprint: key.fingerprint(),
     })
+}
+
+/// Keeps an enrolled agent's configuration current with the arguments (e.g. a listen address on the
+/// cluster address instead of every interface, for configs written by older versions); keys and
+/// certificates are left alone. Takes effect when the service restarts (bootstrap restarts it).
+fn refresh_config(args: &InitArgs) -> Result<(), EnrolError> {
+    let current = AgentConfig::load(&args.config_path)?;
+    let wanted = AgentConfig {
+        name: args.name.clone(),
+        sans: args.sans.clone(),
+        listen: args.listen,
+        state_dir: args.state_dir.clone(),
+    };
+    if current != wanted {
+        wanted.save(&args.config_path)?;
+        tracing::info!(listen = %wanted.listen, "updated the configuration of this enrolled agent");
+    }
+    Ok(())
 }
 
 fn read_document(stdin: impl Read) -> Result<InitDocument, EnrolError> {

@@ -1,13 +1,23 @@
-//! The Exec RPC's engine: runs one command and streams its stdout/stderr as they come, then its exit code.
+//! The Exec RPC's engine: runs one command for a person (hooks, `cmd`) and streams its
+//! stdout/stderr as they come, then its exit code. Deploys never use it: they have typed calls.
 //!
-//! Environment values and stdin are secrets as far as the agent knows: they go to the child through the
-//! process environment and a pipe, never through arguments, and are never logged. `run_as` switches user
-//! with `runuser -u USER --`. If the caller goes away (the stream is dropped) the child is killed.
+//! - Logged: the full argument vector, the user, the cwd and the environment's names, with every
+//!   value masked. Environment values and stdin are secrets as far as the agent knows: they go
+//!   to the child through the process environment and a pipe, never through arguments.
+//! - Bounded: the command runs in its own process group, killed (SIGKILL) with everything it
+//!   started when its time limit is up ([`DEFAULT_TIMEOUT`] unless the request sets one) ...
+//! - ... or as soon as the caller goes away, even if the command prints nothing.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
+
+/// How long a command may run when the request sets no limit.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest limit a request may set.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// What to run.
 #[derive(Default)]
@@ -20,19 +30,26 @@ pub struct ExecSpec {
     pub stdin: Vec<u8>,
     /// Working directory; `/` when absent (a user switched to may not read the agent's cwd).
     pub cwd: Option<String>,
+    /// Killed after this long; None: [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for ExecSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let env_names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("ExecSpec")
             .field("argv", &self.argv)
-            .field("env", &env_names)
+            .field("env", &masked_env(&self.env))
             .field("run_as", &self.run_as)
             .field("stdin_bytes", &self.stdin.len())
             .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
             .finish()
     }
+}
+
+/// `NAME=<redacted>` for each variable.
+fn masked_env(env: &[(String, String)]) -> Vec<String> {
+    env.iter().map(|(k, _)| format!("{k}=<redacted>")).collect()
 }
 
 /// One piece of a running command's output.
@@ -42,6 +59,8 @@ pub enum ExecChunk {
     Stderr(Vec<u8>),
     /// Last. A command killed by signal N reports 128 + N, as shells do.
     Exit(i32),
+    /// Last, instead of `Exit`: the time limit ran out and the command was killed.
+    TimedOut(Duration),
 }
 
 /// Why a command could not be started.
@@ -49,6 +68,8 @@ pub enum ExecChunk {
 pub enum ExecError {
     #[error("empty argv: nothing to run")]
     EmptyArgv,
+    #[error("timeout of {secs} s is out of range (1 s to {max} s)", max = MAX_TIMEOUT.as_secs())]
+    BadTimeout { secs: u64 },
     #[error("cannot start {program:?}: {source}")]
     Spawn {
         program: String,
@@ -60,13 +81,27 @@ pub enum ExecError {
 const CHUNK_BYTES: usize = 32 * 1024;
 
 /// Starts the command and returns the stream of its output; fails only if it cannot be started.
+/// Dropping the receiver kills the command.
 pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
+    let timeout = spec.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(ExecError::BadTimeout {
+            secs: timeout.as_secs(),
+        });
+    }
     let argv = crate::resource::run::full_argv(&spec.argv, spec.run_as.as_deref());
     let (program, args) = argv.split_first().ok_or(ExecError::EmptyArgv)?;
+    let cwd = spec.cwd.as_deref().unwrap_or("/");
+    tracing::info!(
+        argv = ?argv, env = ?masked_env(&spec.env), cwd, stdin_bytes = spec.stdin.len(),
+        timeout_secs = timeout.as_secs(), "exec: starting"
+    );
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(spec.cwd.as_deref().unwrap_or("/"))
+        .current_dir(cwd)
+        // Its own process group: on timeout or hang-up, what it started dies with it.
+        .process_group(0)
         .stdin(if spec.stdin.is_empty() {
             Stdio::null()
         } else {
@@ -80,6 +115,7 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
             program: program.clone(),
             source,
         })?;
+    let group = child.id();
 
     let (tx, rx) = mpsc::channel(16);
     let stdin_pipe = child.stdin.take();
@@ -93,26 +129,54 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
                 let _ = pipe.write_all(&input).await;
             });
         }
-        let (out, err) = tokio::join!(
-            pump(stdout, &tx, ExecChunk::Stdout),
-            pump(stderr, &tx, ExecChunk::Stderr)
-        );
-        if out.is_err() || err.is_err() {
-            // Nobody listens any more: dropping `child` kills it.
-            tracing::warn!("exec caller went away; killing the command");
-            return;
-        }
-        let code = match child.wait().await {
-            Ok(status) => exit_code(status),
-            Err(error) => {
-                tracing::error!(%error, "waiting for the command failed");
-                -1
+        let run = async {
+            let (out, err) = tokio::join!(
+                pump(stdout, &tx, ExecChunk::Stdout),
+                pump(stderr, &tx, ExecChunk::Stderr)
+            );
+            if out.is_err() || err.is_err() {
+                return None;
             }
+            Some(child.wait().await)
         };
-        tracing::info!(exit_code = code, "command finished");
-        let _ = tx.send(ExecChunk::Exit(code)).await;
+        let ended = tokio::select! {
+            ended = tokio::time::timeout(timeout, run) => ended,
+            // Nobody listens any more, whether or not the command prints.
+            () = tx.closed() => Ok(None),
+        };
+        match ended {
+            Ok(Some(Ok(status))) => {
+                let code = exit_code(status);
+                tracing::info!(exit_code = code, "exec: finished");
+                let _ = tx.send(ExecChunk::Exit(code)).await;
+            }
+            Ok(Some(Err(error))) => {
+                tracing::error!(%error, "exec: waiting for the command failed");
+                let _ = tx.send(ExecChunk::Exit(-1)).await;
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    "exec: the caller went away; killing the command and its process group"
+                );
+                kill(group);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs(),
+                    "exec: time limit reached; killing the command and its process group"
+                );
+                kill(group);
+                let _ = tx.send(ExecChunk::TimedOut(timeout)).await;
+            }
+        }
     });
     Ok(rx)
+}
+
+fn kill(group: Option<u32>) {
+    if let Some(group) = group {
+        crate::resource::run::kill_group(group);
+    }
 }
 
 /// Forwards one output pipe as chunks; Err when the receiver is gone.
@@ -145,23 +209,72 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
     use super::*;
 
-    async fn collect(spec: ExecSpec) -> (Vec<u8>, Vec<u8>, Vec<i32>) {
+    async fn collect(spec: ExecSpec) -> (Vec<u8>, Vec<u8>, Vec<ExecChunk>) {
         let mut rx = spawn(spec).expect("spawn");
-        let (mut out, mut err, mut exits) = (vec![], vec![], vec![]);
+        let (mut out, mut err, mut last) = (vec![], vec![], vec![]);
         while let Some(chunk) = rx.recv().await {
             match chunk {
                 ExecChunk::Stdout(b) => out.extend(b),
                 ExecChunk::Stderr(b) => err.extend(b),
-                ExecChunk::Exit(c) => exits.push(c),
+                other => last.push(other),
             }
         }
-        (out, err, exits)
+        (out, err, last)
     }
 
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    async fn wait_dead(pid: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        !alive(pid)
+    }
+
+    /// A command that starts a silent child, and the file that child's pid is written to.
+    async fn silent_with_child(dir: &std::path::Path) -> (ExecSpec, std::path::PathBuf) {
+        let pid_file = dir.join("child.pid");
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        (
+            ExecSpec {
+                argv: sh(&script),
+                ..ExecSpec::default()
+            },
+            pid_file,
+        )
+    }
+
+    async fn read_pid(path: &std::path::Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(pid) = std::fs::read_to_string(path)
+                && !pid.trim().is_empty()
+            {
+                return pid.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "the command did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
@@ -173,20 +286,112 @@ mod tests {
             ..ExecSpec::default()
         };
         assert!(!format!("{spec:?}").contains("s3cret"));
-        let (out, err, exits) = collect(spec).await;
+        let (out, err, last) = collect(spec).await;
         assert_eq!(String::from_utf8_lossy(&out), "hello s3cret/\n");
         assert_eq!(String::from_utf8_lossy(&err), "oops\n");
-        assert_eq!(exits, [7]);
+        assert_eq!(last, [ExecChunk::Exit(7)]);
     }
 
     #[tokio::test]
     async fn signal_is_reported_as_128_plus_n() {
-        let (_, _, exits) = collect(ExecSpec {
+        let (_, _, last) = collect(ExecSpec {
             argv: sh("kill -9 $$"),
             ..ExecSpec::default()
         })
         .await;
-        assert_eq!(exits, [137]);
+        assert_eq!(last, [ExecChunk::Exit(137)]);
+    }
+
+    #[tokio::test]
+    async fn a_silent_command_is_killed_with_its_children_when_the_caller_goes_away() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spec, pid_file) = silent_with_child(dir.path()).await;
+        let rx = spawn(spec).expect("spawn");
+        let child = read_pid(&pid_file).await;
+        assert!(alive(&child));
+        drop(rx);
+        assert!(
+            wait_dead(&child).await,
+            "the command's child {child} was killed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_time_limit_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut spec, pid_file) = silent_with_child(dir.path()).await;
+        spec.timeout = Some(Duration::from_millis(700));
+        let started = Instant::now();
+        let (_, _, last) = collect(spec).await;
+        assert_eq!(last, [ExecChunk::TimedOut(Duration::from_millis(700))]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let child = read_pid(&pid_file).await;
+        assert!(
+            wait_dead(&child).await,
+            "the command's child {child} was killed"
+        );
+        assert!(matches!(
+            spawn(ExecSpec {
+                argv: sh("true"),
+                timeout: Some(MAX_TIMEOUT * 2),
+                ..ExecSpec::default()
+            }),
+            Err(ExecError::BadTimeout { .. })
+        ));
+    }
+
+    /// Captures what the agent logs while `f` runs.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_has_the_full_argv_and_masked_env() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                collect(ExecSpec {
+                    argv: sh("cat >/dev/null; exit 0"),
+                    env: vec![("PGPASSWORD".into(), "hunter2".into())],
+                    stdin: b"stdin-secret".to_vec(),
+                    run_as: None,
+                    cwd: Some("/tmp".into()),
+                    timeout: None,
+                })
+                .await
+            });
+        });
+        let log = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+        assert!(
+            log.contains(r#"argv=["sh", "-c", "cat >/dev/null; exit 0"]"#),
+            "{log}"
+        );
+        assert!(
+            log.contains("PGPASSWORD=<redacted>") && log.contains(r#"cwd="/tmp""#),
+            "{log}"
+        );
+        assert!(
+            !log.contains("hunter2") && !log.contains("stdin-secret"),
+            "{log}"
+        );
     }
 
     #[test]

@@ -9,18 +9,26 @@
 //!   controller-identity check.
 //! - [`enrol`]: `tpa-agent init` and the enrolment RPCs' logic (join token, CSR, certificate install).
 //! - [`server`]: the gRPC server: enrolment phase, then the `Agent` service over mutual TLS.
-//! - [`exec`]: the Exec RPC's streaming command runner.
+//! - [`exec`]: the Exec RPC's streaming command runner (for people: hooks, `cmd`), bounded in time.
+//! - [`query`]: the Query RPC: one SQL query through the `Sql` resource's psql runner.
+//! - [`server_key`]: the ServerKey RPC: the Postgres server key made on the host, its public half, a CSR.
+//! - [`binary`]: the SHA-256 of the agent's binary file, for Hello.
 //! - [`health`]: health checks as a pure function of facts and certificate expiry.
-//! - [`resource`]: the resource engine (check, diff, apply), one module per kind.
+//! - [`resource`]: the resource engine (check, diff, apply), one file per kind.
 //! - [`facts`]: facts about the host and its Postgres instance.
 
 #![forbid(unsafe_code)]
 
+pub mod binary;
 pub mod config;
 pub mod enrol;
 pub mod exec;
 pub mod facts;
 pub mod health;
+pub mod query;
 pub mod resource;
 pub mod server;
+pub mod server_key;
+#[cfg(test)]
+mod testing;
 pub mod tls;

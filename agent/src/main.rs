@@ -37,8 +37,9 @@ enum Command {
         /// Extra DNS name or IP address for the certificate (repeatable).
         #[arg(long = "san")]
         sans: Vec<String>,
-        /// Address to listen on.
-        #[arg(long, default_value_t = config::default_listen())]
+        /// Address and port to listen on: the host's cluster address, e.g. 10.33.0.2:7443 (the controller's
+        /// bootstrap passes the host's inventory address).
+        #[arg(long)]
         listen: SocketAddr,
         /// Where to write the configuration.
         #[arg(long, default_value = config::DEFAULT_CONFIG_PATH)]
@@ -85,8 +86,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                     .await
                     .with_context(|| {
                         format!(
-                            "cannot listen on {}: is another agent running?",
-                            config.listen
+                            "cannot listen on {}: is another agent running, or is {} not an address of \
+                             this host? (`listen` in the configuration)",
+                            config.listen,
+                            config.listen.ip()
                         )
                     })?;
                 server::serve(config, listener, shutdown_signal()).await?;

@@ -1,17 +1,25 @@
 //! The resource engine: applies a batch of [`ResourceSpec`]s in order, one [`ResourceEvent`] per
 //! resource, and returns a [`BatchSummary`].
 //!
-//! Every kind module offers the same pair: `check` (observes, never mutates, says whether the
-//! resource is in state and what would change) and `apply` (makes it so; idempotent). The engine
-//! calls `apply` only when `check` found a difference and the batch is not in check-only mode.
-//! After a failure the rest of the batch is `Skipped`: the controller orders stages, so later
-//! resources may depend on the failed one.
+//! Every kind has one file below `resource/` implementing [`Apply`]: `check` (observes, never
+//! mutates, says whether the resource is in state and what would change) and `apply` (makes it
+//! so; idempotent). [`kind`] is the one closed match from a [`Resource`] to its implementation.
+//! The engine calls `apply` only when `check` found a difference and the batch is not in
+//! check-only mode. After a failure the rest of the batch is `Skipped`: the controller orders
+//! stages, so later resources may depend on the failed one. When the caller goes away, the batch
+//! stops at the next resource boundary and the rest is `Skipped` too.
 
 pub mod command;
 pub mod directory;
 pub mod file;
+pub mod file_if_absent;
+pub mod file_line;
+pub mod group;
+pub mod nofollow;
 pub mod owner;
 pub mod packages;
+pub mod permissions;
+pub mod psql;
 pub mod run;
 pub mod service;
 pub mod sql;
@@ -19,14 +27,40 @@ pub mod user;
 
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tpa_common::event::{BatchSummary, Outcome, ResourceEvent};
 use tpa_common::resource::{Resource, ResourceSpec};
 
-use self::file::FileSpec;
+use self::run::Timeouts;
 use self::service::Trigger;
+
+/// One resource kind's behaviour. Implemented once per kind, in `resource/<kind>.rs`.
+pub trait Apply {
+    /// Observes the host and says whether the resource is in state; MUST NOT mutate anything.
+    fn check(&self, ctx: &Ctx) -> Result<State, ResourceError>;
+    /// Makes the resource so and says what was done; MUST be idempotent. Called only after
+    /// `check` found a difference, outside check-only mode.
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError>;
+}
+
+/// The implementation of `resource`'s kind: the one place that knows every kind.
+pub fn kind(resource: &Resource) -> &dyn Apply {
+    match resource {
+        Resource::Packages(r) => r,
+        Resource::File(r) => r,
+        Resource::FileIfAbsent(r) => r,
+        Resource::FileLine(r) => r,
+        Resource::Directory(r) => r,
+        Resource::Permissions(r) => r,
+        Resource::Group(r) => r,
+        Resource::User(r) => r,
+        Resource::Service(r) => r,
+        Resource::Command(r) => r,
+        Resource::Sql(r) => r,
+    }
+}
 
 /// What a `check` observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +109,20 @@ pub enum ResourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "`{command}` did not finish within {} and was killed with everything it started; \
+         see the agent's journal (journalctl -u tpa-agent) for what it was waiting on",
+        seconds(*after)
+    )]
+    TimedOut { command: String, after: Duration },
+    #[error(
+        "refusing {path}: it is a symbolic link where a {expected} is expected, and the agent never \
+         changes ownership, mode or content through a link; remove the link (or fix the path in config.yml)"
+    )]
+    Symlink {
+        path: String,
+        expected: &'static str,
+    },
     #[error("unknown user `{0}`: create it with a user resource earlier in the batch")]
     UnknownUser(String),
     #[error("unknown group `{0}`: create it with a group resource earlier in the batch")]
@@ -103,24 +151,101 @@ impl ResourceError {
     }
 }
 
+/// "0.5 s" or "600 s", for messages.
+pub fn seconds(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
+/// What a batch's resources may consult and update while it runs.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    /// Check-only batch: nothing is mutated.
+    pub check_only: bool,
+    /// Time limits of the tools resources run.
+    pub timeouts: Timeouts,
+    /// Ids seen so far (to reject duplicates and forward references in `restart_on`).
+    seen: HashSet<String>,
+    /// Ids that changed (or would change, in check mode) so far.
+    changed: HashSet<String>,
+    /// A unit file changed since the last `systemctl daemon-reload`.
+    units_dirty: bool,
+}
+
+impl Ctx {
+    pub fn new(check_only: bool, timeouts: Timeouts) -> Ctx {
+        Ctx {
+            check_only,
+            timeouts,
+            ..Ctx::default()
+        }
+    }
+
+    /// Whether a `restart_on`/`reload_on` id changed earlier in the batch; ids that are not
+    /// earlier resources of the batch are an error.
+    pub fn trigger(
+        &self,
+        reload_on: &[String],
+        restart_on: &[String],
+    ) -> Result<Trigger, ResourceError> {
+        if let Some(unknown) = reload_on
+            .iter()
+            .chain(restart_on)
+            .find(|id| !self.seen.contains(*id))
+        {
+            return Err(ResourceError::Invalid(format!(
+                "`{unknown}` in reload_on/restart_on is not an earlier resource of this batch; \
+                 the controller must order it before the service"
+            )));
+        }
+        Ok(service::trigger(reload_on, restart_on, &self.changed))
+    }
+
+    /// A unit file changed since the last `systemctl daemon-reload`.
+    pub fn units_dirty(&self) -> bool {
+        self.units_dirty
+    }
+
+    /// Records that `systemctl daemon-reload` ran.
+    pub fn daemon_reloaded(&mut self) {
+        self.units_dirty = false;
+    }
+}
+
+/// How a batch runs.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOptions {
+    pub check_only: bool,
+    pub timeouts: Timeouts,
+}
+
 /// Applies `resources` in order, sending one event per resource on `events`, and returns the
 /// counts. With `check_only` nothing is mutated: out-of-state resources report `WouldChange`.
 ///
-/// The batch runs on a blocking thread (resources run external tools). If the receiver of
-/// `events` goes away the batch still runs to the end: stopping half-way through a stage would
-/// leave the host half-done.
+/// The batch runs on a blocking thread (resources run external tools). When the receiver of
+/// `events` goes away (the caller hung up), the resource under way finishes (stopping half-way
+/// through one would leave it half-done) and the rest are `Skipped`.
 pub async fn apply_batch(
     resources: Vec<ResourceSpec>,
-    check_only: bool,
+    options: BatchOptions,
     events: mpsc::Sender<ResourceEvent>,
 ) -> BatchSummary {
     let count = resources.len();
     let started = Instant::now();
     let joined = tokio::task::spawn_blocking(move || {
-        apply_batch_blocking(&resources, check_only, &mut |event| {
-            // A closed channel only means nobody listens any more; see above.
-            let _ = events.blocking_send(event);
-        })
+        let gone = events.clone();
+        apply_batch_blocking(
+            &resources,
+            &options,
+            &mut |event| {
+                // A closed channel means nobody listens any more: the next resource is skipped.
+                let _ = events.blocking_send(event);
+            },
+            &|| gone.is_closed(),
+        )
     })
     .await;
     match joined {
@@ -137,20 +262,31 @@ pub async fn apply_batch(
     }
 }
 
-/// Synchronous core of [`apply_batch`]: calls `emit` once per resource, in order.
+/// Synchronous core of [`apply_batch`]: calls `emit` once per resource, in order. `caller_gone`
+/// is asked before each resource; once it says true, the rest of the batch is skipped.
 pub fn apply_batch_blocking(
     resources: &[ResourceSpec],
-    check_only: bool,
+    options: &BatchOptions,
     emit: &mut dyn FnMut(ResourceEvent),
+    caller_gone: &dyn Fn() -> bool,
 ) -> BatchSummary {
     let started = Instant::now();
     let mut batch = Batch {
-        check_only,
-        ..Batch::default()
+        ctx: Ctx::new(options.check_only, options.timeouts),
+        failed: None,
+        hung_up: false,
+        sql_in_state: sql::prefetch_checks(resources, &options.timeouts),
+        last: None,
     };
-    batch.sql_in_state = prefetch_sql_checks(resources);
     let mut summary = BatchSummary::default();
     for spec in resources {
+        if !batch.hung_up && batch.failed.is_none() && caller_gone() {
+            batch.hung_up = true;
+            tracing::warn!(
+                after = batch.last.as_deref().unwrap_or("(nothing)"),
+                "the caller went away: skipping the rest of the batch"
+            );
+        }
         let event = batch.process(spec);
         tracing::info!(id = %event.id, outcome = %event.outcome, elapsed_ms = event.elapsed_ms, message = %event.message);
         summary.record(event.outcome);
@@ -160,45 +296,18 @@ pub fn apply_batch_blocking(
     summary
 }
 
-/// Runs the batch's SQL checks together (see [`sql::prefetch_true`]); returns the ids in state.
-fn prefetch_sql_checks(resources: &[ResourceSpec]) -> HashSet<String> {
-    let sql: Vec<(&String, sql::SqlSpec<'_>)> = resources
-        .iter()
-        .filter_map(|r| Some((&r.id, sql::SqlSpec::of(&r.kind)?)))
-        .collect();
-    if sql.len() < 2 {
-        return HashSet::new();
-    }
-    let specs: Vec<sql::SqlSpec<'_>> = sql.iter().map(|(_, s)| *s).collect();
-    sql::prefetch_true(&specs)
-        .into_iter()
-        .map(|i| sql[i].0.clone())
-        .collect()
-}
-
-/// A kind that a view constructor did not recognise: cannot happen for the arms that call it.
-fn unexpected(kind: &Resource) -> ResourceError {
-    ResourceError::Failed(format!(
-        "internal error: unexpected {} resource",
-        kind.kind_name()
-    ))
-}
-
 /// What the engine remembers while walking a batch.
-#[derive(Default)]
 struct Batch {
-    check_only: bool,
-    /// Ids seen so far (to reject duplicates and forward references in `restart_on`).
-    seen: HashSet<String>,
-    /// Ids that changed (or would change, in check mode) so far.
-    changed: HashSet<String>,
-    /// A unit file changed since the last `systemctl daemon-reload`.
-    units_dirty: bool,
+    ctx: Ctx,
     /// The first failure; everything after it is skipped.
     failed: Option<String>,
+    /// The caller went away; everything from then on is skipped.
+    hung_up: bool,
     /// Ids of SQL resources whose check, run together before the batch, returned true: in
     /// state as long as nothing earlier in the batch changed.
     sql_in_state: HashSet<String>,
+    /// The last resource processed, for the log.
+    last: Option<String>,
 }
 
 impl Batch {
@@ -218,7 +327,19 @@ impl Batch {
                 format!("skipped: `{failed}` failed earlier in this batch"),
             );
         }
-        if !self.seen.insert(spec.id.clone()) {
+        if self.hung_up {
+            let after = match &self.last {
+                Some(last) => format!("after `{last}`"),
+                None => "before the first resource".to_owned(),
+            };
+            return event(
+                Outcome::Skipped,
+                None,
+                format!("skipped: the controller went away {after}; deploy again to finish"),
+            );
+        }
+        self.last = Some(spec.id.clone());
+        if !self.ctx.seen.insert(spec.id.clone()) {
             self.failed = Some(spec.id.clone());
             return event(
                 Outcome::Failed,
@@ -244,12 +365,12 @@ impl Batch {
         };
         match outcome {
             Outcome::Changed | Outcome::WouldChange => {
-                self.changed.insert(spec.id.clone());
+                self.ctx.changed.insert(spec.id.clone());
                 if is_unit_file(&spec.kind) {
-                    self.units_dirty = true;
-                } else if self.check_only && matches!(spec.kind, Resource::Service { .. }) {
+                    self.ctx.units_dirty = true;
+                } else if self.ctx.check_only && matches!(spec.kind, Resource::Service(_)) {
                     // The daemon-reload this service would run covers later services too.
-                    self.units_dirty = false;
+                    self.ctx.units_dirty = false;
                 }
             }
             Outcome::Failed => self.failed = Some(spec.id.clone()),
@@ -262,166 +383,24 @@ impl Batch {
         &mut self,
         spec: &ResourceSpec,
     ) -> Result<(Outcome, Option<String>, String), ResourceError> {
-        if self.changed.is_empty() && self.sql_in_state.contains(&spec.id) {
+        if self.ctx.changed.is_empty() && self.sql_in_state.contains(&spec.id) {
             return Ok((
                 Outcome::Unchanged,
                 None,
                 "check query returned true".to_owned(),
             ));
         }
-        let state = self.check(&spec.kind)?;
+        let resource = kind(&spec.kind);
+        let state = resource.check(&self.ctx)?;
         if state.in_state {
             return Ok((Outcome::Unchanged, None, state.message));
         }
-        if self.check_only {
+        if self.ctx.check_only {
             return Ok((Outcome::WouldChange, state.diff, state.message));
         }
-        let message = self.apply(&spec.kind)?;
+        let message = resource.apply(&mut self.ctx)?;
         Ok((Outcome::Changed, state.diff, message))
     }
-
-    fn check(&self, kind: &Resource) -> Result<State, ResourceError> {
-        match kind {
-            Resource::Packages { names } => packages::check(names),
-            Resource::File { .. } | Resource::FileIfAbsent { .. } => {
-                let spec = FileSpec::of(kind).ok_or_else(|| unexpected(kind))?;
-                if matches!(kind, Resource::FileIfAbsent { .. }) {
-                    file::check_if_absent(&spec)
-                } else {
-                    file::check(&spec)
-                }
-            }
-            Resource::Directory {
-                path,
-                owner,
-                group,
-                mode,
-            } => directory::check(path, owner, group, *mode),
-            Resource::Group { name, system: _ } => user::check_group(name),
-            Resource::User {
-                name,
-                group,
-                home,
-                shell,
-                system: _,
-            } => user::check_user(name, group, home, shell),
-            Resource::Service {
-                unit,
-                enabled,
-                running,
-                reload_on,
-                restart_on,
-            } => {
-                let trigger = self.trigger(reload_on, restart_on)?;
-                let state = service::check(unit, *enabled, *running, &trigger)?;
-                Ok(with_pending_daemon_reload(state, self.units_dirty))
-            }
-            Resource::Command {
-                argv,
-                creates,
-                unless,
-                run_as,
-                env,
-                secret_env,
-            } => command::check(
-                argv,
-                creates.as_deref(),
-                unless.as_deref(),
-                run_as.as_deref(),
-                env,
-                *secret_env,
-            ),
-            Resource::Sql { .. } => {
-                sql::check(&sql::SqlSpec::of(kind).ok_or_else(|| unexpected(kind))?)
-            }
-        }
-    }
-
-    fn apply(&mut self, kind: &Resource) -> Result<String, ResourceError> {
-        match kind {
-            Resource::Packages { names } => packages::apply(names),
-            Resource::File { .. } | Resource::FileIfAbsent { .. } => {
-                let spec = FileSpec::of(kind).ok_or_else(|| unexpected(kind))?;
-                if matches!(kind, Resource::FileIfAbsent { .. }) {
-                    file::apply_if_absent(&spec)
-                } else {
-                    file::apply(&spec)
-                }
-            }
-            Resource::Directory {
-                path,
-                owner,
-                group,
-                mode,
-            } => directory::apply(path, owner, group, *mode),
-            Resource::Group { name, system } => user::apply_group(name, *system),
-            Resource::User {
-                name,
-                group,
-                home,
-                shell,
-                system,
-            } => user::apply_user(name, group, home, shell, *system),
-            Resource::Service {
-                unit,
-                enabled,
-                running,
-                reload_on,
-                restart_on,
-            } => {
-                let trigger = self.trigger(reload_on, restart_on)?;
-                let mut message = String::new();
-                if self.units_dirty {
-                    service::daemon_reload()?;
-                    self.units_dirty = false;
-                    message.push_str("daemon-reload, ");
-                }
-                message.push_str(&service::apply(unit, *enabled, *running, &trigger)?);
-                Ok(message)
-            }
-            Resource::Command {
-                argv,
-                creates: _,
-                unless: _,
-                run_as,
-                env,
-                secret_env,
-            } => command::apply(argv, run_as.as_deref(), env, *secret_env),
-            Resource::Sql { .. } => {
-                sql::apply(&sql::SqlSpec::of(kind).ok_or_else(|| unexpected(kind))?)
-            }
-        }
-    }
-
-    fn trigger(
-        &self,
-        reload_on: &[String],
-        restart_on: &[String],
-    ) -> Result<Trigger, ResourceError> {
-        if let Some(unknown) = reload_on
-            .iter()
-            .chain(restart_on)
-            .find(|id| !self.seen.contains(*id))
-        {
-            return Err(ResourceError::Invalid(format!(
-                "`{unknown}` in reload_on/restart_on is not an earlier resource of this batch; \
-                 the controller must order it before the service"
-            )));
-        }
-        Ok(service::trigger(reload_on, restart_on, &self.changed))
-    }
-}
-
-/// A changed unit file makes the next service out of state: `daemon-reload` must run even when
-/// the unit itself needs nothing else.
-fn with_pending_daemon_reload(state: State, units_dirty: bool) -> State {
-    if !units_dirty {
-        return state;
-    }
-    if state.in_state {
-        return State::differs(None, "daemon-reload (a unit file changed)");
-    }
-    State::differs(state.diff, format!("daemon-reload, {}", state.message))
 }
 
 /// Directories whose files are systemd units: a change there needs `systemctl daemon-reload`.
@@ -433,12 +412,13 @@ const UNIT_DIRS: [&str; 3] = [
 
 /// True for file resources that write a systemd unit (or a drop-in).
 fn is_unit_file(kind: &Resource) -> bool {
-    match kind {
-        Resource::File { path, .. } | Resource::FileIfAbsent { path, .. } => {
-            UNIT_DIRS.iter().any(|dir| path.starts_with(dir))
-        }
-        _ => false,
-    }
+    let path = match kind {
+        Resource::File(f) => &f.path,
+        Resource::FileIfAbsent(f) => &f.path,
+        Resource::FileLine(f) => &f.path,
+        _ => return false,
+    };
+    UNIT_DIRS.iter().any(|dir| path.starts_with(dir))
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
@@ -447,19 +427,23 @@ fn elapsed_ms(since: Instant) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tpa_common::resource::{Content, File, Service};
+
     use super::*;
 
     fn file_spec(id: &str, path: &str, content: &str) -> ResourceSpec {
         ResourceSpec {
             id: id.into(),
-            kind: Resource::File {
+            kind: Resource::File(File {
                 path: path.into(),
-                content: content.as_bytes().to_vec(),
+                content: Content::from(content),
                 owner: "root".into(),
                 group: "root".into(),
                 mode: 0o644,
                 secret: false,
-            },
+            }),
         }
     }
 
@@ -472,10 +456,23 @@ mod tests {
         root
     }
 
-    fn run(resources: &[ResourceSpec], check_only: bool) -> (Vec<ResourceEvent>, BatchSummary) {
+    fn run_with(
+        resources: &[ResourceSpec],
+        check_only: bool,
+        caller_gone: &dyn Fn() -> bool,
+    ) -> (Vec<ResourceEvent>, BatchSummary) {
         let mut events = Vec::new();
-        let summary = apply_batch_blocking(resources, check_only, &mut |e| events.push(e));
+        let options = BatchOptions {
+            check_only,
+            ..BatchOptions::default()
+        };
+        let summary =
+            apply_batch_blocking(resources, &options, &mut |e| events.push(e), caller_gone);
         (events, summary)
+    }
+
+    fn run(resources: &[ResourceSpec], check_only: bool) -> (Vec<ResourceEvent>, BatchSummary) {
+        run_with(resources, check_only, &|| false)
     }
 
     fn outcomes(events: &[ResourceEvent]) -> Vec<Outcome> {
@@ -525,6 +522,36 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_that_went_away_stops_the_batch_at_the_next_resource() {
+        if !root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = |name: &str| dir.path().join(name).to_str().expect("utf8").to_owned();
+        let resources = [
+            file_spec("a", &path("a.conf"), "a\n"),
+            file_spec("b", &path("b.conf"), "b\n"),
+            file_spec("c", &path("c.conf"), "c\n"),
+        ];
+        // The caller hangs up while `a` is being applied.
+        let asked = AtomicUsize::new(0);
+        let gone = || asked.fetch_add(1, Ordering::SeqCst) >= 1;
+        let (events, summary) = run_with(&resources, false, &gone);
+        assert_eq!(
+            outcomes(&events),
+            [Outcome::Changed, Outcome::Skipped, Outcome::Skipped]
+        );
+        assert_eq!(
+            events[1].message,
+            "skipped: the controller went away after `a`; deploy again to finish"
+        );
+        assert_eq!((summary.changed, summary.skipped), (1, 2));
+        assert!(!Path::new(&path("b.conf")).exists() && !Path::new(&path("c.conf")).exists());
+    }
+
+    use std::path::Path;
+
+    #[test]
     fn duplicate_ids_fail() {
         if !root() {
             return;
@@ -564,13 +591,13 @@ mod tests {
     fn restart_on_must_name_an_earlier_resource() {
         let service = ResourceSpec {
             id: "service:postgres".into(),
-            kind: Resource::Service {
+            kind: Resource::Service(Service {
                 unit: "postgres.service".into(),
                 enabled: true,
                 running: true,
                 reload_on: vec![],
                 restart_on: vec!["file:later".into()],
-            },
+            }),
         };
         let (events, _) = run(&[service], true);
         assert_eq!(outcomes(&events), [Outcome::Failed]);
@@ -586,10 +613,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("postgresql.conf");
         let hba = dir.path().join("pg_hba.conf");
-        fs_write(&hba, "local all all peer\n");
+        std::fs::write(&hba, "local all all peer\n").expect("seed file");
         let mut batch = Batch {
-            check_only: true,
-            ..Batch::default()
+            ctx: Ctx::new(true, Timeouts::default()),
+            failed: None,
+            hung_up: false,
+            sql_in_state: HashSet::new(),
+            last: None,
         };
         let events: Vec<_> = [
             file_spec("conf", conf.to_str().expect("utf8"), "port = 5432\n"),
@@ -606,31 +636,14 @@ mod tests {
                 [Outcome::WouldChange, Outcome::Unchanged]
             );
             let restart = batch
+                .ctx
                 .trigger(&owned(&["hba"]), &owned(&["conf"]))
                 .expect("known ids");
             assert_eq!(restart, Trigger::Restart { by: "conf".into() });
-            let none = batch.trigger(&owned(&["hba"]), &[]).expect("known ids");
+            let none = batch.ctx.trigger(&owned(&["hba"]), &[]).expect("known ids");
             assert_eq!(none, Trigger::None);
         }
-        assert!(batch.trigger(&owned(&["later"]), &[]).is_err());
-    }
-
-    fn fs_write(path: &std::path::Path, text: &str) {
-        std::fs::write(path, text).expect("seed file");
-    }
-
-    #[test]
-    fn changed_unit_file_makes_service_out_of_state() {
-        let in_state = State::in_state("enabled, running");
-        assert_eq!(
-            with_pending_daemon_reload(in_state.clone(), false),
-            in_state
-        );
-        let pending = with_pending_daemon_reload(in_state, true);
-        assert!(!pending.in_state);
-        assert_eq!(pending.message, "daemon-reload (a unit file changed)");
-        let restart = with_pending_daemon_reload(State::differs(None, "restart"), true);
-        assert_eq!(restart.message, "daemon-reload, restart");
+        assert!(batch.ctx.trigger(&owned(&["later"]), &[]).is_err());
     }
 
     #[test]
@@ -648,22 +661,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn async_batch_streams_events() {
+    async fn async_batch_streams_events_and_skips_all_when_nobody_listens() {
         if !root() {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.conf");
+        let spec = file_spec("a", path.to_str().expect("utf8"), "a\n");
         let (tx, mut rx) = mpsc::channel(8);
-        let summary = apply_batch(
-            vec![file_spec("a", path.to_str().expect("utf8"), "a\n")],
-            false,
-            tx,
-        )
-        .await;
+        let summary = apply_batch(vec![spec.clone()], BatchOptions::default(), tx).await;
         let event = rx.recv().await.expect("one event");
         assert_eq!(event.outcome, Outcome::Changed);
         assert_eq!(summary.changed, 1);
         assert!(rx.recv().await.is_none());
+
+        let (tx, rx) = mpsc::channel(8);
+        drop(rx);
+        std::fs::remove_file(&path).expect("rm");
+        let summary = apply_batch(vec![spec], BatchOptions::default(), tx).await;
+        assert_eq!(summary.skipped, 1);
+        assert!(!path.exists(), "nobody listened, nothing ran");
     }
 }

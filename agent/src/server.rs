@@ -6,20 +6,28 @@
 //! After a successful `InstallCertificate` the server drains the enrolment phase and switches to phase 2 in
 //! process, on the same socket (no restart, no rebind). Errors become `tonic::Status` in one place, the
 //! `RpcError` section at the end of this file.
+//!
+//! The listener is bounded ([`Limits`]): a TLS handshake must finish within a timeout, at most so many
+//! connections are served at once (further ones wait in the kernel's backlog), and accepted connections
+//! use TCP keepalive (plus HTTP/2 pings) so a vanished controller is noticed.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 use tpa_common::event::BatchSummary;
+use tpa_common::query::SqlQuery;
 use tpa_common::resource::ResourceSpec;
 use tpa_proto::pb::agent_server::{Agent, AgentServer};
 use tpa_proto::pb::enrol_server::{Enrol, EnrolServer};
@@ -29,6 +37,9 @@ use tracing::Instrument as _;
 use crate::config::AgentConfig;
 use crate::enrol::{EnrolError, Enrolment};
 use crate::exec::{self, ExecChunk, ExecError, ExecSpec};
+use crate::resource::run::Timeouts;
+use crate::resource::{BatchOptions, ResourceError};
+use crate::server_key::{ServerKeyError, ServerKeyRequest};
 use crate::tls::{self, AgentCert, AgentKey, PeerError, StateFiles, TlsError};
 
 /// This agent's version, reported by `Hello`.
@@ -37,6 +48,27 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How long the enrolment phase may take to drain after the certificate is installed before the switch to
 /// mutual TLS goes ahead anyway (a client holding its connection open must not block it).
 const ENROLMENT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Bounds of the listener. [`Limits::default`] is what `tpa-agent serve` uses; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A client that has not finished its TLS handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// Connections served at once; further ones wait, unaccepted, in the kernel's backlog.
+    pub max_connections: usize,
+    /// Idle time before TCP keepalive probes, and the interval of HTTP/2 pings.
+    pub keepalive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 32,
+            keepalive: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +82,38 @@ pub enum ServeError {
 }
 
 /// Serves on `listener` until `shutdown` completes: the enrolment phase first if the agent has no valid
-/// certificate, then the agent service over mutual TLS.
+/// certificate, then the agent service over mutual TLS. With the default [`Limits`] and [`Timeouts`].
 pub async fn serve(
     config: AgentConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with(
+        config,
+        listener,
+        Limits::default(),
+        Timeouts::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with explicit listener limits and tool time limits.
+pub async fn serve_with(
+    config: AgentConfig,
+    listener: TcpListener,
+    limits: Limits,
+    timeouts: Timeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let files = StateFiles::new(&config.state_dir);
     let key = AgentKey::load(&files).map_err(ServeError::NotInitialised)?;
     let ca_pem = files.read(&files.ca).map_err(ServeError::NotInitialised)?;
-    let listener = Arc::new(listener);
+    let listener = Arc::new(Listener {
+        socket: listener,
+        slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        limits,
+    });
     let shutdown = shutdown.boxed().shared();
 
     let cert = match installed_cert(&config, &files, &ca_pem, &key) {
@@ -70,7 +124,7 @@ pub async fn serve(
         },
     };
     let key = AgentKey::load(&files)?;
-    serve_agent(config, &key, &cert, &ca_pem, listener, shutdown).await
+    serve_agent(config, &key, &cert, &ca_pem, listener, timeouts, shutdown).await
 }
 
 /// The installed certificate, if it is still valid for this key, name and CA.
@@ -100,13 +154,14 @@ async fn serve_enrolment(
     config: &AgentConfig,
     files: &StateFiles,
     key: AgentKey,
-    listener: &Arc<TcpListener>,
+    listener: &Arc<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Option<AgentCert>, ServeError> {
     let self_signed = key.self_signed_cert(&config.name, &config.sans)?;
-    let tls_config = tls::enrolment_tls(&key, &self_signed);
+    let tls_config =
+        tls::enrolment_tls(&key, &self_signed).timeout(listener.limits.handshake_timeout);
     tracing::info!(
-        listen = %local_addr(listener), fingerprint = %key.fingerprint(),
+        listen = %local_addr(&listener.socket), fingerprint = %key.fingerprint(),
         "not enrolled: serving enrolment only"
     );
     let (done_tx, done_rx) = watch::channel(None);
@@ -122,7 +177,7 @@ async fn serve_enrolment(
         }),
     )
     .map(|_| ());
-    let server = Server::builder()
+    let server = server_builder(&listener.limits)
         .tls_config(tls_config)?
         .add_service(EnrolServer::new(service))
         .serve_with_incoming_shutdown(incoming(listener.clone()), stop);
@@ -144,31 +199,135 @@ async fn serve_agent(
     key: &AgentKey,
     cert: &AgentCert,
     ca_pem: &str,
-    listener: Arc<TcpListener>,
+    listener: Arc<Listener>,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    tracing::info!(listen = %local_addr(&listener), name = %config.name, "enrolled: serving the agent over mutual TLS");
+    tracing::info!(listen = %local_addr(&listener.socket), name = %config.name, "enrolled: serving the agent over mutual TLS");
     let service = AgentRpc {
         config,
         cert_not_after: cert.not_after,
         apply_lock: Arc::new(Mutex::new(())),
+        timeouts,
     };
-    Server::builder()
-        .tls_config(tls::mutual_tls(key, &cert.cert_pem, ca_pem))?
+    let tls_config =
+        tls::mutual_tls(key, &cert.cert_pem, ca_pem).timeout(listener.limits.handshake_timeout);
+    server_builder(&listener.limits)
+        .tls_config(tls_config)?
         .add_service(AgentServer::with_interceptor(service, controller_only))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
 }
 
-/// Accepted connections of a listener shared by both phases.
+/// HTTP/2 pings on every connection, so a controller that vanished is noticed.
+fn server_builder(limits: &Limits) -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// The listening socket shared by both phases, with its bounds.
+struct Listener {
+    socket: TcpListener,
+    /// One permit per connection being served.
+    slots: Arc<Semaphore>,
+    limits: Limits,
+}
+
+/// Accepted connections: each holds a connection slot until it closes, and uses TCP keepalive.
 fn incoming(
-    listener: Arc<TcpListener>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<TcpStream>> {
+    listener: Arc<Listener>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Connection>> {
     futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        // Wait for a free slot before accepting: extra connections stay in the backlog.
+        let Ok(slot) = listener.slots.clone().acquire_owned().await else {
+            return None;
+        };
+        let accepted = listener
+            .socket
+            .accept()
+            .await
+            .and_then(|(stream, _)| Connection::new(stream, slot, &listener.limits));
         Some((accepted, listener))
     })
+}
+
+/// An accepted TCP connection holding one of the listener's connection slots.
+struct Connection {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new(
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+        limits: &Limits,
+    ) -> std::io::Result<Connection> {
+        keepalive(&stream, limits.keepalive)?;
+        Ok(Connection {
+            stream,
+            _slot: slot,
+        })
+    }
+}
+
+/// TCP keepalive: probes after `idle`, every 10 s, 6 of them.
+fn keepalive(stream: &TcpStream, idle: Duration) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }
 
 fn local_addr(listener: &TcpListener) -> String {
@@ -239,6 +398,8 @@ struct AgentRpc {
     cert_not_after: i64,
     /// One Apply batch at a time: two concurrent batches would race on apt, files and services.
     apply_lock: Arc<Mutex<()>>,
+    /// Time limits of the tools the agent runs.
+    timeouts: Timeouts,
 }
 
 type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -250,10 +411,15 @@ impl Agent for AgentRpc {
         &self,
         _request: Request<pb::HelloRequest>,
     ) -> Result<Response<pb::HelloResponse>, Status> {
+        // Hashing reads the file: off the async threads (cached while the file is unchanged).
+        let binary_sha256 = tokio::task::spawn_blocking(crate::binary::own_sha256)
+            .await
+            .unwrap_or_default();
         Ok(Response::new(pb::HelloResponse {
             agent_version: AGENT_VERSION.to_string(),
             protocol_version: PROTOCOL_VERSION,
             host_name: self.config.name.clone(),
+            binary_sha256,
         }))
     }
 
@@ -285,21 +451,24 @@ impl Agent for AgentRpc {
             .map(ResourceSpec::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RpcError::BadRequest(e.to_string()))?;
-        let check_only = request.check_only;
+        let options = BatchOptions {
+            check_only: request.check_only,
+            timeouts: self.timeouts,
+        };
         let lock = self.apply_lock.clone();
         let (out_tx, out_rx) = mpsc::channel(32);
         tokio::spawn(
             async move {
                 let _one_batch_at_a_time = lock.lock_owned().await;
-                let count = resources.len();
-                let (events_tx, mut events_rx) = mpsc::channel(16);
-                let batch = tokio::spawn(crate::resource::apply_batch(
-                    resources, check_only, events_tx,
-                ));
-                while let Some(event) = events_rx.recv().await {
-                    // A caller that went away stops listening; the batch still finishes (see apply_batch).
-                    let _ = out_tx.send(Ok(ApplyEvent::Resource(event).into())).await;
+                if out_tx.is_closed() {
+                    tracing::warn!("the controller went away while the batch waited for the previous one: not started");
+                    return;
                 }
+                let count = resources.len();
+                let (events_tx, events_rx) = mpsc::channel(16);
+                let batch =
+                    tokio::spawn(crate::resource::apply_batch(resources, options, events_tx));
+                forward_until_hang_up(events_rx, &out_tx).await;
                 let summary = batch.await.unwrap_or_else(|error| {
                     tracing::error!(%error, "the resource batch ended abnormally");
                     BatchSummary {
@@ -315,14 +484,53 @@ impl Agent for AgentRpc {
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
+    #[tracing::instrument(name = "rpc.query", skip_all)]
+    async fn query(
+        &self,
+        request: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let query = SqlQuery::try_from(request.into_inner())
+            .map_err(|e| RpcError::BadRequest(e.to_string()))?;
+        // The text is logged only when it is not secret.
+        tracing::info!(
+            database = %query.database, port = query.port, run_as = %query.run_as,
+            sql = query.sql.shown().unwrap_or("<secret>"), "query"
+        );
+        let timeouts = self.timeouts;
+        let rows = tokio::task::spawn_blocking(move || crate::query::run(&query, &timeouts))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?
+            .map_err(RpcError::Query)?;
+        Ok(Response::new(rows.into()))
+    }
+
+    #[tracing::instrument(name = "rpc.server_key", skip_all, fields(key_path = %request.get_ref().key_path))]
+    async fn server_key(
+        &self,
+        request: Request<pb::ServerKeyRequest>,
+    ) -> Result<Response<pb::ServerKeyResponse>, Status> {
+        let request = request.into_inner();
+        let request = ServerKeyRequest {
+            key_path: request.key_path,
+            cert_path: request.cert_path,
+            create: request.create,
+            csr_common_name: request.csr_common_name,
+        };
+        let key = tokio::task::spawn_blocking(move || crate::server_key::server_key(&request))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?
+            .map_err(RpcError::ServerKey)?;
+        Ok(Response::new(pb::ServerKeyResponse {
+            public_key_pem: key.public_key_pem.unwrap_or_default(),
+            cert_pem: key.cert_pem,
+            csr_pem: key.csr_pem,
+        }))
+    }
+
     type ExecStream = RpcStream<pb::ExecOutput>;
 
-    // Only argv[0] and counts are recorded: arguments may be long, env values and stdin are secret.
-    #[tracing::instrument(
-        name = "rpc.exec", skip_all,
-        fields(program = request.get_ref().argv.first().map(String::as_str).unwrap_or_default(),
-               run_as = request.get_ref().run_as.as_deref().unwrap_or_default())
-    )]
+    // The full argv, with env values masked, is logged by `exec::spawn`.
+    #[tracing::instrument(name = "rpc.exec", skip_all)]
     async fn exec(
         &self,
         request: Request<pb::ExecRequest>,
@@ -334,6 +542,9 @@ impl Agent for AgentRpc {
             run_as: request.run_as,
             stdin: request.stdin,
             cwd: request.cwd,
+            timeout: request
+                .timeout_secs
+                .map(|secs| Duration::from_secs(secs.into())),
         };
         let chunks = exec::spawn(spec).map_err(RpcError::Exec)?;
         let stream = ReceiverStream::new(chunks).map(|chunk| {
@@ -341,6 +552,12 @@ impl Agent for AgentRpc {
                 ExecChunk::Stdout(bytes) => pb::exec_output::Output::Stdout(bytes),
                 ExecChunk::Stderr(bytes) => pb::exec_output::Output::Stderr(bytes),
                 ExecChunk::Exit(code) => pb::exec_output::Output::ExitCode(code),
+                ExecChunk::TimedOut(after) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the command did not finish within {} and was killed with its process group",
+                        crate::resource::seconds(after)
+                    )));
+                }
             };
             Ok(pb::ExecOutput {
                 output: Some(output),
@@ -372,6 +589,26 @@ impl Agent for AgentRpc {
     }
 }
 
+/// Forwards batch events to the caller until the batch ends or the caller goes away. When the caller
+/// goes away, `events` is dropped, which tells the batch to skip the rest (see `resource::apply_batch`).
+async fn forward_until_hang_up(
+    mut events: mpsc::Receiver<tpa_common::event::ResourceEvent>,
+    out: &mpsc::Sender<Result<pb::ApplyEvent, Status>>,
+) {
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                if out.send(Ok(ApplyEvent::Resource(event).into())).await.is_err() {
+                    break;
+                }
+            }
+            () = out.closed() => break,
+        }
+    }
+    tracing::warn!("the controller went away during Apply: the batch stops at the next resource");
+}
+
 fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
@@ -396,8 +633,14 @@ enum RpcError {
     Exec(ExecError),
     #[error("only the controller may call this agent: {0}")]
     Peer(PeerError),
+    #[error(transparent)]
+    Query(ResourceError),
+    #[error(transparent)]
+    ServerKey(ServerKeyError),
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("internal error in the agent: {0}; see its journal (journalctl -u tpa-agent)")]
+    Internal(String),
 }
 
 impl From<RpcError> for Status {
@@ -418,10 +661,18 @@ impl From<RpcError> for Status {
                 tracing::error!(%message, "enrolment failed");
                 Status::internal(message)
             }
-            RpcError::Exec(ExecError::EmptyArgv) | RpcError::BadRequest(_) => {
+            RpcError::Exec(ExecError::EmptyArgv | ExecError::BadTimeout { .. })
+            | RpcError::BadRequest(_)
+            | RpcError::ServerKey(ServerKeyError::NotAbsolute(_)) => {
                 Status::invalid_argument(message)
             }
-            RpcError::Exec(ExecError::Spawn { .. }) => Status::failed_precondition(message),
+            RpcError::Exec(ExecError::Spawn { .. })
+            | RpcError::Query(_)
+            | RpcError::ServerKey(_) => Status::failed_precondition(message),
+            RpcError::Internal(_) => {
+                tracing::error!(%message, "internal error");
+                Status::internal(message)
+            }
             RpcError::Peer(PeerError::NoCertificate) => Status::unauthenticated(message),
             RpcError::Peer(_) => Status::permission_denied(message),
         }
@@ -455,6 +706,30 @@ mod tests {
         assert_eq!(
             Status::from(RpcError::Peer(PeerError::NoCertificate)).code(),
             tonic::Code::Unauthenticated
+        );
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_use_tcp_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let _client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let slot = Arc::new(Semaphore::new(1))
+            .acquire_owned()
+            .await
+            .expect("slot");
+        let limits = Limits {
+            keepalive: Duration::from_secs(45),
+            ..Limits::default()
+        };
+        let connection = Connection::new(stream, slot, &limits).expect("connection");
+        let socket = socket2::SockRef::from(&connection.stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(45)
         );
     }
 

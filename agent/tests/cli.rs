@@ -90,6 +90,22 @@ fn init_with_a_bad_document_fails_with_a_message() {
 }
 
 #[test]
+fn init_requires_the_address_to_listen_on() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let output = agent()
+        .args(["init", "--name", "kinetic"])
+        .arg("--config")
+        .arg(state.path().join("agent.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--listen"), "{stderr}");
+    assert!(!state.path().join("agent.toml").exists());
+}
+
+#[test]
 fn version_names_the_protocol() {
     let output = agent().arg("version").output().expect("run");
     let stdout = String::from_utf8(output.stdout).expect("utf-8");

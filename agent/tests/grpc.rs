@@ -1,6 +1,7 @@
 //! End-to-end tests of the agent's gRPC server and the controller's client, in process, over real TLS on
 //! 127.0.0.1 (no Docker): enrolment with a pinned key and a join token, the mutual-TLS identity checks, the
-//! protocol version check, and the Apply / Exec / Facts / Health RPCs.
+//! protocol version check, the Hello / Apply / Query / ServerKey / Exec / Facts / Health RPCs, the
+//! controller's deadlines, and the listener's bounds.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -13,12 +14,16 @@ use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 use tpa_agent::config::AgentConfig;
 use tpa_agent::enrol::{self, EnrolError, Enrolment, InitArgs};
-use tpa_agent::server::{self, ServeError};
+use tpa_agent::resource::run::Timeouts;
+use tpa_agent::server::{self, Limits, ServeError};
 use tpa_agent::tls::{AgentKey, StateFiles};
 use tpa_common::event::Outcome;
 use tpa_common::health::HealthStatus;
-use tpa_common::resource::{Resource, ResourceSpec};
-use tpa_controller::agent_client::{self, ExecCommand, InitOutcome, JoinToken, TOKEN_LIFETIME};
+use tpa_common::query::SqlQuery;
+use tpa_common::resource::{Command, Content, Directory, File, Resource, ResourceSpec, SqlText};
+use tpa_controller::agent_client::{
+    self, Deadlines, ExecCommand, InitOutcome, JoinToken, TOKEN_LIFETIME,
+};
 use tpa_controller::pki::{CertUsage, CertifiedKey, Pki};
 use tpa_proto::pb;
 
@@ -113,13 +118,29 @@ async fn start(
     fingerprint: String,
     token: JoinToken,
 ) -> Agent {
+    start_with(args, state, fingerprint, token, Limits::default()).await
+}
+
+async fn start_with(
+    args: InitArgs,
+    state: tempfile::TempDir,
+    fingerprint: String,
+    token: JoinToken,
+    limits: Limits,
+) -> Agent {
     let config = AgentConfig::load(&args.config_path).expect("config");
     let listener = TcpListener::bind(args.listen).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(server::serve_with(
+        config,
+        listener,
+        limits,
+        Timeouts::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Agent {
         state,
         args,
@@ -133,6 +154,10 @@ async fn start(
 
 /// init + serve, not yet enrolled.
 async fn pending_agent(controller: &Controller) -> Agent {
+    pending_agent_with(controller, Limits::default()).await
+}
+
+async fn pending_agent_with(controller: &Controller, limits: Limits) -> Agent {
     let state = tempfile::tempdir().expect("tempdir");
     let args = init_args(state.path());
     let token = JoinToken::generate();
@@ -140,7 +165,7 @@ async fn pending_agent(controller: &Controller) -> Agent {
     else {
         panic!("a fresh agent is pending")
     };
-    start(args, state, fingerprint, token).await
+    start_with(args, state, fingerprint, token, limits).await
 }
 
 async fn enrol(controller: &Controller, agent: &Agent, token: &JoinToken) -> anyhow::Result<()> {
@@ -211,18 +236,36 @@ async fn enrolment_end_to_end_then_mutual_tls() {
     assert_eq!(client.agent_version(), server::AGENT_VERSION);
     assert_eq!(client.hello().await.expect("hello"), server::AGENT_VERSION);
 
-    // Re-running init with the same CA is a no-op that reports the enrolled key.
-    let again = init(
-        &controller,
-        &agent.args,
-        &JoinToken::generate(),
-        TOKEN_LIFETIME,
-    );
+    // Re-running init with the same CA reports the enrolled key and touches no key or certificate; it
+    // only brings the configuration up to date (e.g. a config of an older version listening on every
+    // interface gets the host's address).
+    let cert_before = std::fs::read_to_string(&files.cert).expect("cert");
+    let moved = InitArgs {
+        listen: SocketAddr::from((LOCALHOST, 7444)),
+        ..agent.args.clone()
+    };
+    let again = init(&controller, &moved, &JoinToken::generate(), TOKEN_LIFETIME);
     assert_eq!(
         again,
         InitOutcome::Enrolled {
             fingerprint: agent.fingerprint.clone()
         }
+    );
+    assert_eq!(
+        AgentConfig::load(&agent.args.config_path)
+            .expect("config")
+            .listen,
+        moved.listen
+    );
+    assert_eq!(
+        std::fs::read_to_string(&files.cert).expect("cert"),
+        cert_before
+    );
+    init(
+        &controller,
+        &agent.args,
+        &JoinToken::generate(),
+        TOKEN_LIFETIME,
     );
     // Init with another cluster's CA is refused and changes nothing.
     let other = controller_with_other_ca();
@@ -574,9 +617,22 @@ impl pb::agent_server::Agent for FutureAgent {
             agent_version: "9.0.0".into(),
             protocol_version: 99,
             host_name: HOST.into(),
+            binary_sha256: String::new(),
         }))
     }
     async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn query(
+        &self,
+        _: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn server_key(
+        &self,
+        _: Request<pb::ServerKeyRequest>,
+    ) -> Result<Response<pb::ServerKeyResponse>, Status> {
         Err(Status::unimplemented("future"))
     }
     type ApplyStream = Never<pb::ApplyEvent>;
@@ -612,23 +668,23 @@ async fn apply_streams_events_and_check_only_mutates_nothing() {
     let resources = vec![
         ResourceSpec {
             id: "directory:conf.d".into(),
-            kind: Resource::Directory {
+            kind: Resource::Directory(Directory {
                 path: target.path().join("conf.d").display().to_string(),
                 owner: tpa_agent::resource::owner::user_name(uid),
                 group: tpa_agent::resource::owner::group_name(gid),
                 mode: 0o755,
-            },
+            }),
         },
         ResourceSpec {
             id: "file:0000-tpa.conf".into(),
-            kind: Resource::File {
+            kind: Resource::File(File {
                 path: path.display().to_string(),
-                content: b"port = 5432\n".to_vec(),
+                content: Content::from("port = 5432\n"),
                 owner: tpa_agent::resource::owner::user_name(uid),
                 group: tpa_agent::resource::owner::group_name(gid),
                 mode: 0o644,
                 secret: false,
-            },
+            }),
         },
     ];
 
@@ -724,4 +780,361 @@ async fn facts_and_health_answer() {
         certificate.message
     );
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn hello_reports_the_hash_of_the_binary_file() {
+    let controller = controller();
+    let (agent, client) = enrolled_agent(&controller).await;
+    // In process, the agent's binary is this test executable.
+    let exe = tpa_agent::binary::own_path().expect("own path");
+    let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&exe).expect("read"),
+    ));
+    assert_eq!(client.binary_sha256(), expected);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_key_is_made_on_the_host_and_signed_by_the_controller() {
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("tpa/fosdem.key").display().to_string();
+    let cert = dir.path().join("tpa/fosdem.crt").display().to_string();
+
+    // Check mode: nothing is made.
+    let seen = client
+        .server_key(&key, &cert, false, Some(HOST))
+        .await
+        .expect("check");
+    assert_eq!(seen, agent_client::ServerKey::default());
+    assert!(!std::path::Path::new(&key).exists());
+    let checked = tpa_controller::server_tls::ensure(
+        &mut client,
+        &controller.pki,
+        HOST,
+        LOCALHOST,
+        &cert,
+        &key,
+        true,
+    )
+    .await
+    .expect("check");
+    assert_eq!(checked, tpa_controller::server_tls::ServerCert::WouldIssue);
+    assert!(
+        !std::path::Path::new(&key).exists(),
+        "check mode creates no key"
+    );
+
+    // A real run: the key is made, a CSR signed; once installed the certificate is current.
+    let issued = tpa_controller::server_tls::ensure(
+        &mut client,
+        &controller.pki,
+        HOST,
+        LOCALHOST,
+        &cert,
+        &key,
+        false,
+    )
+    .await
+    .expect("issue");
+    let tpa_controller::server_tls::ServerCert::Issued(pem) = issued else {
+        panic!("{issued:?}")
+    };
+    std::fs::write(&cert, &pem).expect("install");
+    let again = tpa_controller::server_tls::ensure(
+        &mut client,
+        &controller.pki,
+        HOST,
+        LOCALHOST,
+        &cert,
+        &key,
+        false,
+    )
+    .await
+    .expect("again");
+    assert_eq!(again, tpa_controller::server_tls::ServerCert::Current(pem));
+
+    let error = error_text(client.server_key("relative.key", &cert, true, None).await);
+    assert!(
+        error.contains("InvalidArgument") && error.contains("relative.key"),
+        "{error}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn query_errors_name_the_target_and_hide_secret_sql() {
+    if !std::path::Path::new("/usr/bin/psql").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs psql and root (runuser)");
+        return;
+    }
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    // Nothing listens on port 1: psql fails to connect.
+    let plain = error_text(client.query(SqlQuery::postgres(1, "select 1")).await);
+    assert!(
+        plain.contains("Query on the agent of kinetic failed (FailedPrecondition)")
+            && plain.contains("psql query on database `postgres` port 1 as postgres failed"),
+        "{plain}"
+    );
+    let secret = SqlQuery {
+        sql: SqlText::secret("select 'SCRAM-SHA-256$hunter2'"),
+        ..SqlQuery::postgres(1, "")
+    };
+    let hidden = error_text(client.query(secret).await);
+    assert!(
+        hidden.contains("error output hidden") && !hidden.contains("hunter2"),
+        "{hidden}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_apply_whose_caller_went_away_stops_and_frees_the_agent() {
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("ran-after-hang-up");
+    let command = |id: &str, argv: &[&str]| ResourceSpec {
+        id: id.into(),
+        kind: Resource::Command(Command {
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            creates: None,
+            unless: None,
+            run_as: None,
+            env: vec![],
+            secret_env: false,
+            timeout_secs: None,
+        }),
+    };
+    let marker_str = marker.display().to_string();
+    let batch = vec![
+        command("slow", &["sleep", "1.5"]),
+        command("after", &["touch", &marker_str]),
+    ];
+    let stream = client
+        .apply_stream(batch, false)
+        .await
+        .expect("apply starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    // The batch finishes `slow` (no resource is left half-done), then skips `after`.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!marker.exists(), "the batch went on after the caller left");
+    // The apply lock was released: the next batch runs at once.
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.apply(vec![command("next", &["true"])], false),
+    )
+    .await
+    .expect("the agent is free")
+    .expect("apply");
+    assert_eq!(next.summary.changed, 1);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_has_a_time_limit() {
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    let started = std::time::Instant::now();
+    let text = error_text(
+        client
+            .exec(ExecCommand {
+                argv: vec!["sleep".into(), "30".into()],
+                timeout: Some(Duration::from_secs(1)),
+                ..ExecCommand::default()
+            })
+            .await,
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        text.contains("DeadlineExceeded") && text.contains("did not finish within 1 s"),
+        "{text}"
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_to_an_agent_that_stops_answering_fail_at_their_deadline() {
+    let controller = controller();
+    let (addr, task) = fake_agent(&controller, StuckAgent).await;
+    let deadlines = Deadlines {
+        facts: Duration::from_millis(300),
+        apply: Duration::from_millis(300),
+        ..Deadlines::default()
+    };
+    let mut client = agent_client::connect_with(
+        addr,
+        HOST,
+        controller.pki.ca_cert_pem(),
+        &controller.identity,
+        deadlines,
+    )
+    .await
+    .expect("connect");
+    // An outer bound: without deadlines these calls would hang for ever.
+    let facts = tokio::time::timeout(Duration::from_secs(10), client.facts(None, 5432))
+        .await
+        .expect("the deadline fired first");
+    assert_eq!(
+        error_text(facts),
+        "Facts on the agent of kinetic did not finish within 0.3 s: check the host (is it overloaded or \
+         unreachable?) and the agent's journal (journalctl -u tpa-agent), then retry"
+    );
+    let apply = tokio::time::timeout(Duration::from_secs(10), client.apply(vec![], false))
+        .await
+        .expect("the deadline fired first");
+    assert!(
+        error_text(apply).starts_with("Apply on the agent of kinetic did not finish within 0.3 s")
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn the_listener_bounds_tls_handshakes_and_connections() {
+    use tokio::io::AsyncReadExt as _;
+    let controller = controller();
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(1500),
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let agent = pending_agent_with(&controller, limits).await;
+    enrol(&controller, &agent, &agent.token.clone())
+        .await
+        .expect("enrol");
+    connect(&controller, &agent).await.expect("serves");
+    // Give the connection just used time to close and free its slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two clients that connect and never start TLS take every slot ...
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        idle.push(
+            tokio::net::TcpStream::connect(agent.addr)
+                .await
+                .expect("tcp"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ... so a real client is not served ...
+    let quick = Deadlines {
+        connect: Duration::from_millis(500),
+        ..Deadlines::default()
+    };
+    let refused = agent_client::connect_with(
+        agent.addr,
+        HOST,
+        controller.pki.ca_cert_pem(),
+        &controller.identity,
+        quick,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a third connection was served beyond the limit"
+    );
+    // ... until their handshake time is up and the agent closes them.
+    for mut stream in idle {
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("closed after the handshake timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    connect(&controller, &agent)
+        .await
+        .expect("served again once slots are free");
+    agent.shutdown().await;
+}
+
+/// A server with a real certificate for HOST from the cluster CA, serving `service`.
+async fn fake_agent<S>(controller: &Controller, service: S) -> (SocketAddr, JoinHandle<()>)
+where
+    S: pb::agent_server::Agent,
+{
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec![]).expect("params");
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, HOST);
+    let csr = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let cert = controller
+        .pki
+        .sign_csr(&csr, &[HOST.into()], &[LOCALHOST], CertUsage::Server)
+        .expect("sign");
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(cert, key.serialize_pem()),
+    );
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)
+        .expect("tls")
+        .add_service(pb::agent_server::AgentServer::new(service))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    let task = tokio::spawn(async move {
+        let _ = server.await;
+    });
+    (addr, task)
+}
+
+/// An agent that says hello, then never answers anything.
+struct StuckAgent;
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for StuckAgent {
+    async fn hello(
+        &self,
+        _: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        Ok(Response::new(pb::HelloResponse {
+            agent_version: server::AGENT_VERSION.into(),
+            protocol_version: tpa_proto::PROTOCOL_VERSION,
+            host_name: HOST.into(),
+            binary_sha256: String::new(),
+        }))
+    }
+    async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
+        std::future::pending().await
+    }
+    async fn query(
+        &self,
+        _: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        std::future::pending().await
+    }
+    async fn server_key(
+        &self,
+        _: Request<pb::ServerKeyRequest>,
+    ) -> Result<Response<pb::ServerKeyResponse>, Status> {
+        std::future::pending().await
+    }
+    type ApplyStream = Never<pb::ApplyEvent>;
+    async fn apply(
+        &self,
+        _: Request<pb::ApplyRequest>,
+    ) -> Result<Response<Self::ApplyStream>, Status> {
+        // The call is answered, then no event ever comes.
+        Ok(Response::new(Box::pin(tokio_stream::pending())))
+    }
+    type ExecStream = Never<pb::ExecOutput>;
+    async fn exec(
+        &self,
+        _: Request<pb::ExecRequest>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        std::future::pending().await
+    }
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthReport>, Status> {
+        std::future::pending().await
+    }
 }

@@ -4,7 +4,7 @@
 
 /// Protocol version of the agent <-> controller contract; bumped on incompatible changes so a
 /// controller can tell an old agent.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Everything the controller's planner needs to know about one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

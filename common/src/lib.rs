@@ -7,9 +7,14 @@
 //! - [`event`]: per-resource results ([`event::ResourceEvent`], [`event::Outcome`]) and the batch summary.
 //! - [`facts`]: what an agent reports about its host and its Postgres instance ([`facts::Facts`]).
 //! - [`health`]: health statuses and checks ([`health::HealthStatus`]).
+//! - [`query`]: a SQL query an agent runs for the controller ([`query::SqlQuery`]).
+//! - [`secret`]: wrappers whose `Debug` never shows secrets ([`secret::Secret`], [`secret::Content`],
+//!   [`secret::SqlText`]), so the types above can derive `Debug`.
 #![forbid(unsafe_code)]
 
 pub mod event;
 pub mod facts;
 pub mod health;
+pub mod query;
 pub mod resource;
+pub mod secret;

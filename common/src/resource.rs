@@ -1,8 +1,14 @@
 //! Desired-state resources: the typed, idempotent items the controller's planner renders and an
 //! agent applies in order (check, diff, apply only if needed).
 //!
+//! One struct per kind, wrapped by the closed [`Resource`] enum. `Debug` is derived everywhere:
+//! fields that may carry secrets use [`Secret`], [`Content`] or [`SqlText`], which never print
+//! what they hold. Adding a kind is described in `docs/specs/resource.md` ("Adding a resource kind").
+//!
 //! The agent holds no cluster knowledge: every file's content, every SQL statement and every unit
 //! file is fully rendered by the controller before it reaches a [`ResourceSpec`].
+
+pub use crate::secret::{Content, Secret, SqlText};
 
 /// One desired-state item.
 ///
@@ -17,230 +23,174 @@ pub struct ResourceSpec {
 }
 
 /// The closed set of resource kinds an agent knows how to check and apply.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
-    /// apt packages that must be installed (state present: never upgrades, never removes).
-    Packages { names: Vec<String> },
-    /// A regular file with exact content, owner, group and mode; written atomically (temp file + rename).
-    /// `secret: true` => the diff is masked (no content shown) and content never logged.
-    File {
-        path: String,
-        content: Vec<u8>,
-        owner: String,
-        group: String,
-        mode: u32,
-        secret: bool,
-    },
-    /// A file created once with `content` if absent, never modified afterwards (e.g. 9999-override.conf).
-    FileIfAbsent {
-        path: String,
-        content: Vec<u8>,
-        owner: String,
-        group: String,
-        mode: u32,
-    },
-    /// A directory (created with its parents) whose leaf has this owner, group and mode.
-    Directory {
-        path: String,
-        owner: String,
-        group: String,
-        mode: u32,
-    },
-    /// A local group that must exist.
-    Group { name: String, system: bool },
-    /// A local user that must exist with this primary group, home and shell.
-    User {
-        name: String,
-        group: String,
-        home: String,
-        shell: String,
-        system: bool,
-    },
-    /// A systemd unit's desired state. `reload_on`/`restart_on`: ids of resources EARLIER in the same batch whose
-    /// change triggers a reload / restart (restart wins). `daemon-reload` is run first if any unit file changed
-    /// (the agent detects changes to files under /etc/systemd/system or /lib/systemd/system in the batch).
-    Service {
-        unit: String,
-        enabled: bool,
-        running: bool,
-        reload_on: Vec<String>,
-        restart_on: Vec<String>,
-    },
-    /// A guarded command: runs `argv` only if `creates` path does not exist and/or `unless` argv exits non-zero.
-    /// `run_as`: optional user. `env`: extra environment (values may be secret: never logged).
-    /// `secret_env: true` => the command's output is never included in messages either.
-    Command {
-        argv: Vec<String>,
-        creates: Option<String>,
-        unless: Option<Vec<String>>,
-        run_as: Option<String>,
-        env: Vec<(String, String)>,
-        secret_env: bool,
-    },
-    /// SQL against the local Postgres over the unix socket as `run_as` (default postgres) via psql:
-    /// `check` is a query returning one boolean; if it returns true the resource is in state, else `apply` runs.
-    /// `secret: true` => the SQL text is masked in diffs/events (it carries password verifiers).
-    Sql {
-        database: String,
-        check: String,
-        apply: String,
-        run_as: String,
-        port: u16,
-        secret: bool,
-    },
-}
-
-/// Hand-written so that file contents, secret SQL and secret environment values never reach a
-/// log line through `{:?}`.
-impl std::fmt::Debug for Resource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Resource::Packages { names } => {
-                f.debug_struct("Packages").field("names", names).finish()
-            }
-            Resource::File {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-                secret,
-            } => f
-                .debug_struct("File")
-                .field("path", path)
-                .field("content_bytes", &content.len())
-                .field("owner", owner)
-                .field("group", group)
-                .field("mode", &format_args!("{mode:o}"))
-                .field("secret", secret)
-                .finish(),
-            Resource::FileIfAbsent {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-            } => f
-                .debug_struct("FileIfAbsent")
-                .field("path", path)
-                .field("content_bytes", &content.len())
-                .field("owner", owner)
-                .field("group", group)
-                .field("mode", &format_args!("{mode:o}"))
-                .finish(),
-            Resource::Directory {
-                path,
-                owner,
-                group,
-                mode,
-            } => f
-                .debug_struct("Directory")
-                .field("path", path)
-                .field("owner", owner)
-                .field("group", group)
-                .field("mode", &format_args!("{mode:o}"))
-                .finish(),
-            Resource::Group { name, system } => f
-                .debug_struct("Group")
-                .field("name", name)
-                .field("system", system)
-                .finish(),
-            Resource::User {
-                name,
-                group,
-                home,
-                shell,
-                system,
-            } => f
-                .debug_struct("User")
-                .field("name", name)
-                .field("group", group)
-                .field("home", home)
-                .field("shell", shell)
-                .field("system", system)
-                .finish(),
-            Resource::Service {
-                unit,
-                enabled,
-                running,
-                reload_on,
-                restart_on,
-            } => f
-                .debug_struct("Service")
-                .field("unit", unit)
-                .field("enabled", enabled)
-                .field("running", running)
-                .field("reload_on", reload_on)
-                .field("restart_on", restart_on)
-                .finish(),
-            Resource::Command {
-                argv,
-                creates,
-                unless,
-                run_as,
-                env,
-                secret_env,
-            } => {
-                let env: Vec<String> = env
-                    .iter()
-                    .map(|(k, v)| {
-                        if *secret_env {
-                            format!("{k}=<redacted>")
-                        } else {
-                            format!("{k}={v}")
-                        }
-                    })
-                    .collect();
-                f.debug_struct("Command")
-                    .field("argv", argv)
-                    .field("creates", creates)
-                    .field("unless", unless)
-                    .field("run_as", run_as)
-                    .field("env", &env)
-                    .finish()
-            }
-            Resource::Sql {
-                database,
-                check,
-                apply,
-                run_as,
-                port,
-                secret,
-            } => {
-                let hide = |s: &String| {
-                    if *secret {
-                        "<redacted>".to_string()
-                    } else {
-                        s.clone()
-                    }
-                };
-                f.debug_struct("Sql")
-                    .field("database", database)
-                    .field("check", &hide(check))
-                    .field("apply", &hide(apply))
-                    .field("run_as", run_as)
-                    .field("port", port)
-                    .finish()
-            }
-        }
-    }
+    Packages(Packages),
+    File(File),
+    FileIfAbsent(FileIfAbsent),
+    FileLine(FileLine),
+    Directory(Directory),
+    Permissions(Permissions),
+    Group(Group),
+    User(User),
+    Service(Service),
+    Command(Command),
+    Sql(Sql),
 }
 
 impl Resource {
-    /// Short lowercase name of the kind, for logs and progress output ("file", "service", ...).
+    /// Short lowercase name of the kind, for ids, logs and progress output ("file", "service", ...).
     pub fn kind_name(&self) -> &'static str {
         match self {
-            Resource::Packages { .. } => "packages",
-            Resource::File { .. } => "file",
-            Resource::FileIfAbsent { .. } => "file_if_absent",
-            Resource::Directory { .. } => "directory",
-            Resource::Group { .. } => "group",
-            Resource::User { .. } => "user",
-            Resource::Service { .. } => "service",
-            Resource::Command { .. } => "command",
-            Resource::Sql { .. } => "sql",
+            Resource::Packages(_) => "packages",
+            Resource::File(_) => "file",
+            Resource::FileIfAbsent(_) => "file_if_absent",
+            Resource::FileLine(_) => "file_line",
+            Resource::Directory(_) => "directory",
+            Resource::Permissions(_) => "permissions",
+            Resource::Group(_) => "group",
+            Resource::User(_) => "user",
+            Resource::Service(_) => "service",
+            Resource::Command(_) => "command",
+            Resource::Sql(_) => "sql",
         }
     }
+}
+
+/// apt packages that must be installed (state present: never upgrades, never removes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packages {
+    pub names: Vec<String>,
+}
+
+/// A regular file with exact content, owner, group and mode; written atomically (temp file + rename).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub path: String,
+    pub content: Content,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    /// The diff is masked (byte counts only): the content is secret.
+    pub secret: bool,
+}
+
+/// A file created once with `content` if nothing exists at `path`, never modified afterwards
+/// (e.g. `9999-override.conf`, which operators own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIfAbsent {
+    pub path: String,
+    pub content: Content,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+/// An existing regular file that must contain `line` exactly (a whole line); appended if missing.
+/// The rest of the file, its owner and its mode are left alone; a symlink at `path` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLine {
+    pub path: String,
+    /// One line, without its newline.
+    pub line: String,
+}
+
+/// A directory (created with its parents) whose leaf has this owner, group and mode.
+/// A symlink at `path` is refused: the agent never chowns through a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+/// The owner, group and mode of an existing regular file or directory, which something else
+/// created (e.g. a key the agent generated). A symlink at `path` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+/// A local group that must exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    /// Only matters at creation.
+    pub system: bool,
+}
+
+/// A local user that must exist with this primary group, home and shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub group: String,
+    pub home: String,
+    pub shell: String,
+    /// Only matters at creation.
+    pub system: bool,
+}
+
+/// A systemd unit's desired state.
+///
+/// `reload_on`/`restart_on`: ids of resources EARLIER in the same batch whose change triggers a
+/// reload / restart (restart wins). `daemon-reload` is run first if any unit file changed (the
+/// agent detects changes to files under /etc/systemd/system or /lib/systemd/system in the batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub unit: String,
+    pub enabled: bool,
+    pub running: bool,
+    pub reload_on: Vec<String>,
+    pub restart_on: Vec<String>,
+}
+
+/// A guarded command: runs `argv` only if the `creates` path does not exist and/or the `unless`
+/// argv exits non-zero; without guards it runs on every apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub argv: Vec<String>,
+    pub creates: Option<String>,
+    pub unless: Option<Vec<String>>,
+    /// Run as this user (`runuser -u USER --`); None: root.
+    pub run_as: Option<String>,
+    /// Extra environment, passed through the process environment; values are never logged.
+    pub env: Vec<EnvVar>,
+    /// The command's output is never included in messages either.
+    pub secret_env: bool,
+    /// Killed (with its process group) after this long; None: the agent's default for commands.
+    pub timeout_secs: Option<u32>,
+}
+
+/// One environment variable of a [`Command`]; its value may be secret and never prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Secret<String>,
+}
+
+impl EnvVar {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        EnvVar {
+            name: name.into(),
+            value: Secret::new(value.into()),
+        }
+    }
+}
+
+/// SQL against the local Postgres over the unix socket as `run_as` (default postgres) via psql:
+/// `check` is a query returning one boolean; if it returns true the resource is in state, else
+/// `apply` runs. Secret text (password verifiers) is masked in diffs, events and errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sql {
+    pub database: String,
+    pub check: SqlText,
+    pub apply: SqlText,
+    pub run_as: String,
+    pub port: u16,
 }
 
 #[cfg(test)]
@@ -250,50 +200,49 @@ mod tests {
     #[test]
     fn kind_names_are_distinct() {
         let kinds = [
-            Resource::Packages { names: vec![] },
-            Resource::Group {
+            Resource::Packages(Packages { names: vec![] }),
+            Resource::Group(Group {
                 name: "postgres".into(),
                 system: true,
-            },
-            Resource::Directory {
+            }),
+            Resource::FileLine(FileLine {
                 path: "/x".into(),
-                owner: "root".into(),
-                group: "root".into(),
-                mode: 0o755,
-            },
+                line: "a".into(),
+            }),
         ];
         let names: Vec<_> = kinds.iter().map(Resource::kind_name).collect();
-        assert_eq!(names, ["packages", "group", "directory"]);
+        assert_eq!(names, ["packages", "group", "file_line"]);
     }
 
     #[test]
     fn debug_never_shows_contents_or_secrets() {
-        let file = Resource::File {
+        let file = Resource::File(File {
             path: "/x".into(),
-            content: b"hunter2".to_vec(),
+            content: Content::from("hunter2"),
             owner: "root".into(),
             group: "root".into(),
             mode: 0o600,
             secret: true,
-        };
-        let sql = Resource::Sql {
+        });
+        let sql = Resource::Sql(Sql {
             database: "postgres".into(),
-            check: "select false".into(),
-            apply: "alter role x password 'SCRAM-hunter2'".into(),
+            check: SqlText::secret("select rolpassword = 'SCRAM-hunter2'"),
+            apply: SqlText::secret("alter role x password 'SCRAM-hunter2'"),
             run_as: "postgres".into(),
             port: 5432,
-            secret: true,
-        };
-        let command = Resource::Command {
+        });
+        let command = Resource::Command(Command {
             argv: vec!["true".into()],
             creates: None,
             unless: None,
             run_as: None,
-            env: vec![("PGPASSWORD".into(), "hunter2".into())],
+            env: vec![EnvVar::new("PGPASSWORD", "hunter2")],
             secret_env: true,
-        };
+            timeout_secs: None,
+        });
         for r in [file, sql, command] {
-            assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
+            let shown = format!("{r:?}");
+            assert!(!shown.contains("hunter2"), "{shown}");
         }
     }
 }

@@ -6,12 +6,16 @@
 //!   the cluster CA for the host's name, the controller presents its own identity (`pki`), and the agent's
 //!   protocol version is checked before anything else.
 //!
+//! Every call has a deadline ([`Deadlines`]): an agent that stops answering fails the call with a message
+//! naming the host and the call, instead of hanging the controller.
+//!
 //! Only this module (and `tpa-proto`) knows protobuf types; callers get `tpa-common` domain types.
 
 mod enrol;
 mod pinned;
 
 use std::error::Error as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,6 +24,7 @@ use futures_util::{Stream, StreamExt as _};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tpa_common::event::{BatchSummary, ResourceEvent};
 use tpa_common::facts::Facts;
+use tpa_common::query::SqlQuery;
 use tpa_common::resource::ResourceSpec;
 use tpa_proto::pb::agent_client::AgentClient as PbAgentClient;
 use tpa_proto::{ApplyEvent, HealthReport, PROTOCOL_VERSION, pb};
@@ -29,18 +34,51 @@ pub use self::enrol::{
 };
 use crate::pki::CertifiedKey;
 
-/// How long to wait for a TCP + TLS connection to an agent.
+/// How long to wait for a TCP connection to an agent.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long each kind of call to an agent may take before the controller gives up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// TCP + TLS (the first `Hello` then has the `call` deadline).
+    pub connect: Duration,
+    /// Quick calls: `Hello`, `ServerKey`, the start of a streaming call.
+    pub call: Duration,
+    /// `Facts` and `Health`, which may run a psql with its own 60 s limit.
+    pub facts: Duration,
+    /// `Query`: longer than the agent's own 60 s limit, so the agent's clearer error comes first.
+    pub query: Duration,
+    /// A whole `Apply` batch: generous (package installs, initdb) but bounded.
+    pub apply: Duration,
+    /// Added to an `Exec` command's own time limit for the whole stream.
+    pub exec_margin: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(20),
+            call: Duration::from_secs(30),
+            facts: Duration::from_secs(90),
+            query: Duration::from_secs(90),
+            apply: Duration::from_secs(2 * 3600),
+            exec_margin: Duration::from_secs(30),
+        }
+    }
+}
 
 /// A connection to one enrolled agent, over mutual TLS. Cheap to clone (one HTTP/2 connection, multiplexed).
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     host: String,
     agent_version: String,
+    binary_sha256: String,
+    deadlines: Deadlines,
     inner: PbAgentClient<Channel>,
 }
 
-/// A command for [`AgentClient::exec`]. `env` values and `stdin` are secret-safe: never logged by the agent.
+/// A command for [`AgentClient::exec`] (hooks and `cmd`; deploys use the typed calls). `env` values and
+/// `stdin` are secret-safe: never logged by the agent.
 #[derive(Default)]
 pub struct ExecCommand {
     pub argv: Vec<String>,
@@ -48,6 +86,23 @@ pub struct ExecCommand {
     pub run_as: Option<String>,
     pub stdin: Vec<u8>,
     pub cwd: Option<String>,
+    /// The agent kills the command (and its process group) after this long; None: the agent's
+    /// default, [`EXEC_DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
+}
+
+/// The agent's time limit of an `Exec` command that sets none.
+pub const EXEC_DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What `ServerKey` answered: the host's Postgres server key, seen from outside (no private key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerKey {
+    /// SubjectPublicKeyInfo PEM; None when there is no key yet (and none was to be made).
+    pub public_key_pem: Option<String>,
+    /// The certificate installed at the requested path, if any.
+    pub cert_pem: Option<String>,
+    /// A CSR for the key, when one was asked for and a key exists.
+    pub csr_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ExecCommand {
@@ -58,6 +113,7 @@ impl std::fmt::Debug for ExecCommand {
             .field("env", &env)
             .field("run_as", &self.run_as)
             .field("stdin_bytes", &self.stdin.len())
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -96,30 +152,119 @@ pub async fn connect(
     ca_pem: &str,
     identity: &CertifiedKey,
 ) -> anyhow::Result<AgentClient> {
+    connect_with(addr, host_name, ca_pem, identity, Deadlines::default()).await
+}
+
+/// [`connect`] with explicit deadlines for this client's calls.
+pub async fn connect_with(
+    addr: SocketAddr,
+    host_name: &str,
+    ca_pem: &str,
+    identity: &CertifiedKey,
+    deadlines: Deadlines,
+) -> anyhow::Result<AgentClient> {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
         .domain_name(host_name);
-    let channel = Endpoint::from_shared(format!("https://{addr}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT.min(deadlines.connect))
+        // Notice an agent (or a network path) that went away while a long call runs.
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
         .tls_config(tls)
-        .with_context(|| format!("TLS configuration for the agent on {host_name}"))?
-        .connect()
+        .with_context(|| format!("TLS configuration for the agent on {host_name}"))?;
+    let connected = tokio::time::timeout(deadlines.connect, endpoint.connect())
         .await
-        .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
-        .with_context(|| {
-            format!(
-                "cannot connect to the agent on {host_name} at {addr} over mutual TLS: is it running and \
-                 enrolled in this cluster (re-run bootstrap)?"
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no TLS connection within {} s",
+                deadlines.connect.as_secs_f32()
             )
-        })?;
+        })
+        .and_then(|r| r.map_err(|e| anyhow::anyhow!("{}", error_chain(&e))));
+    let channel = connected.with_context(|| {
+        format!(
+            "cannot connect to the agent on {host_name} at {addr} over mutual TLS: is it running and \
+             enrolled in this cluster (re-run bootstrap)?"
+        )
+    })?;
     let mut client = AgentClient {
         host: host_name.to_string(),
         agent_version: String::new(),
+        binary_sha256: String::new(),
+        deadlines,
         inner: PbAgentClient::new(channel),
     };
-    client.agent_version = client.hello().await?;
+    client.hello().await?;
     Ok(client)
+}
+
+/// Runs one call with a deadline, both ways: the agent learns it (`grpc-timeout`), and the controller stops
+/// waiting when it passes.
+async fn within<T, F>(host: &str, rpc: &str, limit: Duration, call: F) -> anyhow::Result<T>
+where
+    F: Future<Output = Result<T, tonic::Status>>,
+{
+    match tokio::time::timeout(limit, call).await {
+        // tonic enforces the same deadline on its side and may notice first.
+        Ok(Err(status)) if is_timeout(&status) => Err(deadline_error(host, rpc, limit)),
+        Ok(result) => result.map_err(|status| status_error(host, rpc, status)),
+        Err(_) => Err(deadline_error(host, rpc, limit)),
+    }
+}
+
+/// True for the status of tonic's own deadline (`grpc-timeout`) expiring on the client.
+fn is_timeout(status: &tonic::Status) -> bool {
+    let mut source = status.source();
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = error.source();
+    }
+    status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired"
+}
+
+/// The error of a call that ran out of time.
+fn deadline_error(host: &str, rpc: &str, limit: Duration) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{rpc} on the agent of {host} did not finish within {} s: check the host (is it overloaded or \
+         unreachable?) and the agent's journal (journalctl -u tpa-agent), then retry",
+        limit.as_secs_f32()
+    )
+}
+
+/// A request that carries its deadline to the agent.
+fn request<T>(message: T, limit: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(limit);
+    request
+}
+
+/// A response stream that ends with an error once `deadline` passes (dropping the call, which the agent
+/// notices).
+fn until<S, T>(
+    stream: S,
+    deadline: tokio::time::Instant,
+    timed_out: impl FnOnce() -> anyhow::Error + Send + 'static,
+) -> impl Stream<Item = anyhow::Result<T>> + Send
+where
+    S: Stream<Item = anyhow::Result<T>> + Send + Unpin,
+{
+    futures_util::stream::unfold(
+        (stream, Some(timed_out)),
+        move |(mut stream, timed_out)| async move {
+            // None: the deadline passed and was reported; the stream is over.
+            let timed_out = timed_out?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(item)) => Some((item, (stream, Some(timed_out)))),
+                Ok(None) => None,
+                Err(_) => Some((Err(timed_out()), (stream, None))),
+            }
+        },
+    )
 }
 
 // === impl AgentClient ===
@@ -135,35 +280,77 @@ impl AgentClient {
         &self.agent_version
     }
 
-    /// `Hello`: returns the agent's version; fails if it speaks another protocol version.
+    /// The hex SHA-256 of the agent's binary file on the host, from `Hello` (empty if it could not
+    /// read it): bootstrap compares it with the binary it ships.
+    pub fn binary_sha256(&self) -> &str {
+        &self.binary_sha256
+    }
+
+    /// `Hello`: returns the agent's version (and records its binary's hash); fails if it speaks another
+    /// protocol version.
     pub async fn hello(&mut self) -> anyhow::Result<String> {
-        let hello = self
-            .inner
-            .hello(pb::HelloRequest {})
-            .await
-            .map_err(|status| status_error(&self.host, "Hello", status))?
-            .into_inner();
+        let limit = self.deadlines.call;
+        let call = self.inner.hello(request(pb::HelloRequest {}, limit));
+        let hello = within(&self.host, "Hello", limit, call).await?.into_inner();
         if hello.protocol_version != PROTOCOL_VERSION {
             bail!(protocol_mismatch(&self.host, hello.protocol_version));
         }
         if hello.host_name != self.host {
             tracing::warn!(host = %self.host, agent_says = %hello.host_name, "agent reports another host name");
         }
+        self.agent_version = hello.agent_version.clone();
+        self.binary_sha256 = hello.binary_sha256;
         Ok(hello.agent_version)
     }
 
     /// `Facts` about the host and, when `data_dir` is given, the Postgres instance there on `port`.
     pub async fn facts(&mut self, data_dir: Option<&str>, port: u16) -> anyhow::Result<Facts> {
-        let request = pb::FactsRequest {
+        let message = pb::FactsRequest {
             data_dir: data_dir.unwrap_or_default().to_string(),
             port: port.into(),
         };
-        let facts = self
-            .inner
-            .facts(request)
-            .await
-            .map_err(|s| status_error(&self.host, "Facts", s))?;
+        let limit = self.deadlines.facts;
+        let call = self.inner.facts(request(message, limit));
+        let facts = within(&self.host, "Facts", limit, call).await?;
         Ok(facts.into_inner().into())
+    }
+
+    /// `Query`: runs one SQL query with psql on the host's Postgres (as `query.run_as`, over the local
+    /// socket on `query.port`, in `query.database`) and returns its rows, one `Vec` of text fields per row;
+    /// SQL NULL is an empty string. Secret SQL is never logged by the agent nor echoed in its errors.
+    pub async fn query(&mut self, query: SqlQuery) -> anyhow::Result<Vec<Vec<String>>> {
+        let limit = self.deadlines.query;
+        let call = self.inner.query(request(query.into(), limit));
+        let rows = within(&self.host, "Query", limit, call).await?;
+        Ok(rows.into_inner().into())
+    }
+
+    /// `ServerKey`: the Postgres server key at `key_path` on the host: its public key, the certificate at
+    /// `cert_path` if installed, and with `csr_common_name` a CSR for the key. With `create`, the agent
+    /// makes the key first if there is none (never pass it in check mode).
+    pub async fn server_key(
+        &mut self,
+        key_path: &str,
+        cert_path: &str,
+        create: bool,
+        csr_common_name: Option<&str>,
+    ) -> anyhow::Result<ServerKey> {
+        let message = pb::ServerKeyRequest {
+            key_path: key_path.to_string(),
+            cert_path: cert_path.to_string(),
+            create,
+            csr_common_name: csr_common_name.map(str::to_string),
+        };
+        let limit = self.deadlines.call;
+        let call = self.inner.server_key(request(message, limit));
+        let key = within(&self.host, "ServerKey", limit, call)
+            .await?
+            .into_inner();
+        Ok(ServerKey {
+            public_key_pem: Some(key.public_key_pem).filter(|p| !p.is_empty()),
+            cert_pem: key.cert_pem,
+            csr_pem: key.csr_pem,
+        })
     }
 
     /// `Apply` as a stream: one event per resource as it completes, then the summary.
@@ -172,20 +359,26 @@ impl AgentClient {
         resources: Vec<ResourceSpec>,
         check_only: bool,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<ApplyEvent>> + use<>> {
-        let request = pb::ApplyRequest {
+        let message = pb::ApplyRequest {
             resources: resources.into_iter().map(Into::into).collect(),
             check_only,
         };
         let host = self.host.clone();
-        let stream = self
-            .inner
-            .apply(request)
-            .await
-            .map_err(|s| status_error(&self.host, "Apply", s))?;
-        Ok(stream.into_inner().map(move |item| {
-            let event = item.map_err(|s| status_error(&host, "Apply", s))?;
-            ApplyEvent::try_from(event)
-                .with_context(|| format!("invalid Apply event from the agent on {host}"))
+        let limit = self.deadlines.apply;
+        let deadline = tokio::time::Instant::now() + limit;
+        let call = self.inner.apply(request(message, limit));
+        let stream = within(&self.host, "Apply", self.deadlines.call, call).await?;
+        let events = stream.into_inner().map({
+            let host = host.clone();
+            move |item| {
+                let event = item.map_err(|s| status_error(&host, "Apply", s))?;
+                ApplyEvent::try_from(event)
+                    .with_context(|| format!("invalid Apply event from the agent on {host}"))
+            }
+        });
+        // Dropping the stream at the deadline tells the agent, which skips the rest of the batch.
+        Ok(until(events, deadline, move || {
+            deadline_error(&host, "Apply", limit)
         }))
     }
 
@@ -216,7 +409,8 @@ impl AgentClient {
         &mut self,
         command: ExecCommand,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<ExecOutput>> + use<>> {
-        let request = pb::ExecRequest {
+        let limit = command.timeout.unwrap_or(EXEC_DEFAULT_TIMEOUT) + self.deadlines.exec_margin;
+        let message = pb::ExecRequest {
             argv: command.argv,
             env: command
                 .env
@@ -226,21 +420,28 @@ impl AgentClient {
             run_as: command.run_as,
             stdin: command.stdin,
             cwd: command.cwd,
+            timeout_secs: command
+                .timeout
+                .map(|t| u32::try_from(t.as_secs().max(1)).unwrap_or(u32::MAX)),
         };
         let host = self.host.clone();
-        let stream = self
-            .inner
-            .exec(request)
-            .await
-            .map_err(|s| status_error(&self.host, "Exec", s))?;
-        Ok(stream.into_inner().map(move |item| {
-            let output = item.map_err(|s| status_error(&host, "Exec", s))?.output;
-            match output {
-                Some(pb::exec_output::Output::Stdout(b)) => Ok(ExecOutput::Stdout(b)),
-                Some(pb::exec_output::Output::Stderr(b)) => Ok(ExecOutput::Stderr(b)),
-                Some(pb::exec_output::Output::ExitCode(c)) => Ok(ExecOutput::ExitCode(c)),
-                None => bail!("empty Exec output from the agent on {host}"),
+        let deadline = tokio::time::Instant::now() + limit;
+        let call = self.inner.exec(request(message, limit));
+        let stream = within(&self.host, "Exec", self.deadlines.call, call).await?;
+        let outputs = stream.into_inner().map({
+            let host = host.clone();
+            move |item| {
+                let output = item.map_err(|s| status_error(&host, "Exec", s))?.output;
+                match output {
+                    Some(pb::exec_output::Output::Stdout(b)) => Ok(ExecOutput::Stdout(b)),
+                    Some(pb::exec_output::Output::Stderr(b)) => Ok(ExecOutput::Stderr(b)),
+                    Some(pb::exec_output::Output::ExitCode(c)) => Ok(ExecOutput::ExitCode(c)),
+                    None => bail!("empty Exec output from the agent on {host}"),
+                }
             }
+        });
+        Ok(until(outputs, deadline, move || {
+            deadline_error(&host, "Exec", limit)
         }))
     }
 
@@ -268,37 +469,19 @@ impl AgentClient {
         )
     }
 
-    /// `exec` that must succeed: its stdout, or an error naming the host, the program, the exit
-    /// code and stderr.
-    pub async fn exec_stdout(&mut self, command: ExecCommand) -> anyhow::Result<String> {
-        let program = command.argv.first().cloned().unwrap_or_default();
-        let result = self.exec(command).await?;
-        if result.exit_code != 0 {
-            bail!(
-                "`{program}` on {} failed (exit {}): {}",
-                self.host,
-                result.exit_code,
-                String::from_utf8_lossy(&result.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&result.stdout).into_owned())
-    }
-
     /// `Health` of the agent and, when `data_dir` is given, the Postgres instance there on `port`.
     pub async fn health(
         &mut self,
         data_dir: Option<&str>,
         port: u16,
     ) -> anyhow::Result<HealthReport> {
-        let request = pb::HealthRequest {
+        let message = pb::HealthRequest {
             data_dir: data_dir.unwrap_or_default().to_string(),
             port: port.into(),
         };
-        let report = self
-            .inner
-            .health(request)
-            .await
-            .map_err(|s| status_error(&self.host, "Health", s))?;
+        let limit = self.deadlines.facts;
+        let call = self.inner.health(request(message, limit));
+        let report = within(&self.host, "Health", limit, call).await?;
         HealthReport::try_from(report.into_inner())
             .with_context(|| format!("invalid Health report from the agent on {}", self.host))
     }
@@ -350,7 +533,7 @@ mod tests {
     #[test]
     fn protocol_mismatch_says_what_to_do() {
         expect_test::expect![[
-            r#"agent on kinetic speaks protocol 7, controller speaks 1: re-deploy to replace it"#
+            r#"agent on kinetic speaks protocol 7, controller speaks 2: re-deploy to replace it"#
         ]]
         .assert_eq(&protocol_mismatch("kinetic", 7));
     }

@@ -1,8 +1,9 @@
 //! Bootstrap: gets a current, enrolled `tpa-agent` running on every host.
 //!
-//! An agent that answers over mutual TLS with the same binary as ours is left alone (one
-//! round trip). Otherwise, over SSH: upload the binary, `tpa-agent init` (CA + join token on
-//! stdin), install and (re)start the systemd unit, then enrol over gRPC pinned to the key
+//! An agent that answers over mutual TLS with the same binary as ours (the hash its `Hello`
+//! reports of its binary file on disk) is left alone: one round trip. Otherwise, over SSH: upload
+//! the binary, `tpa-agent init` (CA + join token on stdin; `--listen` the host's cluster
+//! address), install and (re)start the systemd unit, then enrol over gRPC pinned to the key
 //! fingerprint init printed. Keys never leave the host; only the certificate travels.
 
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::agent_client::{self, AgentClient, ExecCommand, InitOutcome, JoinToken, TOKEN_LIFETIME};
+use crate::agent_client::{self, AgentClient, InitOutcome, JoinToken, TOKEN_LIFETIME};
 use crate::inventory::{Host, sha256_hex};
 use crate::pki::{CertifiedKey, Pki};
 use crate::ssh::{Ssh, shell_quote};
@@ -62,22 +63,23 @@ impl<'a> Bootstrap<'a> {
         })
     }
 
-    /// Returns a connected client for `host`, installing or updating its agent if needed
-    /// (with `check_only`, refuses to: a check changes nothing).
+    /// Returns a connected client for `host`, whose agent listens at `addr` (the platform
+    /// says where), installing or updating its agent if needed (with `check_only`, refuses
+    /// to: a check changes nothing).
     pub async fn host(
         &self,
         host: &Host,
+        addr: SocketAddr,
         check_only: bool,
     ) -> anyhow::Result<(AgentClient, AgentChange)> {
-        let addr = SocketAddr::new(host.address, tpa_proto::DEFAULT_AGENT_PORT);
         let ca = self.pki.ca_cert_pem();
         let current = tokio::time::timeout(
             Duration::from_secs(5),
             agent_client::connect(addr, &host.name, ca, self.identity),
         )
         .await;
-        if let Ok(Ok(mut client)) = current
-            && self.remote_sha256(&mut client).await.as_deref() == Some(self.agent_sha256.as_str())
+        if let Ok(Ok(client)) = current
+            && client.binary_sha256() == self.agent_sha256
         {
             return Ok((client, AgentChange::Unchanged));
         }
@@ -92,16 +94,6 @@ impl<'a> Bootstrap<'a> {
         Ok((client, change))
     }
 
-    async fn remote_sha256(&self, client: &mut AgentClient) -> Option<String> {
-        let command = ExecCommand {
-            argv: vec!["sha256sum".into(), AGENT_PATH.into()],
-            ..Default::default()
-        };
-        let result = client.exec(command).await.ok()?;
-        let out = String::from_utf8_lossy(&result.stdout);
-        out.split_whitespace().next().map(str::to_string)
-    }
-
     async fn install(&self, host: &Host, addr: SocketAddr) -> anyhow::Result<AgentChange> {
         let name = &host.name;
         let upload = format!(
@@ -114,11 +106,7 @@ impl<'a> Bootstrap<'a> {
             .with_context(|| format!("uploading tpa-agent to {name}"))?;
         let token = JoinToken::generate();
         let document = agent_client::init_document(self.pki.ca_cert_pem(), &token, TOKEN_LIFETIME);
-        let init = format!(
-            "{AGENT_PATH} init --name {} --san {}",
-            shell_quote(name),
-            shell_quote(&host.address.to_string())
-        );
+        let init = init_command(name, addr);
         let out = self
             .ssh
             .run(name, &init, document.as_bytes())
@@ -160,6 +148,17 @@ impl<'a> Bootstrap<'a> {
     }
 }
 
+/// `tpa-agent init` for a host: its name, its address as a certificate name, and that address to listen
+/// on (never every interface).
+fn init_command(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "{AGENT_PATH} init --name {} --san {} --listen {}",
+        shell_quote(name),
+        shell_quote(&addr.ip().to_string()),
+        shell_quote(&addr.to_string())
+    )
+}
+
 /// The agent binary shipped to hosts: `TPA_AGENT_BIN`, else `tpa-agent` beside this binary.
 pub fn agent_binary_path() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("TPA_AGENT_BIN") {
@@ -189,5 +188,19 @@ async fn connect_with_retry(
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_listens_on_the_host_address() {
+        let addr = SocketAddr::from(([10, 33, 0, 2], tpa_proto::DEFAULT_AGENT_PORT));
+        assert_eq!(
+            init_command("ulb", addr),
+            "/usr/local/bin/tpa-agent init --name 'ulb' --san '10.33.0.2' --listen '10.33.0.2:7443'"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! Postgres server certificates: the key is generated on the host (and never leaves it),
 //! the host sends a CSR, the cluster CA signs it for the host's name and address. A current
 //! certificate for that key is kept, so a re-deploy changes nothing.
+//!
+//! All host work goes through the agent's typed `ServerKey` call (no shell, no openssl): it
+//! reports the key's public half and the installed certificate, and when asked creates the key
+//! (root, 0600; the planner then hands it to postgres) and makes the CSR with rcgen.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -8,22 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::agent_client::{AgentClient, ExecCommand};
+use crate::agent_client::AgentClient;
 use crate::pki::{CertUsage, Pki, RENEW_BEFORE};
-
-/// Reads `cert_file` and the public half of `key_file` on the host.
-const READ_SCRIPT: &str = r#"cert="$1"; key="$2"
-[ -f "$cert" ] && cat "$cert"
-echo "--tpa--"
-[ -f "$key" ] && openssl pkey -in "$key" -pubout 2>/dev/null
-exit 0"#;
-
-/// Creates the key if missing (root-owned, 0600: the planner hands it to postgres) and
-/// prints a CSR for it.
-const CSR_SCRIPT: &str = r#"set -e; key="$1"; name="$2"
-umask 077; mkdir -p "$(dirname "$key")"; chmod 755 "$(dirname "$key")"
-[ -f "$key" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key" 2>/dev/null
-openssl req -new -key "$key" -subj "/CN=$name""#;
 
 /// What the certificate step found or did on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +35,8 @@ impl ServerCert {
     }
 }
 
+/// Keeps the host's current certificate, or (unless `check_only`) has the agent create the key if
+/// needed and make a CSR, and signs it for `name` and `address`.
 pub async fn ensure(
     client: &mut AgentClient,
     pki: &Pki,
@@ -54,30 +46,25 @@ pub async fn ensure(
     key_file: &str,
     check_only: bool,
 ) -> anyhow::Result<ServerCert> {
-    let out = sh(client, READ_SCRIPT, &[cert_file, key_file]).await?;
-    let (cert, key) = out.split_once("--tpa--").unwrap_or((&out, ""));
-    if is_current(pki.ca_cert_pem(), cert.trim(), key.trim(), name, address) {
+    let seen = client.server_key(key_file, cert_file, false, None).await?;
+    if let (Some(cert), Some(key)) = (&seen.cert_pem, &seen.public_key_pem)
+        && is_current(pki.ca_cert_pem(), cert.trim(), key.trim(), name, address)
+    {
         return Ok(ServerCert::Current(cert.trim().to_string() + "\n"));
     }
     if check_only {
         return Ok(ServerCert::WouldIssue);
     }
-    let csr = sh(client, CSR_SCRIPT, &[key_file, name]).await?;
+    let made = client
+        .server_key(key_file, cert_file, true, Some(name))
+        .await?;
+    let csr = made.csr_pem.with_context(|| {
+        format!("the agent on {name} made no certificate request for {key_file}")
+    })?;
     let pem = pki
         .sign_csr(&csr, &[name.to_string()], &[address], CertUsage::Server)
         .with_context(|| format!("signing the Postgres certificate request of {name}"))?;
     Ok(ServerCert::Issued(pem))
-}
-
-async fn sh(client: &mut AgentClient, script: &str, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["sh".to_string(), "-c".into(), script.into(), "sh".into()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    client
-        .exec_stdout(ExecCommand {
-            argv,
-            ..Default::default()
-        })
-        .await
 }
 
 /// A certificate is kept when the CA signed it, it names the host and its address, it is

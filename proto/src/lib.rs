@@ -7,8 +7,8 @@
 //! # Layout
 //!
 //! - [`pb`]: the generated messages, clients (`pb::agent_client`, `pb::enrol_client`) and servers.
-//! - `resource`, `event`, `facts`, `health`: `TryFrom<pb::X> for domain::X` (fallible: proto3 fields are all
-//!   optional) and `From<domain::X> for pb::X`.
+//! - `resource`, `query`, `event`, `facts`, `health`: `TryFrom<pb::X> for domain::X` (fallible: proto3 fields
+//!   are all optional) and `From<domain::X> for pb::X`; one pair per resource kind.
 //! - [`ApplyEvent`], [`HealthReport`]: domain twins of the two stream/report messages that have no type in
 //!   `tpa-common`.
 //! - [`CONTROLLER_IDENTITY`], [`spki_fingerprint`]: the names both ends check during enrolment and mTLS.
@@ -21,6 +21,7 @@ mod event;
 mod facts;
 mod health;
 mod identity;
+mod query;
 mod redact;
 mod resource;
 

@@ -1,5 +1,5 @@
 //! Hand-written `Debug` for the generated messages that carry secrets (env values, join tokens, file content,
-//! SQL text): printing one of them, e.g. in a tracing field or a test failure, never shows the secret.
+//! secret SQL text): printing one of them, e.g. in a tracing field or a test failure, never shows the secret.
 //!
 //! `tests/bootstrap.rs` lists the same messages in `REDACTED` so prost does not derive `Debug` for them.
 
@@ -39,6 +39,7 @@ impl fmt::Debug for pb::ExecRequest {
             .field("run_as", &self.run_as)
             .field("stdin", &Len(self.stdin.len()))
             .field("cwd", &self.cwd)
+            .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
 }
@@ -72,23 +73,13 @@ impl fmt::Debug for pb::FileIfAbsent {
     }
 }
 
-// === impl Sql ===
+// === impl SqlText ===
 
-impl fmt::Debug for pb::Sql {
+impl fmt::Debug for pb::SqlText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = |s: &String| {
-            if self.secret {
-                HIDDEN.to_string()
-            } else {
-                s.clone()
-            }
-        };
-        f.debug_struct("Sql")
-            .field("database", &self.database)
-            .field("check", &text(&self.check))
-            .field("apply", &text(&self.apply))
-            .field("run_as", &self.run_as)
-            .field("port", &self.port)
+        let text: &dyn fmt::Debug = if self.secret { &HIDDEN } else { &self.text };
+        f.debug_struct("SqlText")
+            .field("text", text)
             .field("secret", &self.secret)
             .finish()
     }
@@ -137,8 +128,17 @@ mod tests {
             ..Default::default()
         };
         let sql = pb::Sql {
-            apply: "ALTER ROLE x PASSWORD 'hunter2'".into(),
-            secret: true,
+            apply: Some(pb::SqlText {
+                text: "ALTER ROLE x PASSWORD 'hunter2'".into(),
+                secret: true,
+            }),
+            ..Default::default()
+        };
+        let query = pb::QueryRequest {
+            sql: Some(pb::SqlText {
+                text: "select 'hunter2'".into(),
+                secret: true,
+            }),
             ..Default::default()
         };
         let token = pb::RequestCsrRequest {
@@ -148,7 +148,7 @@ mod tests {
             token: "hunter2".into(),
             cert_pem: "PEM".into(),
         };
-        let shown = format!("{exec:?} {file:?} {sql:?} {token:?} {install:?}");
+        let shown = format!("{exec:?} {file:?} {sql:?} {query:?} {token:?} {install:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(
             shown.contains("PGPASSWORD") && shown.contains("<7 bytes>") && shown.contains("600"),
@@ -159,7 +159,10 @@ mod tests {
     #[test]
     fn non_secret_sql_is_shown() {
         let sql = pb::Sql {
-            check: "SELECT true".into(),
+            check: Some(pb::SqlText {
+                text: "SELECT true".into(),
+                secret: false,
+            }),
             ..Default::default()
         };
         assert!(format!("{sql:?}").contains("SELECT true"));

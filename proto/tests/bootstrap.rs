@@ -36,7 +36,7 @@ const REDACTED: &[&str] = &[
     "ExecRequest",
     "File",
     "FileIfAbsent",
-    "Sql",
+    "SqlText",
     "RequestCsrRequest",
     "InstallCertificateRequest",
 ];

@@ -2,76 +2,100 @@
 //! and its `unless` command exits non-zero; without guards it runs on every apply.
 //!
 //! Example spec: `Command { argv: ["/usr/lib/postgresql/15/bin/initdb", "-D", "/opt/postgres/data"],
-//! creates: Some("/opt/postgres/data/PG_VERSION"), unless: None, run_as: Some("postgres"), env: [], secret_env: false }`.
+//! creates: Some("/opt/postgres/data/PG_VERSION"), unless: None, run_as: Some("postgres"), env: [], secret_env: false,
+//! timeout_secs: None }`.
 //!
 //! Environment values are passed through the process environment and never logged. With
-//! `secret_env` the command's output is left out of failure messages as well.
+//! `secret_env` the command's output is left out of failure messages as well. A command that
+//! runs longer than its `timeout_secs` (or the agent's default) is killed with its process group.
 
 use std::path::Path;
+use std::time::Duration;
+
+use tpa_common::resource::Command;
 
 use super::run::{self, Invocation};
-use super::{ResourceError, State};
+use super::{Apply, Ctx, ResourceError, State};
 
-/// Evaluates the guards; runs only the read-only `unless` command, never `argv`.
-pub fn check(
-    argv: &[String],
-    creates: Option<&str>,
-    unless: Option<&[String]>,
-    run_as: Option<&str>,
-    env: &[(String, String)],
-    _secret_env: bool,
-) -> Result<State, ResourceError> {
-    if argv.is_empty() {
-        return Err(ResourceError::Invalid("command argv is empty".to_owned()));
-    }
-    if let Some(path) = creates
-        && Path::new(path).exists()
-    {
-        return Ok(State::in_state(format!("{path} exists")));
-    }
-    if let Some(unless) = unless {
-        let output = run::run(&Invocation {
-            argv: unless,
-            run_as,
-            env,
-            stdin: None,
-        })?;
-        if output.success() {
-            return Ok(State::in_state(format!("`{}` succeeded", unless.join(" "))));
+impl Apply for Command {
+    /// Evaluates the guards; runs only the read-only `unless` command, never `argv`.
+    fn check(&self, ctx: &Ctx) -> Result<State, ResourceError> {
+        if self.argv.is_empty() {
+            return Err(ResourceError::Invalid("command argv is empty".to_owned()));
         }
+        if let Some(path) = &self.creates
+            && Path::new(path).exists()
+        {
+            return Ok(State::in_state(format!("{path} exists")));
+        }
+        if let Some(unless) = &self.unless {
+            let env = self.env();
+            let output = run::run_for(
+                &Invocation {
+                    argv: unless,
+                    run_as: self.run_as.as_deref(),
+                    env: &env,
+                    stdin: None,
+                },
+                self.timeout(ctx),
+            )?;
+            if output.success() {
+                return Ok(State::in_state(format!("`{}` succeeded", unless.join(" "))));
+            }
+        }
+        Ok(State::differs(
+            Some(format!("$ {}\n", self.argv.join(" "))),
+            reason(self.creates.as_deref(), self.unless.as_deref()),
+        ))
     }
-    Ok(State::differs(
-        Some(format!("$ {}\n", argv.join(" "))),
-        reason(creates, unless),
-    ))
+
+    /// Runs `argv`; fails with its exit status and (unless `secret_env`) the tail of its output.
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
+        let env = self.env();
+        let output = run::run_for(
+            &Invocation {
+                argv: &self.argv,
+                run_as: self.run_as.as_deref(),
+                env: &env,
+                stdin: None,
+            },
+            self.timeout(ctx),
+        )?;
+        let program = self.argv.first().map_or("", String::as_str);
+        if !output.success() {
+            let detail = if self.secret_env {
+                "output hidden (secret environment)".to_owned()
+            } else {
+                output.tail()
+            };
+            return Err(ResourceError::Failed(format!(
+                "`{program}` failed ({}): {detail}",
+                output.status_text()
+            )));
+        }
+        Ok(format!("ran `{program}`"))
+    }
 }
 
-/// Runs `argv`; fails with its exit status and (unless `secret_env`) the tail of its output.
-pub fn apply(
-    argv: &[String],
-    run_as: Option<&str>,
-    env: &[(String, String)],
-    secret_env: bool,
-) -> Result<String, ResourceError> {
-    let output = run::run(&Invocation {
-        argv,
-        run_as,
-        env,
-        stdin: None,
-    })?;
-    let program = argv.first().map_or("", String::as_str);
-    if !output.success() {
-        let detail = if secret_env {
-            "output hidden (secret environment)".to_owned()
-        } else {
-            output.tail()
-        };
-        return Err(ResourceError::Failed(format!(
-            "`{program}` failed ({}): {detail}",
-            output.status_text()
-        )));
+trait Runtime {
+    fn env(&self) -> Vec<(String, String)>;
+    fn timeout(&self, ctx: &Ctx) -> Duration;
+}
+
+impl Runtime for Command {
+    /// The environment for the child; the values leave their `Secret` wrapper only here.
+    fn env(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.expose().clone()))
+            .collect()
     }
-    Ok(format!("ran `{program}`"))
+
+    fn timeout(&self, ctx: &Ctx) -> Duration {
+        self.timeout_secs.map_or(ctx.timeouts.command, |secs| {
+            Duration::from_secs(secs.into())
+        })
+    }
 }
 
 fn reason(creates: Option<&str>, unless: Option<&[String]>) -> String {
@@ -87,10 +111,24 @@ fn reason(creates: Option<&str>, unless: Option<&[String]>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tpa_common::resource::EnvVar;
+
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn command(argv: &[&str]) -> Command {
+        Command {
+            argv: strings(argv),
+            creates: None,
+            unless: None,
+            run_as: None,
+            env: vec![],
+            secret_env: false,
+            timeout_secs: None,
+        }
     }
 
     #[test]
@@ -98,31 +136,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let marker = dir.path().join("done");
         let marker_str = marker.to_str().expect("utf8");
-        let argv = strings(&["touch", marker_str]);
-        let state = check(&argv, Some(marker_str), None, None, &[], false).expect("check");
+        let touch = Command {
+            creates: Some(marker_str.to_owned()),
+            ..command(&["touch", marker_str])
+        };
+        let mut ctx = Ctx::default();
+        let state = touch.check(&ctx).expect("check");
         assert!(!state.in_state);
         assert!(state.message.contains("does not exist"));
         assert!(!marker.exists(), "check must not run the command");
-        apply(&argv, None, &[], false).expect("apply");
-        assert!(
-            check(&argv, Some(marker_str), None, None, &[], false)
-                .expect("check")
-                .in_state
-        );
+        touch.apply(&mut ctx).expect("apply");
+        assert!(touch.check(&ctx).expect("check").in_state);
     }
 
     #[test]
     fn unless_guard_runs_but_command_does_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let marker = dir.path().join("ran");
-        let argv = strings(&["touch", marker.to_str().expect("utf8")]);
-        assert!(
-            check(&argv, None, Some(&strings(&["true"])), None, &[], false)
-                .expect("check")
-                .in_state
-        );
-        let state =
-            check(&argv, None, Some(&strings(&["false"])), None, &[], false).expect("check");
+        let touch = command(&["touch", marker.to_str().expect("utf8")]);
+        let ctx = Ctx::default();
+        let guarded = |unless: &str| Command {
+            unless: Some(strings(&[unless])),
+            ..touch.clone()
+        };
+        assert!(guarded("true").check(&ctx).expect("check").in_state);
+        let state = guarded("false").check(&ctx).expect("check");
         assert!(!state.in_state);
         assert_eq!(state.message, "`false` failed");
         assert!(!marker.exists());
@@ -130,20 +168,51 @@ mod tests {
 
     #[test]
     fn unguarded_command_is_always_out_of_state() {
-        let state = check(&strings(&["true"]), None, None, None, &[], false).expect("check");
+        let state = command(&["true"]).check(&Ctx::default()).expect("check");
         assert!(!state.in_state);
         assert_eq!(state.diff.as_deref(), Some("$ true\n"));
     }
 
     #[test]
     fn failure_message_has_output_tail_unless_secret() {
-        let argv = strings(&["sh", "-c", "echo \"bad $TOKEN\" >&2; exit 2"]);
-        let env = [("TOKEN".to_owned(), "s3cret".to_owned())];
-        let error = apply(&argv, None, &env, false).expect_err("fails");
+        let failing = Command {
+            env: vec![EnvVar::new("TOKEN", "s3cret")],
+            ..command(&["sh", "-c", "echo \"bad $TOKEN\" >&2; exit 2"])
+        };
+        let mut ctx = Ctx::default();
+        let error = failing.apply(&mut ctx).expect_err("fails");
         assert_eq!(error.to_string(), "`sh` failed (exit status 2): bad s3cret");
-        let error = apply(&argv, None, &env, true).expect_err("fails");
+        let secret = Command {
+            secret_env: true,
+            ..failing
+        };
+        let error = secret.apply(&mut ctx).expect_err("fails");
         assert!(!error.to_string().contains("s3cret"), "{error}");
         assert!(error.to_string().contains("exit status 2"));
+        assert!(!format!("{secret:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_command_that_runs_too_long_fails_clearly() {
+        let sleeper = Command {
+            timeout_secs: Some(1),
+            ..command(&["sleep", "30"])
+        };
+        let started = std::time::Instant::now();
+        let error = sleeper.apply(&mut Ctx::default()).expect_err("times out");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(
+            error.to_string(),
+            "`sleep 30` did not finish within 1 s and was killed with everything it started; see the \
+             agent's journal (journalctl -u tpa-agent) for what it was waiting on"
+        );
+        // Without its own limit, the context's applies.
+        let mut ctx = Ctx::default();
+        ctx.timeouts.command = std::time::Duration::from_millis(300);
+        let error = command(&["sleep", "30"])
+            .apply(&mut ctx)
+            .expect_err("times out");
+        assert!(error.to_string().contains("within 0.3 s"), "{error}");
     }
 
     #[test]
@@ -161,7 +230,11 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .expect("chmod");
-        apply(&strings(&["sh", "-c", &script]), Some("nobody"), &[], false).expect("apply");
+        let as_nobody = Command {
+            run_as: Some("nobody".into()),
+            ..command(&["sh", "-c", &script])
+        };
+        as_nobody.apply(&mut Ctx::default()).expect("apply");
         assert_eq!(
             std::fs::read_to_string(&marker).expect("read").trim(),
             "nobody"
@@ -171,7 +244,7 @@ mod tests {
     #[test]
     fn empty_argv_is_invalid() {
         assert!(matches!(
-            check(&[], None, None, None, &[], false),
+            command(&[]).check(&Ctx::default()),
             Err(ResourceError::Invalid(_))
         ));
     }

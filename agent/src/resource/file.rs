@@ -1,20 +1,37 @@
-//! `File` and `FileIfAbsent` resources: a regular file with exact content, owner, group and mode.
+//! `File` resource: a regular file with exact content, owner, group and mode.
 //!
 //! Example spec: `File { path: "/etc/postgresql/15/main/conf.d/0000-tpa.conf", content: b"port = 5432\n",
 //! owner: "postgres", group: "postgres", mode: 0o640, secret: false }`.
 //!
 //! Content changes are written atomically: a temp file in the same directory gets the content,
 //! owner and mode, is fsynced and renamed over the target. When only metadata differs, only
-//! chown/chmod run. Diffs of secret or non-UTF-8 content are masked.
+//! chown/chmod run, through a descriptor opened without following links. A symlink at the path
+//! is replaced by a regular file, never followed. Diffs of secret or non-UTF-8 content are masked.
+//! The helpers here serve `FileIfAbsent` too.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{Read as _, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::{ResourceError, State, owner};
+use tpa_common::resource::File;
 
-/// Borrowed view of a `File`/`FileIfAbsent` resource.
+use super::nofollow::{self, Expect};
+use super::{Apply, Ctx, ResourceError, State, owner};
+
+impl Apply for File {
+    /// Compares the file on disk with the resource; never writes.
+    fn check(&self, _ctx: &Ctx) -> Result<State, ResourceError> {
+        check(&self.view())
+    }
+
+    /// Makes the file match (idempotent: does nothing when it already does).
+    fn apply(&self, _ctx: &mut Ctx) -> Result<String, ResourceError> {
+        apply(&self.view())
+    }
+}
+
+/// Borrowed view of a file's desired state, shared with `FileIfAbsent`.
 #[derive(Debug, Clone, Copy)]
 pub struct FileSpec<'a> {
     pub path: &'a str,
@@ -25,41 +42,19 @@ pub struct FileSpec<'a> {
     pub secret: bool,
 }
 
-impl<'a> FileSpec<'a> {
-    /// The view of `kind` when it is a `File` or `FileIfAbsent` resource.
-    pub fn of(kind: &'a tpa_common::resource::Resource) -> Option<FileSpec<'a>> {
-        use tpa_common::resource::Resource;
-        match kind {
-            Resource::File {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-                secret,
-            } => Some(FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: *secret,
-            }),
-            Resource::FileIfAbsent {
-                path,
-                content,
-                owner,
-                group,
-                mode,
-            } => Some(FileSpec {
-                path,
-                content,
-                owner,
-                group,
-                mode: *mode,
-                secret: false,
-            }),
-            _ => None,
+trait View {
+    fn view(&self) -> FileSpec<'_>;
+}
+
+impl View for File {
+    fn view(&self) -> FileSpec<'_> {
+        FileSpec {
+            path: &self.path,
+            content: self.content.as_bytes(),
+            owner: &self.owner,
+            group: &self.group,
+            mode: self.mode,
+            secret: self.secret,
         }
     }
 }
@@ -79,7 +74,7 @@ enum Current {
 }
 
 /// Compares the file on disk with `spec`; never writes.
-pub fn check(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
+fn check(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
     owner::validate_mode(spec.mode)?;
     let uid = owner::uid(spec.owner)?;
     let gid = owner::gid(spec.group)?;
@@ -131,7 +126,7 @@ pub fn check(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
 }
 
 /// Makes the file match `spec` (idempotent: does nothing when it already does).
-pub fn apply(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
+fn apply(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
     owner::validate_mode(spec.mode)?;
     let uid = owner::uid(spec.owner)?;
     let gid = owner::gid(spec.group)?;
@@ -159,53 +154,15 @@ pub fn apply(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
     }
 }
 
-/// `FileIfAbsent`: in state whenever anything exists at the path.
-pub fn check_if_absent(spec: &FileSpec<'_>) -> Result<State, ResourceError> {
-    owner::validate_mode(spec.mode)?;
-    if exists(spec.path)? {
-        return Ok(State::in_state("exists; never modified after creation"));
-    }
-    // Resolve now so a missing owner fails in check mode too.
-    owner::uid(spec.owner)?;
-    owner::gid(spec.group)?;
-    let diff = format!(
-        "# create with owner {}:{} mode {:04o}\n{}",
-        spec.owner,
-        spec.group,
-        spec.mode,
-        render_diff(spec.path, None, spec.content, spec.secret)
-    );
-    Ok(State::differs(Some(diff), "absent"))
-}
-
-/// `FileIfAbsent`: creates the file only if nothing exists at the path.
-pub fn apply_if_absent(spec: &FileSpec<'_>) -> Result<String, ResourceError> {
-    if exists(spec.path)? {
-        return Ok("exists; left untouched".to_owned());
-    }
-    write_atomically(
-        spec.path,
-        spec.content,
-        owner::uid(spec.owner)?,
-        owner::gid(spec.group)?,
-        spec.mode,
-    )?;
-    Ok("created".to_owned())
-}
-
-fn exists(path: &str) -> Result<bool, ResourceError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(ResourceError::io("inspect", path, e)),
-    }
-}
-
 fn observe(path: &str) -> Result<Current, ResourceError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Current::Absent),
-        Err(e) => return Err(ResourceError::io("inspect", path, e)),
+    let Some(meta) = fs::symlink_metadata(path)
+        .map(Some)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(None),
+            _ => Err(ResourceError::io("inspect", path, e)),
+        })?
+    else {
+        return Ok(Current::Absent);
     };
     let file_type = meta.file_type();
     if file_type.is_dir() {
@@ -213,23 +170,31 @@ fn observe(path: &str) -> Result<Current, ResourceError> {
             "{path} is a directory; remove it or fix the path of this file resource"
         )));
     }
+    // A link is never followed: it is replaced by a regular file (rename does not follow it).
     if file_type.is_symlink() {
         return Ok(Current::Replaceable("symlink"));
     }
     if !file_type.is_file() {
         return Ok(Current::Replaceable("special file"));
     }
-    let content = fs::read(path).map_err(|e| ResourceError::io("read", path, e))?;
+    // Read what was opened without following a link, not whatever the path names by then.
+    let Some((mut file, meta)) = nofollow::open(path, Expect::File, false)? else {
+        return Ok(Current::Absent);
+    };
+    let mut content = Vec::new();
+    file.read_to_end(&mut content)
+        .map_err(|e| ResourceError::io("read", path, e))?;
+    let (uid, gid, mode) = nofollow::owner_and_mode(&meta);
     Ok(Current::Regular {
         content,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: meta.mode() & 0o7777,
+        uid,
+        gid,
+        mode,
     })
 }
 
 /// Lines describing owner/group/mode differences (empty when none).
-fn metadata_changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<String> {
+pub(super) fn metadata_changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<String> {
     let mut lines = Vec::new();
     if current.0 != desired.0 {
         lines.push(format!(
@@ -289,12 +254,15 @@ pub fn render_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) -> 
         .to_string()
 }
 
+/// chown and chmod through a descriptor opened without following a link, so a link swapped in
+/// since `observe` cannot redirect them.
 fn set_metadata(path: &str, uid: u32, gid: u32, mode: u32) -> Result<(), ResourceError> {
-    // chown first: it may clear setuid/setgid bits that chmod then sets.
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(|e| ResourceError::io("chown", path, e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| ResourceError::io("chmod", path, e))
+    let Some((file, _)) = nofollow::open(path, Expect::File, false)? else {
+        return Err(ResourceError::Failed(format!(
+            "{path} disappeared while it was being updated; deploy again"
+        )));
+    };
+    nofollow::set_owner_and_mode(&file, path, uid, gid, mode)
 }
 
 /// Writes `content` to a temp file beside `path` with final owner and mode, fsyncs it, renames it
@@ -343,6 +311,8 @@ pub fn write_atomically(
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
     use super::*;
     use expect_test::expect;
 
@@ -507,14 +477,37 @@ mod tests {
     }
 
     #[test]
-    fn file_if_absent_creates_once_and_never_modifies() {
+    fn metadata_is_never_fixed_through_a_symlink() {
         let Some(f) = fixture() else { return };
-        let s = spec(&f.path, b"# override\n", 0o644);
-        assert!(!check_if_absent(&s).expect("check").in_state);
-        assert_eq!(apply_if_absent(&s).expect("apply"), "created");
-        fs::write(&f.path, b"operator edit\n").expect("edit");
-        assert!(check_if_absent(&s).expect("check").in_state);
-        apply_if_absent(&s).expect("apply");
-        assert_eq!(fs::read(&f.path).expect("read"), b"operator edit\n");
+        let target = format!("{}.target", f.path);
+        fs::write(&target, b"x").expect("seed");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::os::unix::fs::symlink(&target, &f.path).expect("symlink");
+        // A link swapped in after the check: the metadata fix must refuse it, not chmod the target.
+        let error = set_metadata(&f.path, 0, 0, 0o600).expect_err("a link");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("refusing {}: it is a symbolic link", f.path)),
+            "{error}"
+        );
+        assert_eq!(mode_of(&target), 0o644, "the link's target is untouched");
+    }
+
+    #[test]
+    fn a_file_resource_runs_through_the_trait() {
+        let Some(f) = fixture() else { return };
+        let file = File {
+            path: f.path.clone(),
+            content: tpa_common::resource::Content::from("a\n"),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o600,
+            secret: false,
+        };
+        let mut ctx = Ctx::default();
+        assert!(!Apply::check(&file, &ctx).expect("check").in_state);
+        Apply::apply(&file, &mut ctx).expect("apply");
+        assert!(Apply::check(&file, &ctx).expect("check").in_state);
     }
 }

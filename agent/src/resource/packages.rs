@@ -4,53 +4,61 @@
 //!
 //! Check asks dpkg; apply runs a non-interactive `apt-get install` of the missing packages,
 //! keeping existing config files. `apt-get update` runs first only when the package lists are
-//! empty, or once as a retry when apt cannot find a package.
+//! empty, or once as a retry when apt cannot find a package. apt and dpkg run under the
+//! `packages` time limit, dpkg-query under `probe` (see `run::Timeouts`).
 
-use super::run::{self, Invocation};
-use super::{ResourceError, State};
+use std::time::Duration;
+
+use tpa_common::resource::Packages;
+
+use super::run::{self, Invocation, Timeouts};
+use super::{Apply, Ctx, ResourceError, State};
 
 /// Where apt keeps downloaded package lists.
 const APT_LISTS: &str = "/var/lib/apt/lists";
 
-/// Lists the packages that are not installed; never writes.
-pub fn check(names: &[String]) -> Result<State, ResourceError> {
-    let missing = missing(names)?;
-    if missing.is_empty() {
-        return Ok(State::in_state(format!("{} installed", names.len())));
+impl Apply for Packages {
+    /// Lists the packages that are not installed; never writes.
+    fn check(&self, ctx: &Ctx) -> Result<State, ResourceError> {
+        let missing = missing(&self.names, &ctx.timeouts)?;
+        if missing.is_empty() {
+            return Ok(State::in_state(format!("{} installed", self.names.len())));
+        }
+        let diff: String = missing.iter().map(|name| format!("+{name}\n")).collect();
+        Ok(State::differs(
+            Some(diff),
+            format!("missing: {}", missing.join(", ")),
+        ))
     }
-    let diff: String = missing.iter().map(|name| format!("+{name}\n")).collect();
-    Ok(State::differs(
-        Some(diff),
-        format!("missing: {}", missing.join(", ")),
-    ))
-}
 
-/// Installs the missing packages; idempotent.
-pub fn apply(names: &[String]) -> Result<String, ResourceError> {
-    let missing = missing(names)?;
-    if missing.is_empty() {
-        return Ok("all installed".to_owned());
-    }
-    recover_interrupted_dpkg()?;
-    if lists_empty() {
-        apt_update()?;
-    }
-    let output = install(&missing)?;
-    if !output.success() {
-        if !needs_update(&String::from_utf8_lossy(&output.stderr)) {
-            return Err(install_failed(&missing, &output));
+    /// Installs the missing packages; idempotent.
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
+        let t = &ctx.timeouts;
+        let missing = missing(&self.names, t)?;
+        if missing.is_empty() {
+            return Ok("all installed".to_owned());
         }
-        apt_update()?;
-        let retry = install(&missing)?;
-        if !retry.success() {
-            return Err(install_failed(&missing, &retry));
+        recover_interrupted_dpkg(t)?;
+        if lists_empty() {
+            apt_update(t)?;
         }
+        let output = install(&missing, t)?;
+        if !output.success() {
+            if !needs_update(&String::from_utf8_lossy(&output.stderr)) {
+                return Err(install_failed(&missing, &output));
+            }
+            apt_update(t)?;
+            let retry = install(&missing, t)?;
+            if !retry.success() {
+                return Err(install_failed(&missing, &retry));
+            }
+        }
+        Ok(format!("installed: {}", missing.join(", ")))
     }
-    Ok(format!("installed: {}", missing.join(", ")))
 }
 
 /// Names among `names` whose dpkg status is not "install ok installed".
-fn missing(names: &[String]) -> Result<Vec<String>, ResourceError> {
+fn missing(names: &[String], timeouts: &Timeouts) -> Result<Vec<String>, ResourceError> {
     if names.is_empty() {
         return Ok(Vec::new());
     }
@@ -61,10 +69,13 @@ fn missing(names: &[String]) -> Result<Vec<String>, ResourceError> {
     ];
     argv.extend(names.iter().cloned());
     // dpkg-query exits 1 when some package is unknown; the output still lists the known ones.
-    let output = run::run(&Invocation {
-        argv: &argv,
-        ..Invocation::default()
-    })?;
+    let output = run::run_for(
+        &Invocation {
+            argv: &argv,
+            ..Invocation::default()
+        },
+        timeouts.probe,
+    )?;
     Ok(missing_from_status(
         names,
         &String::from_utf8_lossy(&output.stdout),
@@ -111,7 +122,7 @@ fn lists_empty() -> bool {
     })
 }
 
-fn install(names: &[String]) -> Result<run::Output, ResourceError> {
+fn install(names: &[String], timeouts: &Timeouts) -> Result<run::Output, ResourceError> {
     let mut argv: Vec<String> = [
         "apt-get",
         "install",
@@ -129,22 +140,25 @@ fn install(names: &[String]) -> Result<run::Output, ResourceError> {
     .map(|s| (*s).to_owned())
     .collect();
     argv.extend(names.iter().cloned());
-    run::run(&Invocation {
-        argv: &argv,
-        env: &apt_env(),
-        ..Invocation::default()
-    })
+    run::run_for(
+        &Invocation {
+            argv: &argv,
+            env: &apt_env(),
+            ..Invocation::default()
+        },
+        timeouts.packages,
+    )
 }
 
 /// dpkg leaves journal entries in `updates/`, or packages half-unpacked, when it was
 /// interrupted (e.g. the agent was killed mid-install); apt then refuses to run. Finishing the
 /// job here (configure what can be, reinstall what dpkg left half-unpacked) means a deploy
 /// interrupted half-way needs no manual clean-up.
-fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
+fn recover_interrupted_dpkg(timeouts: &Timeouts) -> Result<(), ResourceError> {
     let journal = std::fs::read_dir("/var/lib/dpkg/updates")
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
-    let (unfinished, _) = dpkg_unfinished()?;
+    let (unfinished, _) = dpkg_unfinished(timeouts.probe)?;
     if !journal && !unfinished {
         return Ok(());
     }
@@ -156,8 +170,8 @@ fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
         "--force-confold",
     ];
     // Fails while a package is half-unpacked, but replays the journal, which apt needs first.
-    let _ = run_apt(&configure, "`dpkg --configure -a` failed", "");
-    let (_, reinstall) = dpkg_unfinished()?;
+    let _ = run_apt(&configure, "`dpkg --configure -a` failed", "", timeouts);
+    let (_, reinstall) = dpkg_unfinished(timeouts.probe)?;
     if !reinstall.is_empty() {
         let mut argv = vec![
             "apt-get",
@@ -176,25 +190,30 @@ fn recover_interrupted_dpkg() -> Result<(), ResourceError> {
             &argv,
             "reinstalling packages an interrupted dpkg left half-installed failed",
             "",
+            timeouts,
         )?;
     }
     run_apt(
         &configure,
         "dpkg was interrupted and `dpkg --configure -a` failed",
         "",
+        timeouts,
     )
 }
 
 /// Whether any package is in an unfinished state, and which need reinstalling.
-fn dpkg_unfinished() -> Result<(bool, Vec<String>), ResourceError> {
+fn dpkg_unfinished(timeout: Duration) -> Result<(bool, Vec<String>), ResourceError> {
     let argv: Vec<String> = ["dpkg-query", "-W", "-f=${Package}\t${Status}\n"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let output = run::run(&Invocation {
-        argv: &argv,
-        ..Invocation::default()
-    })?;
+    let output = run::run_for(
+        &Invocation {
+            argv: &argv,
+            ..Invocation::default()
+        },
+        timeout,
+    )?;
     Ok(unfinished_from_status(&String::from_utf8_lossy(
         &output.stdout,
     )))
@@ -235,13 +254,21 @@ fn unfinished_from_status(text: &str) -> (bool, Vec<String>) {
 
 /// Runs an apt or dpkg command non-interactively; a failure says `what`, the exit status,
 /// the output's tail, then `hint`.
-fn run_apt(argv: &[&str], what: &str, hint: &str) -> Result<(), ResourceError> {
+fn run_apt(
+    argv: &[&str],
+    what: &str,
+    hint: &str,
+    timeouts: &Timeouts,
+) -> Result<(), ResourceError> {
     let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-    let output = run::run(&Invocation {
-        argv: &argv,
-        env: &apt_env(),
-        ..Invocation::default()
-    })?;
+    let output = run::run_for(
+        &Invocation {
+            argv: &argv,
+            env: &apt_env(),
+            ..Invocation::default()
+        },
+        timeouts.packages,
+    )?;
     if !output.success() {
         return Err(ResourceError::Failed(format!(
             "{what} ({}): {}{hint}",
@@ -252,11 +279,12 @@ fn run_apt(argv: &[&str], what: &str, hint: &str) -> Result<(), ResourceError> {
     Ok(())
 }
 
-fn apt_update() -> Result<(), ResourceError> {
+fn apt_update(timeouts: &Timeouts) -> Result<(), ResourceError> {
     run_apt(
         &["apt-get", "update", "-o", "DPkg::Lock::Timeout=300"],
         "`apt-get update` failed",
         "; check /etc/apt/sources.list* and network or local repository",
+        timeouts,
     )
 }
 
@@ -308,8 +336,14 @@ mod tests {
             eprintln!("skipping: dpkg-query not installed");
             return;
         }
-        assert!(check(&names(&["dpkg"])).expect("check").in_state);
-        let state = check(&names(&["dpkg", "tpa-no-such-package"])).expect("check");
+        let ctx = Ctx::default();
+        let packages = |items: &[&str]| Packages {
+            names: names(items),
+        };
+        assert!(packages(&["dpkg"]).check(&ctx).expect("check").in_state);
+        let state = packages(&["dpkg", "tpa-no-such-package"])
+            .check(&ctx)
+            .expect("check");
         assert!(!state.in_state);
         assert_eq!(state.message, "missing: tpa-no-such-package");
         assert_eq!(state.diff.as_deref(), Some("+tpa-no-such-package\n"));

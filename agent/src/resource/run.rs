@@ -1,11 +1,63 @@
-//! Runs external tools (apt-get, systemctl, psql, operator commands) with captured output,
-//! optional stdin and an optional `runuser -u` user switch. Environment values are passed through
-//! the process environment, never through arguments, and are never logged.
+//! Runs external tools (apt-get, dpkg, systemctl, psql, initdb, operator commands) with captured
+//! output, optional stdin, an optional `runuser -u` user switch, and always a time limit.
+//!
+//! Each tool runs in its own process group; when its time is up the whole group is killed
+//! (SIGKILL), so children it started (dpkg under apt, a script's subshells) do not live on.
+//! Environment values are passed through the process environment, never through arguments, and
+//! are never logged.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use super::ResourceError;
+
+/// The time limit of [`run`]: quick look-ups (dpkg-query, `systemctl is-active`, a facts query).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long to wait for output pipes to close after the tool exited: a background process it
+/// left behind may hold them open, and must not hold the agent too.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// Time limits of the tools the resource engine runs. [`Timeouts::default`] is what a deploy
+/// uses; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Quick look-ups and account tools: dpkg-query, `systemctl is-*`, groupadd, useradd, usermod.
+    pub probe: Duration,
+    /// apt-get and dpkg, which download and unpack.
+    pub packages: Duration,
+    /// systemctl actions (enable, start, restart, reload, daemon-reload), which wait for the unit.
+    pub systemctl: Duration,
+    /// One psql run of a SQL resource (its check or its apply).
+    pub psql: Duration,
+    /// One psql run of the Query RPC.
+    pub query: Duration,
+    /// A `Command` resource that sets no `timeout_secs` of its own (e.g. initdb).
+    pub command: Duration,
+    /// psql's `connect_timeout`: a Postgres that accepts no connection fails fast.
+    pub connect: Duration,
+    /// Postgres `lock_timeout` for the agent's SQL: waiting on another session's lock fails
+    /// instead of stalling the deploy.
+    pub lock: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            probe: Duration::from_secs(120),
+            packages: Duration::from_secs(30 * 60),
+            systemctl: Duration::from_secs(10 * 60),
+            psql: Duration::from_secs(30 * 60),
+            query: Duration::from_secs(60),
+            command: Duration::from_secs(30 * 60),
+            connect: Duration::from_secs(10),
+            lock: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Captured result of a finished command.
 #[derive(Debug)]
@@ -20,7 +72,7 @@ impl Output {
         self.status.success()
     }
 
-    /// "exit status 3" or "killed by signal 9", for messages.
+    /// "exit status 3" or "killed by a signal", for messages.
     pub fn status_text(&self) -> String {
         match self.status.code() {
             Some(code) => format!("exit status {code}"),
@@ -71,9 +123,15 @@ pub fn full_argv(argv: &[String], run_as: Option<&str>) -> Vec<String> {
     }
 }
 
-/// Runs the invocation to completion and captures its output. Fails only when the program
-/// cannot be started; a non-zero exit is reported in [`Output::status`].
+/// [`run_for`] with [`DEFAULT_TIMEOUT`].
 pub fn run(invocation: &Invocation<'_>) -> Result<Output, ResourceError> {
+    run_for(invocation, DEFAULT_TIMEOUT)
+}
+
+/// Runs the invocation to completion and captures its output. Fails when the program cannot be
+/// started, or when it runs longer than `timeout` (it is then killed with its process group); a
+/// non-zero exit is reported in [`Output::status`].
+pub fn run_for(invocation: &Invocation<'_>, timeout: Duration) -> Result<Output, ResourceError> {
     let argv = full_argv(invocation.argv, invocation.run_as);
     let Some((program, args)) = argv.split_first() else {
         return Err(ResourceError::Invalid("empty argv".to_owned()));
@@ -84,6 +142,8 @@ pub fn run(invocation: &Invocation<'_>) -> Result<Output, ResourceError> {
         .envs(invocation.env.iter().map(|(k, v)| (k, v)))
         // A neutral cwd: users switched to with runuser may not read the agent's cwd.
         .current_dir("/")
+        // Its own process group, so a timeout kills what it started too.
+        .process_group(0)
         .stdin(if invocation.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -96,33 +156,50 @@ pub fn run(invocation: &Invocation<'_>) -> Result<Output, ResourceError> {
         source,
     };
     let mut child = command.spawn().map_err(spawn_error)?;
+    let group = child.id();
     // Feed stdin from a thread so a chatty child cannot deadlock us on full pipes.
-    let writer = match (invocation.stdin, child.stdin.take()) {
-        (Some(bytes), Some(mut pipe)) => {
-            let bytes = bytes.to_vec();
-            Some(std::thread::spawn(move || pipe.write_all(&bytes)))
-        }
-        _ => None,
-    };
-    let output = child.wait_with_output().map_err(spawn_error)?;
-    if let Some(writer) = writer {
+    if let (Some(bytes), Some(mut pipe)) = (invocation.stdin, child.stdin.take()) {
+        let bytes = bytes.to_vec();
         // A child that exits without reading all of stdin is judged by its exit status alone.
-        let _ = writer.join();
+        std::thread::spawn(move || pipe.write_all(&bytes));
     }
+    let stdout = Collector::start(child.stdout.take());
+    let stderr = Collector::start(child.stderr.take());
+    let (exited_tx, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited_tx.send(child.wait());
+    });
+    let status = match exited.recv_timeout(timeout) {
+        Ok(status) => status.map_err(spawn_error)?,
+        Err(_) => {
+            kill_group(group);
+            // Reap it, so no zombie is left; SIGKILL cannot be ignored.
+            let _ = exited.recv_timeout(PIPE_GRACE);
+            tracing::warn!(command = %argv.join(" "), timeout_secs = timeout.as_secs(), "killed: ran out of time");
+            return Err(ResourceError::TimedOut {
+                command: short(&argv),
+                after: timeout,
+            });
+        }
+    };
     Ok(Output {
-        status: output.status,
-        stdout: output.stdout,
-        stderr: output.stderr,
+        status,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
     })
 }
 
-/// Runs `argv` (as root, no extra env) and fails with the output tail when it exits non-zero.
-pub fn run_checked(argv: &[&str]) -> Result<Output, ResourceError> {
+/// Runs `argv` (as root, no extra env) within `timeout` and fails with the output tail when it
+/// exits non-zero.
+pub fn run_checked(argv: &[&str], timeout: Duration) -> Result<Output, ResourceError> {
     let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-    let output = run(&Invocation {
-        argv: &argv,
-        ..Invocation::default()
-    })?;
+    let output = run_for(
+        &Invocation {
+            argv: &argv,
+            ..Invocation::default()
+        },
+        timeout,
+    )?;
     if !output.success() {
         return Err(ResourceError::Failed(format!(
             "`{}` failed ({}): {}",
@@ -132,6 +209,65 @@ pub fn run_checked(argv: &[&str]) -> Result<Output, ResourceError> {
         )));
     }
     Ok(output)
+}
+
+/// SIGKILL to a process group; a group that is already gone is fine.
+pub fn kill_group(group: u32) {
+    let Ok(pid) = i32::try_from(group) else {
+        return;
+    };
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// The command for messages: at most the first few words (argv carries no secrets, but may be long).
+fn short(argv: &[String]) -> String {
+    let mut text = argv.iter().take(6).cloned().collect::<Vec<_>>().join(" ");
+    if argv.len() > 6 {
+        text.push_str(" ...");
+    }
+    text
+}
+
+/// Reads one output pipe on a thread into a shared buffer.
+struct Collector {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Collector {
+    fn start(pipe: Option<impl Read + Send + 'static>) -> Collector {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done) = mpsc::channel();
+        if let Some(mut pipe) = pipe {
+            let shared = buffer.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut buffer) = shared.lock() {
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        }
+        Collector { buffer, done }
+    }
+
+    /// What was read: all of it, or what came within [`PIPE_GRACE`] when something the tool
+    /// left running still holds the pipe.
+    fn finish(self) -> Vec<u8> {
+        let _ = self.done.recv_timeout(PIPE_GRACE);
+        self.buffer
+            .lock()
+            .map(|mut buffer| std::mem::take(&mut *buffer))
+            .unwrap_or_default()
+    }
 }
 
 /// The last `lines` non-empty lines of `text`, joined with " | " to keep messages on one line.
@@ -147,6 +283,8 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
@@ -195,6 +333,74 @@ mod tests {
             error
                 .to_string()
                 .contains("could not run `/nonexistent/tpa-tool`")
+        );
+    }
+
+    /// True while `pid` exists and is not a zombie.
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    }
+
+    #[test]
+    fn a_tool_that_runs_too_long_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid_file = dir.path().join("child.pid");
+        // The shell starts a child that would outlive it, then waits forever.
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let argv = strings(&["sh", "-c", &script]);
+        let started = Instant::now();
+        let error = run_for(
+            &Invocation {
+                argv: &argv,
+                ..Invocation::default()
+            },
+            Duration::from_millis(500),
+        )
+        .expect_err("times out");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("`sh -c") && text.contains("did not finish within 0.5 s"),
+            "{text}"
+        );
+        let child = std::fs::read_to_string(&pid_file).expect("pid file");
+        let child = child.trim();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(child) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(child), "the tool's child {child} was killed too");
+    }
+
+    #[test]
+    fn a_background_process_holding_the_pipes_does_not_hold_the_agent() {
+        let argv = strings(&["sh", "-c", "echo started; sleep 6 & exit 0"]);
+        let started = Instant::now();
+        let output = run_for(
+            &Invocation {
+                argv: &argv,
+                ..Invocation::default()
+            },
+            Duration::from_secs(20),
+        )
+        .expect("runs");
+        assert!(output.success());
+        assert_eq!(output.stdout_text(), "started");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
         );
     }
 

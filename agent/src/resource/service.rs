@@ -6,12 +6,14 @@
 //!
 //! Rules: restart wins over reload; a unit this resource starts is not also restarted or reloaded
 //! (it starts with the new configuration); a unit that should be stopped is never restarted.
-//! `daemon-reload` is run by the engine before the first service after a unit file changed.
+//! `daemon-reload` runs before the first service after a unit file changed in the batch.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::{ResourceError, State, run};
+use tpa_common::resource::Service;
+
+use super::{Apply, Ctx, ResourceError, State, run};
 
 /// Why a running unit must be reloaded or restarted, decided from the batch so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,54 +116,82 @@ pub fn parse_is_active(output: &str) -> bool {
     matches!(output.trim(), "active" | "reloading" | "activating")
 }
 
-/// Observes the unit and plans; never changes anything.
-pub fn check(
-    unit: &str,
-    enabled: bool,
-    running: bool,
-    trigger: &Trigger,
-) -> Result<State, ResourceError> {
-    let steps = plan(observe(unit)?, enabled, running, trigger);
-    if steps.is_empty() {
-        return Ok(State::in_state(describe_state(enabled, running)));
+impl Apply for Service {
+    /// Observes the unit and plans from the batch so far; never changes anything.
+    fn check(&self, ctx: &Ctx) -> Result<State, ResourceError> {
+        let trigger = ctx.trigger(&self.reload_on, &self.restart_on)?;
+        let steps = plan(
+            observe(&self.unit, ctx)?,
+            self.enabled,
+            self.running,
+            &trigger,
+        );
+        let state = if steps.is_empty() {
+            State::in_state(describe_state(self.enabled, self.running))
+        } else {
+            State::differs(None, describe(&steps, &trigger))
+        };
+        Ok(with_pending_daemon_reload(state, ctx.units_dirty()))
     }
-    Ok(State::differs(None, describe(&steps, trigger)))
+
+    /// `daemon-reload` if a unit file changed, then the planned systemctl actions; idempotent
+    /// (re-observes first).
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
+        let trigger = ctx.trigger(&self.reload_on, &self.restart_on)?;
+        let mut message = String::new();
+        if ctx.units_dirty() {
+            require_systemd()?;
+            run::run_checked(&["systemctl", "daemon-reload"], ctx.timeouts.systemctl)?;
+            ctx.daemon_reloaded();
+            message.push_str("daemon-reload, ");
+        }
+        let steps = plan(
+            observe(&self.unit, ctx)?,
+            self.enabled,
+            self.running,
+            &trigger,
+        );
+        for step in &steps {
+            run::run_checked(
+                &["systemctl", step.verb(), &self.unit],
+                ctx.timeouts.systemctl,
+            )?;
+        }
+        if steps.is_empty() {
+            message.push_str(&describe_state(self.enabled, self.running));
+        } else {
+            message.push_str(&describe(&steps, &trigger));
+        }
+        Ok(message)
+    }
 }
 
-/// Runs the planned systemctl actions; idempotent (re-observes first).
-pub fn apply(
-    unit: &str,
-    enabled: bool,
-    running: bool,
-    trigger: &Trigger,
-) -> Result<String, ResourceError> {
-    let steps = plan(observe(unit)?, enabled, running, trigger);
-    for step in &steps {
-        run::run_checked(&["systemctl", step.verb(), unit])?;
+/// A changed unit file makes the next service out of state: `daemon-reload` must run even when
+/// the unit itself needs nothing else.
+fn with_pending_daemon_reload(state: State, units_dirty: bool) -> State {
+    if !units_dirty {
+        return state;
     }
-    if steps.is_empty() {
-        return Ok(describe_state(enabled, running));
+    if state.in_state {
+        return State::differs(None, "daemon-reload (a unit file changed)");
     }
-    Ok(describe(&steps, trigger))
+    State::differs(state.diff, format!("daemon-reload, {}", state.message))
 }
 
-/// `systemctl daemon-reload`, after unit files changed.
-pub fn daemon_reload() -> Result<(), ResourceError> {
-    require_systemd()?;
-    run::run_checked(&["systemctl", "daemon-reload"]).map(|_| ())
-}
-
-fn observe(unit: &str) -> Result<Observed, ResourceError> {
+fn observe(unit: &str, ctx: &Ctx) -> Result<Observed, ResourceError> {
     require_systemd()?;
     // Both exit non-zero for disabled/inactive units; the text is what counts.
-    let enabled = run::run(&run::Invocation {
-        argv: &strings(&["systemctl", "is-enabled", unit]),
-        ..Default::default()
-    })?;
-    let active = run::run(&run::Invocation {
-        argv: &strings(&["systemctl", "is-active", unit]),
-        ..Default::default()
-    })?;
+    let probe = |verb: &str| {
+        run::run_for(
+            &run::Invocation {
+                argv: &strings(&["systemctl", verb, unit]),
+                ..Default::default()
+            },
+            ctx.timeouts.probe,
+        )
+    };
+    let enabled = probe("is-enabled")?;
+    let active = probe("is-active")?;
     Ok(Observed {
         enablement: parse_is_enabled(&enabled.stdout_text()),
         active: parse_is_active(&active.stdout_text()),
@@ -312,12 +342,33 @@ mod tests {
     }
 
     #[test]
+    fn changed_unit_file_makes_service_out_of_state() {
+        let in_state = State::in_state("enabled, running");
+        assert_eq!(
+            with_pending_daemon_reload(in_state.clone(), false),
+            in_state
+        );
+        let pending = with_pending_daemon_reload(in_state, true);
+        assert!(!pending.in_state);
+        assert_eq!(pending.message, "daemon-reload (a unit file changed)");
+        let restart = with_pending_daemon_reload(State::differs(None, "restart"), true);
+        assert_eq!(restart.message, "daemon-reload, restart");
+    }
+
+    #[test]
     fn without_systemd_check_fails_clearly() {
         if systemd_running() {
             eprintln!("skipping: systemd is running here; this test covers hosts without it");
             return;
         }
-        let error = check("tpa-test.service", true, true, &Trigger::None).expect_err("no systemd");
+        let service = Service {
+            unit: "tpa-test.service".into(),
+            enabled: true,
+            running: true,
+            reload_on: vec![],
+            restart_on: vec![],
+        };
+        let error = service.check(&Ctx::default()).expect_err("no systemd");
         assert!(error.to_string().contains("systemd is not running"));
     }
 }

@@ -2,104 +2,76 @@
 //! The `check` query returns one boolean; `t` means in state, otherwise `apply` runs.
 //!
 //! Example spec: `Sql { database: "postgres", check: "select exists(select 1 from pg_roles where rolname = 'app')",
-//! apply: "create role app login", run_as: "postgres", port: 5432, secret: false }`.
+//! apply: "create role app login", run_as: "postgres", port: 5432 }`.
 //!
-//! SQL is always sent on stdin, never in argv, because it may carry password verifiers; with
-//! `secret` the SQL text and psql's error output (which quotes the statement) are masked.
+//! psql runs through [`psql::run`]: SQL on stdin, never in argv, with connect and lock timeouts.
+//! Secret SQL text (it carries password verifiers) and psql's error output for it are masked.
 
-use super::run::{self, Invocation};
-use super::{ResourceError, State};
+use std::collections::{BTreeMap, HashSet};
 
-/// The unix socket directory psql connects through.
-pub const SOCKET_DIR: &str = "/var/run/postgresql";
+use tpa_common::resource::{Resource, ResourceSpec, Sql, SqlText};
 
-/// Borrowed view of a `Sql` resource.
-#[derive(Debug, Clone, Copy)]
-pub struct SqlSpec<'a> {
-    pub database: &'a str,
-    pub check: &'a str,
-    pub apply: &'a str,
-    pub run_as: &'a str,
-    pub port: u16,
-    pub secret: bool,
+pub use super::psql::SOCKET_DIR;
+use super::psql::{self, Format, Target};
+use super::run::Timeouts;
+use super::{Apply, Ctx, ResourceError, State};
+
+impl Apply for Sql {
+    /// Runs the check query; read-only by contract of the query the controller renders.
+    fn check(&self, ctx: &Ctx) -> Result<State, ResourceError> {
+        if self.check_true(&ctx.timeouts)? {
+            return Ok(State::in_state("check query returned true"));
+        }
+        let diff = match self.apply.shown() {
+            Some(text) => format!("{}\n", text.trim_end()),
+            None => "# secret SQL masked\n".to_owned(),
+        };
+        Ok(State::differs(Some(diff), "check query returned false"))
+    }
+
+    /// Runs the apply SQL (idempotent: re-checks first).
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
+        if self.check_true(&ctx.timeouts)? {
+            return Ok("check query returned true; nothing to do".to_owned());
+        }
+        let t = &ctx.timeouts;
+        psql::run(
+            self.target(),
+            &self.apply,
+            Format::Unaligned,
+            "apply SQL",
+            t.psql,
+            t,
+        )?;
+        Ok("applied SQL".to_owned())
+    }
 }
 
-impl<'a> SqlSpec<'a> {
-    /// The view of `kind` when it is a `Sql` resource.
-    pub fn of(kind: &'a tpa_common::resource::Resource) -> Option<SqlSpec<'a>> {
-        match kind {
-            tpa_common::resource::Resource::Sql {
-                database,
-                check,
-                apply,
-                run_as,
-                port,
-                secret,
-            } => Some(SqlSpec {
-                database,
-                check,
-                apply,
-                run_as,
-                port: *port,
-                secret: *secret,
-            }),
-            _ => None,
+trait Session {
+    fn target(&self) -> Target<'_>;
+    fn check_true(&self, timeouts: &Timeouts) -> Result<bool, ResourceError>;
+}
+
+impl Session for Sql {
+    fn target(&self) -> Target<'_> {
+        Target {
+            database: &self.database,
+            port: self.port,
+            user: &self.run_as,
         }
     }
 
-    fn user(&self) -> &str {
-        if self.run_as.is_empty() {
-            "postgres"
-        } else {
-            self.run_as
-        }
+    fn check_true(&self, t: &Timeouts) -> Result<bool, ResourceError> {
+        let output = psql::run(
+            self.target(),
+            &self.check,
+            Format::Unaligned,
+            "check query",
+            t.psql,
+            t,
+        )?;
+        parse_bool(&output)
     }
-}
-
-/// Runs the check query; read-only by contract of the query the controller renders.
-pub fn check(spec: &SqlSpec<'_>) -> Result<State, ResourceError> {
-    let output = psql(spec, spec.check, "check query")?;
-    if parse_bool(&output)? {
-        return Ok(State::in_state("check query returned true"));
-    }
-    let diff = if spec.secret {
-        "# secret SQL masked\n".to_owned()
-    } else {
-        format!("{}\n", spec.apply.trim_end())
-    };
-    Ok(State::differs(Some(diff), "check query returned false"))
-}
-
-/// Runs the apply SQL (idempotent: re-checks first).
-pub fn apply(spec: &SqlSpec<'_>) -> Result<String, ResourceError> {
-    if parse_bool(&psql(spec, spec.check, "check query")?)? {
-        return Ok("check query returned true; nothing to do".to_owned());
-    }
-    psql(spec, spec.apply, "apply SQL")?;
-    Ok("applied SQL".to_owned())
-}
-
-/// `runuser -u USER -- psql ...`; the SQL itself goes to stdin.
-pub fn psql_argv(database: &str, port: u16) -> Vec<String> {
-    let port = port.to_string();
-    [
-        "psql",
-        "-X",
-        "-A",
-        "-t",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        SOCKET_DIR,
-        "-p",
-        &port,
-        "-d",
-        database,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
 }
 
 /// Parses the check query's output: exactly `t` or `f`.
@@ -114,42 +86,54 @@ pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
     }
 }
 
-/// Runs the check queries of many resources that share database, port and user in one psql
-/// session, and returns the positions (in `specs`) of those whose check returned true.
+/// Runs the check queries of a batch's SQL resources that share database, port and user in one
+/// psql session each, and returns the ids of those whose check returned true.
 ///
 /// A no-op deploy then costs one psql per database instead of one per resource. Only a hint:
-/// any trouble (psql fails, a query errors, the rows do not line up) returns an empty set and
-/// every resource is checked on its own as usual.
-pub fn prefetch_true(specs: &[SqlSpec<'_>]) -> std::collections::HashSet<usize> {
-    let mut found = std::collections::HashSet::new();
-    let mut groups: std::collections::BTreeMap<(&str, u16, &str), Vec<usize>> = Default::default();
-    for (i, spec) in specs.iter().enumerate() {
-        groups
-            .entry((spec.database, spec.port, spec.user()))
-            .or_default()
-            .push(i);
+/// any trouble (psql fails, a query errors, the rows do not line up) leaves a group out, and
+/// its resources are checked on their own as usual.
+pub fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashSet<String> {
+    // (database, port, user) -> the (id, resource) pairs that share one psql session.
+    type Shared<'a> = (&'a str, u16, &'a str);
+    let mut groups: BTreeMap<Shared<'_>, Vec<(&String, &Sql)>> = BTreeMap::new();
+    for spec in resources {
+        if let Resource::Sql(sql) = &spec.kind {
+            let user = if sql.run_as.is_empty() {
+                "postgres"
+            } else {
+                sql.run_as.as_str()
+            };
+            groups
+                .entry((sql.database.as_str(), sql.port, user))
+                .or_default()
+                .push((&spec.id, sql));
+        }
     }
+    let mut found = HashSet::new();
     for ((database, port, user), members) in groups {
         if members.len() < 2 {
             continue;
         }
         let script: String = members
             .iter()
-            .map(|i| format!("{};\n", specs[*i].check.trim_end().trim_end_matches(';')))
+            .map(|(_, sql)| format!("{};\n", sql.check.expose().trim_end().trim_end_matches(';')))
             .collect();
-        let argv = psql_argv(database, port);
-        let Ok(output) = run::run(&Invocation {
-            argv: &argv,
-            run_as: Some(user),
-            env: &[],
-            stdin: Some(script.as_bytes()),
-        }) else {
+        let secret = members.iter().any(|(_, sql)| sql.check.is_secret());
+        let target = Target {
+            database,
+            port,
+            user,
+        };
+        let Ok(stdout) = psql::run(
+            target,
+            &SqlText::new(script, secret),
+            Format::Unaligned,
+            "prefetched check queries",
+            timeouts.psql,
+            timeouts,
+        ) else {
             continue;
         };
-        if !output.success() {
-            continue;
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
         let rows: Vec<&str> = stdout.lines().collect();
         if rows.len() != members.len() {
             continue;
@@ -159,48 +143,30 @@ pub fn prefetch_true(specs: &[SqlSpec<'_>]) -> std::collections::HashSet<usize> 
                 .iter()
                 .zip(rows)
                 .filter(|(_, row)| row.trim() == "t")
-                .map(|(i, _)| *i),
+                .map(|((id, _), _)| (*id).clone()),
         );
     }
     found
 }
 
-fn psql(spec: &SqlSpec<'_>, sql: &str, what: &str) -> Result<String, ResourceError> {
-    let argv = psql_argv(spec.database, spec.port);
-    let output = run::run(&Invocation {
-        argv: &argv,
-        run_as: Some(spec.user()),
-        env: &[],
-        stdin: Some(sql.as_bytes()),
-    })?;
-    if !output.success() {
-        let detail = if spec.secret {
-            "error output hidden (secret SQL)".to_owned()
-        } else {
-            output.tail()
-        };
-        return Err(ResourceError::Failed(format!(
-            "psql {what} on database `{}` port {} as {} failed ({}): {detail}",
-            spec.database,
-            spec.port,
-            spec.user(),
-            output.status_text()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::{Duration, Instant};
 
-    #[test]
-    fn sql_never_appears_in_argv() {
-        let argv = psql_argv("postgres", 5432).join(" ");
-        assert_eq!(
-            argv,
-            "psql -X -A -t -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -p 5432 -d postgres"
-        );
+    use tpa_common::event::Outcome;
+
+    use super::*;
+    use crate::resource::{BatchOptions, apply_batch_blocking};
+    use crate::testing::start_postgres;
+
+    fn sql(port: u16, check: &str, apply: SqlText) -> Sql {
+        Sql {
+            database: "postgres".into(),
+            check: SqlText::plain(check),
+            apply,
+            run_as: "postgres".into(),
+            port,
+        }
     }
 
     #[test]
@@ -211,121 +177,33 @@ mod tests {
         assert!(error.to_string().contains("expected one boolean"));
     }
 
-    /// A throwaway Postgres instance on the real socket dir, stopped on drop.
-    struct Instance {
-        _dir: tempfile::TempDir,
-        data: String,
-        port: u16,
-        bin: std::path::PathBuf,
-    }
-
-    impl Drop for Instance {
-        fn drop(&mut self) {
-            let pg_ctl = self.bin.join("pg_ctl").to_string_lossy().into_owned();
-            let _ = std::process::Command::new("runuser")
-                .args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    &pg_ctl,
-                    "-D",
-                    &self.data,
-                    "-m",
-                    "immediate",
-                    "stop",
-                ])
-                .output();
-        }
-    }
-
-    fn start_postgres() -> Option<Instance> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("postgres").is_file());
-        let ready = super::super::owner::is_root()
-            && std::path::Path::new(SOCKET_DIR).is_dir()
-            && super::super::owner::uid("postgres").is_ok();
-        let (Some(bin), true) = (bin, ready) else {
-            eprintln!(
-                "skipping: needs root, a postgres user, {SOCKET_DIR} and a Postgres server in /usr/lib/postgresql"
-            );
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let uid = super::super::owner::uid("postgres").expect("postgres uid");
-        std::os::unix::fs::chown(dir.path(), Some(uid), None).expect("chown");
-        let data = dir.path().join("data").to_string_lossy().into_owned();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let log = dir.path().join("log").to_string_lossy().into_owned();
-        let as_postgres = |tool: &str, args: &[&str]| {
-            let tool = bin.join(tool).to_string_lossy().into_owned();
-            let status = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--", &tool])
-                .args(args)
-                .current_dir("/")
-                .output()
-                .expect("runuser");
-            assert!(
-                status.status.success(),
-                "{tool}: {}",
-                String::from_utf8_lossy(&status.stderr)
-            );
-        };
-        as_postgres(
-            "initdb",
-            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
-        );
-        let instance = Instance {
-            _dir: dir,
-            data: data.clone(),
-            port,
-            bin: bin.clone(),
-        };
-        let options = format!("-p {port} -k {SOCKET_DIR} -c listen_addresses=''");
-        as_postgres(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
-        );
-        Some(instance)
-    }
-
     #[test]
     fn real_postgres_check_apply_and_facts() {
         let Some(pg) = start_postgres() else { return };
         let role = format!("tpa_test_{}", pg.port);
         let check_sql = format!("select exists(select 1 from pg_roles where rolname = '{role}')");
         let apply_sql = format!("create role {role} password 'SCRAM-SHA-256$4096:c2FsdA==$x:y'");
-        let spec = SqlSpec {
-            database: "postgres",
-            check: &check_sql,
-            apply: &apply_sql,
-            run_as: "postgres",
-            port: pg.port,
-            secret: true,
+        let spec = Sql {
+            check: SqlText::secret(check_sql),
+            ..sql(pg.port, "", SqlText::secret(apply_sql))
         };
-        let state = check(&spec).expect("check");
+        let mut ctx = Ctx::default();
+        let state = spec.check(&ctx).expect("check");
         assert!(!state.in_state);
         assert_eq!(state.diff.as_deref(), Some("# secret SQL masked\n"));
-        assert_eq!(apply(&spec).expect("apply"), "applied SQL");
-        assert!(check(&spec).expect("check").in_state, "apply converged");
+        assert_eq!(spec.apply(&mut ctx).expect("apply"), "applied SQL");
+        assert!(spec.check(&ctx).expect("check").in_state, "apply converged");
         assert_eq!(
-            apply(&spec).expect("apply again"),
+            spec.apply(&mut ctx).expect("apply again"),
             "check query returned true; nothing to do"
         );
 
-        let failing = SqlSpec {
-            apply: "select no_such_function()",
-            check: "select false",
-            secret: false,
-            ..spec
-        };
-        let error = apply(&failing).expect_err("bad SQL");
+        let failing = sql(
+            pg.port,
+            "select false",
+            SqlText::plain("select no_such_function()"),
+        );
+        let error = failing.apply(&mut ctx).expect_err("bad SQL");
         assert!(error.to_string().contains("no_such_function"), "{error}");
 
         let facts = crate::facts::postgres_facts(&pg.data, pg.port);
@@ -337,80 +215,138 @@ mod tests {
     #[test]
     fn prefetch_runs_checks_together_and_gives_up_on_trouble() {
         let Some(pg) = start_postgres() else { return };
-        let spec = |check: &'static str| SqlSpec {
-            database: "postgres",
-            check,
-            apply: "select 1",
-            run_as: "postgres",
-            port: pg.port,
-            secret: false,
+        let spec = |id: &str, check: &str| ResourceSpec {
+            id: id.into(),
+            kind: Resource::Sql(sql(pg.port, check, SqlText::plain("select 1"))),
         };
-        let specs = [
-            spec("select true"),
-            spec("select false;"),
-            spec("select 1 = 1"),
-        ];
-        let found = prefetch_true(&specs);
-        assert_eq!(found, [0, 2].into_iter().collect());
+        let t = Timeouts::default();
+        let found = prefetch_checks(
+            &[
+                spec("a", "select true"),
+                spec("b", "select false;"),
+                spec("c", "select 1 = 1"),
+            ],
+            &t,
+        );
+        assert_eq!(
+            found,
+            ["a".to_owned(), "c".to_owned()].into_iter().collect()
+        );
         // One broken query: no hints at all, every resource is then checked on its own.
-        let broken = [spec("select true"), spec("select no_such_column")];
-        assert!(prefetch_true(&broken).is_empty());
+        let broken = [spec("a", "select true"), spec("b", "select no_such_column")];
+        assert!(prefetch_checks(&broken, &t).is_empty());
         // Rows that do not line up with the queries: no hints either.
         let two_rows = [
-            spec("select true"),
-            spec("select true union all select true"),
+            spec("a", "select true"),
+            spec("b", "select true union all select true"),
         ];
-        assert!(prefetch_true(&two_rows).is_empty());
+        assert!(prefetch_checks(&two_rows, &t).is_empty());
     }
 
     #[test]
     fn prefetched_checks_are_not_trusted_after_a_change_in_the_batch() {
-        use tpa_common::event::Outcome;
-        use tpa_common::resource::{Resource, ResourceSpec};
         let Some(pg) = start_postgres() else { return };
         let role = format!("tpa_prefetch_{}", pg.port);
-        let sql = |id: &str, check: String, apply: String| ResourceSpec {
+        let spec = |id: &str, check: String, apply: String| ResourceSpec {
             id: id.into(),
-            kind: Resource::Sql {
-                database: "postgres".into(),
-                check,
-                apply,
-                run_as: "postgres".into(),
-                port: pg.port,
-                secret: false,
-            },
+            kind: Resource::Sql(sql(pg.port, &check, SqlText::plain(apply))),
         };
         let exists = format!("exists(select 1 from pg_roles where rolname = '{role}')");
         let batch = [
-            sql(
+            spec(
                 "a",
                 format!("select {exists}"),
                 format!("create role {role}"),
             ),
             // True before the batch, false once `a` created the role.
-            sql("b", format!("select not {exists}"), "select 1".into()),
+            spec("b", format!("select not {exists}"), "select 1".into()),
         ];
         let mut outcomes = Vec::new();
-        crate::resource::apply_batch_blocking(&batch, false, &mut |e| outcomes.push(e.outcome));
+        apply_batch_blocking(
+            &batch,
+            &BatchOptions::default(),
+            &mut |e| outcomes.push(e.outcome),
+            &|| false,
+        );
         assert_eq!(outcomes, [Outcome::Changed, Outcome::Changed]);
+    }
+
+    /// Another session holds a lock: the SQL fails after the lock timeout instead of waiting on.
+    #[test]
+    fn sql_waiting_on_a_lock_fails_after_the_lock_timeout() {
+        let Some(pg) = start_postgres() else { return };
+        let table = format!("tpa_locked_{}", pg.port);
+        let mut ctx = Ctx::default();
+        sql(
+            pg.port,
+            "select false",
+            SqlText::plain(format!("create table {table} ()")),
+        )
+        .apply(&mut ctx)
+        .expect("create table");
+        let holder = crate::testing::hold_lock(&pg, &table);
+        ctx.timeouts.lock = Duration::from_millis(300);
+        ctx.timeouts.psql = Duration::from_secs(30);
+        let started = Instant::now();
+        let waiting = sql(
+            pg.port,
+            "select false",
+            SqlText::plain(format!("select * from {table}")),
+        );
+        let error = waiting.apply(&mut ctx).expect_err("lock timeout");
+        drop(holder);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("canceling statement due to lock timeout"),
+            "{error}"
+        );
+    }
+
+    /// A Postgres that accepts the connection but never answers (here: stopped with SIGSTOP).
+    #[test]
+    fn a_postgres_that_does_not_answer_fails_after_the_connect_timeout() {
+        let Some(pg) = start_postgres() else { return };
+        let _stopped = crate::testing::Stopped::new(pg.postmaster_pid());
+        let mut ctx = Ctx::default();
+        ctx.timeouts.connect = Duration::from_secs(2);
+        ctx.timeouts.psql = Duration::from_secs(30);
+        let started = Instant::now();
+        let error = sql(pg.port, "select true", SqlText::plain("select 1"))
+            .check(&ctx)
+            .expect_err("connect timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(error.to_string().contains("timeout expired"), "{error}");
     }
 
     #[test]
     fn secret_failure_hides_psql_output() {
         // No server listens on port 1, so psql fails and would echo connection details.
-        if !super::super::owner::is_root() || !std::path::Path::new("/usr/bin/psql").exists() {
+        if !crate::resource::owner::is_root() || !std::path::Path::new("/usr/bin/psql").exists() {
             eprintln!("skipping: needs root (runuser) and psql");
             return;
         }
-        let spec = SqlSpec {
-            database: "postgres",
-            check: "select true",
-            apply: "alter role x password 'SCRAM-SHA-256$secret'",
-            run_as: "root",
-            port: 1,
-            secret: true,
+        let spec = Sql {
+            check: SqlText::secret("select rolpassword = 'SCRAM-SHA-256$secret'"),
+            run_as: "root".into(),
+            ..sql(
+                1,
+                "",
+                SqlText::secret("alter role x password 'SCRAM-SHA-256$secret'"),
+            )
         };
-        let error = check(&spec).expect_err("no server on port 1");
+        let error = spec
+            .check(&Ctx::default())
+            .expect_err("no server on port 1");
         let text = error.to_string();
         assert!(text.contains("error output hidden"), "{text}");
         assert!(!text.contains("secret'"), "{text}");

@@ -1,13 +1,12 @@
-//! `Group` and `User` resources: local accounts, checked through the passwd/group databases and
-//! created or corrected with the standard `groupadd`/`useradd`/`usermod` tools.
+//! `User` resource: a local account, checked through the passwd database and created or
+//! corrected with the standard `useradd`/`usermod` tools.
 //!
-//! Example specs: `Group { name: "postgres", system: true }`,
-//! `User { name: "postgres", group: "postgres", home: "/var/lib/postgresql", shell: "/bin/bash", system: true }`.
+//! Example spec: `User { name: "postgres", group: "postgres", home: "/var/lib/postgresql", shell: "/bin/bash", system: true }`.
 //! `system` only matters at creation; an existing account is never deleted or renumbered.
 
 use nix::unistd::{Gid, Group, User};
 
-use super::{ResourceError, State, run};
+use super::{Apply, Ctx, ResourceError, State, run};
 
 /// The parts of an existing account that a `User` resource manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,93 +16,66 @@ pub struct Account {
     pub shell: String,
 }
 
-/// In state when the group exists; never writes.
-pub fn check_group(name: &str) -> Result<State, ResourceError> {
-    if lookup_group(name)?.is_some() {
-        Ok(State::in_state("group exists"))
-    } else {
-        Ok(State::differs(
-            Some(format!("+group {name}\n")),
-            "group absent",
-        ))
-    }
-}
-
-/// Creates the group if it does not exist.
-pub fn apply_group(name: &str, system: bool) -> Result<String, ResourceError> {
-    if lookup_group(name)?.is_some() {
-        return Ok("group exists".to_owned());
-    }
-    let argv = groupadd_argv(name, system);
-    run::run_checked(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
-    Ok("group created".to_owned())
-}
-
-/// Compares the account with the desired group, home and shell; never writes.
-pub fn check_user(
-    name: &str,
-    group: &str,
-    home: &str,
-    shell: &str,
-) -> Result<State, ResourceError> {
-    let desired = Account {
-        group: group.to_owned(),
-        home: home.to_owned(),
-        shell: shell.to_owned(),
-    };
-    match current_account(name)? {
-        None => Ok(State::differs(
-            Some(format!(
-                "+user {name} (group {group}, home {home}, shell {shell})\n"
+impl Apply for tpa_common::resource::User {
+    /// Compares the account with the desired group, home and shell; never writes.
+    fn check(&self, _ctx: &Ctx) -> Result<State, ResourceError> {
+        let desired = self.account();
+        let name = &self.name;
+        match current_account(name)? {
+            None => Ok(State::differs(
+                Some(format!(
+                    "+user {name} (group {}, home {}, shell {})\n",
+                    desired.group, desired.home, desired.shell
+                )),
+                "user absent",
             )),
-            "user absent",
-        )),
-        Some(current) => {
-            let changes = account_changes(&current, &desired);
-            if changes.is_empty() {
-                Ok(State::in_state("user exists as desired"))
-            } else {
-                Ok(State::differs(
-                    Some(changes.join("\n") + "\n"),
-                    "user differs",
-                ))
+            Some(current) => {
+                let changes = account_changes(&current, &desired);
+                if changes.is_empty() {
+                    Ok(State::in_state("user exists as desired"))
+                } else {
+                    Ok(State::differs(
+                        Some(changes.join("\n") + "\n"),
+                        "user differs",
+                    ))
+                }
             }
         }
     }
-}
 
-/// Creates the user, or corrects its primary group, home and shell; idempotent.
-pub fn apply_user(
-    name: &str,
-    group: &str,
-    home: &str,
-    shell: &str,
-    system: bool,
-) -> Result<String, ResourceError> {
-    let desired = Account {
-        group: group.to_owned(),
-        home: home.to_owned(),
-        shell: shell.to_owned(),
-    };
-    let (argv, message) = match current_account(name)? {
-        None => (useradd_argv(name, &desired, system), "user created"),
-        Some(current) => match usermod_argv(name, &current, &desired) {
-            Some(argv) => (argv, "user updated"),
-            None => return Ok("user exists as desired".to_owned()),
-        },
-    };
-    run::run_checked(&argv.iter().map(String::as_str).collect::<Vec<_>>())?;
-    Ok(message.to_owned())
-}
-
-/// `groupadd [--system] NAME`.
-pub fn groupadd_argv(name: &str, system: bool) -> Vec<String> {
-    let mut argv = vec!["groupadd".to_owned()];
-    if system {
-        argv.push("--system".to_owned());
+    /// Creates the user, or corrects its primary group, home and shell; idempotent.
+    fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
+        let desired = self.account();
+        let (argv, message) = match current_account(&self.name)? {
+            None => (
+                useradd_argv(&self.name, &desired, self.system),
+                "user created",
+            ),
+            Some(current) => match usermod_argv(&self.name, &current, &desired) {
+                Some(argv) => (argv, "user updated"),
+                None => return Ok("user exists as desired".to_owned()),
+            },
+        };
+        run::run_checked(
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+            ctx.timeouts.probe,
+        )?;
+        Ok(message.to_owned())
     }
-    argv.push(name.to_owned());
-    argv
+}
+
+trait Desired {
+    fn account(&self) -> Account;
+}
+
+impl Desired for tpa_common::resource::User {
+    fn account(&self) -> Account {
+        Account {
+            group: self.group.clone(),
+            home: self.home.clone(),
+            shell: self.shell.clone(),
+        }
+    }
 }
 
 /// `useradd [--system] --gid G --home-dir H --shell S [--create-home] NAME`. The home is created
@@ -166,13 +138,6 @@ pub fn account_changes(current: &Account, desired: &Account) -> Vec<String> {
     .filter(|(_, have, want)| have != want)
     .map(|(field, have, want)| format!("# {field} {have} -> {want}"))
     .collect()
-}
-
-fn lookup_group(name: &str) -> Result<Option<Group>, ResourceError> {
-    Group::from_name(name).map_err(|source| ResourceError::Lookup {
-        name: name.to_owned(),
-        source,
-    })
 }
 
 fn current_account(name: &str) -> Result<Option<Account>, ResourceError> {
@@ -244,32 +209,33 @@ mod tests {
     }
 
     #[test]
-    fn groupadd_system_flag() {
-        assert_eq!(
-            groupadd_argv("postgres", true).join(" "),
-            "groupadd --system postgres"
-        );
-        assert_eq!(groupadd_argv("app", false).join(" "), "groupadd app");
-    }
-
-    #[test]
     fn checks_read_the_real_databases() {
-        assert!(check_group("root").expect("check").in_state);
-        assert!(!check_group("tpa-no-such-group").expect("check").in_state);
+        let ctx = Ctx::default();
+        let user = |name: &str, group: &str, home: &str, shell: &str| tpa_common::resource::User {
+            name: name.into(),
+            group: group.into(),
+            home: home.into(),
+            shell: shell.into(),
+            system: true,
+        };
         let root = current_account("root")
             .expect("lookup")
             .expect("root exists");
         assert_eq!(root.group, "root");
         assert!(
-            check_user("root", &root.group, &root.home, &root.shell)
+            user("root", &root.group, &root.home, &root.shell)
+                .check(&ctx)
                 .expect("check")
                 .in_state
         );
-        let state = check_user("root", "root", &root.home, "/bin/tpa-shell").expect("check");
+        let state = user("root", "root", &root.home, "/bin/tpa-shell")
+            .check(&ctx)
+            .expect("check");
         assert!(!state.in_state);
         assert!(state.diff.unwrap_or_default().contains("-> /bin/tpa-shell"));
         assert!(
-            !check_user("tpa-no-such-user", "x", "/", "/bin/sh")
+            !user("tpa-no-such-user", "x", "/", "/bin/sh")
+                .check(&ctx)
                 .expect("check")
                 .in_state
         );

@@ -16,6 +16,9 @@ use crate::pki::{CertUsage, Pki};
 /// How long a join token stays valid after `tpa-agent init` (counted on the host's clock).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
+/// The deadline of the pinned connection and of each enrolment call.
+const ENROL_DEADLINE: Duration = Duration::from_secs(30);
+
 /// A single-use join token: 32 random bytes, hex. Secret: its `Debug` hides it and it only travels in the
 /// init document (stdin over SSH) and in `Enrol` requests (TLS).
 #[derive(Clone)]
@@ -100,7 +103,15 @@ pub async fn enrol(
 ) -> anyhow::Result<()> {
     let host = names.first().map(String::as_str).unwrap_or("?");
     let verifier = Arc::new(PinnedKey::new(pinned_fingerprint));
-    let channel = match pinned::connect(addr, verifier.clone()).await {
+    let connected = tokio::time::timeout(ENROL_DEADLINE, pinned::connect(addr, verifier.clone()))
+        .await
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "no TLS connection within {} s",
+                ENROL_DEADLINE.as_secs()
+            ))
+        });
+    let channel = match connected {
         Ok(channel) => channel,
         Err(error) => match verifier.presented() {
             Some(presented) if presented != pinned_fingerprint => bail!(
@@ -117,12 +128,14 @@ pub async fn enrol(
     };
     let mut client = EnrolClient::new(channel);
 
-    let csr = client
-        .request_csr(pb::RequestCsrRequest {
+    let call = client.request_csr(super::request(
+        pb::RequestCsrRequest {
             token: token.expose().to_string(),
-        })
-        .await
-        .map_err(|status| super::status_error(host, "RequestCsr", status))?
+        },
+        ENROL_DEADLINE,
+    ));
+    let csr = super::within(host, "RequestCsr", ENROL_DEADLINE, call)
+        .await?
         .into_inner();
     if csr.protocol_version != tpa_proto::PROTOCOL_VERSION {
         bail!(super::protocol_mismatch(host, csr.protocol_version));
@@ -130,13 +143,14 @@ pub async fn enrol(
     let cert_pem = pki
         .sign_csr(&csr.csr_pem, names, ips, CertUsage::Server)
         .with_context(|| format!("signing the certificate request of {host}"))?;
-    client
-        .install_certificate(pb::InstallCertificateRequest {
+    let call = client.install_certificate(super::request(
+        pb::InstallCertificateRequest {
             token: token.expose().to_string(),
             cert_pem,
-        })
-        .await
-        .map_err(|status| super::status_error(host, "InstallCertificate", status))?;
+        },
+        ENROL_DEADLINE,
+    ));
+    super::within(host, "InstallCertificate", ENROL_DEADLINE, call).await?;
     tracing::info!(%host, %addr, agent_version = %csr.agent_version, "agent enrolled");
     Ok(())
 }

@@ -9,10 +9,11 @@ use std::time::Instant;
 
 use anyhow::bail;
 use tpa_common::facts::Facts;
+use tpa_common::query::SqlQuery;
 
 use super::passwords;
 use super::report::DeployLog;
-use crate::agent_client::{AgentClient, ExecCommand};
+use crate::agent_client::AgentClient;
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
 use crate::config::{Cluster, Instance};
@@ -21,7 +22,7 @@ use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
 use crate::planner::{ClusterState, HostState, Verifiers, topology};
-use crate::platform::{self, Platform};
+use crate::platform::{self, AnyPlatform, Platform};
 use crate::secrets::Secrets;
 use crate::server_tls::{self, ServerCert};
 use crate::settings::{HostSettings, PostgresSettings};
@@ -49,10 +50,11 @@ pub async fn gather(
     write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
 
     let bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
-    let agents = bootstrap_agents(&bootstrap, cluster, inventory, check, log).await?;
+    let platform = platform::for_inventory(inventory)?;
+    let agents = bootstrap_agents(&bootstrap, &platform, cluster, inventory, check, log).await?;
 
     let phase = Instant::now();
-    let repo_mount = platform::for_inventory(inventory)?.local_repo_on_host();
+    let repo_mount = platform.local_repo_on_host();
     let facts = all_facts(cluster, &agents).await?;
     let topology = topology::resolve(cluster, inventory, &facts)?;
     let mut hosts = BTreeMap::new();
@@ -131,6 +133,7 @@ pub async fn gather(
 /// Bootstraps every deployed host's agent, in parallel, and returns a client per host.
 async fn bootstrap_agents(
     bootstrap: &Bootstrap<'_>,
+    platform: &AnyPlatform,
     cluster: &Cluster,
     inventory: &Inventory,
     check: bool,
@@ -142,8 +145,12 @@ async fn bootstrap_agents(
         .iter()
         .filter(|h| cluster.instance(&h.name).is_some_and(|i| !i.provision_only))
         .collect();
-    let results =
-        futures_util::future::join_all(hosts.iter().map(|h| bootstrap.host(h, check))).await;
+    let results = futures_util::future::join_all(
+        hosts
+            .iter()
+            .map(|h| bootstrap.host(h, platform.agent_endpoint(h), check)),
+    )
+    .await;
     let mut agents = BTreeMap::new();
     let mut failures = Vec::new();
     for (host, result) in hosts.iter().zip(results) {
@@ -231,35 +238,9 @@ async fn primary_state(
     Ok((verifiers, drift))
 }
 
-/// Runs read-only `sql` with psql as postgres on the host and returns its rows, fields split
-/// on tabs.
+/// Runs read-only `sql` as postgres on the host, through the agent's typed query call.
 async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result<Vec<Row>> {
-    let argv = [
-        "psql",
-        "-XAtq",
-        "-F",
-        "\t",
-        "-h",
-        "/var/run/postgresql",
-        "-p",
-        &port.to_string(),
-        "-d",
-        "postgres",
-        "-f",
-        "-",
-    ];
-    let stdout = client
-        .exec_stdout(ExecCommand {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            run_as: Some("postgres".into()),
-            stdin: sql.as_bytes().to_vec(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(stdout
-        .lines()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect())
+    client.query(SqlQuery::postgres(port, sql)).await
 }
 
 /// The cluster's local repository for the host's OS, as the host sees it, when the platform

@@ -1,7 +1,10 @@
 //! Postgres on the primary: packages come from `sys`; here the data directory, initdb, the
 //! conf.d split, pg_hba.conf, the server certificate and tpa's `postgres.service`.
 
-use tpa_common::resource::{Resource, ResourceSpec};
+use tpa_common::resource::{
+    Command, Directory, EnvVar, File, FileIfAbsent, FileLine, Permissions, Resource, ResourceSpec,
+    Service,
+};
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
 use super::{HostState, PlanInput, Stage, StageName, id};
@@ -97,7 +100,7 @@ fn install(host: &HostState) -> Stage {
         dir(&l.data_dir, "postgres", 0o700),
         ResourceSpec {
             id: id("command", "initdb"),
-            kind: Resource::Command {
+            kind: Resource::Command(Command {
                 argv: vec![
                     format!("{}/initdb", host.settings.bin_dir),
                     "-D".into(),
@@ -111,30 +114,18 @@ fn install(host: &HostState) -> Stage {
                 creates: Some(format!("{}/PG_VERSION", l.data_dir)),
                 unless: None,
                 run_as: Some("postgres".into()),
-                env: vec![("TZ".into(), "UTC".into())],
+                env: vec![EnvVar::new("TZ", "UTC")],
                 secret_env: false,
-            },
+                timeout_secs: None,
+            }),
         },
         // initdb's postgresql.conf stays as it is; tpa's settings come from conf.d.
         ResourceSpec {
-            id: id("command", "include_dir"),
-            kind: Resource::Command {
-                argv: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!("printf \"\\ninclude_dir = 'conf.d'\\n\" >> {conf}"),
-                ],
-                creates: None,
-                unless: Some(vec![
-                    "grep".into(),
-                    "-qxF".into(),
-                    "include_dir = 'conf.d'".into(),
-                    conf.clone(),
-                ]),
-                run_as: Some("postgres".into()),
-                env: vec![],
-                secret_env: false,
-            },
+            id: id("file_line", &conf),
+            kind: Resource::FileLine(FileLine {
+                path: conf.clone(),
+                line: "include_dir = 'conf.d'".into(),
+            }),
         },
         dir(&format!("{}/conf.d", l.data_dir), "postgres", 0o700),
         dir("/etc/tpa", "root", 0o755),
@@ -236,28 +227,15 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
         let spec = owned_file(&l.cert_file, cert.clone(), "postgres", 0o644);
         reload_on.push(spec.id.clone());
         resources.push(spec);
-        // The key was generated on the host before the postgres user existed: hand it over.
+        // The agent made the key as root before the postgres user existed: hand it over.
         resources.push(ResourceSpec {
-            id: id("command", "server-key-owner"),
-            kind: Resource::Command {
-                argv: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!(
-                        "chown postgres:postgres {k} && chmod 600 {k}",
-                        k = l.key_file
-                    ),
-                ],
-                creates: None,
-                unless: Some(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!("[ \"$(stat -c %U:%a {})\" = postgres:600 ]", l.key_file),
-                ]),
-                run_as: None,
-                env: vec![],
-                secret_env: false,
-            },
+            id: id("permissions", &l.key_file),
+            kind: Resource::Permissions(Permissions {
+                path: l.key_file.clone(),
+                owner: "postgres".into(),
+                group: "postgres".into(),
+                mode: 0o600,
+            }),
         });
     }
     for (path, content) in reload_files {
@@ -272,14 +250,14 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
     }
     resources.push(ResourceSpec {
         id: id("file_if_absent", &conf_d(l, "9999-override.conf")),
-        kind: Resource::FileIfAbsent {
+        kind: Resource::FileIfAbsent(FileIfAbsent {
             path: conf_d(l, "9999-override.conf"),
-            content: b"# Your overrides: tpa creates this file once and never touches it again.\n"
-                .to_vec(),
+            content: "# Your overrides: tpa creates this file once and never touches it again.\n"
+                .into(),
             owner: "postgres".into(),
             group: "postgres".into(),
             mode: 0o600,
-        },
+        }),
     });
     let unit = owned_file(
         unit_path,
@@ -291,23 +269,23 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
     resources.push(unit);
     resources.push(ResourceSpec {
         id: id("service", "postgresql.service"),
-        kind: Resource::Service {
+        kind: Resource::Service(Service {
             unit: "postgresql.service".into(),
             enabled: false,
             running: false,
             reload_on: vec![],
             restart_on: vec![],
-        },
+        }),
     });
     resources.push(ResourceSpec {
         id: id("service", "postgres.service"),
-        kind: Resource::Service {
+        kind: Resource::Service(Service {
             unit: "postgres.service".into(),
             enabled: true,
             running: true,
             reload_on,
             restart_on,
-        },
+        }),
     });
     Stage {
         name: StageName::PostgresConfig,
@@ -319,25 +297,25 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
 fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {
         id: id("directory", path),
-        kind: Resource::Directory {
+        kind: Resource::Directory(Directory {
             path: path.into(),
             owner: owner.into(),
             group: owner.into(),
             mode,
-        },
+        }),
     }
 }
 
 fn owned_file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {
         id: id("file", path),
-        kind: Resource::File {
+        kind: Resource::File(File {
             path: path.into(),
-            content: content.into_bytes(),
+            content: content.into(),
             owner: owner.into(),
             group: owner.into(),
             mode,
             secret: false,
-        },
+        }),
     }
 }

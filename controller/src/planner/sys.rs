@@ -1,7 +1,7 @@
 //! The `sys` stage: package sources (the cluster's local repository), the switch that stops
 //! postgresql-common creating a `main` cluster, and the packages the host's roles need.
 
-use tpa_common::resource::{Resource, ResourceSpec};
+use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec};
 
 use super::{HostState, id};
 use crate::config::Instance;
@@ -30,12 +30,12 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
     }
     resources.push(ResourceSpec {
         id: id("directory", "/etc/postgresql-common/createcluster.d"),
-        kind: Resource::Directory {
+        kind: Resource::Directory(Directory {
             path: "/etc/postgresql-common/createcluster.d".into(),
             owner: "root".into(),
             group: "root".into(),
             mode: 0o755,
-        },
+        }),
     });
     resources.push(file(
         CREATECLUSTER_CONF,
@@ -44,7 +44,7 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
     ));
     resources.push(ResourceSpec {
         id: id("packages", "base"),
-        kind: Resource::Packages { names: packages },
+        kind: Resource::Packages(Packages { names: packages }),
     });
     super::Stage {
         name: super::StageName::Sys,
@@ -56,13 +56,13 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
 pub(super) fn file(path: &str, content: String) -> ResourceSpec {
     ResourceSpec {
         id: id("file", path),
-        kind: Resource::File {
+        kind: Resource::File(File {
             path: path.into(),
-            content: content.into_bytes(),
+            content: content.into(),
             owner: "root".into(),
             group: "root".into(),
             mode: 0o644,
             secret: false,
-        },
+        }),
     }
 }

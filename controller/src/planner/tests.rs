@@ -121,15 +121,15 @@ fn outline(plan: &Plan) -> String {
             let _ = writeln!(out, "{host} {}", stage.name.as_str());
             for r in &stage.resources {
                 let extra = match &r.kind {
-                    Resource::Service {
-                        reload_on,
-                        restart_on,
-                        ..
-                    } => {
-                        format!(" reload_on={reload_on:?} restart_on={restart_on:?}")
+                    Resource::Service(s) => {
+                        format!(" reload_on={:?} restart_on={:?}", s.reload_on, s.restart_on)
                     }
-                    Resource::Packages { names } => format!(" {names:?}"),
-                    Resource::Command { argv, .. } => format!(" {argv:?}"),
+                    Resource::Packages(p) => format!(" {:?}", p.names),
+                    Resource::Command(c) => format!(" {:?}", c.argv),
+                    Resource::FileLine(f) => format!(" {:?}", f.line),
+                    Resource::Permissions(p) => {
+                        format!(" {}:{} {:04o}", p.owner, p.group, p.mode)
+                    }
                     _ => String::new(),
                 };
                 let _ = writeln!(out, "  {}{extra}", r.id);
@@ -147,9 +147,9 @@ fn file_content(plan: &Plan, host: &str, path: &str) -> String {
         .iter()
         .flat_map(|s| &s.resources)
         .find_map(|r| match &r.kind {
-            Resource::File {
-                path: p, content, ..
-            } if p == path => Some(String::from_utf8(content.clone()).unwrap()),
+            Resource::File(f) if f.path == path => {
+                Some(String::from_utf8(f.content.as_bytes().to_vec()).unwrap())
+            }
             _ => None,
         })
         .unwrap_or_else(|| panic!("{host} has no file {path}"))
@@ -163,6 +163,31 @@ fn check(actual: String, expect: Expect) {
 fn seed_plan_outline() {
     let plan = plan_for(SEED, "12").unwrap();
     expect_file!["golden/seed_outline.txt"].assert_eq(&outline(&plan));
+}
+
+/// The planner emits argument vectors and typed resources, never shell command lines.
+#[test]
+fn no_plan_runs_a_shell() {
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        &format!("  use_local_repo_only: true\n{USERS}"),
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    for (host, stages) in &plan.hosts {
+        for r in stages.iter().flat_map(|s| &s.resources) {
+            if let Resource::Command(c) = &r.kind {
+                let shells = ["sh", "bash", "/bin/sh", "/bin/bash"];
+                let argvs = std::iter::once(&c.argv).chain(c.unless.as_ref());
+                for argv in argvs {
+                    assert!(
+                        !argv.first().is_some_and(|p| shells.contains(&p.as_str())),
+                        "{host} {}: {argv:?}",
+                        r.id
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -254,20 +279,15 @@ fn users_databases_and_extensions_on_the_primary() {
         .unwrap();
     let mut out = String::new();
     for r in &stage.resources {
-        if let Resource::Sql {
-            database,
-            check,
-            apply,
-            secret,
-            ..
-        } = &r.kind
-        {
+        if let Resource::Sql(sql) = &r.kind {
             let _ = writeln!(
                 out,
-                "{} [{database}] secret={secret}\n  check: {}\n  apply: {}",
+                "{} [{}] secret={}\n  check: {}\n  apply: {}",
                 r.id,
-                check.trim_end().replace('\n', "\n         "),
-                apply.trim_end().replace('\n', "\n         ")
+                sql.database,
+                sql.apply.is_secret(),
+                sql.check.expose().trim_end().replace('\n', "\n         "),
+                sql.apply.expose().trim_end().replace('\n', "\n         ")
             );
         }
     }
@@ -505,7 +525,7 @@ fn download_packages_fetches_what_the_plan_installs() {
             .flatten()
             .flat_map(|s| &s.resources)
             .filter_map(|r| match &r.kind {
-                Resource::Packages { names } => Some(names.clone()),
+                Resource::Packages(p) => Some(p.names.clone()),
                 _ => None,
             })
             .flatten()

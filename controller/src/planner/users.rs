@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use tpa_common::resource::{Resource, ResourceSpec};
+use tpa_common::resource::{Resource, ResourceSpec, Sql, SqlText};
 
 use super::{Stage, StageName, id};
 use crate::config::{Instance, PostgresDatabase, PostgresUser};
@@ -85,14 +85,13 @@ fn sql(
     };
     ResourceSpec {
         id,
-        kind: Resource::Sql {
+        kind: Resource::Sql(Sql {
             database: database.into(),
-            check,
-            apply,
+            check: SqlText::new(check, secret),
+            apply: SqlText::new(apply, secret),
             run_as: "postgres".into(),
             port,
-            secret,
-        },
+        }),
     }
 }
 

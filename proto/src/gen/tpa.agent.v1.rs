@@ -12,6 +12,10 @@ pub struct HelloResponse {
     /// The host name the agent was enrolled as.
     #[prost(string, tag = "3")]
     pub host_name: ::prost::alloc::string::String,
+    /// Hex SHA-256 of the agent's binary file as it is on disk now (the file an update replaces); empty when it
+    /// cannot be read.
+    #[prost(string, tag = "4")]
+    pub binary_sha256: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FactsRequest {
@@ -93,7 +97,7 @@ pub struct ResourceSpec {
     /// Unique within the batch; never secret.
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
-    #[prost(oneof = "resource_spec::Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "resource_spec::Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub kind: ::core::option::Option<resource_spec::Kind>,
 }
 /// Nested message and enum types in `ResourceSpec`.
@@ -118,6 +122,10 @@ pub mod resource_spec {
         Command(super::Command),
         #[prost(message, tag = "10")]
         Sql(super::Sql),
+        #[prost(message, tag = "11")]
+        FileLine(super::FileLine),
+        #[prost(message, tag = "12")]
+        Permissions(super::Permissions),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -153,6 +161,26 @@ pub struct FileIfAbsent {
     #[prost(string, tag = "4")]
     pub group: ::prost::alloc::string::String,
     #[prost(uint32, tag = "5")]
+    pub mode: u32,
+}
+/// An existing regular file must contain `line` exactly; appended if missing. Never follows a symlink.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FileLine {
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub line: ::prost::alloc::string::String,
+}
+/// Owner, group and mode of an existing regular file or directory. Never follows a symlink.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Permissions {
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub group: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
     pub mode: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -214,6 +242,9 @@ pub struct Command {
     pub env: ::prost::alloc::vec::Vec<EnvVar>,
     #[prost(bool, tag = "6")]
     pub secret_env: bool,
+    /// Killed with its process group after this long; absent: the agent's default for commands.
+    #[prost(uint32, optional, tag = "7")]
+    pub timeout_secs: ::core::option::Option<u32>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Argv {
@@ -230,20 +261,27 @@ pub struct EnvVar {
     pub value: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-#[prost(skip_debug)]
 pub struct Sql {
     #[prost(string, tag = "1")]
     pub database: ::prost::alloc::string::String,
-    #[prost(string, tag = "2")]
-    pub check: ::prost::alloc::string::String,
-    #[prost(string, tag = "3")]
-    pub apply: ::prost::alloc::string::String,
+    /// A query returning one boolean: true means in state.
+    #[prost(message, optional, tag = "7")]
+    pub check: ::core::option::Option<SqlText>,
+    #[prost(message, optional, tag = "8")]
+    pub apply: ::core::option::Option<SqlText>,
     #[prost(string, tag = "4")]
     pub run_as: ::prost::alloc::string::String,
     /// A TCP port number (fits in 16 bits).
     #[prost(uint32, tag = "5")]
     pub port: u32,
-    #[prost(bool, tag = "6")]
+}
+/// SQL text; secret text (password verifiers) is never logged, shown in a diff or echoed in an error.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[prost(skip_debug)]
+pub struct SqlText {
+    #[prost(string, tag = "1")]
+    pub text: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
     pub secret: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -292,6 +330,57 @@ pub struct BatchSummary {
     #[prost(uint64, tag = "6")]
     pub elapsed_ms: u64,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueryRequest {
+    #[prost(string, tag = "1")]
+    pub database: ::prost::alloc::string::String,
+    /// The OS user psql runs as (peer authentication); empty means postgres.
+    #[prost(string, tag = "2")]
+    pub run_as: ::prost::alloc::string::String,
+    /// A TCP port number (fits in 16 bits); 0 means 5432.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(message, optional, tag = "4")]
+    pub sql: ::core::option::Option<SqlText>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct QueryResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub rows: ::prost::alloc::vec::Vec<Row>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Row {
+    /// One per column, as text; SQL NULL is an empty string.
+    #[prost(string, repeated, tag = "1")]
+    pub fields: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ServerKeyRequest {
+    /// Absolute path of the private key (PEM, PKCS#8).
+    #[prost(string, tag = "1")]
+    pub key_path: ::prost::alloc::string::String,
+    /// Absolute path of the certificate, if one was installed.
+    #[prost(string, tag = "2")]
+    pub cert_path: ::prost::alloc::string::String,
+    /// Create a P-256 key (root, 0600, parent directory 0755) when none exists. False in check mode.
+    #[prost(bool, tag = "3")]
+    pub create: bool,
+    /// Also return a CSR for the key with this common name.
+    #[prost(string, optional, tag = "4")]
+    pub csr_common_name: ::core::option::Option<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ServerKeyResponse {
+    /// The key's SubjectPublicKeyInfo as PEM; empty when there is no key (and `create` was false).
+    #[prost(string, tag = "1")]
+    pub public_key_pem: ::prost::alloc::string::String,
+    /// The certificate at `cert_path`, when that file exists.
+    #[prost(string, optional, tag = "2")]
+    pub cert_pem: ::core::option::Option<::prost::alloc::string::String>,
+    /// When `csr_common_name` was given and a key exists.
+    #[prost(string, optional, tag = "3")]
+    pub csr_pem: ::core::option::Option<::prost::alloc::string::String>,
+}
 #[derive(Clone, PartialEq, ::prost::Message)]
 #[prost(skip_debug)]
 pub struct ExecRequest {
@@ -310,6 +399,9 @@ pub struct ExecRequest {
     /// Working directory; absent: "/".
     #[prost(string, optional, tag = "5")]
     pub cwd: ::core::option::Option<::prost::alloc::string::String>,
+    /// The command (with its process group) is killed after this long; absent: 600 s.
+    #[prost(uint32, optional, tag = "6")]
+    pub timeout_secs: ::core::option::Option<u32>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExecOutput {
@@ -549,7 +641,8 @@ pub mod agent_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// Versions, so a controller can tell an old agent before it sends anything else.
+        /// Versions and the agent binary's hash, so a controller can tell an old or altered agent before it sends
+        /// anything else.
         pub async fn hello(
             &mut self,
             request: impl tonic::IntoRequest<super::HelloRequest>,
@@ -609,7 +702,53 @@ pub mod agent_client {
             req.extensions_mut().insert(GrpcMethod::new("tpa.agent.v1.Agent", "Apply"));
             self.inner.server_streaming(req, path, codec).await
         }
-        /// Runs one command: stdout/stderr chunks as they come, then exactly one exit code.
+        /// Runs one SQL query on the local Postgres with psql and returns its rows as text.
+        pub async fn query(
+            &mut self,
+            request: impl tonic::IntoRequest<super::QueryRequest>,
+        ) -> std::result::Result<tonic::Response<super::QueryResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/tpa.agent.v1.Agent/Query");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("tpa.agent.v1.Agent", "Query"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The Postgres server key at `key_path`: created if missing (when asked), its public key, the certificate
+        /// at `cert_path` and, when asked, a CSR. The private key never leaves the host.
+        pub async fn server_key(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ServerKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ServerKeyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/ServerKey",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "ServerKey"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Runs one command for a person (hooks, `cmd`): stdout/stderr chunks as they come, then exactly one exit
+        /// code. Deploys use the typed calls above, never this.
         pub async fn exec(
             &mut self,
             request: impl tonic::IntoRequest<super::ExecRequest>,
@@ -667,7 +806,8 @@ pub mod agent_server {
     /// Generated trait containing gRPC methods that should be implemented for use with AgentServer.
     #[async_trait]
     pub trait Agent: std::marker::Send + std::marker::Sync + 'static {
-        /// Versions, so a controller can tell an old agent before it sends anything else.
+        /// Versions and the agent binary's hash, so a controller can tell an old or altered agent before it sends
+        /// anything else.
         async fn hello(
             &self,
             request: tonic::Request<super::HelloRequest>,
@@ -688,13 +828,28 @@ pub mod agent_server {
             &self,
             request: tonic::Request<super::ApplyRequest>,
         ) -> std::result::Result<tonic::Response<Self::ApplyStream>, tonic::Status>;
+        /// Runs one SQL query on the local Postgres with psql and returns its rows as text.
+        async fn query(
+            &self,
+            request: tonic::Request<super::QueryRequest>,
+        ) -> std::result::Result<tonic::Response<super::QueryResponse>, tonic::Status>;
+        /// The Postgres server key at `key_path`: created if missing (when asked), its public key, the certificate
+        /// at `cert_path` and, when asked, a CSR. The private key never leaves the host.
+        async fn server_key(
+            &self,
+            request: tonic::Request<super::ServerKeyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ServerKeyResponse>,
+            tonic::Status,
+        >;
         /// Server streaming response type for the Exec method.
         type ExecStream: tonic::codegen::tokio_stream::Stream<
                 Item = std::result::Result<super::ExecOutput, tonic::Status>,
             >
             + std::marker::Send
             + 'static;
-        /// Runs one command: stdout/stderr chunks as they come, then exactly one exit code.
+        /// Runs one command for a person (hooks, `cmd`): stdout/stderr chunks as they come, then exactly one exit
+        /// code. Deploys use the typed calls above, never this.
         async fn exec(
             &self,
             request: tonic::Request<super::ExecRequest>,
@@ -911,6 +1066,92 @@ pub mod agent_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/Query" => {
+                    #[allow(non_camel_case_types)]
+                    struct QuerySvc<T: Agent>(pub Arc<T>);
+                    impl<T: Agent> tonic::server::UnaryService<super::QueryRequest>
+                    for QuerySvc<T> {
+                        type Response = super::QueryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::QueryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::query(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = QuerySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/ServerKey" => {
+                    #[allow(non_camel_case_types)]
+                    struct ServerKeySvc<T: Agent>(pub Arc<T>);
+                    impl<T: Agent> tonic::server::UnaryService<super::ServerKeyRequest>
+                    for ServerKeySvc<T> {
+                        type Response = super::ServerKeyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ServerKeyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::server_key(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ServerKeySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
