@@ -209,6 +209,7 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::alive;
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
@@ -229,18 +230,6 @@ mod tests {
 
     fn sh(script: &str) -> Vec<String> {
         vec!["sh".into(), "-c".into(), script.into()]
-    }
-
-    /// True while `pid` exists and is not a zombie.
-    fn alive(pid: &str) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
     }
 
     async fn wait_dead(pid: &str) -> bool {

@@ -1,5 +1,6 @@
 //! Test support: a throwaway Postgres instance on the real socket directory, for the tests of
-//! the `Sql` resource and the `Query` RPC. They skip (with a message) where there is no server.
+//! the `Sql` resource and the `Query` RPC (they skip, with a message, where there is no
+//! server), and a process-liveness probe for the tests that kill process groups.
 
 use crate::resource::owner;
 use crate::resource::psql::SOCKET_DIR;
@@ -167,4 +168,16 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
     }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }

@@ -2,48 +2,29 @@
 //! holds the lock, `store-password` (like deploy, provision and deprovision) is refused at once
 //! with the holder's pid and command; once the holder is gone, even killed, the lock is free.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tpa_controller::lock::{ClusterLock, this_process};
 use tpa_controller::process::command;
 
-struct Machine {
-    _tmp: tempfile::TempDir,
-    cluster: PathBuf,
-    config_home: PathBuf,
+mod support;
+
+use support::{Machine, machine};
+
+trait LockTest {
+    fn store_password(&self) -> Output;
+    fn lock_file(&self) -> PathBuf;
 }
 
-fn machine() -> Machine {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cluster = tmp.path().join("cluster");
-    std::fs::create_dir(&cluster).expect("cluster dir");
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/tpa-m1-docker.yml");
-    std::fs::copy(&fixture, cluster.join("config.yml")).expect("config.yml");
-    Machine {
-        config_home: tmp.path().join("config"),
-        cluster,
-        _tmp: tmp,
-    }
-}
-
-impl Machine {
-    fn run(&self, args: &[&str]) -> Output {
-        command(env!("CARGO_BIN_EXE_tpa-controller"))
-            .args(args)
-            .env("XDG_CONFIG_HOME", &self.config_home)
-            .env("HOME", self.config_home.join("home"))
-            .env_remove("TPA_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tpa-controller")
-    }
-
+impl LockTest for Machine {
     fn store_password(&self) -> Output {
-        let dir = self.cluster.to_str().expect("utf-8 path");
-        self.run(&["store-password", dir, "ada_lovelace", "--random"])
+        self.run_with(
+            &["store-password", self.dir(), "ada_lovelace", "--random"],
+            "",
+            &[],
+        )
     }
 
     fn lock_file(&self) -> PathBuf {
@@ -87,7 +68,7 @@ fn a_second_command_is_refused_with_the_holders_pid_and_command() {
 
     // Reading is not changing: show-password does not wait for the lock.
     let dir = m.cluster.to_str().expect("utf-8 path");
-    let shown = m.run(&["show-password", dir, "ada_lovelace"]);
+    let shown = m.run_with(&["show-password", dir, "ada_lovelace"], "", &[]);
     assert!(!stderr(&shown).contains("another tpa-controller"));
 
     drop(held);

@@ -2,65 +2,12 @@
 //! stored encrypted, shown back on stdout alone, never echoed on stderr; the key lives under
 //! `XDG_CONFIG_HOME`, and `TPA_SECRETS_KEY` opens the store on a machine without the key file.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+mod support;
+
+use support::machine;
 
 const VAULT_NAME: &str = "8f2c7d1e-4b9a-4c1f-9e0a-2d6b5f3a7c11";
 const PASSWORD: &str = "piped-S3cret-for-ada";
-
-struct Machine {
-    _tmp: tempfile::TempDir,
-    cluster: PathBuf,
-    config_home: PathBuf,
-}
-
-/// A cluster directory (TPA's M1 docker config.yml, which has a vault_name) and a private
-/// config home, in one temporary directory.
-fn machine() -> Machine {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let cluster = tmp.path().join("cluster");
-    std::fs::create_dir(&cluster).expect("cluster dir");
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/tpa-m1-docker.yml");
-    std::fs::copy(&fixture, cluster.join("config.yml")).expect("config.yml");
-    let config_home = tmp.path().join("config");
-    Machine {
-        cluster,
-        config_home,
-        _tmp: tmp,
-    }
-}
-
-impl Machine {
-    /// Runs tpa-controller with only this machine's key locations (and `extra_env`).
-    fn run(&self, args: &[&str], stdin: &str, extra_env: &[(&str, &str)]) -> Output {
-        let mut cmd = tpa_controller::process::command(env!("CARGO_BIN_EXE_tpa-controller"));
-        cmd.args(args)
-            .env("XDG_CONFIG_HOME", &self.config_home)
-            .env("HOME", self.config_home.join("home"))
-            .env_remove("TPA_SECRETS_KEY")
-            .env_remove("TPA_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("run tpa-controller");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("wait")
-    }
-
-    fn dir(&self) -> &str {
-        self.cluster.to_str().expect("utf-8 path")
-    }
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -69,7 +16,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn a_piped_password_is_stored_encrypted_and_shown_back_alone() {
     let m = machine();
-    let stored = m.run(
+    let stored = m.run_with(
         &["-v", "store-password", m.dir(), "ada_lovelace"],
         &format!("{PASSWORD}\n"),
         &[],
@@ -89,7 +36,7 @@ fn a_piped_password_is_stored_encrypted_and_shown_back_alone() {
         "key named after vault_name, outside the cluster directory"
     );
 
-    let shown = m.run(&["-vv", "show-password", m.dir(), "ada_lovelace"], "", &[]);
+    let shown = m.run_with(&["-vv", "show-password", m.dir(), "ada_lovelace"], "", &[]);
     assert!(shown.status.success(), "{}", text(&shown.stderr));
     assert_eq!(text(&shown.stdout), format!("{PASSWORD}\n"));
     assert!(!text(&shown.stderr).contains(PASSWORD));
@@ -98,7 +45,7 @@ fn a_piped_password_is_stored_encrypted_and_shown_back_alone() {
 #[test]
 fn show_password_for_an_unknown_user_exits_1_with_what_to_do() {
     let m = machine();
-    let out = m.run(&["show-password", m.dir(), "nobody"], "", &[]);
+    let out = m.run_with(&["show-password", m.dir(), "nobody"], "", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let stderr = text(&out.stderr);
@@ -114,14 +61,14 @@ fn show_password_for_an_unknown_user_exits_1_with_what_to_do() {
 #[test]
 fn random_passwords_are_generated_and_an_empty_stdin_stores_nothing() {
     let m = machine();
-    let empty = m.run(&["store-password", m.dir(), "grace"], "", &[]);
+    let empty = m.run_with(&["store-password", m.dir(), "grace"], "", &[]);
     assert_eq!(empty.status.code(), Some(1));
     assert!(text(&empty.stderr).contains("nothing stored"));
     assert!(!m.cluster.join("secrets.enc").exists());
 
-    let stored = m.run(&["store-password", m.dir(), "grace", "--random"], "", &[]);
+    let stored = m.run_with(&["store-password", m.dir(), "grace", "--random"], "", &[]);
     assert!(stored.status.success(), "{}", text(&stored.stderr));
-    let shown = m.run(&["show-password", m.dir(), "grace"], "", &[]);
+    let shown = m.run_with(&["show-password", m.dir(), "grace"], "", &[]);
     let password = text(&shown.stdout);
     let password = password.strip_suffix('\n').expect("newline-terminated");
     assert_eq!(password.len(), 32);
@@ -131,7 +78,7 @@ fn random_passwords_are_generated_and_an_empty_stdin_stores_nothing() {
 #[test]
 fn on_another_machine_the_key_comes_from_tpa_secrets_key_or_the_error_says_where_to_put_it() {
     let m = machine();
-    let stored = m.run(
+    let stored = m.run_with(
         &["store-password", m.dir(), "ada_lovelace"],
         &format!("{PASSWORD}\n"),
         &[],
@@ -141,13 +88,13 @@ fn on_another_machine_the_key_comes_from_tpa_secrets_key_or_the_error_says_where
     let key = std::fs::read_to_string(&key_file).expect("key file");
     std::fs::remove_file(&key_file).expect("move the key away");
 
-    let missing = m.run(&["show-password", m.dir(), "ada_lovelace"], "", &[]);
+    let missing = m.run_with(&["show-password", m.dir(), "ada_lovelace"], "", &[]);
     assert_eq!(missing.status.code(), Some(1));
     let stderr = text(&missing.stderr);
     assert!(stderr.contains(&key_file.display().to_string()), "{stderr}");
     assert!(stderr.contains("TPA_SECRETS_KEY"), "{stderr}");
 
-    let shown = m.run(
+    let shown = m.run_with(
         &["show-password", m.dir(), "ada_lovelace"],
         "",
         &[("TPA_SECRETS_KEY", key.trim())],

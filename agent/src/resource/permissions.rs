@@ -9,6 +9,7 @@
 
 use tpa_common::resource::Permissions;
 
+use super::file::metadata_changes;
 use super::nofollow::{self, Expect};
 use super::{Apply, Ctx, ResourceError, State, owner};
 
@@ -28,7 +29,7 @@ impl Apply for Permissions {
                 format!("{} does not exist yet", self.path),
             ));
         };
-        let changes = changes(nofollow::owner_and_mode(&meta), (uid, gid, self.mode));
+        let changes = metadata_changes(nofollow::owner_and_mode(&meta), (uid, gid, self.mode));
         if changes.is_empty() {
             return Ok(State::in_state("owner and mode as desired"));
         }
@@ -50,7 +51,7 @@ impl Apply for Permissions {
                 self.path
             )));
         };
-        let changes = changes(nofollow::owner_and_mode(&meta), (uid, gid, self.mode));
+        let changes = metadata_changes(nofollow::owner_and_mode(&meta), (uid, gid, self.mode));
         if changes.is_empty() {
             return Ok("owner and mode as desired".to_owned());
         }
@@ -60,29 +61,6 @@ impl Apply for Permissions {
             self.owner, self.group, self.mode
         ))
     }
-}
-
-/// "# owner root -> postgres"-style lines (empty when nothing differs).
-fn changes(current: (u32, u32, u32), desired: (u32, u32, u32)) -> Vec<String> {
-    let mut lines = Vec::new();
-    if current.0 != desired.0 {
-        lines.push(format!(
-            "# owner {} -> {}",
-            owner::user_name(current.0),
-            owner::user_name(desired.0)
-        ));
-    }
-    if current.1 != desired.1 {
-        lines.push(format!(
-            "# group {} -> {}",
-            owner::group_name(current.1),
-            owner::group_name(desired.1)
-        ));
-    }
-    if current.2 != desired.2 {
-        lines.push(format!("# mode {:04o} -> {:04o}", current.2, desired.2));
-    }
-    lines
 }
 
 #[cfg(test)]

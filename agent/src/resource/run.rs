@@ -283,6 +283,7 @@ pub fn tail(text: &str, lines: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::alive;
     use std::time::Instant;
 
     use super::*;
@@ -334,18 +335,6 @@ mod tests {
                 .to_string()
                 .contains("could not run `/nonexistent/tpa-tool`")
         );
-    }
-
-    /// True while `pid` exists and is not a zombie.
-    fn alive(pid: &str) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
     }
 
     #[test]
