@@ -166,7 +166,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                             .map(String::as_str),
                         port,
                     ));
-                    users.resources.extend(replica::slots(topology, &instance.name, port));
+                    users
+                        .resources
+                        .extend(replica::slots(topology, &instance.name, port));
                 }
                 stages.push(users);
             }

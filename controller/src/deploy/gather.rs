@@ -122,7 +122,16 @@ pub async fn gather(
             if replicas {
                 users.push(replica::user());
             }
-            primary_state(&mut client, &mut secrets, instance, &users, host, check, log).await?
+            primary_state(
+                &mut client,
+                &mut secrets,
+                instance,
+                &users,
+                host,
+                check,
+                log,
+            )
+            .await?
         }
         None => (Verifiers::default(), Vec::new()),
     };

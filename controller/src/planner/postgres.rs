@@ -102,9 +102,9 @@ pub fn stages(
         ]);
     }
     let name = &instance.name;
-    let upstream = topology
-        .upstream(name)
-        .ok_or_else(|| format!("{name}: a replica with no upstream; set `upstream` in config.yml"))?;
+    let upstream = topology.upstream(name).ok_or_else(|| {
+        format!("{name}: a replica with no upstream; set `upstream` in config.yml")
+    })?;
     let conninfo = replica::conninfo(input, name, upstream).ok_or_else(|| {
         format!(
             "{name}: its upstream {upstream} is not a deployed host of this cluster; set \

@@ -208,7 +208,12 @@ pub fn streaming(port: u16) -> ResourceSpec {
         n = STREAMING_WAIT_SECS * 2,
         secs = STREAMING_WAIT_SECS
     );
-    sql(id("streaming", "wal_receiver"), STREAMING.into(), apply, port)
+    sql(
+        id("streaming", "wal_receiver"),
+        STREAMING.into(),
+        apply,
+        port,
+    )
 }
 
 fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {

@@ -453,7 +453,10 @@ fn after_a_failover_the_live_primary_wins() {
             "postgres-users"
         ]
     );
-    assert_eq!(stages("ulb"), ["sys", "postgres-install", "postgres-config"]);
+    assert_eq!(
+        stages("ulb"),
+        ["sys", "postgres-install", "postgres-config"]
+    );
     assert_eq!(
         plan.hosts["ulb"][1].after,
         [("vub".to_string(), StageName::PostgresUsers)]
@@ -464,8 +467,12 @@ fn after_a_failover_the_live_primary_wins() {
         "{vub}"
     );
     assert!(
-        file_content(&plan, "ulb", "/opt/postgres/data/conf.d/0002-tpa_replication.conf")
-            .contains("host=10.33.7.3 "),
+        file_content(
+            &plan,
+            "ulb",
+            "/opt/postgres/data/conf.d/0002-tpa_replication.conf"
+        )
+        .contains("host=10.33.7.3 "),
     );
     assert!(outline(&plan).contains("file:/etc/tpa/fosdem.crt"));
 }
@@ -590,11 +597,16 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
             .unwrap_or_default()
     };
     let ulb_users = ids("ulb", StageName::PostgresUsers);
-    assert!(ulb_users.contains(&"role:replication".to_string()), "{ulb_users:?}");
+    assert!(
+        ulb_users.contains(&"role:replication".to_string()),
+        "{ulb_users:?}"
+    );
     assert!(ulb_users.contains(&"slot:tpa_vub".to_string()));
     assert!(!ulb_users.contains(&"slot:tpa_achel".to_string()));
     let vub_config = ids("vub", StageName::PostgresConfig);
-    let streaming = vub_config.iter().position(|i| i == "streaming:wal_receiver");
+    let streaming = vub_config
+        .iter()
+        .position(|i| i == "streaming:wal_receiver");
     let slot = vub_config.iter().position(|i| i == "slot:tpa_achel");
     assert!(streaming.is_some() && slot > streaming, "{vub_config:?}");
     // A replica never runs initdb and has no users stage; achel has no downstream slot.
@@ -607,7 +619,11 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
         assert!(all.contains(&"command:pg_basebackup".to_string()), "{host}");
         assert!(ids(host, StageName::PostgresUsers).is_empty(), "{host}");
     }
-    assert!(!ids("achel", StageName::PostgresConfig).iter().any(|i| i.starts_with("slot:")));
+    assert!(
+        !ids("achel", StageName::PostgresConfig)
+            .iter()
+            .any(|i| i.starts_with("slot:"))
+    );
     expect_file!["golden/0002-tpa_replication.conf"].assert_eq(&file_content(
         &plan,
         "achel",
@@ -656,7 +672,8 @@ fn replication_is_allowed_from_cluster_postgres_hosts_only() {
     assert_eq!(lines.len(), 4, "{hba}");
     for ip in ["10.33.7.2/32", "10.33.7.3/32", "10.33.7.4/32"] {
         assert!(
-            lines.iter().any(|l| l.contains("replication") && l.contains(ip)
+            lines.iter().any(|l| l.contains("replication")
+                && l.contains(ip)
                 && l.split_whitespace().nth(2) == Some("replication")),
             "{ip}: {hba}"
         );
