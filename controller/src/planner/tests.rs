@@ -680,3 +680,18 @@ fn replication_is_allowed_from_cluster_postgres_hosts_only() {
     }
     assert!(!hba.contains("0.0.0.0"), "{hba}");
 }
+
+/// A replica whose upstream is not deployed cannot be cloned: the plan says so, by name.
+#[test]
+fn a_replica_of_an_undeployed_upstream_is_refused() {
+    let cluster = seed();
+    let mut facts = facts(&cluster, "12");
+    facts.remove("vub");
+    let errors = plan_with(&cluster, facts).unwrap_err();
+    assert!(
+        errors.iter().any(
+            |e| e.starts_with("achel: its upstream vub is not a deployed host of this cluster")
+        ),
+        "{errors:?}"
+    );
+}
