@@ -10,12 +10,14 @@
 //! - `input`: the gathered [`ClusterState`] the planner reads.
 //! - `topology`: which host is the primary, live state first ([`topology::resolve`]).
 //! - `inspect`: the read-only SQL gather runs on the primary, and the reading of its rows.
-//! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads.
+//! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads;
+//!   `replica`: cloning replicas, their slots and the `replication` role.
 
 mod input;
 pub mod inspect;
 mod postgres;
 mod postgres_conf;
+pub mod replica;
 mod sys;
 pub mod topology;
 mod users;
@@ -37,11 +39,13 @@ pub use topology::{PostgresRole, Topology, TopologyError};
 pub enum StageName {
     /// Package sources, base packages, locale, /etc/tpa.
     Sys,
-    /// Postgres packages, data directory, initdb.
+    /// Postgres packages, data directory, initdb (a replica: the clone from its upstream).
     PostgresInstall,
-    /// Configuration files, TLS, the postgres service.
+    /// Configuration files, TLS, the postgres service (a replica: then streaming verified and
+    /// its downstreams' slots).
     PostgresConfig,
-    /// Users, databases and extensions (on the primary).
+    /// Users, databases and extensions, the `replication` role and replicas' slots (on the
+    /// primary).
     PostgresUsers,
 }
 
@@ -122,28 +126,57 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             }
         };
         let mut stages = vec![sys::stage(instance, host, packages)];
-        if input.state.topology.is_primary(&instance.name) {
-            stages.extend(postgres::stages(input, instance, host));
-            for user in &instance.vars.postgres_users {
-                if user
-                    .password_encryption
-                    .as_deref()
-                    .is_some_and(|e| e != "scram-sha-256")
-                {
-                    errors.push(format!(
-                        "{}: postgres_users {}: password_encryption md5 is not supported: tpa sets \
-                         SCRAM-SHA-256 verifiers only; remove the key",
-                        instance.name, user.username
-                    ));
+        let topology = &input.state.topology;
+        match topology.role(&instance.name) {
+            Some(PostgresRole::Primary) => {
+                match postgres::stages(input, instance, host) {
+                    Ok(s) => stages.extend(s),
+                    Err(e) => errors.push(e),
                 }
+                for user in &instance.vars.postgres_users {
+                    if user
+                        .password_encryption
+                        .as_deref()
+                        .is_some_and(|e| e != "scram-sha-256")
+                    {
+                        errors.push(format!(
+                            "{}: postgres_users {}: password_encryption md5 is not supported: tpa \
+                             sets SCRAM-SHA-256 verifiers only; remove the key",
+                            instance.name, user.username
+                        ));
+                    }
+                    if user.username == replica::REPLICATION_USER && has_replicas(topology) {
+                        errors.push(format!(
+                            "{}: postgres_users {}: tpa manages this role for replicas; remove \
+                             it from postgres_users",
+                            instance.name, user.username
+                        ));
+                    }
+                }
+                let port = settings.postgres.port;
+                let mut users = users::stage(instance, port, input.state.verifiers.by_user());
+                if has_replicas(topology) {
+                    users.resources.push(users::role(
+                        &replica::user(),
+                        input
+                            .state
+                            .verifiers
+                            .by_user()
+                            .get(replica::REPLICATION_USER)
+                            .map(String::as_str),
+                        port,
+                    ));
+                    users
+                        .resources
+                        .extend(replica::slots(topology, &instance.name, port));
+                }
+                stages.push(users);
             }
-            stages.push(users::stage(
-                instance,
-                settings.postgres.port,
-                input.state.verifiers.by_user(),
-            ));
-        } else {
-            note_unsupported(&mut plan, instance, &input.state.topology);
+            Some(PostgresRole::Replica) => match postgres::stages(input, instance, host) {
+                Ok(s) => stages.extend(s),
+                Err(e) => errors.push(e),
+            },
+            _ => note_unsupported(&mut plan, instance, topology),
         }
         plan.hosts.insert(instance.name.clone(), stages);
     }
@@ -152,6 +185,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     } else {
         Err(errors)
     }
+}
+
+/// True when some deployed host streams (or will stream) from another.
+pub fn has_replicas(topology: &Topology) -> bool {
+    topology
+        .members
+        .values()
+        .any(|m| m.role == PostgresRole::Replica)
 }
 
 /// A host the plan leaves with its packages only, and the roles (live ones for Postgres
@@ -168,8 +209,8 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
         })
         .collect();
     plan.notes.push(format!(
-        "{}: roles [{}] are not deployed yet (replication, barman and failover managers \
-         come in later releases); the host is bootstrapped and its packages are installed",
+        "{}: roles [{}] are not deployed yet (barman, witness and failover managers come \
+         in later releases); the host is bootstrapped and its packages are installed",
         instance.name,
         roles.join(", ")
     ));

@@ -1,6 +1,6 @@
 //! Gather: everything the planner reads, as one owned [`ClusterState`]. Bootstraps the agents,
 //! asks every host for its facts, resolves each host's settings and the live topology, gets
-//! the primary's server certificate, computes the SCRAM verifiers and reads drift. All of a
+//! every Postgres host's server certificate, the `replication` role's password, computes the SCRAM verifiers and reads drift. All of a
 //! deploy's IO before the apply happens here (or in the agents it calls).
 
 use std::collections::BTreeMap;
@@ -10,20 +10,21 @@ use std::time::Instant;
 use anyhow::bail;
 use tpa_common::facts::Facts;
 use tpa_common::query::SqlQuery;
+use tpa_common::resource::Secret;
 
 use super::passwords;
 use super::report::DeployLog;
 use crate::agent_client::AgentClient;
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
-use crate::config::{Cluster, Instance};
+use crate::config::{Cluster, Instance, PostgresUser};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
-use crate::planner::{ClusterState, HostState, Verifiers, topology};
+use crate::planner::{self, ClusterState, HostState, Verifiers, replica, topology};
 use crate::platform::{self, AnyPlatform, Platform};
-use crate::secrets::Secrets;
+use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
 use crate::settings::{HostSettings, PostgresSettings};
 
@@ -73,14 +74,16 @@ pub async fn gather(
     let primary = topology
         .primary()
         .and_then(|name| Some((deployed_instance(cluster, name), agents.get(name)?.clone())));
-    if let Some((instance, mut client)) = primary.clone()
-        && let (Some(host), Some(address)) = (
-            hosts.get_mut(&instance.name),
-            inventory.host(&instance.name).map(|h| h.address),
-        )
-    {
+    // Every Postgres host serves TLS: the primary to clients, each upstream to its replicas.
+    for name in topology.members.keys() {
+        let (Some(host), Some(address), Some(mut client)) = (
+            hosts.get_mut(name),
+            inventory.host(name).map(|h| h.address),
+            agents.get(name).cloned(),
+        ) else {
+            continue;
+        };
         let pg = &host.settings.postgres;
-        let name = &instance.name;
         let cert = server_tls::ensure(
             &mut client,
             &pki,
@@ -111,13 +114,31 @@ pub async fn gather(
         log.line(format!("live state: {change}"));
     }
 
+    let replicas = planner::has_replicas(&topology);
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {
             let host = &hosts[&instance.name];
-            primary_state(&mut client, &mut secrets, instance, host, check, log).await?
+            let mut users = instance.vars.postgres_users.clone();
+            if replicas {
+                users.push(replica::user());
+            }
+            primary_state(
+                &mut client,
+                &mut secrets,
+                instance,
+                &users,
+                host,
+                check,
+                log,
+            )
+            .await?
         }
         None => (Verifiers::default(), Vec::new()),
     };
+    let replication_password = replicas
+        .then(|| secrets.get(&password_key(replica::REPLICATION_USER)))
+        .flatten()
+        .map(|p| Secret::new(p.to_string()));
     Ok(Gathered {
         agents,
         state: ClusterState {
@@ -125,6 +146,7 @@ pub async fn gather(
             topology,
             ca_pem: pki.ca_cert_pem().to_string(),
             verifiers,
+            replication_password,
             drift,
         },
     })
@@ -205,13 +227,13 @@ async fn primary_state(
     client: &mut AgentClient,
     secrets: &mut Secrets,
     instance: &Instance,
+    users: &[PostgresUser],
     host: &HostState,
     check: bool,
     log: &mut DeployLog,
 ) -> anyhow::Result<(Verifiers, Vec<Drift>)> {
     let running = host.facts.postgres.as_ref().is_some_and(|p| p.running);
     let port = host.settings.postgres.port;
-    let users = &instance.vars.postgres_users;
     let existing = if running && !users.is_empty() {
         inspect::stored_verifiers(query(client, port, inspect::STORED_VERIFIERS_SQL).await?)
     } else {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use tpa_common::facts::Facts;
+use tpa_common::resource::Secret;
 
 use super::inspect::Drift;
 use super::topology::Topology;
@@ -21,6 +22,9 @@ pub struct ClusterState {
     pub ca_pem: String,
     /// SCRAM verifiers of the users' passwords.
     pub verifiers: Verifiers,
+    /// The `replication` role's password, for replicas' passfiles (None: no replica, or
+    /// `--check` before one was generated).
+    pub replication_password: Option<Secret<String>>,
     /// Roles and databases the primary has that config.yml does not list.
     pub drift: Vec<Drift>,
 }

@@ -58,7 +58,8 @@ impl fmt::Display for Drift {
     }
 }
 
-/// The objects among the rows of [`OBJECTS_SQL`] that the primary's `vars` do not declare.
+/// The objects among the rows of [`OBJECTS_SQL`] that the primary's `vars` do not declare
+/// (tpa's own `replication` role is declared by tpa).
 pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
     rows.iter()
         .filter_map(|row| {
@@ -66,7 +67,8 @@ pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
             let (kind, declared) = match kind.as_str() {
                 "role" => (
                     DriftKind::Role,
-                    vars.postgres_users.iter().any(|u| &u.username == name),
+                    name == super::replica::REPLICATION_USER
+                        || vars.postgres_users.iter().any(|u| &u.username == name),
                 ),
                 "database" => (
                     DriftKind::Database,
@@ -107,6 +109,7 @@ mod tests {
         let rows = [
             row(&["role", "ada"]),
             row(&["role", "mallory"]),
+            row(&["role", "replication"]),
             row(&["database", "engine"]),
             row(&["database", "scratch"]),
             row(&["role"]),

@@ -1,5 +1,6 @@
-//! Postgres on the primary: packages come from `sys`; here the data directory, initdb, the
-//! conf.d split, pg_hba.conf, the server certificate and tpa's `postgres.service`.
+//! Postgres on the primary and on replicas: packages come from `sys`; here the data directory,
+//! initdb (primary) or the clone (replica, see `replica`), the conf.d split, pg_hba.conf, the
+//! server certificate and tpa's `postgres.service`.
 
 use tpa_common::resource::{
     Command, Directory, EnvVar, File, FileIfAbsent, FileLine, Permissions, Resource, ResourceSpec,
@@ -7,7 +8,8 @@ use tpa_common::resource::{
 };
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
-use super::{HostState, PlanInput, Stage, StageName, id};
+use super::topology::PostgresRole;
+use super::{HostState, PlanInput, Stage, StageName, id, replica};
 use crate::config::{Instance, Role};
 use crate::settings::PostgresSettings;
 
@@ -84,41 +86,86 @@ pub fn needs_restart(guc: &str) -> bool {
     RESTART_GUCS.contains(&guc.to_ascii_lowercase().as_str())
 }
 
-pub fn stages(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Vec<Stage> {
-    vec![install(host), config(input, instance, host)]
+/// The install and config stages of a primary or (live role) replica, or why they cannot be
+/// planned.
+pub fn stages(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+) -> Result<Vec<Stage>, String> {
+    let topology = &input.state.topology;
+    if topology.role(&instance.name) != Some(PostgresRole::Replica) {
+        let initdb = initdb(host);
+        return Ok(vec![
+            install(host, vec![initdb], vec![]),
+            config(input, instance, host, None),
+        ]);
+    }
+    let name = &instance.name;
+    let upstream = topology.upstream(name).ok_or_else(|| {
+        format!("{name}: a replica with no upstream; set `upstream` in config.yml")
+    })?;
+    let conninfo = replica::conninfo(input, name, upstream).ok_or_else(|| {
+        format!(
+            "{name}: its upstream {upstream} is not a deployed host of this cluster; set \
+             `upstream` to a primary or replica that is deployed"
+        )
+    })?;
+    let slot = replica::slot_name(name);
+    let clone = replica::clone(
+        host,
+        &conninfo,
+        &slot,
+        &input.state.ca_pem,
+        input.state.replication_password.as_ref(),
+    );
+    let after = vec![replica::upstream_ready(topology, upstream)];
+    Ok(vec![
+        install(host, clone, after),
+        config(input, instance, host, Some((conninfo, slot))),
+    ])
 }
 
-fn install(host: &HostState) -> Stage {
+fn initdb(host: &HostState) -> ResourceSpec {
+    let l = &host.settings.postgres;
+    ResourceSpec {
+        id: id("command", "initdb"),
+        kind: Resource::Command(Command {
+            argv: vec![
+                format!("{}/initdb", host.settings.bin_dir),
+                "-D".into(),
+                l.data_dir.clone(),
+                "--data-checksums".into(),
+                format!("--locale={}", l.locale),
+                "--encoding=UTF8".into(),
+                "--auth-local=peer".into(),
+                "--auth-host=scram-sha-256".into(),
+            ],
+            creates: Some(format!("{}/PG_VERSION", l.data_dir)),
+            unless: None,
+            run_as: Some("postgres".into()),
+            env: vec![EnvVar::new("TZ", "UTC")],
+            secret_env: false,
+            timeout_secs: None,
+        }),
+    }
+}
+
+/// The data directory, then `create` (initdb, or a replica's clone), then the conf.d include.
+fn install(host: &HostState, create: Vec<ResourceSpec>, after: Vec<(String, StageName)>) -> Stage {
     let l = &host.settings.postgres;
     let parent = std::path::Path::new(&l.data_dir)
         .parent()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/".into());
     let conf = format!("{}/postgresql.conf", l.data_dir);
-    let resources = vec![
+    let mut resources = vec![
         dir(&parent, "postgres", 0o755),
         dir(&l.data_dir, "postgres", 0o700),
-        ResourceSpec {
-            id: id("command", "initdb"),
-            kind: Resource::Command(Command {
-                argv: vec![
-                    format!("{}/initdb", host.settings.bin_dir),
-                    "-D".into(),
-                    l.data_dir.clone(),
-                    "--data-checksums".into(),
-                    format!("--locale={}", l.locale),
-                    "--encoding=UTF8".into(),
-                    "--auth-local=peer".into(),
-                    "--auth-host=scram-sha-256".into(),
-                ],
-                creates: Some(format!("{}/PG_VERSION", l.data_dir)),
-                unless: None,
-                run_as: Some("postgres".into()),
-                env: vec![EnvVar::new("TZ", "UTC")],
-                secret_env: false,
-                timeout_secs: None,
-            }),
-        },
+        dir("/etc/tpa", "root", 0o755),
+    ];
+    resources.extend(create);
+    resources.extend([
         // initdb's postgresql.conf stays as it is; tpa's settings come from conf.d.
         ResourceSpec {
             id: id("file_line", &conf),
@@ -128,16 +175,21 @@ fn install(host: &HostState) -> Stage {
             }),
         },
         dir(&format!("{}/conf.d", l.data_dir), "postgres", 0o700),
-        dir("/etc/tpa", "root", 0o755),
-    ];
+    ]);
     Stage {
         name: StageName::PostgresInstall,
         resources,
-        after: vec![],
+        after,
     }
 }
 
-fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage {
+/// `replication`: a replica's conninfo and slot.
+fn config(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+    replication: Option<(String, String)>,
+) -> Stage {
     let cluster = input.cluster;
     let l = &host.settings.postgres;
     let memory = Some(host.facts.memory_bytes)
@@ -190,7 +242,7 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
         })
         .collect();
 
-    let reload_files = [
+    let mut reload_files = vec![
         (
             conf_d(l, "0000-tpa.conf"),
             postgres_conf::reload_settings(&conf_input),
@@ -209,6 +261,9 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
             ),
         ),
     ];
+    if let Some((conninfo, slot)) = &replication {
+        reload_files.push((conf_d(l, replica::CONF_FILE), replica::conf(conninfo, slot)));
+    }
     let restart_files = [
         (
             conf_d(l, "0001-tpa_restart.conf"),
@@ -287,6 +342,15 @@ fn config(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Stage
             restart_on,
         }),
     });
+    if replication.is_some() {
+        // Done only when streaming; then the slots of its own (cascaded) replicas.
+        resources.push(replica::streaming(l.port));
+        resources.extend(replica::slots(
+            &input.state.topology,
+            &instance.name,
+            l.port,
+        ));
+    }
     Stage {
         name: StageName::PostgresConfig,
         resources,

@@ -232,7 +232,8 @@ pub fn pg_hba(
         let addr = format!("{}/{bits}", peer.address);
         if peer.postgres {
             line("hostssl", "all", "all", &addr, method);
-            line("hostssl", "replication", "all", &addr, method);
+            // Replicas (and later repmgr's clones) stream as tpa's `replication` role only.
+            line("hostssl", "replication", "replication", &addr, method);
         }
         if peer.barman {
             line("hostssl", "postgres", "barman", &addr, method);

@@ -66,7 +66,7 @@ fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
 }
 
 /// The state gather would hand over for `facts`: settings resolved, the topology from the
-/// facts, the local repository on every host, a certificate on the primary.
+/// facts, the local repository on every host, a certificate on every Postgres host.
 fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts>) -> ClusterState {
     let topology = topology::resolve(cluster, inventory, &facts).expect("a topology");
     let hosts = facts
@@ -79,7 +79,10 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
                     "/var/opt/tpa/local-repo/Debian/{}",
                     facts.os_version_id
                 )),
-                server_cert: topology.is_primary(&name).then(|| "CERT-PEM\n".to_string()),
+                server_cert: topology
+                    .members
+                    .contains_key(&name)
+                    .then(|| "CERT-PEM\n".to_string()),
                 facts,
             };
             (name, host)
@@ -89,10 +92,19 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
         hosts,
         topology,
         ca_pem: "CA-PEM\n".into(),
-        verifiers: Verifiers(BTreeMap::from([(
-            "ada_lovelace".to_string(),
-            "SCRAM-SHA-256$4096:c2FsdA==$stored:server".to_string(),
-        )])),
+        verifiers: Verifiers(BTreeMap::from([
+            (
+                "ada_lovelace".to_string(),
+                "SCRAM-SHA-256$4096:c2FsdA==$stored:server".to_string(),
+            ),
+            (
+                "replication".to_string(),
+                "SCRAM-SHA-256$4096:cmVwbA==$stored:server".to_string(),
+            ),
+        ])),
+        replication_password: Some(tpa_common::resource::Secret::new(
+            "REPLICATION-PASSWORD".to_string(),
+        )),
         drift: vec![],
     }
 }
@@ -427,7 +439,8 @@ fn after_a_failover_the_live_primary_wins() {
     "#]]
     .assert_eq(&members(&t));
 
-    // The plan follows: Postgres is configured on vub, ulb keeps its packages only.
+    // The plan follows: vub is configured as the primary (with both slots), ulb as its
+    // replica (its data directory exists, so the clone is skipped by the agent).
     let plan = plan_with(&cluster, facts).unwrap();
     let stages =
         |host: &str| -> Vec<&str> { plan.hosts[host].iter().map(|s| s.name.as_str()).collect() };
@@ -440,13 +453,26 @@ fn after_a_failover_the_live_primary_wins() {
             "postgres-users"
         ]
     );
-    assert_eq!(stages("ulb"), ["sys"]);
+    assert_eq!(
+        stages("ulb"),
+        ["sys", "postgres-install", "postgres-config"]
+    );
+    assert_eq!(
+        plan.hosts["ulb"][1].after,
+        [("vub".to_string(), StageName::PostgresUsers)]
+    );
+    let vub = outline(&plan);
     assert!(
-        plan.notes
-            .iter()
-            .any(|n| n.starts_with("ulb: roles [replica]")),
-        "{:?}",
-        plan.notes
+        vub.contains("  slot:tpa_ulb\n") && vub.contains("  slot:tpa_achel\n"),
+        "{vub}"
+    );
+    assert!(
+        file_content(
+            &plan,
+            "ulb",
+            "/opt/postgres/data/conf.d/0002-tpa_replication.conf"
+        )
+        .contains("host=10.33.7.3 "),
     );
     assert!(outline(&plan).contains("file:/etc/tpa/fosdem.crt"));
 }
@@ -537,4 +563,135 @@ fn download_packages_fetches_what_the_plan_installs() {
         // TPA's default failover manager applies when config.yml names none.
         assert!(downloaded.contains(&"postgresql-15-repmgr".to_string()));
     }
+}
+
+// === replicas ===
+
+/// The seed's chain: ulb primary, vub cloned from ulb, achel cloned from vub.
+#[test]
+fn replicas_clone_from_their_upstream_depth_by_depth() {
+    let plan = plan_for(SEED, "12").unwrap();
+    let after = |host: &str, stage: StageName| -> Vec<(String, StageName)> {
+        plan.hosts[host]
+            .iter()
+            .find(|s| s.name == stage)
+            .unwrap()
+            .after
+            .clone()
+    };
+    // vub waits for the role and its slot on ulb; achel for vub streaming with achel's slot.
+    assert_eq!(
+        after("vub", StageName::PostgresInstall),
+        [("ulb".to_string(), StageName::PostgresUsers)]
+    );
+    assert_eq!(
+        after("achel", StageName::PostgresInstall),
+        [("vub".to_string(), StageName::PostgresConfig)]
+    );
+    assert!(after("ulb", StageName::PostgresInstall).is_empty());
+    let ids = |host: &str, stage: StageName| -> Vec<String> {
+        plan.hosts[host]
+            .iter()
+            .find(|s| s.name == stage)
+            .map(|s| s.resources.iter().map(|r| r.id.clone()).collect())
+            .unwrap_or_default()
+    };
+    let ulb_users = ids("ulb", StageName::PostgresUsers);
+    assert!(
+        ulb_users.contains(&"role:replication".to_string()),
+        "{ulb_users:?}"
+    );
+    assert!(ulb_users.contains(&"slot:tpa_vub".to_string()));
+    assert!(!ulb_users.contains(&"slot:tpa_achel".to_string()));
+    let vub_config = ids("vub", StageName::PostgresConfig);
+    let streaming = vub_config
+        .iter()
+        .position(|i| i == "streaming:wal_receiver");
+    let slot = vub_config.iter().position(|i| i == "slot:tpa_achel");
+    assert!(streaming.is_some() && slot > streaming, "{vub_config:?}");
+    // A replica never runs initdb and has no users stage; achel has no downstream slot.
+    for host in ["vub", "achel"] {
+        let all: Vec<String> = plan.hosts[host]
+            .iter()
+            .flat_map(|s| s.resources.iter().map(|r| r.id.clone()))
+            .collect();
+        assert!(!all.contains(&"command:initdb".to_string()), "{host}");
+        assert!(all.contains(&"command:pg_basebackup".to_string()), "{host}");
+        assert!(ids(host, StageName::PostgresUsers).is_empty(), "{host}");
+    }
+    assert!(
+        !ids("achel", StageName::PostgresConfig)
+            .iter()
+            .any(|i| i.starts_with("slot:"))
+    );
+    expect_file!["golden/0002-tpa_replication.conf"].assert_eq(&file_content(
+        &plan,
+        "achel",
+        "/opt/postgres/data/conf.d/0002-tpa_replication.conf",
+    ));
+}
+
+/// The replication password reaches a replica only in its 0600 passfile, marked secret.
+#[test]
+fn the_replication_password_is_only_in_the_passfile() {
+    let plan = plan_for(SEED, "12").unwrap();
+    for host in ["vub", "achel"] {
+        for r in plan.hosts[host].iter().flat_map(|s| &s.resources) {
+            let shown = format!("{:?}", r.kind);
+            assert!(!shown.contains("REPLICATION-PASSWORD"), "{host} {}", r.id);
+            match &r.kind {
+                Resource::File(f) if f.path == replica::PASSFILE => {
+                    assert!(f.secret && f.mode == 0o600 && f.owner == "postgres");
+                    let text = String::from_utf8(f.content.as_bytes().to_vec()).unwrap();
+                    assert_eq!(text, "*:*:replication:replication:REPLICATION-PASSWORD\n");
+                }
+                Resource::File(f) => {
+                    let text = String::from_utf8(f.content.as_bytes().to_vec()).unwrap();
+                    assert!(!text.contains("REPLICATION-PASSWORD"), "{host} {}", f.path);
+                }
+                Resource::Command(c) => {
+                    assert!(c.env.is_empty(), "{host} {}", r.id);
+                    assert!(!c.argv.iter().any(|a| a.contains("PASSWORD")));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// pg_hba lets the `replication` role stream from cluster Postgres hosts only.
+#[test]
+fn replication_is_allowed_from_cluster_postgres_hosts_only() {
+    let plan = plan_for(SEED, "12").unwrap();
+    let hba = file_content(&plan, "achel", "/opt/postgres/data/pg_hba.conf");
+    let lines: Vec<&str> = hba
+        .lines()
+        .filter(|l| l.starts_with("hostssl") && l.contains(" replication "))
+        .collect();
+    // ulb, vub, achel (Postgres hosts) and chimay's streaming_barman line.
+    assert_eq!(lines.len(), 4, "{hba}");
+    for ip in ["10.33.7.2/32", "10.33.7.3/32", "10.33.7.4/32"] {
+        assert!(
+            lines.iter().any(|l| l.contains("replication")
+                && l.contains(ip)
+                && l.split_whitespace().nth(2) == Some("replication")),
+            "{ip}: {hba}"
+        );
+    }
+    assert!(!hba.contains("0.0.0.0"), "{hba}");
+}
+
+/// A replica whose upstream is not deployed cannot be cloned: the plan says so, by name.
+#[test]
+fn a_replica_of_an_undeployed_upstream_is_refused() {
+    let cluster = seed();
+    let mut facts = facts(&cluster, "12");
+    facts.remove("vub");
+    let errors = plan_with(&cluster, facts).unwrap_err();
+    assert!(
+        errors.iter().any(
+            |e| e.starts_with("achel: its upstream vub is not a deployed host of this cluster")
+        ),
+        "{errors:?}"
+    );
 }

@@ -95,7 +95,7 @@ fn sql(
     }
 }
 
-fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceSpec {
+pub fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceSpec {
     let name = &user.username;
     let wanted: Vec<(&str, &str, bool)> = ATTRIBUTES
         .iter()

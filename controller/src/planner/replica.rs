@@ -1,0 +1,250 @@
+//! Physical streaming replicas (issue 8, first slice; no repmgr yet): the `replication` role
+//! and one physical slot per downstream on each upstream, and on a replica the clone with
+//! `pg_basebackup` (never initdb), `standby.signal`, the conninfo in a tpa-managed conf.d file,
+//! the password in a 0600 passfile, and a bounded wait until it streams.
+//!
+//! Ordering: a replica's install stage waits for its upstream's last stage (the primary's
+//! users stage, where the role and slots are made; a replica's config stage, which ends with
+//! it streaming and the slots of its own downstreams made), so cascades clone depth by depth
+//! and replicas of one upstream clone in parallel.
+
+use tpa_common::resource::{
+    Command, File, FileIfAbsent, Resource, ResourceSpec, Secret, Sql, SqlText,
+};
+
+use super::topology::{PostgresRole, Topology};
+use super::users::literal;
+use super::{HostState, PlanInput, StageName, id};
+use crate::config::PostgresUser;
+
+/// The role replicas connect as (TPA's name): LOGIN REPLICATION, not a superuser.
+pub const REPLICATION_USER: &str = "replication";
+
+/// The postgres user's passfile on every replica (Debian's home of `postgres`).
+pub const PASSFILE: &str = "/var/lib/postgresql/.pgpass";
+
+/// The cluster CA as replicas read it to verify their upstream (the agent's copy is root's).
+pub const CA_FILE: &str = "/etc/tpa/ca.crt";
+
+/// The conf.d file with `primary_conninfo` and `primary_slot_name` (both reload in PG ≥ 13).
+pub const CONF_FILE: &str = "0002-tpa_replication.conf";
+
+/// How long the replica's last resource waits for `pg_stat_wal_receiver` to say streaming.
+pub const STREAMING_WAIT_SECS: u32 = 60;
+
+/// The `replication` role as a user the users stage renders (a SCRAM verifier from the
+/// secrets store, like any generated password).
+pub fn user() -> PostgresUser {
+    PostgresUser {
+        username: REPLICATION_USER.into(),
+        generate_password: true,
+        role_attrs: vec!["LOGIN".into(), "REPLICATION".into()],
+        granted_roles: vec![],
+        conn_limit: None,
+        password_encryption: None,
+    }
+}
+
+/// The physical slot a replica uses on its upstream: `tpa_<host>`, with every character a slot
+/// name may not hold (`[a-z0-9_]` only) turned into `_`.
+pub fn slot_name(host: &str) -> String {
+    let tail: String = host
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(59)
+        .collect();
+    format!("tpa_{tail}")
+}
+
+/// The stage a replica's clone waits for on `upstream`: its last stage.
+pub fn upstream_ready(topology: &Topology, upstream: &str) -> (String, StageName) {
+    let stage = if topology.is_primary(upstream) {
+        StageName::PostgresUsers
+    } else {
+        StageName::PostgresConfig
+    };
+    (upstream.to_string(), stage)
+}
+
+/// One slot per replica that streams from `host`, created on `host` (works on a standby too,
+/// for cascades). WAL is reserved from creation, so a clone that starts later loses nothing.
+pub fn slots(topology: &Topology, host: &str, port: u16) -> Vec<ResourceSpec> {
+    topology
+        .members
+        .iter()
+        .filter(|(_, m)| m.role == PostgresRole::Replica && m.upstream.as_deref() == Some(host))
+        .map(|(name, _)| {
+            let slot = literal(&slot_name(name));
+            sql(
+                id("slot", &slot_name(name)),
+                format!(
+                    "select exists (select 1 from pg_replication_slots where slot_name = {slot} \
+                     and slot_type = 'physical')"
+                ),
+                format!("select pg_create_physical_replication_slot({slot}, true);\n"),
+                port,
+            )
+        })
+        .collect()
+}
+
+/// `host=… port=… user=replication …`: the connection a replica makes to `upstream`, TLS
+/// verified against the cluster CA, the password read from [`PASSFILE`].
+pub fn conninfo(input: &PlanInput<'_>, replica: &str, upstream: &str) -> Option<String> {
+    let address = input.inventory.host(upstream)?.address;
+    let port = input.state.hosts.get(upstream)?.settings.postgres.port;
+    Some(format!(
+        "host={address} port={port} user={REPLICATION_USER} passfile={PASSFILE} \
+         sslmode=verify-full sslrootcert={CA_FILE} application_name={replica}"
+    ))
+}
+
+/// The resources of a replica's install stage after its data directory exists: the CA file,
+/// the passfile, the clone (skipped once `PG_VERSION` exists), and `standby.signal` (a host
+/// the topology calls a replica is in recovery, so the file is wanted whenever it is absent).
+pub fn clone(
+    host: &HostState,
+    conninfo: &str,
+    slot: &str,
+    ca_pem: &str,
+    password: Option<&Secret<String>>,
+) -> Vec<ResourceSpec> {
+    let l = &host.settings.postgres;
+    let mut resources = vec![ResourceSpec {
+        id: id("file", CA_FILE),
+        kind: Resource::File(File {
+            path: CA_FILE.into(),
+            content: ca_pem.into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o644,
+            secret: false,
+        }),
+    }];
+    if let Some(password) = password {
+        resources.push(ResourceSpec {
+            id: id("file", PASSFILE),
+            kind: Resource::File(File {
+                path: PASSFILE.into(),
+                content: pgpass_line(password.expose()).into(),
+                owner: "postgres".into(),
+                group: "postgres".into(),
+                mode: 0o600,
+                secret: true,
+            }),
+        });
+    }
+    resources.push(ResourceSpec {
+        id: id("command", "pg_basebackup"),
+        kind: Resource::Command(Command {
+            argv: vec![
+                format!("{}/pg_basebackup", host.settings.bin_dir),
+                "--pgdata".into(),
+                l.data_dir.clone(),
+                "--dbname".into(),
+                conninfo.into(),
+                "--checkpoint=fast".into(),
+                "--wal-method=stream".into(),
+                "--slot".into(),
+                slot.into(),
+                "--no-password".into(),
+            ],
+            creates: Some(format!("{}/PG_VERSION", l.data_dir)),
+            unless: None,
+            run_as: Some("postgres".into()),
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(1800),
+        }),
+    });
+    resources.push(ResourceSpec {
+        id: id("file_if_absent", &format!("{}/standby.signal", l.data_dir)),
+        kind: Resource::FileIfAbsent(FileIfAbsent {
+            path: format!("{}/standby.signal", l.data_dir),
+            content: "".into(),
+            owner: "postgres".into(),
+            group: "postgres".into(),
+            mode: 0o600,
+        }),
+    });
+    resources
+}
+
+/// `*:*:replication:replication:<password>` (any upstream: TLS verify-full decides whom the
+/// replica talks to, and SCRAM never sends the password), `:` and `\` escaped as libpq reads.
+fn pgpass_line(password: &str) -> String {
+    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+    format!("*:*:replication:{REPLICATION_USER}:{escaped}\n")
+}
+
+/// `conf.d/0002-tpa_replication.conf` on a replica.
+pub fn conf(conninfo: &str, slot: &str) -> String {
+    use super::postgres_conf::quote;
+    format!(
+        "# Managed by tpa: changes made here are overwritten by the next deploy.\n\
+         primary_conninfo = {}\nprimary_slot_name = {}\n",
+        quote(conninfo),
+        quote(slot)
+    )
+}
+
+/// The replica's last word: in state when its WAL receiver streams; otherwise waits up to
+/// [`STREAMING_WAIT_SECS`] for it, and fails naming where to look.
+pub fn streaming(port: u16) -> ResourceSpec {
+    const STREAMING: &str =
+        "select coalesce((select status = 'streaming' from pg_stat_wal_receiver), false)";
+    let apply = format!(
+        "do $$ begin\n  for i in 1..{n} loop\n    if exists (select 1 from pg_stat_wal_receiver \
+         where status = 'streaming') then return; end if;\n    perform pg_sleep(0.5);\n  end \
+         loop;\n  raise exception 'not streaming from its upstream after {secs} s: see \
+         pg_stat_wal_receiver and journalctl -u postgres';\nend $$;\n",
+        n = STREAMING_WAIT_SECS * 2,
+        secs = STREAMING_WAIT_SECS
+    );
+    sql(
+        id("streaming", "wal_receiver"),
+        STREAMING.into(),
+        apply,
+        port,
+    )
+}
+
+fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
+    ResourceSpec {
+        id,
+        kind: Resource::Sql(Sql {
+            database: "postgres".into(),
+            check: SqlText::new(check, false),
+            apply: SqlText::new(apply, false),
+            run_as: "postgres".into(),
+            port,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_names_are_valid_for_any_host_name() {
+        assert_eq!(slot_name("vub"), "tpa_vub");
+        assert_eq!(slot_name("Achel-2.x"), "tpa_achel_2_x");
+        assert!(slot_name(&"a".repeat(100)).len() <= 63);
+    }
+
+    #[test]
+    fn passfile_escapes_separators() {
+        assert_eq!(
+            pgpass_line("a:b\\c"),
+            "*:*:replication:replication:a\\:b\\\\c\n"
+        );
+    }
+}
