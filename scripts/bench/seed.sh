@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: the seed's four hosts (primary, replica, cascaded replica, Barman) with two users
 # and a database: the first deploy on fresh containers (once), then NOOP_RUNS (default 5)
-# no-op re-deploys and deploy --check runs. Replicas and Barman get their packages only until
-# replication lands, so the first-deploy figure is not yet DESIGN's 45 s scenario.
+# no-op re-deploys and deploy --check runs. The replicas are cloned and stream; Barman gets its
+# packages only until Barman lands, so the first-deploy figure is not yet DESIGN's 45 s scenario.
 # Usage: scripts/bench/seed.sh [noop_runs]
 set -euo pipefail
 # shellcheck source=lib.sh
