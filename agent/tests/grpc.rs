@@ -557,31 +557,8 @@ async fn enrolment_with_a_wrong_pinned_fingerprint_fails_on_the_controller() {
 #[tokio::test]
 async fn an_agent_of_another_protocol_version_is_refused() {
     let controller = controller();
-    // A fake agent: a real certificate for HOST from the cluster CA, answering Hello with protocol 99.
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec![]).expect("params");
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, HOST);
-    let csr = params
-        .serialize_request(&key)
-        .expect("csr")
-        .pem()
-        .expect("pem");
-    let cert = controller
-        .pki
-        .sign_csr(&csr, &[HOST.into()], &[LOCALHOST], CertUsage::Server)
-        .expect("sign");
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let tls = tonic::transport::ServerTlsConfig::new().identity(
-        tonic::transport::Identity::from_pem(cert, key.serialize_pem()),
-    );
-    let server = tonic::transport::Server::builder()
-        .tls_config(tls)
-        .expect("tls")
-        .add_service(pb::agent_server::AgentServer::new(FutureAgent))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-    let task = tokio::spawn(server);
+    // A fake agent with a real certificate for HOST, answering Hello with protocol 99.
+    let (addr, task) = fake_agent(&controller, FutureAgent).await;
 
     let text = error_text(
         agent_client::connect(

@@ -75,26 +75,33 @@ pub async fn gather(
         .primary()
         .and_then(|name| Some((deployed_instance(cluster, name), agents.get(name)?.clone())));
     // Every Postgres host serves TLS: the primary to clients, each upstream to its replicas.
-    for name in topology.members.keys() {
-        let (Some(host), Some(address), Some(mut client)) = (
-            hosts.get_mut(name),
-            inventory.host(name).map(|h| h.address),
-            agents.get(name).cloned(),
-        ) else {
-            continue;
-        };
-        let pg = &host.settings.postgres;
-        let cert = server_tls::ensure(
-            &mut client,
-            &pki,
-            name,
-            address,
-            &pg.cert_file,
-            &pg.key_file,
-            check,
-        )
-        .await?;
-        match cert {
+    // One round trip per host, all at once (this is on a no-op re-deploy's path too).
+    let requests: Vec<_> = topology
+        .members
+        .keys()
+        .filter_map(|name| {
+            let pg = &hosts.get(name)?.settings.postgres;
+            let address = inventory.host(name)?.address;
+            let mut client = agents.get(name)?.clone();
+            let pki = &pki;
+            Some(async move {
+                let cert = server_tls::ensure(
+                    &mut client,
+                    pki,
+                    name,
+                    address,
+                    &pg.cert_file,
+                    &pg.key_file,
+                    check,
+                )
+                .await;
+                (name.clone(), cert)
+            })
+        })
+        .collect();
+    for (name, cert) in futures_util::future::join_all(requests).await {
+        let host = hosts.get_mut(&name).expect("requested for known hosts");
+        match cert? {
             ServerCert::Issued(pem) => {
                 log.line(format!("[{name}] tls: server certificate issued"));
                 host.server_cert = Some(pem);
