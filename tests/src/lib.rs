@@ -8,18 +8,41 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
-/// Scenarios share container names (the seed's hosts): one at a time.
+/// Scenarios share container names (the seed's hosts): one at a time in this process...
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// ...and one at a time on this machine (other test binaries, other checkouts): an exclusive
+/// `flock` on this file, released when the guard's file closes.
+const MACHINE_LOCK: &str = "/tmp/tpa-e2e.lock";
+
+/// Held while a scenario runs: the in-process mutex and the machine-wide lock.
+pub struct E2eGuard {
+    _process: MutexGuard<'static, ()>,
+    _machine: std::fs::File,
+}
+
 /// Returns a guard when end-to-end tests are enabled, `None` (after saying so) otherwise.
-pub fn e2e_guard(test: &str) -> Option<MutexGuard<'static, ()>> {
+pub fn e2e_guard(test: &str) -> Option<E2eGuard> {
     if std::env::var("TPA_E2E").as_deref() != Ok("1") {
         eprintln!(
             "skipping {test}: set TPA_E2E=1 (scripts/test does) to run Docker end-to-end tests"
         );
         return None;
     }
-    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+    let process = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let machine = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .unwrap_or_else(|e| panic!("{MACHINE_LOCK}: {e}"));
+    machine
+        .lock()
+        .unwrap_or_else(|e| panic!("locking {MACHINE_LOCK}: {e}"));
+    Some(E2eGuard {
+        _process: process,
+        _machine: machine,
+    })
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -156,7 +179,7 @@ pub struct Scenario {
     pub dir: tempfile::TempDir,
     pub cluster: String,
     pub host: String,
-    _serial: MutexGuard<'static, ()>,
+    _serial: E2eGuard,
 }
 
 impl Scenario {
