@@ -179,6 +179,9 @@ pub fn postgres_facts(data_dir: &str, port: u16) -> PostgresFacts {
             facts.in_recovery = Some(status.in_recovery);
             facts.start_time = Some(status.start_time);
             facts.upstream = status.upstream;
+            facts.timeline = status.timeline;
+            facts.start_epoch = status.start_epoch;
+            facts.promoted_epoch = status.promoted_epoch;
         }
     }
     facts
@@ -208,11 +211,25 @@ pub struct Status {
     pub start_time: String,
     /// The WAL sender's host while this standby streams; None otherwise.
     pub upstream: Option<String>,
+    pub timeline: Option<u32>,
+    pub start_epoch: Option<i64>,
+    pub promoted_epoch: Option<i64>,
 }
 
-/// Recovery state, start time and, on a streaming standby, the host it streams from. The
-/// sender host comes last: it is the only free-form column.
-const STATUS_SQL: &[u8] = b"select pg_is_in_recovery(), pg_postmaster_start_time(), \
+/// Recovery state, start time, timeline, promotion time and, on a streaming standby, the host it
+/// streams from. The sender host comes last: it is the only free-form column. The timeline of a
+/// primary is its current WAL file's (pg_control's lags until the first checkpoint after a
+/// promotion); a standby's is the one it receives, else the one it last replayed.
+const STATUS_SQL: &[u8] = b"with s as (select pg_is_in_recovery() as r), \
+    tli as (select case when (select r from s) \
+      then coalesce((select received_tli from pg_stat_wal_receiver limit 1), \
+                    (select timeline_id from pg_control_checkpoint())) \
+      else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end as t) \
+    select (select r from s), pg_postmaster_start_time(), \
+    extract(epoch from pg_postmaster_start_time())::bigint, (select t from tli), \
+    case when not (select r from s) and (select t from tli) > 1 then \
+      (select extract(epoch from modification)::bigint from pg_stat_file('pg_wal/' || \
+        lpad(upper(to_hex((select t from tli))), 8, '0') || '.history', true)) end, \
     coalesce((select sender_host from pg_stat_wal_receiver limit 1), '')";
 
 fn query_status(user: &str, port: u16) -> Option<Status> {
@@ -239,16 +256,19 @@ fn query_status(user: &str, port: u16) -> Option<Status> {
     parse_status_row(&output.stdout_text())
 }
 
-/// Parses `t|2024-05-01 10:00:00.123+00|ulb` from the status query (an empty last column:
-/// not streaming).
+/// Parses `t|2024-05-01 10:00:00.123+00|1714557600|2|1714550000|ulb` from the status query
+/// (empty columns: unknown; an empty last column: not streaming).
 pub fn parse_status_row(row: &str) -> Option<Status> {
-    let mut columns = row.trim_end_matches(['\n', '\r']).splitn(3, '|');
+    let mut columns = row.trim_end_matches(['\n', '\r']).splitn(6, '|');
     let in_recovery = match columns.next()?.trim() {
         "t" => true,
         "f" => false,
         _ => return None,
     };
     let start_time = columns.next()?.to_owned();
+    let start_epoch = columns.next()?.trim().parse().ok();
+    let timeline = columns.next()?.trim().parse().ok();
+    let promoted_epoch = columns.next()?.trim().parse().ok();
     let upstream = columns
         .next()
         .map(str::trim)
@@ -258,6 +278,9 @@ pub fn parse_status_row(row: &str) -> Option<Status> {
         in_recovery,
         start_time,
         upstream,
+        timeline,
+        start_epoch,
+        promoted_epoch,
     })
 }
 
@@ -353,19 +376,25 @@ ID=debian
         );
         assert_eq!(parse_postmaster_pid("garbage"), None);
         assert_eq!(
-            parse_status_row("f|2024-05-01 10:00:00+00|\n"),
+            parse_status_row("f|2024-05-01 10:00:00+00|1714557600|2|1714550000|\n"),
             Some(Status {
                 in_recovery: false,
                 start_time: "2024-05-01 10:00:00+00".into(),
-                upstream: None
+                upstream: None,
+                timeline: Some(2),
+                start_epoch: Some(1_714_557_600),
+                promoted_epoch: Some(1_714_550_000),
             })
         );
         assert_eq!(
-            parse_status_row("t|2024-05-01 10:00:00+00|ulb\n"),
+            parse_status_row("t|2024-05-01 10:00:00+00|1714557600|1||ulb\n"),
             Some(Status {
                 in_recovery: true,
                 start_time: "2024-05-01 10:00:00+00".into(),
-                upstream: Some("ulb".into())
+                upstream: Some("ulb".into()),
+                timeline: Some(1),
+                start_epoch: Some(1_714_557_600),
+                promoted_epoch: None,
             })
         );
         assert_eq!(parse_status_row("error"), None);

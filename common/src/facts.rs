@@ -63,6 +63,14 @@ pub struct PostgresFacts {
     /// name or address as its `primary_conninfo` names it); None on a primary, or when the
     /// standby is not streaming right now.
     pub upstream: Option<String>,
+    /// The timeline it writes (primary) or replays (standby).
+    pub timeline: Option<u32>,
+    /// `pg_postmaster_start_time()` in Unix seconds (comparable across hosts).
+    pub start_epoch: Option<i64>,
+    /// On a primary past timeline 1: when it was promoted (its timeline history file's mtime),
+    /// Unix seconds. A primary started after another was promoted is a former primary that came
+    /// back, not a second primary of its own.
+    pub promoted_epoch: Option<i64>,
 }
 
 #[cfg(test)]

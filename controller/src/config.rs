@@ -36,7 +36,9 @@ pub use model::{
     AwsOptions, Cluster, ClusterVars, DockerNetwork, DockerOptions, HostVars, Instance, Location,
     Platform, Role,
 };
-pub use vars::{FailoverManager, PostgresDatabase, PostgresFlavour, PostgresUser, Vars};
+pub use vars::{
+    FailoverManager, PostgresDatabase, PostgresFlavour, PostgresUser, RepmgrFailover, Vars,
+};
 
 impl Cluster {
     /// Reads `<dir>/config.yml`, validates, merges defaults.

@@ -67,6 +67,14 @@ enum Command {
         #[arg(long)]
         random: bool,
     },
+    /// Planned change of primary (repmgr): `instance`, a caught-up replica of the primary,
+    /// becomes the primary; the old primary and its other replicas follow it. Nothing
+    /// committed is lost. Refused, with the reason, when the target is not such a replica.
+    Switchover {
+        cluster_dir: PathBuf,
+        /// The replica to promote.
+        instance: String,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -116,7 +124,8 @@ fn main() -> ExitCode {
             Command::Provision { cluster_dir, .. }
             | Command::Deploy { cluster_dir, .. }
             | Command::Deprovision { cluster_dir }
-            | Command::StorePassword { cluster_dir, .. } => {
+            | Command::StorePassword { cluster_dir, .. }
+            | Command::Switchover { cluster_dir, .. } => {
                 Some(ClusterLock::for_command(cluster_dir)?)
             }
             Command::DownloadPackages { .. }
@@ -159,6 +168,10 @@ fn main() -> ExitCode {
                 user,
                 random,
             } => commands::passwords::store(&cluster_dir, &user, random),
+            Command::Switchover {
+                cluster_dir,
+                instance,
+            } => commands::switchover::run(&cluster_dir, &instance).await,
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -11,13 +11,15 @@
 //! - `topology`: which host is the primary, live state first ([`topology::resolve`]).
 //! - `inspect`: the read-only SQL gather runs on the primary, and the reading of its rows.
 //! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads;
-//!   `replica`: cloning replicas, their slots and the `replication` role.
+//!   `replica`: cloning replicas, their slots and the `replication` role; `repmgr`: repmgr's
+//!   configuration, registration and repmgrd.
 
 mod input;
 pub mod inspect;
 mod postgres;
 mod postgres_conf;
 pub mod replica;
+pub mod repmgr;
 mod sys;
 pub mod topology;
 mod users;
@@ -154,21 +156,35 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                     }
                 }
                 let port = settings.postgres.port;
-                let mut users = users::stage(instance, port, input.state.verifiers.by_user());
+                let verifiers = input.state.verifiers.by_user();
+                let mut users = users::stage(instance, port, verifiers);
                 if has_replicas(topology) {
                     users.resources.push(users::role(
                         &replica::user(),
-                        input
-                            .state
-                            .verifiers
-                            .by_user()
-                            .get(replica::REPLICATION_USER)
-                            .map(String::as_str),
+                        verifiers.get(replica::REPLICATION_USER).map(String::as_str),
                         port,
                     ));
                     users
                         .resources
-                        .extend(replica::slots(topology, &instance.name, port));
+                        .extend(replica::slots(input, &instance.name, port));
+                }
+                if repmgr::enabled(input) {
+                    match repmgr::conf(input, instance, host) {
+                        Ok(conf) => users.resources.extend(repmgr::files(conf, host)),
+                        Err(e) => errors.push(format!("{}: {e}", instance.name)),
+                    }
+                    users.resources.extend(repmgr::role_and_database(
+                        verifiers.get(repmgr::USER).map(String::as_str),
+                        port,
+                    ));
+                    users.resources.push(repmgr::register(
+                        host,
+                        instance.node,
+                        PostgresRole::Primary,
+                        None,
+                        None,
+                    ));
+                    users.resources.push(repmgr::daemon(host));
                 }
                 stages.push(users);
             }
@@ -176,6 +192,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                 Ok(s) => stages.extend(s),
                 Err(e) => errors.push(e),
             },
+            Some(PostgresRole::Witness) if repmgr::enabled(input) => {
+                match postgres::stages(input, instance, host) {
+                    Ok(s) => stages.extend(s),
+                    Err(e) => errors.push(e),
+                }
+                match witness(input, instance, host) {
+                    Ok(s) => stages.push(s),
+                    Err(e) => errors.push(format!("{}: {e}", instance.name)),
+                }
+            }
             _ => note_unsupported(&mut plan, instance, topology),
         }
         plan.hosts.insert(instance.name.clone(), stages);
@@ -185,6 +211,41 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     } else {
         Err(errors)
     }
+}
+
+/// A witness's last stage, after the primary's: its own repmgr role and database, then
+/// `repmgr witness register` against the live primary, then repmgrd.
+fn witness(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+) -> Result<Stage, String> {
+    let port = host.settings.postgres.port;
+    let verifiers = input.state.verifiers.by_user();
+    let mut resources = repmgr::files(repmgr::conf(input, instance, host)?, host);
+    resources.extend(repmgr::role_and_database(
+        verifiers.get(repmgr::USER).map(String::as_str),
+        port,
+    ));
+    let primary = input.state.topology.primary();
+    let address = primary
+        .and_then(|p| input.inventory.host(p))
+        .map(|h| h.address.to_string());
+    resources.push(repmgr::register(
+        host,
+        instance.node,
+        PostgresRole::Witness,
+        None,
+        address,
+    ));
+    resources.push(repmgr::daemon(host));
+    Ok(Stage {
+        name: StageName::PostgresUsers,
+        resources,
+        after: primary
+            .map(|p| vec![(p.to_string(), StageName::PostgresUsers)])
+            .unwrap_or_default(),
+    })
 }
 
 /// True when some deployed host streams (or will stream) from another.

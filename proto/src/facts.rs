@@ -79,6 +79,9 @@ impl From<pb::PostgresFacts> for PostgresFacts {
             in_recovery: p.in_recovery,
             start_time: p.start_time,
             upstream: p.upstream,
+            timeline: p.timeline,
+            start_epoch: p.start_epoch,
+            promoted_epoch: p.promoted_epoch,
         }
     }
 }
@@ -93,6 +96,9 @@ impl From<PostgresFacts> for pb::PostgresFacts {
             in_recovery: p.in_recovery,
             start_time: p.start_time,
             upstream: p.upstream,
+            timeline: p.timeline,
+            start_epoch: p.start_epoch,
+            promoted_epoch: p.promoted_epoch,
         }
     }
 }
@@ -125,6 +131,9 @@ mod tests {
                 in_recovery: Some(true),
                 start_time: None,
                 upstream: Some("ulb".into()),
+                timeline: Some(2),
+                start_epoch: Some(1_700_000_000),
+                promoted_epoch: None,
             }),
             agent_version: "0.1.0".into(),
             protocol_version: 1,

@@ -73,7 +73,23 @@ impl Apply for Command {
                 output.status_text()
             )));
         }
-        Ok(format!("ran `{program}`"))
+        // Lines starting with `tpa: ` are the command's own report (e.g. how a former primary
+        // was rejoined); they are shown with the change.
+        let report: Vec<String> = if self.secret_env {
+            vec![]
+        } else {
+            output
+                .stdout_text()
+                .lines()
+                .filter_map(|l| l.strip_prefix("tpa: "))
+                .map(str::to_owned)
+                .collect()
+        };
+        if report.is_empty() {
+            Ok(format!("ran `{program}`"))
+        } else {
+            Ok(format!("ran `{program}`: {}", report.join("; ")))
+        }
     }
 }
 

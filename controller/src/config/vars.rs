@@ -67,6 +67,30 @@ pub struct Vars {
     pub haproxy_backend_servers: Vec<String>,
     /// `haproxy_bind_address`.
     pub haproxy_bind_address: Option<String>,
+    /// `repmgr_priority`: 0 (never promoted) to 1000; repmgr's default 100.
+    pub repmgr_priority: Option<u32>,
+    /// `repmgr_reconnect_attempts`: tries before repmgrd calls the upstream failed.
+    pub repmgr_reconnect_attempts: Option<u32>,
+    /// `repmgr_reconnect_interval`: seconds between those tries.
+    pub repmgr_reconnect_interval: Option<u32>,
+    /// `repmgr_failover`: `automatic` (default) or `manual`.
+    pub repmgr_failover: Option<RepmgrFailover>,
+}
+
+/// `repmgr_failover`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepmgrFailover {
+    Automatic,
+    Manual,
+}
+
+impl RepmgrFailover {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepmgrFailover::Automatic => "automatic",
+            RepmgrFailover::Manual => "manual",
+        }
+    }
 }
 
 /// `postgres_flavour`.
@@ -255,6 +279,18 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("haproxy_bind_address", |v, n, p, d| {
         v.haproxy_bind_address = text(n, p, d)
     }),
+    ("repmgr_priority", |v, n, p, d| {
+        v.repmgr_priority = int_in(n, p, d, 0, 1000)
+    }),
+    ("repmgr_reconnect_attempts", |v, n, p, d| {
+        v.repmgr_reconnect_attempts = int_in(n, p, d, 1, 100)
+    }),
+    ("repmgr_reconnect_interval", |v, n, p, d| {
+        v.repmgr_reconnect_interval = int_in(n, p, d, 1, 600)
+    }),
+    ("repmgr_failover", |v, n, p, d| {
+        v.repmgr_failover = repmgr_failover(n, p, d)
+    }),
 ];
 
 /// Variables TPA knows that we do not support yet: setting one is an error saying so.
@@ -295,8 +331,7 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     "barman_backup_interval", "barman_shared", "barman_home", "barman_user",
     "barman_volume_mountable",
     // repmgr.
-    "repmgr_priority", "repmgr_location", "repmgr_reconnect_attempts",
-    "repmgr_reconnect_interval", "repmgr_use_slots", "repmgr_failover", "repmgr_conf_settings",
+    "repmgr_location", "repmgr_use_slots", "repmgr_conf_settings",
     "repmgr_conf_dir", "repmgr_cluster_cleanup_interval", "repmgr_redirect_pgbouncer",
     "repmgr_client_dsn_attributes",
     // Patroni, etcd, HAProxy, PgBouncer, EFM.
@@ -456,6 +491,32 @@ fn max_connections(n: &Node, p: &str, d: &mut Diag) -> Option<u32> {
             None
         }
         v => Some(v),
+    }
+}
+
+fn repmgr_failover(n: &Node, p: &str, d: &mut Diag) -> Option<RepmgrFailover> {
+    match text(n, p, d)?.as_str() {
+        "automatic" => Some(RepmgrFailover::Automatic),
+        "manual" => Some(RepmgrFailover::Manual),
+        other => {
+            d.err(
+                n.line,
+                p,
+                format!("unknown repmgr_failover `{other}`; use `automatic` or `manual`"),
+            );
+            None
+        }
+    }
+}
+
+/// A whole number from `min` to `max`, or an error naming the range.
+fn int_in(n: &Node, p: &str, d: &mut Diag, min: u32, max: u32) -> Option<u32> {
+    let v = n.int::<u32>(d, p)?;
+    if (min..=max).contains(&v) {
+        Some(v)
+    } else {
+        d.err(n.line, p, format!("must be from {min} to {max} (got {v})"));
+        None
     }
 }
 

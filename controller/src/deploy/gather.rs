@@ -17,12 +17,12 @@ use super::report::DeployLog;
 use crate::agent_client::AgentClient;
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
-use crate::config::{Cluster, Instance, PostgresUser};
+use crate::config::{Cluster, FailoverManager, Instance, PostgresUser};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
-use crate::planner::{self, ClusterState, HostState, Verifiers, replica, topology};
+use crate::planner::{self, ClusterState, HostState, Verifiers, replica, repmgr, topology};
 use crate::platform::{self, AnyPlatform, Platform};
 use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
@@ -122,12 +122,21 @@ pub async fn gather(
     }
 
     let replicas = planner::has_replicas(&topology);
+    // repmgr manages the cluster when it is the failover manager and some host streams.
+    let repmgr = replicas
+        && cluster
+            .instances
+            .first()
+            .is_some_and(|i| i.vars.failover_manager() == FailoverManager::Repmgr);
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {
             let host = &hosts[&instance.name];
             let mut users = instance.vars.postgres_users.clone();
             if replicas {
                 users.push(replica::user());
+            }
+            if repmgr {
+                users.push(repmgr::user());
             }
             primary_state(
                 &mut client,
@@ -146,6 +155,10 @@ pub async fn gather(
         .then(|| secrets.get(&password_key(replica::REPLICATION_USER)))
         .flatten()
         .map(|p| Secret::new(p.to_string()));
+    let repmgr_password = repmgr
+        .then(|| secrets.get(&password_key(repmgr::USER)))
+        .flatten()
+        .map(|p| Secret::new(p.to_string()));
     Ok(Gathered {
         agents,
         state: ClusterState {
@@ -154,6 +167,7 @@ pub async fn gather(
             ca_pem: pki.ca_cert_pem().to_string(),
             verifiers,
             replication_password,
+            repmgr_password,
             drift,
         },
     })

@@ -61,6 +61,15 @@ fn stage_lines(
         if check { "would change" } else { "changed" },
         result.summary.elapsed_ms as f64 / 1000.0
     )];
+    if !(verbose || check) {
+        // A command's own report (its `tpa: ` lines, e.g. how a former primary was rejoined)
+        // is news even without -v.
+        for e in result.events.iter().filter(|e| e.outcome == Outcome::Changed) {
+            if let Some((_, report)) = e.message.split_once("`: ") {
+                lines.push(format!("[{host}]   {}: {report}", e.id));
+            }
+        }
+    }
     if verbose || check {
         for e in result
             .events

@@ -25,6 +25,9 @@ pub struct ClusterState {
     /// The `replication` role's password, for replicas' passfiles (None: no replica, or
     /// `--check` before one was generated).
     pub replication_password: Option<Secret<String>>,
+    /// The `repmgr` role's password, for every repmgr node's passfile (None: repmgr is not
+    /// set up, or `--check` before one was generated).
+    pub repmgr_password: Option<Secret<String>>,
     /// Roles and databases the primary has that config.yml does not list.
     pub drift: Vec<Drift>,
 }

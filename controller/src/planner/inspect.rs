@@ -59,7 +59,7 @@ impl fmt::Display for Drift {
 }
 
 /// The objects among the rows of [`OBJECTS_SQL`] that the primary's `vars` do not declare
-/// (tpa's own `replication` role is declared by tpa).
+/// (tpa's own `replication` role and repmgr's role and database are declared by tpa).
 pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
     rows.iter()
         .filter_map(|row| {
@@ -68,11 +68,13 @@ pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
                 "role" => (
                     DriftKind::Role,
                     name == super::replica::REPLICATION_USER
+                        || name == super::repmgr::USER
                         || vars.postgres_users.iter().any(|u| &u.username == name),
                 ),
                 "database" => (
                     DriftKind::Database,
-                    vars.postgres_databases.iter().any(|d| &d.name == name),
+                    name == super::repmgr::DATABASE
+                        || vars.postgres_databases.iter().any(|d| &d.name == name),
                 ),
                 _ => return None,
             };

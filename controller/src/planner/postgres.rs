@@ -9,7 +9,7 @@ use tpa_common::resource::{
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
 use super::topology::PostgresRole;
-use super::{HostState, PlanInput, Stage, StageName, id, replica};
+use super::{HostState, PlanInput, Stage, StageName, id, replica, repmgr};
 use crate::config::{Instance, Role};
 use crate::settings::PostgresSettings;
 
@@ -94,11 +94,23 @@ pub fn stages(
     host: &HostState,
 ) -> Result<Vec<Stage>, String> {
     let topology = &input.state.topology;
+    let state = input.state;
+    let repmgr = repmgr::enabled(input);
+    let access = if super::has_replicas(topology) {
+        replica::access_files(
+            &state.ca_pem,
+            state.replication_password.as_ref(),
+            state.repmgr_password.as_ref().filter(|_| repmgr),
+        )
+    } else {
+        vec![]
+    };
     if topology.role(&instance.name) != Some(PostgresRole::Replica) {
-        let initdb = initdb(host);
+        let mut create = vec![initdb(host)];
+        create.extend(access);
         return Ok(vec![
-            install(host, vec![initdb], vec![]),
-            config(input, instance, host, None),
+            install(host, create, vec![]),
+            config(input, instance, host, None)?,
         ]);
     }
     let name = &instance.name;
@@ -111,18 +123,21 @@ pub fn stages(
              `upstream` to a primary or replica that is deployed"
         )
     })?;
-    let slot = replica::slot_name(name);
-    let clone = replica::clone(
-        host,
-        &conninfo,
-        &slot,
-        &input.state.ca_pem,
-        input.state.replication_password.as_ref(),
-    );
+    let slot = replica::slot_for(input, name);
+    let mut create = access;
+    if topology.is_former_primary(name) {
+        // pg_rewind needs a superuser connection to the source: repmgr's.
+        let source = topology
+            .primary()
+            .filter(|_| repmgr)
+            .and_then(|p| repmgr::conninfo(input, p));
+        create.push(replica::rejoin(host, source.as_deref(), &conninfo, &slot));
+    }
+    create.extend(replica::clone(host, &conninfo, &slot));
     let after = vec![replica::upstream_ready(topology, upstream)];
     Ok(vec![
-        install(host, clone, after),
-        config(input, instance, host, Some((conninfo, slot))),
+        install(host, create, after),
+        config(input, instance, host, Some((conninfo, slot)))?,
     ])
 }
 
@@ -189,7 +204,8 @@ fn config(
     instance: &Instance,
     host: &HostState,
     replication: Option<(String, String)>,
-) -> Stage {
+) -> Result<Stage, String> {
+    let repmgr = repmgr::enabled(input);
     let cluster = input.cluster;
     let l = &host.settings.postgres;
     let memory = Some(host.facts.memory_bytes)
@@ -202,6 +218,7 @@ fn config(
         .count() as u32;
     let preload = vec!["pg_stat_statements".to_string()]
         .into_iter()
+        .chain(repmgr.then(|| repmgr::USER.to_string()))
         .chain(instance.vars.preload_extensions.iter().cloned())
         .fold(Vec::<String>::new(), |mut acc, e| {
             if !acc.contains(&e) {
@@ -345,17 +362,30 @@ fn config(
     if replication.is_some() {
         // Done only when streaming; then the slots of its own (cascaded) replicas.
         resources.push(replica::streaming(l.port));
-        resources.extend(replica::slots(
-            &input.state.topology,
-            &instance.name,
-            l.port,
-        ));
+        resources.extend(replica::slots(input, &instance.name, l.port));
+        if repmgr {
+            // (The primary and a witness get these in their users stage, before registering.)
+            resources.extend(repmgr::files(repmgr::conf(input, instance, host)?, host));
+            let topology = &input.state.topology;
+            let upstream_node = topology
+                .upstream(&instance.name)
+                .and_then(|u| input.cluster.instance(u))
+                .map(|u| u.node);
+            resources.push(repmgr::register(
+                host,
+                instance.node,
+                PostgresRole::Replica,
+                upstream_node,
+                None,
+            ));
+            resources.push(repmgr::daemon(host));
+        }
     }
-    Stage {
+    Ok(Stage {
         name: StageName::PostgresConfig,
         resources,
         after: vec![],
-    }
+    })
 }
 
 fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {

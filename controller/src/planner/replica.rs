@@ -73,17 +73,29 @@ pub fn upstream_ready(topology: &Topology, upstream: &str) -> (String, StageName
     (upstream.to_string(), stage)
 }
 
+/// The slot `replica` streams through on its upstream: repmgr's name when repmgr manages the
+/// cluster (its `standby follow` makes the same), else `tpa_<host>`.
+pub fn slot_for(input: &PlanInput<'_>, replica: &str) -> String {
+    match input.cluster.instance(replica) {
+        Some(i) if super::repmgr::enabled(input) => super::repmgr::slot_name(i.node),
+        _ => slot_name(replica),
+    }
+}
+
 /// One slot per replica that streams from `host`, created on `host` (works on a standby too,
 /// for cascades). WAL is reserved from creation, so a clone that starts later loses nothing.
-pub fn slots(topology: &Topology, host: &str, port: u16) -> Vec<ResourceSpec> {
-    topology
+pub fn slots(input: &PlanInput<'_>, host: &str, port: u16) -> Vec<ResourceSpec> {
+    input
+        .state
+        .topology
         .members
         .iter()
         .filter(|(_, m)| m.role == PostgresRole::Replica && m.upstream.as_deref() == Some(host))
         .map(|(name, _)| {
-            let slot = literal(&slot_name(name));
+            let name = slot_for(input, name);
+            let slot = literal(&name);
             sql(
-                id("slot", &slot_name(name)),
+                id("slot", &name),
                 format!(
                     "select exists (select 1 from pg_replication_slots where slot_name = {slot} \
                      and slot_type = 'physical')"
@@ -106,17 +118,14 @@ pub fn conninfo(input: &PlanInput<'_>, replica: &str, upstream: &str) -> Option<
     ))
 }
 
-/// The resources of a replica's install stage after its data directory exists: the CA file,
-/// the passfile, the clone (skipped once `PG_VERSION` exists), and `standby.signal` (a host
-/// the topology calls a replica is in recovery, so the file is wanted whenever it is absent).
-pub fn clone(
-    host: &HostState,
-    conninfo: &str,
-    slot: &str,
+/// What every Postgres host of a cluster with replicas has, since any of them may stream from
+/// another after a switchover: the cluster CA (to verify upstreams) and the postgres user's
+/// passfile with the `replication` and (with repmgr) `repmgr` passwords.
+pub fn access_files(
     ca_pem: &str,
-    password: Option<&Secret<String>>,
+    replication: Option<&Secret<String>>,
+    repmgr: Option<&Secret<String>>,
 ) -> Vec<ResourceSpec> {
-    let l = &host.settings.postgres;
     let mut resources = vec![ResourceSpec {
         id: id("file", CA_FILE),
         kind: Resource::File(File {
@@ -128,12 +137,19 @@ pub fn clone(
             secret: false,
         }),
     }];
-    if let Some(password) = password {
+    let mut lines = String::new();
+    if let Some(password) = replication {
+        lines.push_str(&pgpass_line("replication", REPLICATION_USER, password.expose()));
+    }
+    if let Some(password) = repmgr {
+        lines.push_str(&pgpass_line("*", super::repmgr::USER, password.expose()));
+    }
+    if !lines.is_empty() {
         resources.push(ResourceSpec {
             id: id("file", PASSFILE),
             kind: Resource::File(File {
                 path: PASSFILE.into(),
-                content: pgpass_line(password.expose()).into(),
+                content: lines.into(),
                 owner: "postgres".into(),
                 group: "postgres".into(),
                 mode: 0o600,
@@ -141,6 +157,15 @@ pub fn clone(
             }),
         });
     }
+    resources
+}
+
+/// The resources of a replica's install stage after its data directory exists: the clone
+/// (skipped once `PG_VERSION` exists) and `standby.signal` (a host the topology calls a replica
+/// is in recovery, so the file is wanted whenever it is absent).
+pub fn clone(host: &HostState, conninfo: &str, slot: &str) -> Vec<ResourceSpec> {
+    let l = &host.settings.postgres;
+    let mut resources = Vec::new();
     resources.push(ResourceSpec {
         id: id("command", "pg_basebackup"),
         kind: Resource::Command(Command {
@@ -177,11 +202,72 @@ pub fn clone(
     resources
 }
 
-/// `*:*:replication:replication:<password>` (any upstream: TLS verify-full decides whom the
-/// replica talks to, and SCRAM never sends the password), `:` and `\` escaped as libpq reads.
-fn pgpass_line(password: &str) -> String {
+/// Stops a former primary that came back after another host was promoted, and makes it a
+/// standby of the live primary: `pg_rewind` from `rewind_source` (a superuser conninfo) when
+/// there is one and it works, else a fresh clone, the old data directory moved aside (never
+/// deleted). Its `tpa: ` lines say which and why. The config stage then writes its conninfo
+/// and starts it; the script only clears the `primary_*` settings pg_rewind copied from the
+/// source's `postgresql.auto.conf`, so tpa's conf.d file decides.
+pub fn rejoin(
+    host: &HostState,
+    rewind_source: Option<&str>,
+    conninfo: &str,
+    slot: &str,
+) -> ResourceSpec {
+    const SCRIPT: &str = r#"set -eu
+data=$1 bin=$2 source=$3 conninfo=$4 slot=$5
+export PGPASSFILE=/var/lib/postgresql/.pgpass
+systemctl stop postgres
+if [ -n "$source" ] && runuser -u postgres -- "$bin/pg_rewind" --target-pgdata="$data" --source-server="$source"; then
+  echo "tpa: former primary rewound with pg_rewind and rejoined as a standby"
+else
+  if [ -n "$source" ]; then why="pg_rewind failed (see above)"; else why="pg_rewind needs a superuser connection to the new primary, which only repmgr's user gives"; fi
+  old="$data.before-rejoin-$(date -u +%Y%m%dT%H%M%SZ)"
+  echo "tpa: former primary re-cloned: $why; its old data directory is kept as $old"
+  mv "$data" "$old"
+  install -d -o postgres -g postgres -m 0700 "$data"
+  runuser -u postgres -- "$bin/pg_basebackup" --pgdata="$data" --dbname="$conninfo" --checkpoint=fast --wal-method=stream --slot="$slot" --no-password
+fi
+if [ -f "$data/postgresql.auto.conf" ]; then
+  sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' "$data/postgresql.auto.conf"
+fi
+runuser -u postgres -- touch "$data/standby.signal"
+"#;
+    let l = &host.settings.postgres;
+    ResourceSpec {
+        id: id("rejoin", "former_primary"),
+        kind: Resource::Command(Command {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                SCRIPT.into(),
+                "tpa-rejoin".into(),
+                l.data_dir.clone(),
+                host.settings.bin_dir.clone(),
+                rewind_source.unwrap_or_default().into(),
+                conninfo.into(),
+                slot.into(),
+            ],
+            creates: None,
+            // Planned only for a host seen running as a primary; a standby is never rewound.
+            unless: Some(vec![
+                "test".into(),
+                "-f".into(),
+                format!("{}/standby.signal", l.data_dir),
+            ]),
+            run_as: None,
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(1800),
+        }),
+    }
+}
+
+/// `*:*:<database>:<user>:<password>` (any host: TLS verify-full decides whom the node talks
+/// to, and SCRAM never sends the password), `:` and `\` escaped as libpq reads them.
+fn pgpass_line(database: &str, user: &str, password: &str) -> String {
     let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
-    format!("*:*:replication:{REPLICATION_USER}:{escaped}\n")
+    format!("*:*:{database}:{user}:{escaped}\n")
 }
 
 /// `conf.d/0002-tpa_replication.conf` on a replica.
@@ -243,7 +329,7 @@ mod tests {
     #[test]
     fn passfile_escapes_separators() {
         assert_eq!(
-            pgpass_line("a:b\\c"),
+            pgpass_line("replication", REPLICATION_USER, "a:b\\c"),
             "*:*:replication:replication:a\\:b\\\\c\n"
         );
     }

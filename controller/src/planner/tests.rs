@@ -101,9 +101,16 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
                 "replication".to_string(),
                 "SCRAM-SHA-256$4096:cmVwbA==$stored:server".to_string(),
             ),
+            (
+                "repmgr".to_string(),
+                "SCRAM-SHA-256$4096:cmVwbWdy$stored:server".to_string(),
+            ),
         ])),
         replication_password: Some(tpa_common::resource::Secret::new(
             "REPLICATION-PASSWORD".to_string(),
+        )),
+        repmgr_password: Some(tpa_common::resource::Secret::new(
+            "REPMGR-PASSWORD".to_string(),
         )),
         drift: vec![],
     }
@@ -378,6 +385,9 @@ fn running(in_recovery: Option<bool>, upstream: Option<&str>) -> PostgresFacts {
         in_recovery,
         start_time: Some("2026-01-01 00:00:00+00".into()),
         upstream: upstream.map(str::to_string),
+        timeline: Some(1),
+        start_epoch: Some(1_767_225_600),
+        promoted_epoch: None,
     }
 }
 
@@ -463,7 +473,7 @@ fn after_a_failover_the_live_primary_wins() {
     );
     let vub = outline(&plan);
     assert!(
-        vub.contains("  slot:tpa_ulb\n") && vub.contains("  slot:tpa_achel\n"),
+        vub.contains("  slot:repmgr_slot_1\n") && vub.contains("  slot:repmgr_slot_3\n"),
         "{vub}"
     );
     assert!(
@@ -601,13 +611,14 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
         ulb_users.contains(&"role:replication".to_string()),
         "{ulb_users:?}"
     );
-    assert!(ulb_users.contains(&"slot:tpa_vub".to_string()));
-    assert!(!ulb_users.contains(&"slot:tpa_achel".to_string()));
+    // The seed uses repmgr: slots get repmgr's names (vub is node 2, achel node 3).
+    assert!(ulb_users.contains(&"slot:repmgr_slot_2".to_string()));
+    assert!(!ulb_users.contains(&"slot:repmgr_slot_3".to_string()));
     let vub_config = ids("vub", StageName::PostgresConfig);
     let streaming = vub_config
         .iter()
         .position(|i| i == "streaming:wal_receiver");
-    let slot = vub_config.iter().position(|i| i == "slot:tpa_achel");
+    let slot = vub_config.iter().position(|i| i == "slot:repmgr_slot_3");
     assert!(streaming.is_some() && slot > streaming, "{vub_config:?}");
     // A replica never runs initdb and has no users stage; achel has no downstream slot.
     for host in ["vub", "achel"] {
@@ -631,26 +642,36 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
     ));
 }
 
-/// The replication password reaches a replica only in its 0600 passfile, marked secret.
+/// The replication and repmgr passwords reach every Postgres host only in its 0600
+/// passfile, marked secret.
 #[test]
 fn the_replication_password_is_only_in_the_passfile() {
     let plan = plan_for(SEED, "12").unwrap();
-    for host in ["vub", "achel"] {
+    for host in ["ulb", "vub", "achel"] {
         for r in plan.hosts[host].iter().flat_map(|s| &s.resources) {
             let shown = format!("{:?}", r.kind);
             assert!(!shown.contains("REPLICATION-PASSWORD"), "{host} {}", r.id);
+            assert!(!shown.contains("REPMGR-PASSWORD"), "{host} {}", r.id);
             match &r.kind {
                 Resource::File(f) if f.path == replica::PASSFILE => {
                     assert!(f.secret && f.mode == 0o600 && f.owner == "postgres");
                     let text = String::from_utf8(f.content.as_bytes().to_vec()).unwrap();
-                    assert_eq!(text, "*:*:replication:replication:REPLICATION-PASSWORD\n");
+                    assert_eq!(
+                        text,
+                        "*:*:replication:replication:REPLICATION-PASSWORD\n\
+                         *:*:*:repmgr:REPMGR-PASSWORD\n"
+                    );
                 }
                 Resource::File(f) => {
                     let text = String::from_utf8(f.content.as_bytes().to_vec()).unwrap();
-                    assert!(!text.contains("REPLICATION-PASSWORD"), "{host} {}", f.path);
+                    assert!(!text.contains("PASSWORD"), "{host} {}", f.path);
                 }
                 Resource::Command(c) => {
-                    assert!(c.env.is_empty(), "{host} {}", r.id);
+                    assert!(
+                        c.env.iter().all(|e| !e.value.expose().contains("PASSWORD")),
+                        "{host} {}",
+                        r.id
+                    );
                     assert!(!c.argv.iter().any(|a| a.contains("PASSWORD")));
                 }
                 _ => {}

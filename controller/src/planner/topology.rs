@@ -38,6 +38,9 @@ pub struct Member {
     /// The host it streams from: live when it streams now, else config.yml's `upstream`, else
     /// (a former primary) the primary. None for the primary.
     pub upstream: Option<String>,
+    /// A former primary that came back after another host was promoted: it still runs out of
+    /// recovery, and the deploy rejoins it as a replica.
+    pub former_primary: bool,
 }
 
 /// The cluster's replication topology, as this deploy treats it.
@@ -68,6 +71,10 @@ impl Topology {
 
     pub fn upstream(&self, host: &str) -> Option<&str> {
         self.members.get(host)?.upstream.as_deref()
+    }
+
+    pub fn is_former_primary(&self, host: &str) -> bool {
+        self.members.get(host).is_some_and(|m| m.former_primary)
     }
 }
 
@@ -131,6 +138,7 @@ pub fn resolve(
         })
         .filter(|(i, _)| !i.has_role(Role::Witness))
         .collect();
+    let (live_primaries, former) = split_former_primaries(live_primaries);
     if live_primaries.len() > 1 {
         return Err(TopologyError::SplitBrain {
             hosts: live_primaries.iter().map(|(i, _)| i.name.clone()).collect(),
@@ -183,6 +191,20 @@ pub fn resolve(
     };
 
     let mut topology = Topology::default();
+    for (i, pg) in &former {
+        topology.changes.push(format!(
+            "{} runs as a primary on timeline {}, but {} was promoted (timeline {}) before {} \
+             started: it is a former primary that came back, and is rejoined as a replica of {}",
+            i.name,
+            pg.timeline.unwrap_or_default(),
+            primary.map_or("another host", |p| p.name.as_str()),
+            primary
+                .and_then(|p| facts.get(&p.name)?.postgres.as_ref()?.timeline)
+                .unwrap_or_default(),
+            i.name,
+            primary.map_or("the primary", |p| p.name.as_str()),
+        ));
+    }
     if let (Some(live), Some(config)) = (primary, configured)
         && live.name != config.name
     {
@@ -233,11 +255,51 @@ pub fn resolve(
                 }
             ));
         }
-        topology
-            .members
-            .insert(instance.name.clone(), Member { role, upstream });
+        let former_primary = former.iter().any(|(i, _)| i.name == instance.name);
+        let upstream = if former_primary {
+            primary.map(|p| p.name.clone())
+        } else {
+            upstream
+        };
+        topology.members.insert(
+            instance.name.clone(),
+            Member {
+                role,
+                upstream,
+                former_primary,
+            },
+        );
     }
     Ok(topology)
+}
+
+/// Splits live primaries into the real one and former primaries that came back: with more than
+/// one, the primary on the highest timeline is the live one when every other runs an older
+/// timeline and (re)started after that one was promoted (a failover happened while it was
+/// down). Anything else (same timeline, or an old primary that kept running through the
+/// promotion) is left as is: a split brain that a human resolves.
+type LivePrimary<'a> = (&'a Instance, &'a PostgresFacts);
+
+fn split_former_primaries(
+    mut live: Vec<LivePrimary<'_>>,
+) -> (Vec<LivePrimary<'_>>, Vec<LivePrimary<'_>>) {
+    if live.len() < 2 {
+        return (live, vec![]);
+    }
+    live.sort_by_key(|(_, pg)| std::cmp::Reverse(pg.timeline.unwrap_or(0)));
+    let (newest, promoted) = (live[0].1.timeline, live[0].1.promoted_epoch);
+    let came_back = |pg: &PostgresFacts| match (newest, promoted, pg.timeline, pg.start_epoch) {
+        (Some(newest), Some(promoted), Some(tli), Some(started)) => {
+            tli < newest && started >= promoted
+        }
+        _ => false,
+    };
+    if live[1..].iter().all(|(_, pg)| came_back(pg)) {
+        let former = live.split_off(1);
+        (live, former)
+    } else {
+        (live, vec![])
+    }
 }
 
 /// The config.yml role that makes `instance` a Postgres host.

@@ -179,7 +179,7 @@ fn grant(user: &str, granted: &str, port: u16) -> ResourceSpec {
     )
 }
 
-fn create_database(db: &PostgresDatabase, port: u16) -> ResourceSpec {
+pub(super) fn create_database(db: &PostgresDatabase, port: u16) -> ResourceSpec {
     let check = format!(
         "select exists (select 1 from pg_database where datname = {})",
         literal(&db.name)
@@ -215,7 +215,7 @@ fn create_database(db: &PostgresDatabase, port: u16) -> ResourceSpec {
     )
 }
 
-fn database_owner(db: &PostgresDatabase, port: u16) -> ResourceSpec {
+pub(super) fn database_owner(db: &PostgresDatabase, port: u16) -> ResourceSpec {
     let owner = db.owner.clone().unwrap_or_else(|| "postgres".into());
     let check = format!(
         "select exists (select 1 from pg_database d join pg_roles r on r.oid = d.datdba \

@@ -83,6 +83,15 @@ pub struct PostgresFacts {
     /// streaming.
     #[prost(string, optional, tag = "7")]
     pub upstream: ::core::option::Option<::prost::alloc::string::String>,
+    /// The timeline the server writes (primary) or replays (standby).
+    #[prost(uint32, optional, tag = "8")]
+    pub timeline: ::core::option::Option<u32>,
+    /// pg_postmaster_start_time() in Unix seconds.
+    #[prost(int64, optional, tag = "9")]
+    pub start_epoch: ::core::option::Option<i64>,
+    /// On a primary past timeline 1: when it was promoted (the mtime of its timeline's history file), Unix seconds.
+    #[prost(int64, optional, tag = "10")]
+    pub promoted_epoch: ::core::option::Option<i64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ApplyRequest {

@@ -1,0 +1,344 @@
+//! repmgr as TPA sets it up (`failover_manager: repmgr` and at least one replica): the
+//! `repmgr` superuser and database, `repmgr` preloaded, `/etc/repmgr/<v>/repmgr.conf` per node,
+//! registration (primary, standby with its live upstream's node id, witness), and repmgrd as
+//! tpa's `repmgr.service`.
+//!
+//! Failover tuning (defaults; `repmgr_reconnect_attempts` / `repmgr_reconnect_interval`
+//! override): repmgrd checks its upstream every 2 s and calls it failed after 3 attempts 2 s
+//! apart, each connection bounded by `connect_timeout=2`, so a dead primary is promoted away
+//! from in about 10–15 s (TPA's 6 × 10 s takes over a minute).
+//!
+//! Nothing here runs repmgr's own `standby clone` or `standby switchover`: replicas are cloned
+//! by `replica` (same slots repmgr would make, `repmgr_slot_<node id>`), and switchover is
+//! driven by the controller through the agents, so no host needs SSH trust to another.
+
+use tpa_common::resource::{Command, Directory, EnvVar, File, Resource, ResourceSpec, Service};
+
+use super::replica::CA_FILE;
+use super::topology::PostgresRole;
+use super::users::{self, literal};
+use super::{HostState, PlanInput, id};
+use crate::config::{FailoverManager, Instance, PostgresDatabase, PostgresUser, RepmgrFailover};
+
+/// The repmgr superuser and its database (TPA's names).
+pub const USER: &str = "repmgr";
+pub const DATABASE: &str = "repmgr";
+
+/// The unit tpa writes for repmgrd.
+pub const UNIT: &str = "repmgr.service";
+
+/// Lets repmgr (running as postgres) start, stop, restart and reload tpa's postgres.service,
+/// and nothing else.
+const SUDOERS_PATH: &str = "/etc/sudoers.d/tpa_repmgr";
+
+/// True when this deploy sets up repmgr: it is the failover manager and some host streams.
+pub fn enabled(input: &PlanInput<'_>) -> bool {
+    super::has_replicas(&input.state.topology)
+        && input
+            .state
+            .hosts
+            .values()
+            .next()
+            .is_some_and(|h| h.settings.failover_manager == FailoverManager::Repmgr)
+}
+
+/// `/etc/repmgr/<version>/repmgr.conf` (TPA's `repmgr_conf_dir` default).
+pub fn conf_path(host: &HostState) -> String {
+    format!("/etc/repmgr/{}/repmgr.conf", host.settings.postgres_version)
+}
+
+/// The repmgr user: a superuser (repmgr's requirement for registration and pg_rewind), its
+/// password generated into the secrets store.
+pub fn user() -> PostgresUser {
+    PostgresUser {
+        username: USER.into(),
+        generate_password: true,
+        role_attrs: vec!["LOGIN".into(), "SUPERUSER".into()],
+        granted_roles: vec![],
+        conn_limit: None,
+        password_encryption: None,
+    }
+}
+
+/// The slot a node streams through on its upstream: repmgr's own name, so that repmgr's
+/// `standby follow` after a failover finds and makes the same slots tpa does.
+pub fn slot_name(node: u32) -> String {
+    format!("repmgr_slot_{node}")
+}
+
+/// `host=… dbname=repmgr user=repmgr …`: how any node reaches `name` as repmgr, TLS verified
+/// against the cluster CA, the password from the postgres user's passfile.
+pub fn conninfo(input: &PlanInput<'_>, name: &str) -> Option<String> {
+    let address = input.inventory.host(name)?.address;
+    let port = input.state.hosts.get(name)?.settings.postgres.port;
+    Some(format!(
+        "host={address} port={port} dbname={DATABASE} user={USER} application_name={name} \
+         connect_timeout=2 sslmode=verify-full sslrootcert={CA_FILE}"
+    ))
+}
+
+/// repmgr.conf for `instance`, or why a value cannot go into it.
+pub fn conf(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Result<String, String> {
+    let name = &instance.name;
+    let conninfo = conninfo(input, name).ok_or_else(|| format!("{name}: not in the inventory"))?;
+    let vars = &instance.vars;
+    let conf_path = conf_path(host);
+    let bin = &host.settings.bin_dir;
+    let repmgr = format!("{bin}/repmgr");
+    let systemctl = |op: &str| format!("sudo -n /usr/bin/systemctl {op} postgres");
+    let mut settings: Vec<(&str, String)> = vec![
+        ("node_id", instance.node.to_string()),
+        ("node_name", quoted(name)?),
+        ("conninfo", quoted(&conninfo)?),
+        ("data_directory", quoted(&host.settings.postgres.data_dir)?),
+        ("pg_bindir", quoted(bin)?),
+        ("replication_user", quoted(super::replica::REPLICATION_USER)?),
+        ("use_replication_slots", "yes".into()),
+    ];
+    if let Some(location) = &instance.location {
+        settings.push(("location", quoted(location)?));
+    }
+    settings.extend([
+        ("priority", vars.repmgr_priority.unwrap_or(100).to_string()),
+        (
+            "failover",
+            vars.repmgr_failover
+                .unwrap_or(RepmgrFailover::Automatic)
+                .as_str()
+                .into(),
+        ),
+        (
+            "promote_command",
+            quoted(&format!("{repmgr} standby promote -f {conf_path}"))?,
+        ),
+        (
+            "follow_command",
+            quoted(&format!(
+                "{repmgr} standby follow -f {conf_path} --upstream-node-id=%n"
+            ))?,
+        ),
+        (
+            "reconnect_attempts",
+            vars.repmgr_reconnect_attempts.unwrap_or(3).to_string(),
+        ),
+        (
+            "reconnect_interval",
+            vars.repmgr_reconnect_interval.unwrap_or(2).to_string(),
+        ),
+        ("monitor_interval_secs", "2".into()),
+        ("connection_check_type", quoted("ping")?),
+        ("async_query_timeout", "60".into()),
+        ("log_level", quoted("INFO")?),
+        ("service_start_command", quoted(&systemctl("start"))?),
+        ("service_stop_command", quoted(&systemctl("stop"))?),
+        ("service_restart_command", quoted(&systemctl("restart"))?),
+        ("service_reload_command", quoted(&systemctl("reload"))?),
+    ]);
+    let mut out = String::from(
+        "# Managed by tpa: changes made here are overwritten by the next deploy.\n",
+    );
+    for (key, value) in settings {
+        out.push_str(&format!("{key}={value}\n"));
+    }
+    Ok(out)
+}
+
+/// A repmgr.conf string value: single-quoted; a value that repmgr's parser could misread
+/// (quotes, backslashes, control characters) is refused rather than escaped.
+fn quoted(value: &str) -> Result<String, String> {
+    if value.chars().any(|c| c == '\'' || c == '\\' || c.is_control()) {
+        return Err(format!(
+            "{value:?} cannot go into repmgr.conf (quotes, backslashes and control characters \
+             are not allowed there); change it in config.yml"
+        ));
+    }
+    Ok(format!("'{value}'"))
+}
+
+/// The files every repmgr node has: repmgr.conf, the sudoers rule, the repmgrd unit.
+pub fn files(conf: String, host: &HostState) -> Vec<ResourceSpec> {
+    let conf_path = conf_path(host);
+    let bin = &host.settings.bin_dir;
+    let sudo = ["start", "stop", "restart", "reload"]
+        .map(|op| format!("/usr/bin/systemctl {op} postgres"))
+        .join(", ");
+    vec![
+        dir("/etc/repmgr"),
+        dir(&format!("/etc/repmgr/{}", host.settings.postgres_version)),
+        file(&conf_path, conf, "postgres", 0o640),
+        file(
+            SUDOERS_PATH,
+            format!(
+                "# Managed by tpa: repmgr (as postgres) may manage tpa's postgres.service only.\n\
+                 postgres ALL=(root) NOPASSWD: {sudo}\n"
+            ),
+            "root",
+            0o440,
+        ),
+        file(
+            &format!("/etc/systemd/system/{UNIT}"),
+            format!(
+                "# Managed by tpa.\n[Unit]\nDescription=repmgrd, repmgr's failover daemon \
+                 (tpa)\nAfter=network-online.target postgres.service\n\n[Service]\n\
+                 Type=simple\nUser=postgres\nGroup=postgres\nExecStart={bin}/repmgrd -f \
+                 {conf_path} --daemonize=false\nRestart=always\nRestartSec=2\n\n[Install]\n\
+                 WantedBy=multi-user.target\n"
+            ),
+            "root",
+            0o644,
+        ),
+    ]
+}
+
+/// repmgrd, running and enabled; restarted when its configuration or unit changes.
+pub fn daemon(host: &HostState) -> ResourceSpec {
+    ResourceSpec {
+        id: id("service", UNIT),
+        kind: Resource::Service(Service {
+            unit: UNIT.into(),
+            enabled: true,
+            running: true,
+            reload_on: vec![],
+            restart_on: vec![
+                id("file", &conf_path(host)),
+                id("file", &format!("/etc/systemd/system/{UNIT}")),
+            ],
+        }),
+    }
+}
+
+/// On the primary (and a witness: its own repmgr database): the repmgr role and database.
+pub fn role_and_database(verifier: Option<&str>, port: u16) -> Vec<ResourceSpec> {
+    let database = PostgresDatabase {
+        name: DATABASE.into(),
+        owner: Some(USER.into()),
+        encoding: None,
+        lc_collate: None,
+        lc_ctype: None,
+        template: None,
+        extensions: vec![],
+    };
+    vec![
+        users::role(&user(), verifier, port),
+        users::create_database(&database, port),
+        users::database_owner(&database, port),
+    ]
+}
+
+/// Registers the node as `role` (upstream: its live upstream's node id), unless the node's
+/// local copy of repmgr's metadata already says exactly that.
+pub fn register(
+    host: &HostState,
+    node: u32,
+    role: PostgresRole,
+    upstream_node: Option<u32>,
+    primary_address: Option<String>,
+) -> ResourceSpec {
+    let repmgr = format!("{}/repmgr", host.settings.bin_dir);
+    let conf = conf_path(host);
+    let port = host.settings.postgres.port;
+    let mut argv = vec![repmgr, "-f".into(), conf];
+    let (kind, condition) = match role {
+        PostgresRole::Primary => ("primary", String::new()),
+        PostgresRole::Replica => (
+            "standby",
+            upstream_node
+                .map(|u| format!(" and upstream_node_id = {u}"))
+                .unwrap_or_default(),
+        ),
+        PostgresRole::Witness => ("witness", String::new()),
+    };
+    argv.extend([kind.into(), "register".into(), "--force".into()]);
+    let mut env = vec![];
+    match role {
+        PostgresRole::Replica => {
+            if let Some(u) = upstream_node {
+                argv.extend(["--upstream-node-id".into(), u.to_string()]);
+            }
+        }
+        PostgresRole::Witness => {
+            if let Some(address) = primary_address {
+                argv.extend(["-h".into(), address, "-p".into(), port.to_string()]);
+            }
+            // `-h` carries no TLS settings: libpq's environment gives them.
+            env = vec![
+                EnvVar::new("PGSSLMODE", "verify-full"),
+                EnvVar::new("PGSSLROOTCERT", CA_FILE),
+            ];
+        }
+        PostgresRole::Primary => {}
+    }
+    let check = format!(
+        "select 1 / count(*) from repmgr.nodes where node_id = {node} and type = {} and \
+         active{condition}",
+        literal(kind)
+    );
+    ResourceSpec {
+        id: id("repmgr", &format!("{kind}-register")),
+        kind: Resource::Command(Command {
+            argv,
+            creates: None,
+            unless: Some(psql_succeeds(host, &check)),
+            run_as: Some("postgres".into()),
+            env,
+            secret_env: false,
+            timeout_secs: Some(120),
+        }),
+    }
+}
+
+/// `psql … -c SQL` against the local repmgr database: exits 0 only when SQL succeeds (a
+/// division by a zero count fails it).
+fn psql_succeeds(host: &HostState, sql: &str) -> Vec<String> {
+    vec![
+        format!("{}/psql", host.settings.bin_dir),
+        "-XAtq".into(),
+        "-v".into(),
+        "ON_ERROR_STOP=1".into(),
+        "-p".into(),
+        host.settings.postgres.port.to_string(),
+        "-d".into(),
+        DATABASE.into(),
+        "-c".into(),
+        sql.into(),
+    ]
+}
+
+fn dir(path: &str) -> ResourceSpec {
+    ResourceSpec {
+        id: id("directory", path),
+        kind: Resource::Directory(Directory {
+            path: path.into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o755,
+        }),
+    }
+}
+
+fn file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
+    ResourceSpec {
+        id: id("file", path),
+        kind: Resource::File(File {
+            path: path.into(),
+            content: content.into(),
+            owner: owner.into(),
+            group: owner.into(),
+            mode,
+            secret: false,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_repmgr_could_misread_are_refused() {
+        assert_eq!(quoted("brussels").unwrap(), "'brussels'");
+        assert!(quoted("a'b").is_err());
+        assert!(quoted("a\\b").is_err());
+        assert!(quoted("a\nnode_id=9").is_err());
+    }
+}
