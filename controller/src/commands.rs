@@ -7,3 +7,4 @@ pub mod download_packages;
 pub mod image;
 pub mod passwords;
 pub mod provision;
+pub mod status;

@@ -20,7 +20,7 @@ mod postgres_conf;
 pub mod replica;
 mod sys;
 pub mod topology;
-mod users;
+pub(crate) mod users;
 
 use std::collections::BTreeMap;
 
