@@ -43,7 +43,8 @@ pub struct PgState {
     pub received_timeline: Option<u32>,
     /// `pg_stat_wal_receiver.status` (`streaming`, `waiting`, ...); None without a receiver.
     pub receiver_status: Option<String>,
-    /// A standby has received WAL it has not replayed yet (or never received any).
+    /// A standby has received WAL it has not replayed yet. (A restarted receiver reports the
+    /// start of its segment as received, behind the replay position: not pending.)
     pub pending_wal: bool,
     /// `now() - pg_last_xact_replay_timestamp()` in seconds.
     pub replay_age_seconds: Option<f64>,
@@ -106,7 +107,7 @@ pub fn status_sql(host: &str) -> String {
   (select timeline_id from pg_control_checkpoint()),
   (select received_tli from pg_stat_wal_receiver),
   (select status from pg_stat_wal_receiver),
-  pg_is_in_recovery() and pg_last_wal_receive_lsn() is distinct from pg_last_wal_replay_lsn(),
+  coalesce(pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), false),
   extract(epoch from now() - pg_last_xact_replay_timestamp()),
   (select sender_host from pg_stat_wal_receiver);
 select exists (select from pg_database where datname = 'repmgr') as tpa_repmgr_db \\gset
