@@ -2,8 +2,13 @@
 //! achel cascaded from vub; both stream (checked on each replica and on each upstream), a row
 //! written on ulb reaches achel, a re-deploy changes nothing and `deploy --check` exits 0.
 //!
+//! Then `status` (issue 8, part 5): exit 0 with each host's live role, upstream and lag in
+//! `--json`; with Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
+//!
 //! Costs one seed deploy (4 hosts, about 85 s with images and packages cached; 104 s for the
-//! whole test) and two no-op deploys.
+//! whole test) and two no-op deploys; the `status` checks add under 10 s (four `status` runs of
+//! about 0.5 s, stopping and starting achel's Postgres): 201 s for the whole test on a loaded
+//! machine.
 
 use std::time::{Duration, Instant};
 
@@ -148,4 +153,66 @@ fn seed_replicas_stream_in_a_cascade() {
         Some(0),
         "deploy --check found pending changes"
     );
+
+    // `status`: each host's live role and upstream, with lag figures, and exit 0.
+    let started = Instant::now();
+    let out = controller(&["status", "--json", path]);
+    eprintln!("status took {:.2}s", started.elapsed().as_secs_f64());
+    assert_eq!(out.status.code(), Some(0), "status of a healthy cluster");
+    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let host = |name: &str| {
+        hosts
+            .as_array()
+            .expect("an array")
+            .iter()
+            .find(|h| h["host"] == name)
+            .unwrap_or_else(|| panic!("{name} is not in the status"))
+            .clone()
+    };
+    let shape = |name: &str| {
+        let h = host(name);
+        format!("{} {} {}", h["role"], h["upstream"], h["state"])
+    };
+    assert_eq!(shape("ulb"), r#""primary" null "up""#);
+    assert_eq!(shape("vub"), r#""replica" "ulb" "streaming""#);
+    assert_eq!(shape("achel"), r#""replica" "vub" "streaming""#);
+    assert_eq!(shape("chimay"), r#""barman" null "-""#);
+    for name in ["vub", "achel"] {
+        let h = host(name);
+        assert!(
+            h["lag_bytes"].is_u64() && h["lag_seconds"].is_number() && h["timeline"] == 1,
+            "{name}: {h}"
+        );
+        assert_eq!(h["differs_from_config"], false, "{name}: {h}");
+    }
+
+    // Postgres stopped on achel: status says so and exits 1; once it runs again, 0.
+    let ssh = |host: &str, command: &str| {
+        let (ok, _) = run(
+            "ssh",
+            &["-F", ssh_config, "-o", "BatchMode=yes", host, command],
+        );
+        assert!(ok, "{command} on {host} failed");
+    };
+    ssh("achel", "sudo systemctl stop postgres");
+    let down = controller(&["status", path]);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert_eq!(down.status.code(), Some(1), "status with achel stopped");
+    assert!(stderr.contains("achel: Postgres is down"), "{stderr}");
+    assert!(
+        stdout(&down)
+            .lines()
+            .any(|l| l.starts_with("achel ") && l.contains(" down ")),
+        "{}",
+        stdout(&down)
+    );
+    ssh("achel", "sudo systemctl start postgres");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while controller(&["status", path]).status.code() != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "status did not return to 0 within 60 s of starting achel again"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -7,4 +7,5 @@ pub mod download_packages;
 pub mod image;
 pub mod passwords;
 pub mod provision;
+pub mod status;
 pub mod switchover;

@@ -50,6 +50,15 @@ enum Command {
     },
     /// Remove this cluster's hosts and network, and the files provision generated.
     Deprovision { cluster_dir: PathBuf },
+    /// Show each host's live role, upstream, replication state, lag, timeline and repmgr view.
+    /// Read-only. Exit 1 (reason on stderr) when a host is down or unreachable, a replica does
+    /// not stream, or more than one host is a live primary.
+    Status {
+        cluster_dir: PathBuf,
+        /// Print a JSON array of objects (one per host) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the stored password of a database user: only the password and a newline, on
     /// stdout. Exit 1 when none is stored.
     ShowPassword {
@@ -128,7 +137,9 @@ fn main() -> ExitCode {
             | Command::Switchover { cluster_dir, .. } => {
                 Some(ClusterLock::for_command(cluster_dir)?)
             }
+            // Status only reads: it must not wait for, nor block, a running deploy.
             Command::DownloadPackages { .. }
+            | Command::Status { .. }
             | Command::ShowPassword { .. }
             | Command::Image { .. } => None,
         };
@@ -160,6 +171,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
+            Command::Status { cluster_dir, json } => {
+                return commands::status::run(&cluster_dir, json).await;
+            }
             Command::ShowPassword { cluster_dir, user } => {
                 commands::passwords::show(&cluster_dir, &user)
             }

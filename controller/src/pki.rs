@@ -270,6 +270,27 @@ impl Pki {
         Ok(identity)
     }
 
+    /// For read-only commands (`status`): the CA certificate and the controller's identity as
+    /// deploy left them in `<cluster_root>/tls/`, or None when deploy never wrote them. Creates,
+    /// renews and seals nothing, and never opens the CA key.
+    pub fn existing_identity(
+        cluster_root: &Path,
+        secrets: &Secrets,
+    ) -> anyhow::Result<Option<(String, CertifiedKey)>> {
+        let files = TlsFiles::new(cluster_root);
+        if !(files.ca_cert.exists()
+            && files.controller_cert.exists()
+            && files.controller_key.exists())
+        {
+            return Ok(None);
+        }
+        let identity = CertifiedKey {
+            cert_pem: read(&files.controller_cert)?,
+            key_pem: open_key(&files.controller_key, secrets)?.to_string(),
+        };
+        Ok(Some((read(&files.ca_cert)?, identity)))
+    }
+
     /// True when `cert_pem` was signed by this CA and is not within [`RENEW_BEFORE`] of expiry.
     fn is_current(&self, cert_pem: &str) -> bool {
         let Ok((_, ca_pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {

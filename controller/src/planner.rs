@@ -22,7 +22,7 @@ pub mod replica;
 pub mod repmgr;
 mod sys;
 pub mod topology;
-mod users;
+pub(crate) mod users;
 
 use std::collections::BTreeMap;
 

@@ -311,7 +311,7 @@ fn config_role(instance: &Instance) -> &'static str {
 }
 
 /// The cluster host that `host` (a sender host: a name or an address) names, if any.
-fn member_named<'a>(
+pub(crate) fn member_named<'a>(
     host: &str,
     cluster: &'a Cluster,
     inventory: &Inventory,

@@ -1,0 +1,126 @@
+//! `tpa-controller status <dir> [--json]`: the live replication state, one line per host:
+//! role, upstream, streaming state, lag, timeline, repmgr's view, and where it differs from
+//! config.yml. Exit status 1 (with the reason on stderr) when a host is down or unreachable, a
+//! replica does not stream, or more than one host is a live primary.
+//!
+//! Read-only: it bootstraps nothing, writes nothing and takes no cluster-directory lock (so it
+//! runs beside a deploy). Every host is asked at once, over the agent's mutual-TLS connection
+//! (`Hello`, then one `Query` that runs one psql); the pure part is in [`view`].
+
+mod view;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use tpa_common::query::SqlQuery;
+
+use crate::agent_client::{self, Deadlines};
+use crate::commands::provision::load_cluster;
+use crate::config::{Instance, Role};
+use crate::inventory::{Host, Inventory};
+use crate::pki::{CertifiedKey, Pki};
+use crate::platform::{self, Platform as _};
+use crate::secrets::Secrets;
+use crate::settings::PostgresSettings;
+
+pub use self::view::{HostStatus, Probe};
+
+/// Status waits this long for an agent: a host that does not answer is reported, not waited for.
+const DEADLINES: Deadlines = Deadlines {
+    connect: Duration::from_secs(5),
+    call: Duration::from_secs(5),
+    facts: Duration::from_secs(15),
+    query: Duration::from_secs(15),
+    apply: Duration::from_secs(15),
+    exec_margin: Duration::from_secs(5),
+};
+
+/// Prints the status of the cluster in `dir` (a table, or JSON with `json`) and returns the
+/// exit status: 0 when healthy, 1 (reason on stderr) otherwise.
+pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (cluster_dir, cluster) = load_cluster(dir)?;
+    let never = |what: &str| {
+        anyhow::anyhow!(
+            "the cluster in {} was never deployed ({what}): run `tpa-controller deploy {}` first",
+            dir.display(),
+            dir.display()
+        )
+    };
+    let Some(inventory) = Inventory::load(&cluster_dir.inventory())? else {
+        return Err(never("no inventory.json"));
+    };
+    let secrets = Secrets::open(cluster_dir.root(), cluster.vault_name.as_deref())?;
+    let Some((ca_pem, identity)) = Pki::existing_identity(cluster_dir.root(), &secrets)? else {
+        return Err(never("no controller certificate in tls/"));
+    };
+    if inventory.hosts.is_empty() {
+        bail!("inventory.json lists no hosts: run deploy first");
+    }
+    let platform = platform::for_inventory(&inventory)?;
+
+    let probes = futures_util::future::join_all(view::reported(&cluster).map(|instance| {
+        let host = inventory.host(&instance.name);
+        let addr = host.map(|h| platform.agent_endpoint(h));
+        let (ca_pem, identity, cluster_name) = (&ca_pem, &identity, &cluster.name);
+        async move {
+            let probe = match (host, addr) {
+                (Some(host), Some(addr)) => {
+                    probe(host, instance, cluster_name, addr, ca_pem, identity).await
+                }
+                _ => Probe::NotProvisioned,
+            };
+            (instance.name.clone(), probe)
+        }
+    }))
+    .await;
+    let probes: BTreeMap<String, Probe> = probes.into_iter().collect();
+
+    let hosts = view::merge(&cluster, &inventory, &probes);
+    if json {
+        print!("{}", view::render_json(&hosts));
+    } else {
+        print!("{}", view::render_table(&hosts));
+    }
+    let problems = view::problems(&hosts);
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("status: {}", problems.join("; "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Asks one host: its agent (`Hello`, part of connecting), then, on a Postgres host, the status
+/// query. Never fails: what went wrong is the probe's answer.
+async fn probe(
+    host: &Host,
+    instance: &Instance,
+    cluster_name: &str,
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: &CertifiedKey,
+) -> Probe {
+    let connected = agent_client::connect_with(addr, &host.name, ca_pem, identity, DEADLINES).await;
+    let mut client = match connected {
+        Ok(client) => client,
+        Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))),
+    };
+    if !instance.has_role(Role::Postgres) {
+        // Barman's facts (backups, archiving) will be asked here once Barman is deployed.
+        return Probe::Reachable;
+    }
+    let port = PostgresSettings::resolve(cluster_name, &instance.vars).port;
+    match client
+        .query(SqlQuery::postgres(port, view::status_sql(&host.name)))
+        .await
+    {
+        Ok(rows) => match view::parse_rows(&rows) {
+            Ok(state) => Probe::Postgres(state),
+            Err(why) => Probe::Down(view::shorten(&why)),
+        },
+        Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmark: `status` of the seed's four hosts (primary, replica, cascaded replica, Barman),
+# deployed once on fresh containers (not timed), then RUNS (default 10) runs of `status`, each
+# required to exit 0 (every host up, both replicas streaming). Issue 8's bar: under 0.5 s.
+# Usage: scripts/bench/status.sh [runs]
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+runs="$(positive_int runs "${1:-10}")"
+bench_init
+docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
+  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+
+dir="$BENCH_TMP/status"
+mkdir -p "$dir"
+# The seed, renamed so no other test's (or bench's) containers are touched.
+sed -e 's/cluster_name: fosdem/cluster_name: bench-status/' \
+  -e 's/\bulb\b/tulb/g; s/\bvub\b/tvub/g; s/\bachel\b/tachel/g; s/\bchimay\b/tchimay/g' \
+  "$REPO_ROOT/tests/fixtures/seed/config.yml" >"$dir/config.yml"
+bench_cluster "$dir"
+run_quiet download-packages "$TPA" download-packages "$dir"
+run_quiet deploy "$TPA" deploy "$dir"
+
+times=()
+for ((j = 1; j <= runs; j++)); do
+  timed t "status-$j" "$TPA" status "$dir"
+  times+=("$t")
+done
+echo "last status:"
+cat "$BENCH_TMP/status-$runs.log"
+report "status, seed (4 hosts, 2 replicas streaming)" s "<" 0.5 "${times[@]}"
