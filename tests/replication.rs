@@ -1,14 +1,22 @@
-//! Replication scenario (issue 8, first slice): the seed deploys with vub cloned from ulb and
-//! achel cascaded from vub; both stream (checked on each replica and on each upstream), a row
-//! written on ulb reaches achel, a re-deploy changes nothing and `deploy --check` exits 0.
+//! Replication and repmgr (issue 8), on one cluster shared by every scenario: the seed with
+//! TPA's M1 witness on the Barman host (chimay: `[barman, witness]`).
 //!
-//! Then `status` (issue 8, part 5): exit 0 with each host's live role, upstream and lag in
-//! `--json`; with Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
+//! 1. Deploy: vub cloned from ulb, achel cascaded from vub, both streaming (checked on each
+//!    replica and each upstream), repmgr's slots, a row written on ulb reaches achel, repmgr's
+//!    `cluster show` clean on every node with chimay a registered witness; a re-deploy changes
+//!    nothing and `deploy --check` exits 0.
+//! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`; with
+//!    Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
+//! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica) are
+//!    refused with the reason, changing nothing.
+//! 4. Switchover to vub and back: every committed row is there after each; siblings follow.
+//! 5. Failover: ulb's container stopped, repmgrd promotes a replica, which accepts writes (the
+//!    time is printed); the other replica follows it. ulb started again and `deploy`: ulb is
+//!    rewound and rejoins as a replica, `status` exits 0, no committed row lost.
+//! 6. achel cut off the cluster network and reconnected catches up with no manual step.
 //!
-//! Costs one seed deploy (4 hosts, about 85 s with images and packages cached; 104 s for the
-//! whole test) and two no-op deploys; the `status` checks add under 10 s (four `status` runs of
-//! about 0.5 s, stopping and starting achel's Postgres): 201 s for the whole test on a loaded
-//! machine.
+//! Costs one seed deploy with the witness (about 90 s with images and packages cached), three
+//! short deploys, two switchovers (about 7 s each) and one failover (about 15 s): about 4 min.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +58,14 @@ fn seed_replicas_stream_in_a_cascade() {
     ensure_image("tpa/debian:12");
     let cluster = "e2e-repl";
     let dir = seed_cluster(cluster);
+    // TPA's M1 shape: the repmgr witness on the Barman host.
+    let config = dir.path().join("config.yml");
+    let text = std::fs::read_to_string(&config).expect("config.yml");
+    let text = text.replace(
+        "  role: [barman]\n",
+        "  role: [barman, witness]\n  upstream: ulb\n",
+    );
+    std::fs::write(&config, text).expect("config.yml");
     let _cleanup = Cleanup {
         dir: dir.path(),
         cluster,
@@ -67,11 +83,11 @@ fn seed_replicas_stream_in_a_cascade() {
         "select status || '|' || sender_host || '|' || slot_name from pg_stat_wal_receiver";
     assert_eq!(
         psql(ssh_config, "vub", receiver),
-        format!("streaming|{ulb}|tpa_vub")
+        format!("streaming|{ulb}|repmgr_slot_2")
     );
     assert_eq!(
         psql(ssh_config, "achel", receiver),
-        format!("streaming|{vub}|tpa_achel")
+        format!("streaming|{vub}|repmgr_slot_3")
     );
     for host in ["vub", "achel"] {
         assert_eq!(psql(ssh_config, host, "select pg_is_in_recovery()"), "t");
@@ -95,7 +111,7 @@ fn seed_replicas_stream_in_a_cascade() {
             "vub",
             "select slot_name || ':' || active from pg_replication_slots"
         ),
-        "tpa_achel:true"
+        "repmgr_slot_3:true"
     );
     // The password lives in a 0600 file of postgres only.
     let (ok, out) = run(
@@ -176,7 +192,7 @@ fn seed_replicas_stream_in_a_cascade() {
     assert_eq!(shape("ulb"), r#""primary" null "up""#);
     assert_eq!(shape("vub"), r#""replica" "ulb" "streaming""#);
     assert_eq!(shape("achel"), r#""replica" "vub" "streaming""#);
-    assert_eq!(shape("chimay"), r#""barman" null "-""#);
+    assert_eq!(host("chimay")["role"], "witness");
     for name in ["vub", "achel"] {
         let h = host(name);
         assert!(
@@ -215,4 +231,221 @@ fn seed_replicas_stream_in_a_cascade() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    repmgr_scenarios(dir.path(), path, ssh_config, cluster);
+}
+
+/// Steps 1 (repmgr's view), 3, 4, 5 and 6 of the header, on the deployed cluster.
+fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster: &str) {
+    let ssh = |host: &str, command: &str| -> (bool, String) {
+        run(
+            "ssh",
+            &["-F", ssh_config, "-o", "BatchMode=yes", host, command],
+        )
+    };
+    let cluster_show = "sudo -iu postgres /usr/lib/postgresql/15/bin/repmgr -f \
+                        /etc/repmgr/15/repmgr.conf cluster show --compact";
+    for host in ["ulb", "vub", "achel", "chimay"] {
+        let (ok, out) = ssh(host, cluster_show);
+        assert!(ok, "repmgr cluster show on {host} is not clean:\n{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.contains("chimay") && l.contains("witness")),
+            "{out}"
+        );
+    }
+    let status_shape = || {
+        let out = controller(&["status", "--json", path]);
+        let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        let mut shape: Vec<String> = hosts
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|h| format!("{} {} {}", h["host"], h["role"], h["upstream"]))
+            .collect();
+        shape.sort();
+        (out.status.code(), shape.join(", "))
+    };
+    let wait_healthy = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while controller(&["status", path]).status.code() != Some(0) {
+            assert!(
+                Instant::now() < deadline,
+                "status did not return to 0 within 60 s {what}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let count = |host: &str| psql(ssh_config, host, "select count(*) from e2e_repl");
+
+    // 3. Bad switchovers: refused with the reason, nothing changed.
+    let before = status_shape();
+    for (target, reason) in [
+        ("nope", "not an instance"),
+        ("chimay", "not a Postgres primary or replica"),
+        ("ulb", "already the primary"),
+        ("achel", "does not stream from the primary"),
+    ] {
+        let out = controller(&["switchover", path, target]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "switchover to {target} was accepted");
+        assert!(
+            stderr.contains(reason) && stderr.contains("nothing was changed"),
+            "{target}: {stderr}"
+        );
+    }
+    assert_eq!(
+        status_shape(),
+        before,
+        "a refused switchover changed something"
+    );
+
+    // 4. Switchover to vub and back: nothing committed is lost; siblings follow.
+    psql(
+        ssh_config,
+        "ulb",
+        "insert into e2e_repl select 'row ' || g from generate_series(1, 1000) g",
+    );
+    let committed = count("ulb");
+    let out = controller(&["switchover", path, "vub"]);
+    assert!(out.status.success(), "switchover to vub failed");
+    eprintln!("{}", stdout(&out));
+    assert_eq!(
+        count("vub"),
+        committed,
+        "rows lost in the switchover to vub"
+    );
+    wait_healthy("after the switchover to vub");
+    let (_, shape) = status_shape();
+    assert!(
+        shape.contains(r#""ulb" "replica" "vub""#) && shape.contains(r#""vub" "primary" null"#),
+        "{shape}"
+    );
+    assert_eq!(
+        psql(ssh_config, "vub", "select pg_is_in_recovery()"),
+        "f",
+        "vub is not the primary"
+    );
+    psql(ssh_config, "vub", "insert into e2e_repl values ('on vub')");
+    let committed = count("vub");
+    let out = controller(&["switchover", path, "ulb"]);
+    assert!(out.status.success(), "switchover back to ulb failed");
+    assert_eq!(count("ulb"), committed, "rows lost in the switchover back");
+    wait_healthy("after the switchover back to ulb");
+    let (_, shape) = status_shape();
+    assert!(
+        shape.contains(r#""ulb" "primary" null"#)
+            && shape.contains(r#""vub" "replica" "ulb""#)
+            && shape.contains(r#""achel" "replica" "ulb""#),
+        "siblings did not follow: {shape}"
+    );
+    // Live state wins: a deploy now changes no role back.
+    let out = controller(&["deploy", path]);
+    assert!(out.status.success(), "deploy after the switchovers failed");
+    assert_eq!(status_shape().1, shape, "deploy undid the switchover");
+
+    // 5. Failover: the primary's container stops; repmgrd promotes a replica.
+    psql(
+        ssh_config,
+        "ulb",
+        "insert into e2e_repl values ('before failover')",
+    );
+    let committed: u64 = count("ulb").parse().expect("a count");
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = Instant::now();
+    assert!(run("docker", &["stop", "ulb"]).0, "docker stop ulb");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let promoted = loop {
+        let accepted = ["vub", "achel"].into_iter().find(|host| {
+            ssh(
+                host,
+                "sudo -iu postgres psql -XAtc \"insert into e2e_repl values ('after failover')\"",
+            )
+            .0
+        });
+        if let Some(host) = accepted {
+            break host;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica accepted writes within 90 s of stopping ulb"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!(
+        "failover: {promoted} accepted a write {:.1}s after ulb was stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    let other = if promoted == "vub" { "achel" } else { "vub" };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let promoted_address = address(dir, promoted);
+    loop {
+        let (_, sender) = ssh(
+            other,
+            "sudo -iu postgres psql -XAtc 'select sender_host from pg_stat_wal_receiver \
+             where status = $$streaming$$'",
+        );
+        if sender.trim() == promoted_address {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{other} did not follow {promoted} within 60 s (streams from {sender:?})"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The old primary comes back: deploy rejoins it as a replica, nothing lost.
+    assert!(run("docker", &["start", "ulb"]).0, "docker start ulb");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ssh("ulb", "true").0 {
+        assert!(Instant::now() < deadline, "ulb did not come back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = controller(&["deploy", path]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "deploy after the failover failed:\n{text}"
+    );
+    assert!(
+        text.contains("former primary") && text.contains("rejoined"),
+        "the deploy did not say how ulb rejoined:\n{text}"
+    );
+    wait_healthy("after ulb rejoined");
+    assert_eq!(psql(ssh_config, "ulb", "select pg_is_in_recovery()"), "t");
+    let rows: u64 = count(promoted).parse().expect("a count");
+    assert_eq!(rows, committed + 1, "rows lost in the failover");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("ulb") != rows.to_string() {
+        assert!(Instant::now() < deadline, "ulb did not catch up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 6. achel cut off the network, then back: it catches up by itself.
+    let achel = address(dir, "achel");
+    assert!(run("docker", &["network", "disconnect", cluster, "achel"]).0);
+    psql(
+        ssh_config,
+        promoted,
+        "insert into e2e_repl select 'while achel was away' from generate_series(1, 100)",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        run(
+            "docker",
+            &["network", "connect", "--ip", &achel, cluster, "achel"]
+        )
+        .0
+    );
+    let expected = count(promoted);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count("achel") != expected {
+        assert!(
+            Instant::now() < deadline,
+            "achel did not catch up within 60 s of reconnecting"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_healthy("after achel reconnected");
 }

@@ -215,11 +215,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
 
 /// A witness's last stage, after the primary's: its own repmgr role and database, then
 /// `repmgr witness register` against the live primary, then repmgrd.
-fn witness(
-    input: &PlanInput<'_>,
-    instance: &Instance,
-    host: &HostState,
-) -> Result<Stage, String> {
+fn witness(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Result<Stage, String> {
     let port = host.settings.postgres.port;
     let verifiers = input.state.verifiers.by_user();
     let mut resources = repmgr::files(repmgr::conf(input, instance, host)?, host);

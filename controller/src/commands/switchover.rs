@@ -31,8 +31,8 @@ use crate::commands::provision::load_cluster;
 use crate::config::{FailoverManager, Role};
 use crate::inventory::Inventory;
 use crate::pki::Pki;
-use crate::planner::topology::{self, PostgresRole, Topology};
 use crate::planner::repmgr;
+use crate::planner::topology::{self, PostgresRole, Topology};
 use crate::platform::{self, Platform as _};
 use crate::secrets::Secrets;
 use crate::settings::{HostSettings, PostgresSettings};
@@ -55,10 +55,7 @@ struct Node {
 
 impl Node {
     fn conf(&self) -> String {
-        format!(
-            "/etc/repmgr/{}/repmgr.conf",
-            self.settings.postgres_version
-        )
+        format!("/etc/repmgr/{}/repmgr.conf", self.settings.postgres_version)
     }
 
     fn repmgr(&self, args: &[&str]) -> Vec<String> {
@@ -234,7 +231,9 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
     }
     println!("switchover: {primary} → {target} (lag {lag} bytes); stopping repmgrd");
 
-    let repmgrd_stop = ["systemctl", "stop", repmgr::UNIT].map(String::from).to_vec();
+    let repmgrd_stop = ["systemctl", "stop", repmgr::UNIT]
+        .map(String::from)
+        .to_vec();
     for node in nodes.values_mut() {
         node.run(repmgrd_stop.clone(), None).await?;
     }
@@ -244,7 +243,12 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         // Undo: the old primary back up, repmgrd back on; nothing else was touched.
         let node = nodes.get_mut(&primary).expect("the primary is a node");
         let _ = node
-            .run(["systemctl", "start", "postgres"].map(String::from).to_vec(), None)
+            .run(
+                ["systemctl", "start", "postgres"]
+                    .map(String::from)
+                    .to_vec(),
+                None,
+            )
             .await;
         start_repmgrd(&mut nodes).await;
         return Err(e.context(format!(
@@ -442,7 +446,9 @@ async fn start_repmgrd(nodes: &mut BTreeMap<String, Node>) {
     for node in nodes.values_mut() {
         let _ = node
             .run(
-                ["systemctl", "start", repmgr::UNIT].map(String::from).to_vec(),
+                ["systemctl", "start", repmgr::UNIT]
+                    .map(String::from)
+                    .to_vec(),
                 None,
             )
             .await;
@@ -452,9 +458,7 @@ async fn start_repmgrd(nodes: &mut BTreeMap<String, Node>) {
 /// An LSN (`16/B374D848`) as an SQL literal, or an error for anything else.
 fn literal_lsn(lsn: &str) -> anyhow::Result<String> {
     let ok = lsn.split_once('/').is_some_and(|(a, b)| {
-        !a.is_empty()
-            && !b.is_empty()
-            && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
+        !a.is_empty() && !b.is_empty() && a.chars().chain(b.chars()).all(|c| c.is_ascii_hexdigit())
     });
     if !ok {
         bail!("not an LSN: {lsn:?}");

@@ -64,7 +64,11 @@ fn stage_lines(
     if !(verbose || check) {
         // A command's own report (its `tpa: ` lines, e.g. how a former primary was rejoined)
         // is news even without -v.
-        for e in result.events.iter().filter(|e| e.outcome == Outcome::Changed) {
+        for e in result
+            .events
+            .iter()
+            .filter(|e| e.outcome == Outcome::Changed)
+        {
             if let Some((_, report)) = e.message.split_once("`: ") {
                 lines.push(format!("[{host}]   {}: {report}", e.id));
             }

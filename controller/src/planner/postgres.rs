@@ -131,7 +131,7 @@ pub fn stages(
             .primary()
             .filter(|_| repmgr)
             .and_then(|p| repmgr::conninfo(input, p));
-        create.push(replica::rejoin(host, source.as_deref(), &conninfo, &slot));
+        create.extend(replica::rejoin(host, source.as_deref(), &conninfo, &slot));
     }
     create.extend(replica::clone(host, &conninfo, &slot));
     let after = vec![replica::upstream_ready(topology, upstream)];

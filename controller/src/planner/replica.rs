@@ -139,7 +139,11 @@ pub fn access_files(
     }];
     let mut lines = String::new();
     if let Some(password) = replication {
-        lines.push_str(&pgpass_line("replication", REPLICATION_USER, password.expose()));
+        lines.push_str(&pgpass_line(
+            "replication",
+            REPLICATION_USER,
+            password.expose(),
+        ));
     }
     if let Some(password) = repmgr {
         lines.push_str(&pgpass_line("*", super::repmgr::USER, password.expose()));
@@ -213,8 +217,11 @@ pub fn rejoin(
     rewind_source: Option<&str>,
     conninfo: &str,
     slot: &str,
-) -> ResourceSpec {
-    const SCRIPT: &str = r#"set -eu
+) -> Vec<ResourceSpec> {
+    // A fixed script; every value reaches it as an argument, never as shell text.
+    const SCRIPT: &str = r#"#!/bin/sh
+# Managed by tpa: rejoins a former primary as a standby (see tpa's planner/replica.rs).
+set -eu
 data=$1 bin=$2 source=$3 conninfo=$4 slot=$5
 export PGPASSFILE=/var/lib/postgresql/.pgpass
 systemctl stop postgres
@@ -234,14 +241,22 @@ fi
 runuser -u postgres -- touch "$data/standby.signal"
 "#;
     let l = &host.settings.postgres;
-    ResourceSpec {
+    let script = ResourceSpec {
+        id: id("file", REJOIN_SCRIPT),
+        kind: Resource::File(File {
+            path: REJOIN_SCRIPT.into(),
+            content: SCRIPT.into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o700,
+            secret: false,
+        }),
+    };
+    let run = ResourceSpec {
         id: id("rejoin", "former_primary"),
         kind: Resource::Command(Command {
             argv: vec![
-                "sh".into(),
-                "-c".into(),
-                SCRIPT.into(),
-                "tpa-rejoin".into(),
+                REJOIN_SCRIPT.into(),
                 l.data_dir.clone(),
                 host.settings.bin_dir.clone(),
                 rewind_source.unwrap_or_default().into(),
@@ -260,8 +275,12 @@ runuser -u postgres -- touch "$data/standby.signal"
             secret_env: false,
             timeout_secs: Some(1800),
         }),
-    }
+    };
+    vec![script, run]
 }
+
+/// Where the rejoin script lives on a host that needs it.
+pub const REJOIN_SCRIPT: &str = "/etc/tpa/rejoin-former-primary";
 
 /// `*:*:<database>:<user>:<password>` (any host: TLS verify-full decides whom the node talks
 /// to, and SCRAM never sends the password), `:` and `\` escaped as libpq reads them.

@@ -78,7 +78,11 @@ pub fn conninfo(input: &PlanInput<'_>, name: &str) -> Option<String> {
 }
 
 /// repmgr.conf for `instance`, or why a value cannot go into it.
-pub fn conf(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Result<String, String> {
+pub fn conf(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+) -> Result<String, String> {
     let name = &instance.name;
     let conninfo = conninfo(input, name).ok_or_else(|| format!("{name}: not in the inventory"))?;
     let vars = &instance.vars;
@@ -92,7 +96,10 @@ pub fn conf(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Res
         ("conninfo", quoted(&conninfo)?),
         ("data_directory", quoted(&host.settings.postgres.data_dir)?),
         ("pg_bindir", quoted(bin)?),
-        ("replication_user", quoted(super::replica::REPLICATION_USER)?),
+        (
+            "replication_user",
+            quoted(super::replica::REPLICATION_USER)?,
+        ),
         ("use_replication_slots", "yes".into()),
     ];
     if let Some(location) = &instance.location {
@@ -134,9 +141,8 @@ pub fn conf(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Res
         ("service_restart_command", quoted(&systemctl("restart"))?),
         ("service_reload_command", quoted(&systemctl("reload"))?),
     ]);
-    let mut out = String::from(
-        "# Managed by tpa: changes made here are overwritten by the next deploy.\n",
-    );
+    let mut out =
+        String::from("# Managed by tpa: changes made here are overwritten by the next deploy.\n");
     for (key, value) in settings {
         out.push_str(&format!("{key}={value}\n"));
     }
@@ -146,7 +152,10 @@ pub fn conf(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Res
 /// A repmgr.conf string value: single-quoted; a value that repmgr's parser could misread
 /// (quotes, backslashes, control characters) is refused rather than escaped.
 fn quoted(value: &str) -> Result<String, String> {
-    if value.chars().any(|c| c == '\'' || c == '\\' || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c == '\'' || c == '\\' || c.is_control())
+    {
         return Err(format!(
             "{value:?} cannot go into repmgr.conf (quotes, backslashes and control characters \
              are not allowed there); change it in config.yml"

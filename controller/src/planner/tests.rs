@@ -191,7 +191,10 @@ fn no_plan_runs_a_shell() {
         "  use_local_repo_only: true\n",
         &format!("  use_local_repo_only: true\n{USERS}"),
     );
-    let plan = plan_for(&source, "12").unwrap();
+    assert_runs_no_shell(&plan_for(&source, "12").unwrap());
+}
+
+fn assert_runs_no_shell(plan: &Plan) {
     for (host, stages) in &plan.hosts {
         for r in stages.iter().flat_map(|s| &s.resources) {
             if let Resource::Command(c) = &r.kind {
@@ -533,6 +536,141 @@ fn live_state_that_gives_no_single_primary_is_an_error() {
         resolve(&cluster, &demoted),
         Err(TopologyError::PrimaryInRecovery { host: "ulb".into() })
     );
+}
+
+/// A primary on an older timeline that started after another was promoted is a former
+/// primary that came back: it is rejoined (rewound) as a replica of the live one. One that kept
+/// running through the promotion, or shares the timeline, is a split brain.
+#[test]
+fn a_former_primary_that_came_back_is_rejoined_not_a_split_brain() {
+    let cluster = seed();
+    let promoted_at = 1_767_300_000;
+    let vub = PostgresFacts {
+        timeline: Some(2),
+        promoted_epoch: Some(promoted_at),
+        ..running(Some(false), None)
+    };
+    let ulb = |started: i64, timeline: u32| PostgresFacts {
+        timeline: Some(timeline),
+        start_epoch: Some(started),
+        ..running(Some(false), None)
+    };
+    let came_back = live(
+        &cluster,
+        &[
+            ("ulb", ulb(promoted_at + 60, 1)),
+            ("vub", vub.clone()),
+            ("achel", running(Some(true), Some("vub"))),
+        ],
+    );
+    let t = resolve(&cluster, &came_back).unwrap();
+    assert_eq!(t.primary(), Some("vub"));
+    assert!(t.is_former_primary("ulb") && !t.is_former_primary("achel"));
+    assert_eq!(t.upstream("ulb"), Some("vub"));
+    assert!(
+        t.changes[0].contains("former primary that came back"),
+        "{:?}",
+        t.changes
+    );
+
+    // The plan rewinds ulb (repmgr's superuser conninfo to vub) before anything else there.
+    let plan = plan_with(&cluster, came_back).unwrap();
+    assert_runs_no_shell(&plan);
+    let install = &plan.hosts["ulb"][1];
+    let rejoin = install
+        .resources
+        .iter()
+        .find(|r| r.id == "rejoin:former_primary")
+        .expect("a rejoin resource");
+    match &rejoin.kind {
+        Resource::Command(c) => {
+            assert!(
+                c.argv
+                    .iter()
+                    .any(|a| a.contains("host=10.33.7.3") && a.contains("user=repmgr"))
+            );
+            assert!(
+                c.argv.contains(&"repmgr_slot_1".to_string()),
+                "{:?}",
+                c.argv
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        install.after,
+        [("vub".to_string(), StageName::PostgresUsers)]
+    );
+
+    for (what, ulb_facts) in [
+        (
+            "kept running through the promotion",
+            ulb(promoted_at - 60, 1),
+        ),
+        ("same timeline", ulb(promoted_at + 60, 2)),
+    ] {
+        let split = live(&cluster, &[("ulb", ulb_facts), ("vub", vub.clone())]);
+        assert!(
+            matches!(
+                resolve(&cluster, &split),
+                Err(TopologyError::SplitBrain { .. })
+            ),
+            "{what}"
+        );
+    }
+}
+
+/// TPA's M1 shape: the witness on the Barman host gets its own Postgres (initdb, never a
+/// clone), the repmgr role and database, and registers against the live primary after the
+/// primary's last stage.
+#[test]
+fn a_witness_runs_its_own_postgres_and_registers_with_the_primary() {
+    let source = SEED.replace(
+        "  role: [barman]\n",
+        "  role: [barman, witness]\n  upstream: ulb\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let ids: Vec<String> = plan.hosts["chimay"]
+        .iter()
+        .flat_map(|s| s.resources.iter().map(|r| r.id.clone()))
+        .collect();
+    for id in [
+        "command:initdb",
+        "role:repmgr",
+        "database:repmgr",
+        "repmgr:witness-register",
+        "service:repmgr.service",
+    ] {
+        assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
+    }
+    assert!(!ids.contains(&"command:pg_basebackup".to_string()));
+    let last = plan.hosts["chimay"].last().unwrap();
+    assert_eq!(last.after, [("ulb".to_string(), StageName::PostgresUsers)]);
+    let register = last
+        .resources
+        .iter()
+        .find(|r| r.id == "repmgr:witness-register")
+        .unwrap();
+    match &register.kind {
+        Resource::Command(c) => assert!(c.argv.contains(&"10.33.7.2".to_string()), "{:?}", c.argv),
+        other => panic!("{other:?}"),
+    }
+    let conf = file_content(&plan, "chimay", "/etc/repmgr/15/repmgr.conf");
+    assert!(
+        conf.contains("node_id=4\n") && conf.contains("location='antwerp'"),
+        "{conf}"
+    );
+}
+
+/// repmgr.conf as rendered for a replica (failover tuning, service commands through sudo).
+#[test]
+fn repmgr_conf_of_a_replica() {
+    let plan = plan_for(SEED, "12").unwrap();
+    expect_file!["golden/repmgr.conf"].assert_eq(&file_content(
+        &plan,
+        "vub",
+        "/etc/repmgr/15/repmgr.conf",
+    ));
 }
 
 #[test]
