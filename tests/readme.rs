@@ -15,6 +15,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "tpa-controller image build",
         "the demo builds a missing image itself; rebuilding costs 90 s",
     ),
+    (
+        "target/release/tpa-controller switchover demo/fosdem",
+        "tests/replication.rs runs switchovers (and back) on its own cluster",
+    ),
 ];
 
 /// The command lines of the README's indented code blocks, continuation lines joined.

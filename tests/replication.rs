@@ -14,9 +14,12 @@
 //!    time is printed); the other replica follows it. ulb started again and `deploy`: ulb is
 //!    rewound and rejoins as a replica, `status` exits 0, no committed row lost.
 //! 6. achel cut off the cluster network and reconnected catches up with no manual step.
+//! 7. A fifth instance (replica of ulb) added to config.yml: deploy clones it, and no other
+//!    host's Postgres restarts (postmaster start times unchanged).
 //!
 //! Costs one seed deploy with the witness (about 90 s with images and packages cached), three
-//! short deploys, two switchovers (about 7 s each) and one failover (about 15 s): about 4 min.
+//! short deploys, two switchovers (about 7 s each), one failover (about 15 s) and one added host
+//! (about 90 s, mostly its packages): about 6 min.
 
 use std::time::{Duration, Instant};
 
@@ -448,4 +451,43 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         std::thread::sleep(Duration::from_millis(500));
     }
     wait_healthy("after achel reconnected");
+
+    // 7. A fifth instance, a replica of ulb: deploying clones exactly it; no other Postgres
+    //    restarts.
+    let started_at = |host: &str| psql(ssh_config, host, "select pg_postmaster_start_time()");
+    let before: Vec<String> = ["ulb", "vub", "achel", "chimay"]
+        .into_iter()
+        .map(started_at)
+        .collect();
+    let config = dir.join("config.yml");
+    let mut text = std::fs::read_to_string(&config).expect("config.yml");
+    text.push_str(
+        "- Name: orval\n  node: 5\n  location: brussels\n  role: [replica]\n  upstream: ulb\n",
+    );
+    std::fs::write(&config, text).expect("config.yml");
+    let out = controller(&["deploy", path]);
+    assert!(out.status.success(), "deploy of orval failed");
+    let after: Vec<String> = ["ulb", "vub", "achel", "chimay"]
+        .into_iter()
+        .map(started_at)
+        .collect();
+    assert_eq!(
+        before, after,
+        "adding orval restarted another host's Postgres"
+    );
+    assert_eq!(
+        psql(
+            ssh_config,
+            "orval",
+            "select sender_host from pg_stat_wal_receiver where status = 'streaming'"
+        ),
+        address(dir, "ulb")
+    );
+    let expected = count(promoted);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count("orval") != expected {
+        assert!(Instant::now() < deadline, "orval did not catch up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_healthy("after orval joined");
 }

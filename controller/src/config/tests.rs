@@ -550,6 +550,22 @@ fn tpa_variable_not_supported_yet() {
 }
 
 #[test]
+fn repmgr_variables_out_of_range_are_refused_by_name() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  repmgr_priority: 5000\n  repmgr_failover: \"auto'; x\"\n  \
+             repmgr_reconnect_interval: 0\n  repmgr_location: ghent\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.repmgr_priority: must be from 0 to 1000 (got 5000)
+            config.yml:5: cluster_vars.repmgr_failover: unknown repmgr_failover `auto'; x`; use `automatic` or `manual`
+            config.yml:6: cluster_vars.repmgr_reconnect_interval: must be from 1 to 600 (got 0)
+            config.yml:7: cluster_vars.repmgr_location: `repmgr_location` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+#[test]
 fn shared_preload_libraries_is_rejected() {
     check(
         &with_base(ONE).replace(
