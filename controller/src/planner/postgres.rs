@@ -388,7 +388,7 @@ fn config(
     })
 }
 
-fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
+pub(super) fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {
         id: id("directory", path),
         kind: Resource::Directory(Directory {
@@ -400,7 +400,7 @@ fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
     }
 }
 
-fn owned_file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
+pub(super) fn owned_file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {
         id: id("file", path),
         kind: Resource::File(File {

@@ -12,8 +12,9 @@
 //! by `replica` (same slots repmgr would make, `repmgr_slot_<node id>`), and switchover is
 //! driven by the controller through the agents, so no host needs SSH trust to another.
 
-use tpa_common::resource::{Command, Directory, EnvVar, File, Resource, ResourceSpec, Service};
+use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec, Service};
 
+use super::postgres::{dir, owned_file as file};
 use super::replica::CA_FILE;
 use super::topology::PostgresRole;
 use super::users::{self, literal};
@@ -172,8 +173,12 @@ pub fn files(conf: String, host: &HostState) -> Vec<ResourceSpec> {
         .map(|op| format!("/usr/bin/systemctl {op} postgres"))
         .join(", ");
     vec![
-        dir("/etc/repmgr"),
-        dir(&format!("/etc/repmgr/{}", host.settings.postgres_version)),
+        dir("/etc/repmgr", "root", 0o755),
+        dir(
+            &format!("/etc/repmgr/{}", host.settings.postgres_version),
+            "root",
+            0o755,
+        ),
         file(&conf_path, conf, "postgres", 0o640),
         file(
             SUDOERS_PATH,
@@ -311,32 +316,6 @@ fn psql_succeeds(host: &HostState, sql: &str) -> Vec<String> {
         "-c".into(),
         sql.into(),
     ]
-}
-
-fn dir(path: &str) -> ResourceSpec {
-    ResourceSpec {
-        id: id("directory", path),
-        kind: Resource::Directory(Directory {
-            path: path.into(),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o755,
-        }),
-    }
-}
-
-fn file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
-    ResourceSpec {
-        id: id("file", path),
-        kind: Resource::File(File {
-            path: path.into(),
-            content: content.into(),
-            owner: owner.into(),
-            group: owner.into(),
-            mode,
-            secret: false,
-        }),
-    }
 }
 
 #[cfg(test)]
