@@ -69,6 +69,13 @@ fn readme_commands_work_as_written() {
         "a demo cluster exists in demo/fosdem: run `target/release/tpa-controller deprovision \
          demo/fosdem` first (this test brings up and removes its own)"
     );
+    // Whatever happens below, the demo's containers do not outlive the test (they would hold
+    // the seed's host names for every later scenario).
+    let demo = root.join("demo/fosdem");
+    let _cleanup = tpa_e2e::Cleanup {
+        dir: &demo,
+        cluster: "fosdem",
+    };
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let (mut last, mut first): (Vec<String>, Vec<String>) = readme_commands(&readme)
         .into_iter()
