@@ -7,8 +7,8 @@
 //!    nothing and `deploy --check` exits 0.
 //! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`; with
 //!    Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
-//! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica) are
-//!    refused with the reason, changing nothing.
+//! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica, a
+//!    stopped replica) are refused with the reason, changing nothing.
 //! 4. Switchover to vub and back: every committed row is there after each; siblings follow.
 //! 5. Failover: ulb's container stopped, repmgrd promotes a replica, which accepts writes (the
 //!    time is printed); the other replica follows it. ulb started again and `deploy`: ulb is
@@ -248,8 +248,17 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
     };
     let cluster_show = "sudo -iu postgres /usr/lib/postgresql/15/bin/repmgr -f \
                         /etc/repmgr/15/repmgr.conf cluster show --compact";
+    // Each node's view is its copy of repmgr's metadata: the witness syncs its copy from the
+    // primary every 15 s, so it may lag a moment behind achel's restart above.
     for host in ["ulb", "vub", "achel", "chimay"] {
-        let (ok, out) = ssh(host, cluster_show);
+        let deadline = Instant::now() + Duration::from_secs(45);
+        let (ok, out) = loop {
+            let (ok, out) = ssh(host, cluster_show);
+            if ok || Instant::now() > deadline {
+                break (ok, out);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
         assert!(ok, "repmgr cluster show on {host} is not clean:\n{out}");
         assert!(
             out.lines()
@@ -297,6 +306,16 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
             "{target}: {stderr}"
         );
     }
+    // A stopped target is refused too (started again at once, before repmgrd acts on it).
+    assert!(ssh("vub", "sudo systemctl stop postgres").0);
+    let out = controller(&["switchover", path, "vub"]);
+    assert!(ssh("vub", "sudo systemctl start postgres").0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not running Postgres"),
+        "switchover to a stopped vub: {stderr}"
+    );
+    wait_healthy("after vub was started again");
     assert_eq!(
         status_shape(),
         before,
