@@ -32,6 +32,13 @@ fn mb(bytes: u64, ratio: f64) -> u64 {
     ((bytes as f64 * ratio) / (1024.0 * 1024.0)).max(16.0) as u64
 }
 
+/// TPA's per-host formulas, rounded up to a multiple of 16: these settings need a restart, and
+/// every standby must have at least its primary's values, so adding a host must not change
+/// them (that would restart every Postgres in the cluster). 16 holds up to 6 Postgres hosts.
+fn headroom(wanted: u32) -> u32 {
+    wanted.max(1).div_ceil(16) * 16
+}
+
 /// `conf.d/0001-tpa_restart.conf`: settings that need a restart (TPA's list and defaults).
 pub fn restart_settings(c: &ConfInput<'_>) -> String {
     let n = c.postgres_instances.max(1);
@@ -46,11 +53,11 @@ pub fn restart_settings(c: &ConfInput<'_>) -> String {
             format!("{}MB", mb(c.memory_bytes, c.shared_buffers_ratio)),
         ),
         ("max_prepared_transactions", "0".into()),
-        ("max_worker_processes", (2 * n).max(16).to_string()),
+        ("max_worker_processes", headroom(2 * n).to_string()),
         ("cluster_name", quote(c.host_name)),
         ("archive_mode", "on".into()),
-        ("max_wal_senders", (2 * n).max(10).to_string()),
-        ("max_replication_slots", (2 * n + 3).max(10).to_string()),
+        ("max_wal_senders", headroom(2 * n).to_string()),
+        ("max_replication_slots", headroom(2 * n + 3).to_string()),
         ("wal_keep_size", "0".into()),
         ("track_commit_timestamp", "off".into()),
         ("hot_standby", "on".into()),

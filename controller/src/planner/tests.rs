@@ -662,6 +662,31 @@ fn a_witness_runs_its_own_postgres_and_registers_with_the_primary() {
     );
 }
 
+/// Adding a replica changes no setting that needs a restart on the hosts already there.
+#[test]
+fn adding_a_replica_restarts_no_other_host() {
+    let bigger = format!(
+        "{SEED}- Name: orval\n  node: 5\n  location: brussels\n  role: [replica]\n  upstream: ulb\n"
+    );
+    let (before, after) = (
+        plan_for(SEED, "12").unwrap(),
+        plan_for(&bigger, "12").unwrap(),
+    );
+    assert!(after.hosts.contains_key("orval"));
+    for host in ["ulb", "vub", "achel"] {
+        for file in [
+            "/opt/postgres/data/conf.d/0001-tpa_restart.conf",
+            "/etc/systemd/system/postgres.service",
+        ] {
+            assert_eq!(
+                file_content(&before, host, file),
+                file_content(&after, host, file),
+                "{host} {file}"
+            );
+        }
+    }
+}
+
 /// repmgr.conf as rendered for a replica (failover tuning, service commands through sudo).
 #[test]
 fn repmgr_conf_of_a_replica() {
