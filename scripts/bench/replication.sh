@@ -8,8 +8,8 @@
 #    the packages a replica needs are installed on it by hand before the clock starts (the
 #    exact package set tpa installed on bvub, from the same local repository), because the
 #    bar is about the clone, not apt: apt-get install is 20 to 40 s here and would swamp it.
-#    Timed: `deploy` of the whole cluster (the other four hosts are no-ops, bulb gets a
-#    pg_hba line and a slot), which on brepl bootstraps the agent, clones with pg_basebackup,
+#    Timed: `deploy` of the whole cluster (the other four hosts should change nothing but
+#    bulb's pg_hba and a slot; the bench notes any Postgres restart there), which on brepl bootstraps the agent, clones with pg_basebackup,
 #    writes the configuration, starts Postgres, waits until it streams, and registers it
 #    with repmgr and starts repmgrd. The hand-run path, over one SSH session to brepl (which
 #    then has the packages, the CA file and the passfile, and which bulb's pg_hba admits):
@@ -20,13 +20,13 @@
 #    repmgr registration), and tpa's figure includes its whole run over five hosts: the
 #    comparison favours the hand-run path. tpa goes first (the hand-run needs brepl's files);
 #    the hand-run clone is stopped, removed and its slot dropped afterwards. Bar: ≤ 1.5×.
-# 2. Switchover, SWITCHOVER_RUNS (default 3) times, each to a replica that streams from the
+# 2. Switchover, switchover_runs (default 3) times, each to a replica that streams from the
 #    live primary, rotating through bvub, brepl, bulb. During each, every Postgres host runs
-#    an INSERT loop (a psql connection every ~0.1 s); the outside window is the longest gap
+#    an INSERT loop (psql, then 0.1 s of sleep); the outside window is the longest gap
 #    between two accepted INSERTs (on any host) around the switchover. tpa's own figure
 #    ("writes were refused for X s": primary shutdown to promotion) is reported too.
 #    Bar: median of tpa's figure < 10 s.
-# 3. Failover, FAILOVER_RUNS (default 3) times: INSERT loops on every replica, then
+# 3. Failover, failover_runs (default 3) times: INSERT loops on every replica, then
 #    `docker stop <live primary>`; the figure is from just before `docker stop` to the first
 #    INSERT a replica accepts (container and bench share the kernel clock). Then (not timed)
 #    `docker start` the old primary, `deploy` (rejoins it as a replica), wait until `status`
