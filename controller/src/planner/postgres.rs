@@ -361,6 +361,7 @@ fn config(
     });
     if replication.is_some() {
         // Done only when streaming; then the slots of its own (cascaded) replicas.
+        resources.push(replica::no_auto_conf_override(l.port));
         resources.push(replica::streaming(l.port));
         resources.extend(replica::slots(input, &instance.name, l.port));
         if repmgr {

@@ -300,6 +300,22 @@ pub fn conf(conninfo: &str, slot: &str) -> String {
     )
 }
 
+/// `primary_conninfo` and `primary_slot_name` set with ALTER SYSTEM (repmgr's `standby
+/// follow` and `node rejoin` write them there) would override tpa's conf.d file: deploy, which
+/// writes the live upstream into conf.d, resets them, so conf.d decides.
+pub fn no_auto_conf_override(port: u16) -> ResourceSpec {
+    sql(
+        id("alter_system", "primary_conninfo"),
+        "select not exists (select 1 from pg_file_settings where sourcefile like \
+         '%/postgresql.auto.conf' and name in ('primary_conninfo', 'primary_slot_name'))"
+            .into(),
+        "alter system reset primary_conninfo;\nalter system reset primary_slot_name;\n\
+         select pg_reload_conf();\n"
+            .into(),
+        port,
+    )
+}
+
 /// The replica's last word: in state when its WAL receiver streams; otherwise waits up to
 /// [`STREAMING_WAIT_SECS`] for it, and fails naming where to look.
 pub fn streaming(port: u16) -> ResourceSpec {
