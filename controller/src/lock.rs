@@ -1,6 +1,7 @@
 //! One command at a time per cluster directory: deploy, provision, deprovision and
 //! store-password hold an exclusive `flock` on `<dir>/.tpa.lock` for as long as they run, so two
-//! of them never provision the same hosts or write the same secrets at once.
+//! of them never provision the same hosts or write the same secrets at once. Commands that only
+//! read (`status`, `show-password`) take no lock, so they run beside a deploy.
 //!
 //! The kernel releases the lock when its holder exits, however it exits, so a lock file left by
 //! a dead process is no obstacle. The file holds the holder's pid and command line, so that a

@@ -124,3 +124,39 @@ async fn probe(
         Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../tests/fixtures/seed/config.yml");
+
+    #[tokio::test]
+    async fn a_cluster_never_deployed_is_said_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.yml"), SEED).expect("config");
+        let err = run(dir.path(), false).await.expect_err("never deployed");
+        assert!(
+            err.to_string()
+                .contains("was never deployed (no inventory.json)")
+                && err.to_string().contains("tpa-controller deploy"),
+            "{err}"
+        );
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(files, ["config.yml"], "status wrote something");
+
+        // Provisioned, but deploy never made the certificates agents trust.
+        let inventory = r#"{"cluster": "fosdem", "config_sha256": "", "hosts": []}"#;
+        std::fs::write(dir.path().join("inventory.json"), inventory).expect("inventory");
+        let err = run(dir.path(), false).await.expect_err("never deployed");
+        assert!(
+            err.to_string()
+                .contains("was never deployed (no controller certificate in tls/)"),
+            "{err}"
+        );
+        assert!(!dir.path().join("tls").exists());
+    }
+}

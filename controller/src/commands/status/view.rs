@@ -80,7 +80,8 @@ pub struct HostStatus {
     pub state: String,
     /// How far the replica's replay is behind the primary's current WAL position.
     pub lag_bytes: Option<u64>,
-    /// `now() - pg_last_xact_replay_timestamp()` on the replica; 0 when caught up.
+    /// `now() - pg_last_xact_replay_timestamp()` on the replica; 0 when caught up with the
+    /// primary (or, with no primary to compare with, when no received WAL awaits replay).
     pub lag_seconds: Option<f64>,
     pub timeline: Option<u32>,
     pub repmgr: Option<RepmgrNode>,
@@ -329,7 +330,11 @@ pub fn merge(
                     line.lag_bytes = primary_lsn
                         .zip(pg.lsn)
                         .map(|(primary, replay)| primary.saturating_sub(replay));
-                    line.lag_seconds = if !pg.pending_wal && line.lag_bytes.unwrap_or(0) == 0 {
+                    // Caught up: at the primary's position (a receiver may report WAL past
+                    // the last record, up to a segment's end, that there is nothing to replay
+                    // in), or, without a primary to compare with, nothing received unreplayed.
+                    let caught_up = line.lag_bytes.map_or(!pg.pending_wal, |b| b == 0);
+                    line.lag_seconds = if caught_up {
                         Some(0.0)
                     } else {
                         pg.replay_age_seconds

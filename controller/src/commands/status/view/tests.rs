@@ -213,6 +213,14 @@ fn replica_states_from_the_receiver_and_the_lag() {
     assert_eq!(achel.lag_seconds, Some(42.5));
     assert_eq!(problems(&hosts), ["vub: not streaming"]);
 
+    // At the primary's position with nothing replayed since the clone: caught up, 0 s.
+    let mut fresh = standby("vub", 0x3000_0000);
+    fresh.pending_wal = true;
+    fresh.replay_age_seconds = None;
+    let mut probes = healthy();
+    probes.insert("achel".into(), Probe::Postgres(fresh));
+    assert_eq!(status(&probes)[2].lag_seconds, Some(0.0));
+
     // A sender outside the cluster is shown as is, and said.
     let mut probes = healthy();
     probes.insert(
