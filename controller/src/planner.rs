@@ -11,8 +11,10 @@
 //! - `topology`: which host is the primary, live state first ([`topology::resolve`]).
 //! - `inspect`: the read-only SQL gather runs on the primary, and the reading of its rows.
 //! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads;
-//!   `replica`: cloning replicas, their slots and the `replication` role.
+//!   `replica`: cloning replicas, their slots and the `replication` role; `barman`: the Barman
+//!   server and its roles on the primary.
 
+pub mod barman;
 mod input;
 pub mod inspect;
 mod postgres;
@@ -47,6 +49,8 @@ pub enum StageName {
     /// Users, databases and extensions, the `replication` role and replicas' slots (on the
     /// primary).
     PostgresUsers,
+    /// A Barman host: its configuration, WAL streaming, the first backup, `barman check`.
+    Barman,
 }
 
 impl StageName {
@@ -56,6 +60,7 @@ impl StageName {
             StageName::PostgresInstall => "postgres-install",
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
+            StageName::Barman => "barman",
         }
     }
 }
@@ -170,12 +175,29 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                         .resources
                         .extend(replica::slots(topology, &instance.name, port));
                 }
+                if barman::wanted(input.cluster) {
+                    match barman::primary_resources(
+                        input.state.verifiers.by_user(),
+                        &settings.postgres_version,
+                        port,
+                    ) {
+                        Ok(r) => users.resources.extend(r),
+                        Err(e) => errors.push(format!("{}: {e}", instance.name)),
+                    }
+                }
                 stages.push(users);
             }
             Some(PostgresRole::Replica) => match postgres::stages(input, instance, host) {
                 Ok(s) => stages.extend(s),
                 Err(e) => errors.push(e),
             },
+            None if instance.has_role(Role::Barman) => {
+                match barman::stages(input, instance, host) {
+                    Ok(s) => stages.extend(s),
+                    Err(e) => errors.extend(e),
+                }
+                note_unsupported(&mut plan, instance, topology);
+            }
             _ => note_unsupported(&mut plan, instance, topology),
         }
         plan.hosts.insert(instance.name.clone(), stages);
@@ -202,15 +224,18 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
     let roles: Vec<&str> = instance
         .roles
         .iter()
-        .filter(|r| **r != Role::Postgres)
+        .filter(|r| !matches!(r, Role::Postgres | Role::Barman))
         .map(|r| match (r, live) {
             (Role::Primary | Role::Replica, Some(live)) => live.as_str(),
             _ => r.as_str(),
         })
         .collect();
+    if roles.is_empty() {
+        return;
+    }
     plan.notes.push(format!(
-        "{}: roles [{}] are not deployed yet (barman, witness and failover managers come \
-         in later releases); the host is bootstrapped and its packages are installed",
+        "{}: roles [{}] are not deployed yet (witness and failover managers come in later \
+         releases); the host is bootstrapped and its packages are installed",
         instance.name,
         roles.join(", ")
     ));

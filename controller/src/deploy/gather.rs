@@ -22,7 +22,7 @@ use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
-use crate::planner::{self, ClusterState, HostState, Verifiers, replica, topology};
+use crate::planner::{self, ClusterState, HostState, Verifiers, barman, replica, topology};
 use crate::platform::{self, AnyPlatform, Platform};
 use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
@@ -122,12 +122,16 @@ pub async fn gather(
     }
 
     let replicas = planner::has_replicas(&topology);
+    let backed_up = barman::wanted(cluster);
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {
             let host = &hosts[&instance.name];
             let mut users = instance.vars.postgres_users.clone();
             if replicas {
                 users.push(replica::user());
+            }
+            if backed_up {
+                users.extend(barman::users());
             }
             primary_state(
                 &mut client,
@@ -146,6 +150,14 @@ pub async fn gather(
         .then(|| secrets.get(&password_key(replica::REPLICATION_USER)))
         .flatten()
         .map(|p| Secret::new(p.to_string()));
+    let barman_passwords = barman::users()
+        .into_iter()
+        .filter(|_| backed_up)
+        .filter_map(|u| {
+            let p = secrets.get(&password_key(&u.username))?;
+            Some((u.username, Secret::new(p.to_string())))
+        })
+        .collect();
     Ok(Gathered {
         agents,
         state: ClusterState {
@@ -154,6 +166,7 @@ pub async fn gather(
             ca_pem: pki.ca_cert_pem().to_string(),
             verifiers,
             replication_password,
+            barman_passwords,
             drift,
         },
     })

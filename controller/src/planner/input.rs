@@ -25,6 +25,9 @@ pub struct ClusterState {
     /// The `replication` role's password, for replicas' passfiles (None: no replica, or
     /// `--check` before one was generated).
     pub replication_password: Option<Secret<String>>,
+    /// The `barman` and `streaming_barman` roles' passwords by user, for the Barman hosts'
+    /// passfile (empty: nothing backed up, or `--check` before they were generated).
+    pub barman_passwords: BTreeMap<String, Secret<String>>,
     /// Roles and databases the primary has that config.yml does not list.
     pub drift: Vec<Drift>,
 }
