@@ -67,6 +67,17 @@ enum Command {
         #[arg(long)]
         random: bool,
     },
+    /// An on-demand backup of every instance a Barman host backs up (`backup:` in config.yml),
+    /// or with --list the backups Barman holds.
+    Backup {
+        cluster_dir: PathBuf,
+        /// List the backups (id, begin/end, size, WAL range, status) instead of taking one.
+        #[arg(long)]
+        list: bool,
+        /// With --list: print JSON.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -116,11 +127,15 @@ fn main() -> ExitCode {
             Command::Provision { cluster_dir, .. }
             | Command::Deploy { cluster_dir, .. }
             | Command::Deprovision { cluster_dir }
-            | Command::StorePassword { cluster_dir, .. } => {
-                Some(ClusterLock::for_command(cluster_dir)?)
-            }
+            | Command::StorePassword { cluster_dir, .. }
+            | Command::Backup {
+                cluster_dir,
+                list: false,
+                ..
+            } => Some(ClusterLock::for_command(cluster_dir)?),
             Command::DownloadPackages { .. }
             | Command::ShowPassword { .. }
+            | Command::Backup { list: true, .. }
             | Command::Image { .. } => None,
         };
         let done = match cli.command {
@@ -159,6 +174,11 @@ fn main() -> ExitCode {
                 user,
                 random,
             } => commands::passwords::store(&cluster_dir, &user, random),
+            Command::Backup {
+                cluster_dir,
+                list,
+                json,
+            } => commands::backup::run(&cluster_dir, list, json).await,
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -462,6 +462,79 @@ fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
     }
 }
 
+// === `tpa-controller backup` and `backup --list`: the commands run on the Barman host (as
+// the barman user, through the agent's Exec) and the reading of their JSON output. ===
+
+/// One backup as `backup --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupInfo {
+    pub server: String,
+    pub barman_host: String,
+    pub id: String,
+    /// Barman's status: DONE, WAITING_FOR_WALS, STARTED, FAILED…
+    pub status: String,
+    pub begin_time: Option<String>,
+    pub end_time: Option<String>,
+    /// The base backup's size on disk, without WAL.
+    pub size_bytes: Option<u64>,
+    pub begin_wal: Option<String>,
+    pub end_wal: Option<String>,
+}
+
+/// An on-demand backup: checkpoint at once (a spread one takes most of checkpoint_timeout),
+/// and wait until the WAL it needs is archived, so that it is usable when the command ends.
+pub fn backup_argv(server: &str) -> Vec<String> {
+    argv(&["backup", "--immediate-checkpoint", "--wait", server])
+}
+
+pub fn list_argv(server: &str) -> Vec<String> {
+    argv(&["-f", "json", "list-backups", server])
+}
+
+pub fn show_argv(server: &str, id: &str) -> Vec<String> {
+    argv(&["-f", "json", "show-backup", server, id])
+}
+
+/// The backup ids of `barman -f json list-backups <server>`, oldest first.
+pub fn parse_list(server: &str, stdout: &str) -> Result<Vec<String>, String> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .map_err(|e| format!("barman list-backups {server}: not JSON ({e})"))?;
+    let items = v
+        .get(server)
+        .and_then(|b| b.as_array())
+        .ok_or_else(|| format!("barman list-backups {server}: no list for {server}"))?;
+    let mut ids: Vec<String> = items
+        .iter()
+        .filter_map(|b| b.get("backup_id")?.as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// One backup from `barman -f json show-backup <server> <id>`.
+pub fn parse_show(server: &str, barman_host: &str, stdout: &str) -> Result<BackupInfo, String> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .map_err(|e| format!("barman show-backup {server}: not JSON ({e})"))?;
+    let b = v
+        .get(server)
+        .ok_or_else(|| format!("barman show-backup {server}: no entry for {server}"))?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let info = b.get("base_backup_information");
+    let field = |name: &str| info.and_then(|i| i.get(name));
+    Ok(BackupInfo {
+        server: server.to_string(),
+        barman_host: barman_host.to_string(),
+        id: text(b.get("backup_id"))
+            .ok_or_else(|| format!("barman show-backup {server}: no backup_id"))?,
+        status: text(b.get("status")).unwrap_or_default(),
+        begin_time: text(field("begin_time")),
+        end_time: text(field("end_time")),
+        size_bytes: field("disk_usage_bytes").and_then(|v| v.as_u64()),
+        begin_wal: text(field("begin_wal")),
+        end_wal: text(field("end_wal")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,5 +546,28 @@ mod tests {
             pgpass(&s("a:b"), &s("c\\d")),
             "*:*:*:barman:a\\:b\n*:*:*:streaming_barman:c\\\\d\n"
         );
+    }
+
+    #[test]
+    fn reads_barman_json() {
+        let list = r#"{"ulb": [{"backup_id": "20261127T120102", "status": "DONE"},
+            {"backup_id": "20261127T110000", "status": "FAILED"}]}"#;
+        assert_eq!(
+            parse_list("ulb", list).unwrap(),
+            ["20261127T110000", "20261127T120102"]
+        );
+        assert!(parse_list("vub", list).is_err());
+        let show = r#"{"ulb": {"backup_id": "20261127T120102", "status": "DONE",
+            "base_backup_information": {"disk_usage_bytes": 31457280,
+            "begin_wal": "000000010000000000000004", "end_wal": "000000010000000000000004",
+            "begin_time": "2026-11-27 12:01:02.1+00:00", "end_time": "2026-11-27 12:01:04+00:00"}}}"#;
+        let b = parse_show("ulb", "chimay", show).unwrap();
+        assert_eq!(
+            (b.status.as_str(), b.size_bytes, b.end_wal.as_deref()),
+            ("DONE", Some(31457280), Some("000000010000000000000004"))
+        );
+        let failed = parse_show("ulb", "chimay", r#"{"ulb": {"backup_id": "x", "status": "FAILED"}}"#)
+            .unwrap();
+        assert_eq!((failed.status.as_str(), failed.size_bytes), ("FAILED", None));
     }
 }
