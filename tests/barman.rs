@@ -87,8 +87,15 @@ fn seed_is_backed_up_by_barman() {
         "",
     );
     assert!(ok && !check.contains("FAILED"), "barman check:\n{check}");
-    for line in ["receive-wal running: OK", "replication slot: OK", "WAL archive: OK"] {
-        assert!(check.contains(line), "barman check lacks {line:?}:\n{check}");
+    for line in [
+        "receive-wal running: OK",
+        "replication slot: OK",
+        "WAL archive: OK",
+    ] {
+        assert!(
+            check.contains(line),
+            "barman check lacks {line:?}:\n{check}"
+        );
     }
     // Least privilege on the primary: neither role is a superuser.
     let (_, roles) = ssh(
@@ -115,7 +122,10 @@ fn seed_is_backed_up_by_barman() {
 
     let on_demand = Instant::now();
     assert!(controller(&["backup", path]).status.success());
-    eprintln!("on-demand backup: {:.1}s", on_demand.elapsed().as_secs_f64());
+    eprintln!(
+        "on-demand backup: {:.1}s",
+        on_demand.elapsed().as_secs_f64()
+    );
     let list = backups(path);
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().all(|b| b["status"] == "DONE"), "{list:?}");
@@ -126,7 +136,10 @@ fn seed_is_backed_up_by_barman() {
     assert!(again.status.success());
     let again_out = stdout(&again);
     for line in again_out.lines().filter(|l| l.contains(" resources, ")) {
-        assert!(line.contains(" 0 changed"), "re-deploy changed something: {line}");
+        assert!(
+            line.contains(" 0 changed"),
+            "re-deploy changed something: {line}"
+        );
     }
     assert!(again_out.contains("[chimay] barman:"), "{again_out}");
     assert_eq!(backups(path).len(), 2);
@@ -150,14 +163,21 @@ fn seed_is_backed_up_by_barman() {
             ("re-deploy output", again_out.clone()),
             ("deploy.log", log.clone()),
         ] {
-            assert!(!text.contains(&secret), "{user}'s password appears in the {what}");
+            assert!(
+                !text.contains(&secret),
+                "{user}'s password appears in the {what}"
+            );
         }
         assert!(
             !snapshots.iter().any(|s| s.contains(&secret)),
             "{user}'s password appears in ps"
         );
         let (_, grep) = run("grep", &["-rlF", &secret, path]);
-        assert_eq!(grep.trim(), "", "{user}'s password in the cluster directory");
+        assert_eq!(
+            grep.trim(),
+            "",
+            "{user}'s password in the cluster directory"
+        );
         // On the hosts, the pattern comes on stdin so it is in no process's arguments.
         for host in ["chimay", "ulb"] {
             let (_, found) = ssh(

@@ -566,8 +566,15 @@ mod tests {
             (b.status.as_str(), b.size_bytes, b.end_wal.as_deref()),
             ("DONE", Some(31457280), Some("000000010000000000000004"))
         );
-        let failed = parse_show("ulb", "chimay", r#"{"ulb": {"backup_id": "x", "status": "FAILED"}}"#)
-            .unwrap();
-        assert_eq!((failed.status.as_str(), failed.size_bytes), ("FAILED", None));
+        let failed = parse_show(
+            "ulb",
+            "chimay",
+            r#"{"ulb": {"backup_id": "x", "status": "FAILED"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (failed.status.as_str(), failed.size_bytes),
+            ("FAILED", None)
+        );
     }
 }
