@@ -267,7 +267,10 @@ pub fn stages(
         }),
     });
     for server in &servers {
-        resources.extend(server_up(&server.name));
+        resources.extend(server_up(
+            &server.name,
+            server.vars.barman.minimum_redundancy(),
+        ));
     }
     Ok(vec![Stage {
         name: StageName::Barman,
@@ -350,13 +353,22 @@ fn cron_backup(server: &Instance) -> String {
 }
 
 /// The last resources per server, each idempotent: WAL streaming running; while no backup
-/// exists, a forced WAL switch that must reach the archive and the first backup; and
-/// `barman check` all OK (in state when it passes; otherwise it runs again and fails with
-/// Barman's report).
-fn server_up(server: &str) -> Vec<ResourceSpec> {
+/// exists, a forced WAL switch that must reach the archive and the first backup; as TPA does,
+/// up to min(minimum_redundancy, 3) backups in all while `barman check` fails (it fails until
+/// the minimum redundancy is met); and `barman check` all OK (in state when it passes;
+/// otherwise it runs again and fails with Barman's report).
+fn server_up(server: &str, minimum_redundancy: u32) -> Vec<ResourceSpec> {
     let no_backup_yet = Some(argv(&["show-backup", server, "latest"]));
     let check = argv(&["check", server]);
-    vec![
+    let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
+        command(
+            id("barman", &format!("backup-{n}:{server}")),
+            argv(&["backup", "--immediate-checkpoint", "--wait", server]),
+            Some(check.clone()),
+            3600,
+        )
+    });
+    let mut resources = vec![
         command(
             id("barman", &format!("receive-wal:{server}")),
             argv(&["-q", "cron"]),
@@ -388,13 +400,15 @@ fn server_up(server: &str) -> Vec<ResourceSpec> {
             no_backup_yet,
             3600,
         ),
-        command(
-            id("barman", &format!("check:{server}")),
-            check.clone(),
-            Some(check),
-            120,
-        ),
-    ]
+    ];
+    resources.extend(more_backups);
+    resources.push(command(
+        id("barman", &format!("check:{server}")),
+        check.clone(),
+        Some(check),
+        120,
+    ));
+    resources
 }
 
 fn argv(args: &[&str]) -> Vec<String> {

@@ -751,6 +751,26 @@ fn barman_server_files() {
     );
     let cron = file_content(&plan, "chimay", "/etc/cron.d/tpa-barman-backup-ulb");
     assert!(cron.contains("\n30 2 * * * barman "), "{cron}");
+
+    // TPA's minimum redundancy of 3: up to three backups while `barman check` fails.
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  barman_minimum_redundancy: 5\n",
+    );
+    let ids: Vec<String> = plan_for(&source, "12").unwrap().hosts["chimay"][1]
+        .resources
+        .iter()
+        .filter(|r| r.id.starts_with("barman:") && r.id.contains("backup"))
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "barman:first-backup:ulb",
+            "barman:backup-2:ulb",
+            "barman:backup-3:ulb"
+        ]
+    );
 }
 
 #[test]
