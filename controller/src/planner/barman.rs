@@ -9,7 +9,7 @@
 //!   passfile, `/etc/barman.conf`, one `/etc/barman.d/<server>.conf` per backed-up instance whose
 //!   conninfo points at the topology's live primary, the cron files (`barman cron` every minute,
 //!   `barman backup` on `barman_backup_interval`), then per server: WAL streaming started, a
-//!   WAL switch archived and the first backup taken (both only while there is no backup), and
+//!   WAL switch archived and the first backup taken (only while there is no backup), and
 //!   `barman check` all OK.
 //!
 //! The server is named after the instance config.yml backs up (`backup_name` is not supported
@@ -267,8 +267,11 @@ pub fn stages(
         }),
     });
     for server in &servers {
+        let conninfo = format!("{target} dbname=postgres user={BARMAN_USER}");
         resources.extend(server_up(
             &server.name,
+            &conninfo,
+            &host.settings.bin_dir,
             server.vars.barman.minimum_redundancy(),
         ));
     }
@@ -357,7 +360,12 @@ fn cron_backup(server: &Instance) -> String {
 /// up to min(minimum_redundancy, 3) backups in all while `barman check` fails (it fails until
 /// the minimum redundancy is met); and `barman check` all OK (in state when it passes;
 /// otherwise it runs again and fails with Barman's report).
-fn server_up(server: &str, minimum_redundancy: u32) -> Vec<ResourceSpec> {
+fn server_up(
+    server: &str,
+    conninfo: &str,
+    bin_dir: &str,
+    minimum_redundancy: u32,
+) -> Vec<ResourceSpec> {
     let no_backup_yet = Some(argv(&["show-backup", server, "latest"]));
     let check = argv(&["check", server]);
     let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
@@ -381,16 +389,32 @@ fn server_up(server: &str, minimum_redundancy: u32) -> Vec<ResourceSpec> {
             ]),
             60,
         ),
+        // Barman 3.4's `switch-wal --force` wants a superuser for its CHECKPOINT; a restore
+        // point (a grant of the barman role) gives the switch a WAL record to close instead,
+        // so that a retried first deploy on an idle primary still has a segment to archive.
+        ResourceSpec {
+            id: id("barman", &format!("restore-point:{server}")),
+            kind: Resource::Command(Command {
+                argv: vec![
+                    format!("{bin_dir}/psql"),
+                    "--no-psqlrc".into(),
+                    "--no-password".into(),
+                    "--dbname".into(),
+                    conninfo.into(),
+                    "--command".into(),
+                    "select pg_create_restore_point('tpa_barman_first_wal_switch')".into(),
+                ],
+                creates: None,
+                unless: no_backup_yet.clone(),
+                run_as: Some("barman".into()),
+                env: vec![],
+                secret_env: false,
+                timeout_secs: Some(60),
+            }),
+        },
         command(
             id("barman", &format!("switch-wal:{server}")),
-            argv(&[
-                "switch-wal",
-                "--force",
-                "--archive",
-                "--archive-timeout",
-                "60",
-                server,
-            ]),
+            argv(&["switch-wal", "--archive", "--archive-timeout", "60", server]),
             no_backup_yet.clone(),
             120,
         ),
