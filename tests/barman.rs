@@ -90,7 +90,7 @@ fn seed_is_backed_up_by_barman() {
     for line in [
         "receive-wal running: OK",
         "replication slot: OK",
-        "WAL archive: OK",
+        "PostgreSQL streaming: OK",
     ] {
         assert!(
             check.contains(line),
