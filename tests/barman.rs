@@ -6,10 +6,10 @@
 //!
 //! Costs one seed deploy (4 hosts) with its first backup, one on-demand backup and a no-op
 //! re-deploy. Measured 2026-11-27 on the 2-core machine under a load average of about 10
-//! (other checkouts' builds and scenarios): first deploy 206 s (its apt installs 80–110 s),
-//! chimay's `barman` stage 35 s of it (streaming, restore point, WAL switch, first backup of
-//! 22 MiB, `barman check`); about 4 minutes for the whole test. An idle machine has not been
-//! measured yet.
+//! (other checkouts' builds and scenarios): 368 s for the whole test; first deploy 148 s (its
+//! apt installs 65–97 s), chimay's `barman` stage 23 s of it (streaming, restore point, WAL
+//! switch, first backup of 22 MiB, `barman check`); on-demand backup 10.6 s; the no-op
+//! re-deploy's `barman` stage 1.8 s. An idle machine has not been measured yet.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
