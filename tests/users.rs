@@ -3,9 +3,7 @@
 //! re-deploys, `deploy --check` showing exactly what an edit would change, and passwords
 //! that never show up in output, logs or process arguments.
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 
 use tpa_e2e::*;
 
@@ -35,34 +33,6 @@ fn psql(
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
-}
-
-/// Runs deploy while sampling every process's arguments, as `ps` would show them.
-fn deploy_watching_ps(path: &str) -> (std::process::Output, Vec<String>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (seen, done) = (seen.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                if let Ok(out) = Command::new("ps")
-                    .args(["-eo", "args"])
-                    .stderr(Stdio::null())
-                    .output()
-                {
-                    seen.lock()
-                        .unwrap()
-                        .push(String::from_utf8_lossy(&out.stdout).into_owned());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-    };
-    let out = controller(&["deploy", path]);
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let snapshots = seen.lock().unwrap().clone();
-    (out, snapshots)
 }
 
 #[test]

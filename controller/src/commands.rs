@@ -1,6 +1,7 @@
 //! One module per CLI verb: each takes parsed arguments and does the work; `main.rs` only
 //! parses and dispatches.
 
+pub mod backup;
 pub mod deploy;
 pub mod deprovision;
 pub mod download_packages;

@@ -17,6 +17,7 @@
 //!   version each host's OS ships).
 //! - `model`: the public types; `error`: [`ConfigError`] and [`ConfigErrors`].
 
+mod barman;
 mod build;
 mod checks;
 mod error;
@@ -31,6 +32,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use barman::BarmanVars;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AwsOptions, Cluster, ClusterVars, DockerNetwork, DockerOptions, HostVars, Instance, Location,

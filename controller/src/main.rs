@@ -84,6 +84,17 @@ enum Command {
         /// The replica to promote.
         instance: String,
     },
+    /// An on-demand backup of every instance a Barman host backs up (`backup:` in config.yml),
+    /// or with --list the backups Barman holds.
+    Backup {
+        cluster_dir: PathBuf,
+        /// List the backups (id, begin/end, size, WAL range, status) instead of taking one.
+        #[arg(long)]
+        list: bool,
+        /// With --list: print JSON.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -134,13 +145,17 @@ fn main() -> ExitCode {
             | Command::Deploy { cluster_dir, .. }
             | Command::Deprovision { cluster_dir }
             | Command::StorePassword { cluster_dir, .. }
-            | Command::Switchover { cluster_dir, .. } => {
-                Some(ClusterLock::for_command(cluster_dir)?)
-            }
-            // Status only reads: it must not wait for, nor block, a running deploy.
+            | Command::Switchover { cluster_dir, .. }
+            | Command::Backup {
+                cluster_dir,
+                list: false,
+                ..
+            } => Some(ClusterLock::for_command(cluster_dir)?),
+            // Status and backup --list only read: they must not wait for, nor block, a deploy.
             Command::DownloadPackages { .. }
             | Command::Status { .. }
             | Command::ShowPassword { .. }
+            | Command::Backup { list: true, .. }
             | Command::Image { .. } => None,
         };
         let done = match cli.command {
@@ -186,6 +201,11 @@ fn main() -> ExitCode {
                 cluster_dir,
                 instance,
             } => commands::switchover::run(&cluster_dir, &instance).await,
+            Command::Backup {
+                cluster_dir,
+                list,
+                json,
+            } => commands::backup::run(&cluster_dir, list, json).await,
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -12,8 +12,10 @@
 //! - `inspect`: the read-only SQL gather runs on the primary, and the reading of its rows.
 //! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads;
 //!   `replica`: cloning replicas, their slots and the `replication` role; `repmgr`: repmgr's
-//!   configuration, registration and repmgrd.
+//!   configuration, registration and repmgrd; `barman`: the Barman server and its roles on the
+//!   primary.
 
+pub mod barman;
 mod input;
 pub mod inspect;
 mod postgres;
@@ -49,6 +51,8 @@ pub enum StageName {
     /// Users, databases and extensions, the `replication` role and replicas' slots (on the
     /// primary).
     PostgresUsers,
+    /// A Barman host: its configuration, WAL streaming, the first backup, `barman check`.
+    Barman,
 }
 
 impl StageName {
@@ -58,6 +62,7 @@ impl StageName {
             StageName::PostgresInstall => "postgres-install",
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
+            StageName::Barman => "barman",
         }
     }
 }
@@ -186,6 +191,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                     ));
                     users.resources.push(repmgr::daemon(host));
                 }
+                if barman::wanted(input.cluster) {
+                    match barman::primary_resources(
+                        input.state.verifiers.by_user(),
+                        &settings.postgres_version,
+                        port,
+                    ) {
+                        Ok(r) => users.resources.extend(r),
+                        Err(e) => errors.push(format!("{}: {e}", instance.name)),
+                    }
+                }
                 stages.push(users);
             }
             Some(PostgresRole::Replica) => match postgres::stages(input, instance, host) {
@@ -201,6 +216,20 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                     Ok(s) => stages.push(s),
                     Err(e) => errors.push(format!("{}: {e}", instance.name)),
                 }
+                // TPA's M1 shape: the witness on the Barman host.
+                if instance.has_role(Role::Barman) {
+                    match barman::stages(input, instance, host) {
+                        Ok(s) => stages.extend(s),
+                        Err(e) => errors.extend(e),
+                    }
+                }
+            }
+            None if instance.has_role(Role::Barman) => {
+                match barman::stages(input, instance, host) {
+                    Ok(s) => stages.extend(s),
+                    Err(e) => errors.extend(e),
+                }
+                note_unsupported(&mut plan, instance, topology);
             }
             _ => note_unsupported(&mut plan, instance, topology),
         }
@@ -259,15 +288,18 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
     let roles: Vec<&str> = instance
         .roles
         .iter()
-        .filter(|r| **r != Role::Postgres)
+        .filter(|r| !matches!(r, Role::Postgres | Role::Barman))
         .map(|r| match (r, live) {
             (Role::Primary | Role::Replica, Some(live)) => live.as_str(),
             _ => r.as_str(),
         })
         .collect();
+    if roles.is_empty() {
+        return;
+    }
     plan.notes.push(format!(
-        "{}: roles [{}] are not deployed yet (barman, witness and failover managers come \
-         in later releases); the host is bootstrapped and its packages are installed",
+        "{}: roles [{}] are not deployed yet (witness and failover managers come in later \
+         releases); the host is bootstrapped and its packages are installed",
         instance.name,
         roles.join(", ")
     ));

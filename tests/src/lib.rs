@@ -5,8 +5,9 @@
 //! `cargo test` skips them with a message, because they need Docker, root and minutes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Scenarios share container names (the seed's hosts): one at a time in this process...
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -254,4 +255,33 @@ impl Drop for Cleanup<'_> {
             let _ = run("docker", &["rm", "-f", &name]);
         }
     }
+}
+
+/// Runs deploy while sampling every process's arguments, as `ps` would show them (the
+/// containers' processes included: they share this kernel).
+pub fn deploy_watching_ps(path: &str) -> (std::process::Output, Vec<String>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (seen, done) = (seen.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(out) = Command::new("ps")
+                    .args(["-eo", "args"])
+                    .stderr(Stdio::null())
+                    .output()
+                {
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let out = controller(&["deploy", path]);
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let snapshots = seen.lock().unwrap().clone();
+    (out, snapshots)
 }

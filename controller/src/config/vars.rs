@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::barman::{self, BarmanVars};
 use super::error::{Diag, unknown_key, unsupported, unsupported_value};
 use super::values;
 use super::yaml::{Field, Node, index_path, key_path};
@@ -75,6 +76,8 @@ pub struct Vars {
     pub repmgr_reconnect_interval: Option<u32>,
     /// `repmgr_failover`: `automatic` (default) or `manual`.
     pub repmgr_failover: Option<RepmgrFailover>,
+    /// The `barman_*` variables tpa honours (see `config::barman`).
+    pub barman: BarmanVars,
 }
 
 /// `repmgr_failover`.
@@ -291,6 +294,33 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("repmgr_failover", |v, n, p, d| {
         v.repmgr_failover = repmgr_failover(n, p, d)
     }),
+    ("barman_backup_method", |_, n, p, d| {
+        barman::backup_method(n, p, d)
+    }),
+    ("barman_compression", |v, n, p, d| {
+        v.barman.compression = checked(n, p, d, barman::compression)
+    }),
+    ("barman_retention_policy", |v, n, p, d| {
+        v.barman.retention_policy = checked(n, p, d, barman::retention_policy)
+    }),
+    ("barman_minimum_redundancy", |v, n, p, d| {
+        v.barman.minimum_redundancy = n.int(d, p)
+    }),
+    ("barman_last_backup_maximum_age", |v, n, p, d| {
+        v.barman.last_backup_maximum_age = checked(n, p, d, barman::age)
+    }),
+    ("barman_backup_interval", |v, n, p, d| {
+        v.barman.backup_interval = checked(n, p, d, barman::cron_schedule)
+    }),
+    ("barman_immediate_checkpoint", |v, n, p, d| {
+        v.barman.immediate_checkpoint = n.bool(d, p)
+    }),
+    ("barman_basebackup_retry_times", |v, n, p, d| {
+        v.barman.basebackup_retry_times = n.int(d, p)
+    }),
+    ("barman_basebackup_retry_sleep", |v, n, p, d| {
+        v.barman.basebackup_retry_sleep = n.int(d, p)
+    }),
 ];
 
 /// Variables TPA knows that we do not support yet: setting one is an error saying so.
@@ -323,13 +353,9 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     "logrotate_maxage", "cluster_networks", "install_from_source", "enable_pg_backup_api",
     "enable_pem",
     // Barman.
-    "backup_name", "barman_archiver", "barman_backup_method", "barman_compression",
-    "barman_reuse_backup", "barman_parallel_jobs", "barman_backup_options",
-    "barman_immediate_checkpoint", "barman_network_compression",
-    "barman_basebackup_retry_times", "barman_basebackup_retry_sleep",
-    "barman_minimum_redundancy", "barman_retention_policy", "barman_last_backup_maximum_age",
-    "barman_backup_interval", "barman_shared", "barman_home", "barman_user",
-    "barman_volume_mountable",
+    "backup_name", "barman_archiver", "barman_reuse_backup", "barman_parallel_jobs",
+    "barman_backup_options", "barman_network_compression", "barman_shared", "barman_home",
+    "barman_user", "barman_volume_mountable",
     // repmgr.
     "repmgr_location", "repmgr_use_slots", "repmgr_conf_settings",
     "repmgr_conf_dir", "repmgr_cluster_cleanup_interval", "repmgr_redirect_pgbouncer",

@@ -22,7 +22,7 @@ use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
-use crate::planner::{self, ClusterState, HostState, Verifiers, replica, repmgr, topology};
+use crate::planner::{self, ClusterState, HostState, Verifiers, barman, replica, repmgr, topology};
 use crate::platform::{self, AnyPlatform, Platform};
 use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
@@ -128,6 +128,7 @@ pub async fn gather(
             .instances
             .first()
             .is_some_and(|i| i.vars.failover_manager() == FailoverManager::Repmgr);
+    let backed_up = barman::wanted(cluster);
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {
             let host = &hosts[&instance.name];
@@ -137,6 +138,9 @@ pub async fn gather(
             }
             if repmgr {
                 users.push(repmgr::user());
+            }
+            if backed_up {
+                users.extend(barman::users());
             }
             primary_state(
                 &mut client,
@@ -159,6 +163,14 @@ pub async fn gather(
         .then(|| secrets.get(&password_key(repmgr::USER)))
         .flatten()
         .map(|p| Secret::new(p.to_string()));
+    let barman_passwords = barman::users()
+        .into_iter()
+        .filter(|_| backed_up)
+        .filter_map(|u| {
+            let p = secrets.get(&password_key(&u.username))?;
+            Some((u.username, Secret::new(p.to_string())))
+        })
+        .collect();
     Ok(Gathered {
         agents,
         state: ClusterState {
@@ -168,6 +180,7 @@ pub async fn gather(
             verifiers,
             replication_password,
             repmgr_password,
+            barman_passwords,
             drift,
         },
     })

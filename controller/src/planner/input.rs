@@ -28,6 +28,9 @@ pub struct ClusterState {
     /// The `repmgr` role's password, for every repmgr node's passfile (None: repmgr is not
     /// set up, or `--check` before one was generated).
     pub repmgr_password: Option<Secret<String>>,
+    /// The `barman` and `streaming_barman` roles' passwords by user, for the Barman hosts'
+    /// passfile (empty: nothing backed up, or `--check` before they were generated).
+    pub barman_passwords: BTreeMap<String, Secret<String>>,
     /// Roles and databases the primary has that config.yml does not list.
     pub drift: Vec<Drift>,
 }

@@ -105,6 +105,14 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
                 "repmgr".to_string(),
                 "SCRAM-SHA-256$4096:cmVwbWdy$stored:server".to_string(),
             ),
+            (
+                "barman".to_string(),
+                "SCRAM-SHA-256$4096:YmFy$stored:server".to_string(),
+            ),
+            (
+                "streaming_barman".to_string(),
+                "SCRAM-SHA-256$4096:c3Ry$stored:server".to_string(),
+            ),
         ])),
         replication_password: Some(tpa_common::resource::Secret::new(
             "REPLICATION-PASSWORD".to_string(),
@@ -112,6 +120,12 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
         repmgr_password: Some(tpa_common::resource::Secret::new(
             "REPMGR-PASSWORD".to_string(),
         )),
+        barman_passwords: BTreeMap::from(["barman", "streaming_barman"].map(|u| {
+            (
+                u.to_string(),
+                tpa_common::resource::Secret::new(format!("{u}-PASSWORD")),
+            )
+        })),
         drift: vec![],
     }
 }
@@ -644,8 +658,13 @@ fn a_witness_runs_its_own_postgres_and_registers_with_the_primary() {
         assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
     }
     assert!(!ids.contains(&"command:pg_basebackup".to_string()));
-    let last = plan.hosts["chimay"].last().unwrap();
+    // The witness's stage; the Barman stage of the same host comes after it.
+    let last = plan.hosts["chimay"]
+        .iter()
+        .find(|s| s.name == StageName::PostgresUsers)
+        .unwrap();
     assert_eq!(last.after, [("ulb".to_string(), StageName::PostgresUsers)]);
+    assert!(ids.iter().any(|i| i.contains("barman")), "{ids:?}");
     let register = last
         .resources
         .iter()
@@ -877,5 +896,119 @@ fn a_replica_of_an_undeployed_upstream_is_refused() {
             |e| e.starts_with("achel: its upstream vub is not a deployed host of this cluster")
         ),
         "{errors:?}"
+    );
+}
+
+/// The Barman host's files, from the seed (`backup: chimay` on ulb), and the same after a
+/// failover to vub: backups follow the live primary under the same server name.
+#[test]
+fn barman_server_files() {
+    let plan = plan_for(SEED, "12").unwrap();
+    for (path, golden) in [
+        ("/etc/barman.conf", expect_file!["golden/barman.conf"]),
+        (
+            "/etc/barman.d/ulb.conf",
+            expect_file!["golden/barman-ulb.conf"],
+        ),
+        ("/etc/cron.d/barman", expect_file!["golden/cron-barman"]),
+        (
+            "/etc/cron.d/tpa-barman-backup-ulb",
+            expect_file!["golden/cron-tpa-barman-backup-ulb"],
+        ),
+    ] {
+        golden.assert_eq(&file_content(&plan, "chimay", path));
+    }
+    let stage = &plan.hosts["chimay"][1];
+    assert_eq!(stage.after, [("ulb".to_string(), StageName::PostgresUsers)]);
+    let passfile = file_content(&plan, "chimay", "/var/lib/barman/.pgpass");
+    assert_eq!(
+        passfile,
+        "*:*:*:barman:barman-PASSWORD\n*:*:*:streaming_barman:streaming_barman-PASSWORD\n"
+    );
+
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  barman_retention_policy: REDUNDANCY 4\n  \
+         barman_backup_interval: '30 2 * * *'\n  barman_compression: pybzip2\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let conf = file_content(&plan, "chimay", "/etc/barman.d/ulb.conf");
+    assert!(
+        conf.contains("retention_policy = REDUNDANCY 4\n")
+            && conf.contains("compression = pybzip2\n"),
+        "{conf}"
+    );
+    let cron = file_content(&plan, "chimay", "/etc/cron.d/tpa-barman-backup-ulb");
+    assert!(cron.contains("\n30 2 * * * barman "), "{cron}");
+
+    // TPA's minimum redundancy of 3: up to three backups while `barman check` fails.
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  barman_minimum_redundancy: 5\n",
+    );
+    let ids: Vec<String> = plan_for(&source, "12").unwrap().hosts["chimay"][1]
+        .resources
+        .iter()
+        .filter(|r| r.id.starts_with("barman:") && r.id.contains("backup"))
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "barman:first-backup:ulb",
+            "barman:backup-2:ulb",
+            "barman:backup-3:ulb"
+        ]
+    );
+}
+
+#[test]
+fn barman_follows_the_live_primary() {
+    let cluster = seed();
+    let facts = live(
+        &cluster,
+        &[
+            ("vub", running(Some(false), None)),
+            ("ulb", running(Some(true), Some("10.33.7.3"))),
+            ("achel", running(Some(true), Some("vub"))),
+        ],
+    );
+    let plan = plan_with(&cluster, facts).unwrap();
+    let conf = file_content(&plan, "chimay", "/etc/barman.d/ulb.conf");
+    assert!(
+        conf.contains("conninfo = host=10.33.7.3 port=5432 ")
+            && conf.contains("(now on vub, the live primary)"),
+        "{conf}"
+    );
+    let stage = plan.hosts["chimay"].last().unwrap();
+    assert_eq!(stage.after, [("vub".to_string(), StageName::PostgresUsers)]);
+}
+
+#[test]
+fn barman_refusals_say_what_to_do() {
+    let on_replica = SEED.replace(
+        "  role: [replica]\n  upstream: ulb\n",
+        "  role: [replica]\n  upstream: ulb\n  backup: chimay\n",
+    );
+    check(
+        plan_for(&on_replica, "12").unwrap_err().join("\n"),
+        expect![
+            "vub: `backup: chimay` on an instance that is not the primary is not supported yet: tpa backs up the cluster's primary (and follows it after a failover); move `backup:` to the primary"
+        ],
+    );
+    let errors = Cluster::parse(
+        &SEED.replace(
+            "  use_local_repo_only: true\n",
+            "  use_local_repo_only: true\n  barman_backup_method: rsync\n  barman_reuse_backup: link\n  barman_backup_interval: '@daily'\n",
+        ),
+        "config.yml",
+    )
+    .unwrap_err();
+    check(
+        errors.to_string(),
+        expect![[r#"
+        config.yml:12: cluster_vars.barman_backup_method: `barman_backup_method: rsync` needs SSH trust between the Barman and Postgres hosts, which tpa does not set up yet; use `barman_backup_method: postgres` (pg_basebackup over a TLS replication connection, tpa's default) or remove the key
+        config.yml:13: cluster_vars.barman_reuse_backup: `barman_reuse_backup` is a TPA setting that tpa does not support yet; remove it
+        config.yml:14: cluster_vars.barman_backup_interval: `@daily` is not a cron schedule; write five fields, e.g. `0 4 * * wed,sat`"#]],
     );
 }

@@ -161,7 +161,7 @@ pub fn role(user: &PostgresUser, verifier: Option<&str>, port: u16) -> ResourceS
     )
 }
 
-fn grant(user: &str, granted: &str, port: u16) -> ResourceSpec {
+pub fn grant(user: &str, granted: &str, port: u16) -> ResourceSpec {
     let check = format!(
         "select exists (select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid \
          join pg_roles u on u.oid = m.member where r.rolname = {} and u.rolname = {})",

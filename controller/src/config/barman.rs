@@ -1,0 +1,180 @@
+//! TPA's `barman_*` variables that tpa honours (issue 9, first slice), read on the backed-up
+//! instance (cluster_vars overlaid by its vars), with TPA's defaults where they work with
+//! `backup_method = postgres`. Every other `barman_*` variable stays in
+//! `vars::NOT_YET_SUPPORTED` and is refused by name.
+
+use super::error::Diag;
+use super::yaml::Node;
+
+/// The typed `barman_*` variables; `None`: not set (the methods apply the defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BarmanVars {
+    /// `barman_compression`: WAL compression (gzip, pygzip or pybzip2).
+    pub compression: Option<String>,
+    /// `barman_retention_policy`, e.g. `RECOVERY WINDOW OF 4 WEEKS` or `REDUNDANCY 3`.
+    pub retention_policy: Option<String>,
+    /// `barman_minimum_redundancy`.
+    pub minimum_redundancy: Option<u32>,
+    /// `barman_last_backup_maximum_age`, e.g. `1 WEEK`.
+    pub last_backup_maximum_age: Option<String>,
+    /// `barman_backup_interval`: the cron schedule of `barman backup`.
+    pub backup_interval: Option<String>,
+    /// `barman_immediate_checkpoint`: scheduled backups checkpoint at once.
+    pub immediate_checkpoint: Option<bool>,
+    /// `barman_basebackup_retry_times`.
+    pub basebackup_retry_times: Option<u32>,
+    /// `barman_basebackup_retry_sleep` (seconds).
+    pub basebackup_retry_sleep: Option<u32>,
+}
+
+impl BarmanVars {
+    /// TPA picks the first of pigz/bzip2/gzip found; Debian images have gzip only.
+    pub fn compression(&self) -> &str {
+        self.compression.as_deref().unwrap_or("gzip")
+    }
+    pub fn retention_policy(&self) -> &str {
+        self.retention_policy
+            .as_deref()
+            .unwrap_or("RECOVERY WINDOW OF 4 WEEKS")
+    }
+    /// TPA's default is 3 (and it takes three backups during deploy); tpa takes one, so that
+    /// the first deploy stays fast and `barman check` is all OK after it.
+    pub fn minimum_redundancy(&self) -> u32 {
+        self.minimum_redundancy.unwrap_or(1)
+    }
+    pub fn last_backup_maximum_age(&self) -> &str {
+        self.last_backup_maximum_age.as_deref().unwrap_or("1 WEEK")
+    }
+    /// TPA's default: Wednesdays and Saturdays at 04:00.
+    pub fn backup_interval(&self) -> &str {
+        self.backup_interval.as_deref().unwrap_or("0 4 * * wed,sat")
+    }
+    pub fn immediate_checkpoint(&self) -> bool {
+        self.immediate_checkpoint.unwrap_or(false)
+    }
+    pub fn basebackup_retry_times(&self) -> u32 {
+        self.basebackup_retry_times.unwrap_or(3)
+    }
+    pub fn basebackup_retry_sleep(&self) -> u32 {
+        self.basebackup_retry_sleep.unwrap_or(30)
+    }
+}
+
+/// `barman_backup_method`: only `postgres` (pg_basebackup) is built; the value is checked and
+/// nothing is stored, since it is the only method.
+pub(crate) fn backup_method(n: &Node, p: &str, d: &mut Diag) {
+    let Some(v) = n.string(d, p) else { return };
+    match v.as_str() {
+        "postgres" => {}
+        "rsync" => d.err(
+            n.line,
+            p,
+            "`barman_backup_method: rsync` needs SSH trust between the Barman and Postgres \
+             hosts, which tpa does not set up yet; use `barman_backup_method: postgres` \
+             (pg_basebackup over a TLS replication connection, tpa's default) or remove the key",
+        ),
+        other => d.err(
+            n.line,
+            p,
+            format!("`{other}` is not a Barman backup method; use `postgres`"),
+        ),
+    }
+}
+
+pub(crate) fn compression(v: &str) -> Result<(), String> {
+    match v {
+        "gzip" | "pygzip" | "pybzip2" => Ok(()),
+        "pigz" | "bzip2" => Err(format!(
+            "`barman_compression: {v}` needs the {v} program, which tpa does not install on \
+             the Barman host; use gzip, pygzip or pybzip2"
+        )),
+        _ => Err(format!(
+            "`{v}` is not a compression tpa supports for Barman; use gzip, pygzip or pybzip2"
+        )),
+    }
+}
+
+/// `REDUNDANCY n` or `RECOVERY WINDOW OF n {DAYS|WEEKS|MONTHS}` (Barman's grammar, any case).
+pub(crate) fn retention_policy(v: &str) -> Result<(), String> {
+    let words: Vec<String> = v.split_whitespace().map(str::to_uppercase).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let ok = match words.as_slice() {
+        ["REDUNDANCY", n] => is_count(n),
+        ["RECOVERY", "WINDOW", "OF", n, unit] => is_count(n) && is_unit(unit),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{v}` is not a Barman retention policy; write `REDUNDANCY <n>` or `RECOVERY \
+             WINDOW OF <n> DAYS|WEEKS|MONTHS`"
+        ))
+    }
+}
+
+/// `n DAYS|WEEKS|MONTHS` (singular or plural, any case).
+pub(crate) fn age(v: &str) -> Result<(), String> {
+    let words: Vec<String> = v.split_whitespace().map(str::to_uppercase).collect();
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [n, unit] if is_count(n) && is_unit(unit) => Ok(()),
+        _ => Err(format!(
+            "`{v}` is not a Barman age; write `<n> DAYS|WEEKS|MONTHS`, e.g. `1 WEEK`"
+        )),
+    }
+}
+
+/// Five cron fields of digits, names and `*,/-` (it goes into a cron.d line).
+pub(crate) fn cron_schedule(v: &str) -> Result<(), String> {
+    let fields: Vec<&str> = v.split_whitespace().collect();
+    let valid = fields.len() == 5
+        && fields.iter().all(|f| {
+            f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '/' | '-'))
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{v}` is not a cron schedule; write five fields, e.g. `0 4 * * wed,sat`"
+        ))
+    }
+}
+
+fn is_count(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 6 && s.chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_unit(s: &str) -> bool {
+    matches!(s, "DAY" | "DAYS" | "WEEK" | "WEEKS" | "MONTH" | "MONTHS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_that_reach_barman_conf_and_cron_are_checked() {
+        assert!(retention_policy("recovery window of 4 weeks").is_ok());
+        assert!(retention_policy("REDUNDANCY 3").is_ok());
+        assert!(retention_policy("REDUNDANCY 3\nx = y").is_err());
+        assert!(retention_policy("FOREVER").is_err());
+        assert!(age("1 WEEK").is_ok());
+        assert!(age("1 FORTNIGHT").is_err());
+        assert!(cron_schedule("0 4 * * wed,sat").is_ok());
+        assert!(cron_schedule("*/5 * * * *").is_ok());
+        assert!(cron_schedule("0 4 * * * root rm -rf /").is_err());
+        assert!(cron_schedule("@daily").is_err());
+        assert!(compression("gzip").is_ok());
+        assert!(
+            compression("pigz")
+                .unwrap_err()
+                .contains("tpa does not install")
+        );
+    }
+}

@@ -1,0 +1,618 @@
+//! Barman (issue 9, first slice): a Barman server on each host with role `barman`, backing up
+//! every instance whose `backup:` names it. Base backups are `pg_basebackup`
+//! (`backup_method = postgres`) and WAL streams with `barman receive-wal` on a physical slot,
+//! both over TLS-verified replication connections, so no SSH trust is needed.
+//!
+//! - On the live primary (its users stage): the `barman` role (backup functions, no superuser)
+//!   and the `streaming_barman` role (REPLICATION), with generated passwords, and the slot.
+//! - On the Barman host (its `barman` stage, after the primary's users stage): the CA, the
+//!   passfile, `/etc/barman.conf`, one `/etc/barman.d/<server>.conf` per backed-up instance whose
+//!   conninfo points at the topology's live primary, the cron files (`barman cron` every minute,
+//!   `barman backup` on `barman_backup_interval`), then per server: WAL streaming started, a
+//!   WAL switch archived and the first backup taken (only while there is no backup), and
+//!   `barman check` all OK.
+//!
+//! The server is named after the instance config.yml backs up (`backup_name` is not supported
+//! yet), so its catalogue stays when the primary changes.
+
+use std::collections::BTreeMap;
+
+use tpa_common::resource::{
+    Command, Directory, File, Resource, ResourceSpec, Secret, Service, Sql, SqlText,
+};
+
+use super::replica::CA_FILE;
+use super::users::literal;
+use super::{HostState, PlanInput, Stage, StageName, id, users};
+use crate::config::{Cluster, Instance, PostgresUser, Role};
+
+/// The role Barman connects as for its checks and backup functions.
+pub const BARMAN_USER: &str = "barman";
+/// The role `pg_basebackup` and `pg_receivewal` connect as.
+pub const STREAMING_USER: &str = "streaming_barman";
+/// Debian's home of the `barman` OS user.
+pub const HOME: &str = "/var/lib/barman";
+/// The barman OS user's passfile (named in the conninfos too).
+pub const PASSFILE: &str = "/var/lib/barman/.pgpass";
+/// The physical slot `barman receive-wal` streams from, on the primary.
+pub const SLOT: &str = "barman";
+const BARMAN: &str = "/usr/bin/barman";
+const MANAGED: &str = "; Managed by tpa: changes made here are overwritten by the next deploy.\n";
+
+/// The two roles, as users the users stage renders (SCRAM verifiers from the secrets store).
+pub fn users() -> [PostgresUser; 2] {
+    let user = |name: &str, attrs: &[&str]| PostgresUser {
+        username: name.into(),
+        generate_password: true,
+        role_attrs: attrs.iter().map(|a| (*a).to_string()).collect(),
+        granted_roles: vec![],
+        conn_limit: None,
+        password_encryption: None,
+    };
+    [
+        user(BARMAN_USER, &["LOGIN"]),
+        user(STREAMING_USER, &["LOGIN", "REPLICATION"]),
+    ]
+}
+
+/// The instances `barman_host` backs up, in config.yml order.
+pub fn servers<'a>(cluster: &'a Cluster, barman_host: &str) -> Vec<&'a Instance> {
+    cluster
+        .instances
+        .iter()
+        .filter(|i| !i.provision_only && i.backup.iter().any(|b| b == barman_host))
+        .collect()
+}
+
+/// True when some deployed instance is backed up by a deployed Barman host: the primary then
+/// gets the roles and the slot.
+pub fn wanted(cluster: &Cluster) -> bool {
+    cluster.instances.iter().any(|i| {
+        !i.provision_only
+            && i.backup.iter().any(|b| {
+                cluster
+                    .instance(b)
+                    .is_some_and(|b| !b.provision_only && b.has_role(Role::Barman))
+            })
+    })
+}
+
+/// The primary's share: the roles, their grants and the slot (created here so that WAL is
+/// reserved before `barman receive-wal` first connects).
+pub fn primary_resources(
+    verifiers: &BTreeMap<String, String>,
+    postgres_version: &str,
+    port: u16,
+) -> Result<Vec<ResourceSpec>, String> {
+    if postgres_version.parse::<u32>().is_ok_and(|v| v < 15) {
+        return Err(format!(
+            "Barman's least-privilege grants need PostgreSQL 15 or later (pg_backup_start); \
+             postgres_version is {postgres_version}"
+        ));
+    }
+    let mut resources: Vec<ResourceSpec> = users()
+        .iter()
+        .map(|u| users::role(u, verifiers.get(&u.username).map(String::as_str), port))
+        .collect();
+    for granted in ["pg_read_all_settings", "pg_read_all_stats", "pg_checkpoint"] {
+        resources.push(users::grant(BARMAN_USER, granted, port));
+    }
+    const FUNCTIONS: &[&str] = &[
+        "pg_backup_start(text, boolean)",
+        "pg_backup_stop(boolean)",
+        "pg_switch_wal()",
+        "pg_create_restore_point(text)",
+    ];
+    let user = literal(BARMAN_USER);
+    let check = FUNCTIONS
+        .iter()
+        .map(|f| format!("has_function_privilege({user}, {}, 'EXECUTE')", literal(f)))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let apply: String = FUNCTIONS
+        .iter()
+        .map(|f| format!("grant execute on function {f} to {BARMAN_USER};\n"))
+        .collect();
+    resources.push(sql(
+        id("grant", "backup_functions:barman"),
+        format!("select {check}"),
+        apply,
+        port,
+    ));
+    let slot = literal(SLOT);
+    resources.push(sql(
+        id("slot", SLOT),
+        format!(
+            "select exists (select 1 from pg_replication_slots where slot_name = {slot} and \
+             slot_type = 'physical')"
+        ),
+        format!("select pg_create_physical_replication_slot({slot}, true);\n"),
+        port,
+    ));
+    Ok(resources)
+}
+
+/// The Barman host's stage, or every reason it cannot be planned.
+pub fn stages(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+) -> Result<Vec<Stage>, Vec<String>> {
+    let cluster = input.cluster;
+    let servers = servers(cluster, &instance.name);
+    let mut errors = Vec::new();
+    for server in &servers {
+        if !server.has_role(Role::Primary) {
+            errors.push(format!(
+                "{}: `backup: {}` on an instance that is not the primary is not supported yet: \
+                 tpa backs up the cluster's primary (and follows it after a failover); move \
+                 `backup:` to the primary",
+                server.name, instance.name
+            ));
+        }
+        if server.backup.len() > 1 {
+            errors.push(format!(
+                "{}: `backup: [{}]`: tpa supports one Barman host per instance for now (they \
+                 would share the `{SLOT}` slot); keep one",
+                server.name,
+                server.backup.join(", ")
+            ));
+        }
+        if !server
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errors.push(format!(
+                "{}: a Barman server name may hold letters, digits, `-` and `_` only; rename \
+                 the instance",
+                server.name
+            ));
+        }
+    }
+    let topology = &input.state.topology;
+    let primary = topology.primary();
+    let target = primary.and_then(|p| {
+        let address = input.inventory.host(p)?.address;
+        let port = input.state.hosts.get(p)?.settings.postgres.port;
+        Some((p, address, port))
+    });
+    let Some((primary, address, port)) = target else {
+        if !servers.is_empty() {
+            errors.push(format!(
+                "{}: no deployed primary to back up; deploy the cluster's primary too",
+                instance.name
+            ));
+        }
+        return if errors.is_empty() {
+            Ok(vec![])
+        } else {
+            Err(errors)
+        };
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if servers.is_empty() {
+        return Ok(vec![]);
+    }
+
+    let mut resources = vec![
+        ResourceSpec {
+            id: id("directory", "/etc/tpa"),
+            kind: Resource::Directory(Directory {
+                path: "/etc/tpa".into(),
+                owner: "root".into(),
+                group: "root".into(),
+                mode: 0o755,
+            }),
+        },
+        file(CA_FILE, input.state.ca_pem.clone(), "root", 0o644),
+    ];
+    let passwords = &input.state.barman_passwords;
+    if let (Some(barman), Some(streaming)) =
+        (passwords.get(BARMAN_USER), passwords.get(STREAMING_USER))
+    {
+        resources.push(ResourceSpec {
+            id: id("file", PASSFILE),
+            kind: Resource::File(File {
+                path: PASSFILE.into(),
+                content: pgpass(barman, streaming).into(),
+                owner: "barman".into(),
+                group: "barman".into(),
+                mode: 0o600,
+                secret: true,
+            }),
+        });
+    }
+    resources.push(file(
+        "/etc/barman.conf",
+        global_conf(&host.settings.bin_dir),
+        "root",
+        0o644,
+    ));
+    let target = format!(
+        "host={address} port={port} passfile={PASSFILE} sslmode=verify-full sslrootcert={CA_FILE}"
+    );
+    for server in &servers {
+        resources.push(file(
+            &format!("/etc/barman.d/{}.conf", server.name),
+            server_conf(&cluster.name, server, primary, &target),
+            "root",
+            0o644,
+        ));
+    }
+    resources.push(file(
+        "/etc/cron.d/barman",
+        cron_every_minute(),
+        "root",
+        0o644,
+    ));
+    for server in &servers {
+        resources.push(file(
+            &format!("/etc/cron.d/tpa-barman-backup-{}", server.name),
+            cron_backup(server),
+            "root",
+            0o644,
+        ));
+    }
+    resources.push(ResourceSpec {
+        id: id("service", "cron.service"),
+        kind: Resource::Service(Service {
+            unit: "cron.service".into(),
+            enabled: true,
+            running: true,
+            reload_on: vec![],
+            restart_on: vec![],
+        }),
+    });
+    for server in &servers {
+        let conninfo = format!("{target} dbname=postgres user={BARMAN_USER}");
+        resources.extend(server_up(
+            &server.name,
+            &conninfo,
+            &host.settings.bin_dir,
+            server.vars.barman.minimum_redundancy(),
+        ));
+    }
+    Ok(vec![Stage {
+        name: StageName::Barman,
+        resources,
+        after: vec![(primary.to_string(), StageName::PostgresUsers)],
+    }])
+}
+
+/// `/etc/barman.conf`: settings common to every server of this host.
+fn global_conf(bin_dir: &str) -> String {
+    format!(
+        "{MANAGED}; Per-server settings are in /etc/barman.d, from the barman_* vars of each \
+         backed-up instance.\n\n\
+         [barman]\n\
+         barman_user = barman\n\
+         barman_home = {HOME}\n\
+         configuration_files_directory = /etc/barman.d\n\
+         log_file = /var/log/barman/barman.log\n\
+         log_level = INFO\n\
+         path_prefix = {bin_dir}\n\
+         recovery_options = 'get-wal'\n"
+    )
+}
+
+/// `/etc/barman.d/<server>.conf`: pg_basebackup and receive-wal against the live primary.
+fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) -> String {
+    let b = &server.vars.barman;
+    let following = if primary == server.name {
+        String::new()
+    } else {
+        format!(" (now on {primary}, the live primary)")
+    };
+    format!(
+        "{MANAGED}\n\
+         [{name}]\n\
+         description = {name} of cluster {cluster}{following}\n\
+         conninfo = {target} dbname=postgres user={BARMAN_USER}\n\
+         streaming_conninfo = {target} user={STREAMING_USER}\n\
+         backup_method = postgres\n\
+         streaming_archiver = on\n\
+         archiver = off\n\
+         slot_name = {SLOT}\n\
+         create_slot = auto\n\
+         compression = {compression}\n\
+         immediate_checkpoint = {immediate}\n\
+         basebackup_retry_times = {retry_times}\n\
+         basebackup_retry_sleep = {retry_sleep}\n\
+         minimum_redundancy = {minimum_redundancy}\n\
+         retention_policy = {retention}\n\
+         last_backup_maximum_age = {age}\n",
+        name = server.name,
+        compression = b.compression(),
+        immediate = b.immediate_checkpoint(),
+        retry_times = b.basebackup_retry_times(),
+        retry_sleep = b.basebackup_retry_sleep(),
+        minimum_redundancy = b.minimum_redundancy(),
+        retention = b.retention_policy(),
+        age = b.last_backup_maximum_age(),
+    )
+}
+
+/// Debian's own `/etc/cron.d/barman`, tpa-managed: `barman cron` every minute (WAL archiving,
+/// receive-wal kept running, retention).
+fn cron_every_minute() -> String {
+    format!(
+        "# Managed by tpa: changes made here are overwritten by the next deploy.\n\
+         MAILTO=\"\"\n\
+         * * * * * barman [ -x {BARMAN} ] && {BARMAN} -q cron\n"
+    )
+}
+
+fn cron_backup(server: &Instance) -> String {
+    format!(
+        "# Managed by tpa: barman_backup_interval of {name}.\n\
+         MAILTO=\"\"\n\
+         {schedule} barman [ -x {BARMAN} ] && {BARMAN} -q backup {name}\n",
+        name = server.name,
+        schedule = server.vars.barman.backup_interval(),
+    )
+}
+
+/// The last resources per server, each idempotent: WAL streaming running; while no backup
+/// exists, a forced WAL switch that must reach the archive and the first backup; as TPA does,
+/// up to min(minimum_redundancy, 3) backups in all while `barman check` fails (it fails until
+/// the minimum redundancy is met); and `barman check` all OK (in state when it passes;
+/// otherwise it runs again and fails with Barman's report).
+fn server_up(
+    server: &str,
+    conninfo: &str,
+    bin_dir: &str,
+    minimum_redundancy: u32,
+) -> Vec<ResourceSpec> {
+    let no_backup_yet = Some(argv(&["show-backup", server, "latest"]));
+    let check = argv(&["check", server]);
+    let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
+        command(
+            id("barman", &format!("backup-{n}:{server}")),
+            argv(&["backup", "--immediate-checkpoint", "--wait", server]),
+            Some(check.clone()),
+            3600,
+        )
+    });
+    let mut resources = vec![
+        command(
+            id("barman", &format!("receive-wal:{server}")),
+            argv(&["-q", "cron"]),
+            Some(vec![
+                "pgrep".into(),
+                "-u".into(),
+                "barman".into(),
+                "-f".into(),
+                format!("receive-wal {server}$"),
+            ]),
+            60,
+        ),
+        // Barman 3.4's `switch-wal --force` wants a superuser for its CHECKPOINT; a restore
+        // point (a grant of the barman role) gives the switch a WAL record to close instead,
+        // so that a retried first deploy on an idle primary still has a segment to archive.
+        ResourceSpec {
+            id: id("barman", &format!("restore-point:{server}")),
+            kind: Resource::Command(Command {
+                argv: vec![
+                    format!("{bin_dir}/psql"),
+                    "--no-psqlrc".into(),
+                    "--no-password".into(),
+                    "--dbname".into(),
+                    conninfo.into(),
+                    "--command".into(),
+                    "select pg_create_restore_point('tpa_barman_first_wal_switch')".into(),
+                ],
+                creates: None,
+                unless: no_backup_yet.clone(),
+                run_as: Some("barman".into()),
+                env: vec![],
+                secret_env: false,
+                timeout_secs: Some(60),
+            }),
+        },
+        command(
+            id("barman", &format!("switch-wal:{server}")),
+            argv(&["switch-wal", "--archive", "--archive-timeout", "60", server]),
+            no_backup_yet.clone(),
+            120,
+        ),
+        command(
+            id("barman", &format!("first-backup:{server}")),
+            argv(&["backup", "--immediate-checkpoint", "--wait", server]),
+            no_backup_yet,
+            3600,
+        ),
+    ];
+    resources.extend(more_backups);
+    resources.push(command(
+        id("barman", &format!("check:{server}")),
+        check.clone(),
+        Some(check),
+        120,
+    ));
+    resources
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    std::iter::once(BARMAN)
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+fn command(
+    id: String,
+    argv: Vec<String>,
+    unless: Option<Vec<String>>,
+    timeout: u32,
+) -> ResourceSpec {
+    ResourceSpec {
+        id,
+        kind: Resource::Command(Command {
+            argv,
+            creates: None,
+            unless,
+            run_as: Some("barman".into()),
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(timeout),
+        }),
+    }
+}
+
+/// Both roles' lines (any host and database: TLS verify-full decides whom Barman talks to, and
+/// SCRAM never sends the password), `:` and `\` escaped as libpq reads.
+fn pgpass(barman: &Secret<String>, streaming: &Secret<String>) -> String {
+    let escape = |p: &str| p.replace('\\', "\\\\").replace(':', "\\:");
+    format!(
+        "*:*:*:{BARMAN_USER}:{}\n*:*:*:{STREAMING_USER}:{}\n",
+        escape(barman.expose()),
+        escape(streaming.expose())
+    )
+}
+
+fn file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
+    ResourceSpec {
+        id: id("file", path),
+        kind: Resource::File(File {
+            path: path.into(),
+            content: content.into(),
+            owner: owner.into(),
+            group: owner.into(),
+            mode,
+            secret: false,
+        }),
+    }
+}
+
+fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
+    ResourceSpec {
+        id,
+        kind: Resource::Sql(Sql {
+            database: "postgres".into(),
+            check: SqlText::new(check, false),
+            apply: SqlText::new(apply, false),
+            run_as: "postgres".into(),
+            port,
+        }),
+    }
+}
+
+// === `tpa-controller backup` and `backup --list`: the commands run on the Barman host (as
+// the barman user, through the agent's Exec) and the reading of their JSON output. ===
+
+/// One backup as `backup --list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BackupInfo {
+    pub server: String,
+    pub barman_host: String,
+    pub id: String,
+    /// Barman's status: DONE, WAITING_FOR_WALS, STARTED, FAILED…
+    pub status: String,
+    pub begin_time: Option<String>,
+    pub end_time: Option<String>,
+    /// The base backup's size on disk, without WAL.
+    pub size_bytes: Option<u64>,
+    pub begin_wal: Option<String>,
+    pub end_wal: Option<String>,
+}
+
+/// An on-demand backup: checkpoint at once (a spread one takes most of checkpoint_timeout),
+/// and wait until the WAL it needs is archived, so that it is usable when the command ends.
+pub fn backup_argv(server: &str) -> Vec<String> {
+    argv(&["backup", "--immediate-checkpoint", "--wait", server])
+}
+
+pub fn list_argv(server: &str) -> Vec<String> {
+    argv(&["-f", "json", "list-backups", server])
+}
+
+pub fn show_argv(server: &str, id: &str) -> Vec<String> {
+    argv(&["-f", "json", "show-backup", server, id])
+}
+
+/// The backup ids of `barman -f json list-backups <server>`, oldest first.
+pub fn parse_list(server: &str, stdout: &str) -> Result<Vec<String>, String> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .map_err(|e| format!("barman list-backups {server}: not JSON ({e})"))?;
+    let items = v
+        .get(server)
+        .and_then(|b| b.as_array())
+        .ok_or_else(|| format!("barman list-backups {server}: no list for {server}"))?;
+    let mut ids: Vec<String> = items
+        .iter()
+        .filter_map(|b| b.get("backup_id")?.as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// One backup from `barman -f json show-backup <server> <id>`.
+pub fn parse_show(server: &str, barman_host: &str, stdout: &str) -> Result<BackupInfo, String> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .map_err(|e| format!("barman show-backup {server}: not JSON ({e})"))?;
+    let b = v
+        .get(server)
+        .ok_or_else(|| format!("barman show-backup {server}: no entry for {server}"))?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let info = b.get("base_backup_information");
+    let field = |name: &str| info.and_then(|i| i.get(name));
+    Ok(BackupInfo {
+        server: server.to_string(),
+        barman_host: barman_host.to_string(),
+        id: text(b.get("backup_id"))
+            .ok_or_else(|| format!("barman show-backup {server}: no backup_id"))?,
+        status: text(b.get("status")).unwrap_or_default(),
+        begin_time: text(field("begin_time")),
+        end_time: text(field("end_time")),
+        size_bytes: field("disk_usage_bytes").and_then(|v| v.as_u64()),
+        begin_wal: text(field("begin_wal")),
+        end_wal: text(field("end_wal")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passfile_escapes_separators() {
+        let s = |p: &str| Secret::new(p.to_string());
+        assert_eq!(
+            pgpass(&s("a:b"), &s("c\\d")),
+            "*:*:*:barman:a\\:b\n*:*:*:streaming_barman:c\\\\d\n"
+        );
+    }
+
+    #[test]
+    fn reads_barman_json() {
+        let list = r#"{"ulb": [{"backup_id": "20261127T120102", "status": "DONE"},
+            {"backup_id": "20261127T110000", "status": "FAILED"}]}"#;
+        assert_eq!(
+            parse_list("ulb", list).unwrap(),
+            ["20261127T110000", "20261127T120102"]
+        );
+        assert!(parse_list("vub", list).is_err());
+        let show = r#"{"ulb": {"backup_id": "20261127T120102", "status": "DONE",
+            "base_backup_information": {"disk_usage_bytes": 31457280,
+            "begin_wal": "000000010000000000000004", "end_wal": "000000010000000000000004",
+            "begin_time": "2026-11-27 12:01:02.1+00:00", "end_time": "2026-11-27 12:01:04+00:00"}}}"#;
+        let b = parse_show("ulb", "chimay", show).unwrap();
+        assert_eq!(
+            (b.status.as_str(), b.size_bytes, b.end_wal.as_deref()),
+            ("DONE", Some(31457280), Some("000000010000000000000004"))
+        );
+        let failed = parse_show(
+            "ulb",
+            "chimay",
+            r#"{"ulb": {"backup_id": "x", "status": "FAILED"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (failed.status.as_str(), failed.size_bytes),
+            ("FAILED", None)
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Barman scenario (issue 9, first slice): the seed deploys with chimay backing up ulb
+//! (`backup_method = postgres`, WAL streamed by `barman receive-wal` on the `barman` slot);
+//! `barman check` is all OK on chimay when deploy ends, `backup --list --json` shows the first
+//! backup, `backup` adds a second, a no-op re-deploy changes nothing and takes no backup, and
+//! neither Barman password appears in output, deploy.log, `ps` or plaintext files.
+//!
+//! Costs one seed deploy (4 hosts) with its first backup, one on-demand backup and a no-op
+//! re-deploy. Measured 2026-11-27 on the 2-core machine under a load average of about 10
+//! (other checkouts' builds and scenarios): 368 s for the whole test; first deploy 148 s (its
+//! apt installs 65–97 s), chimay's `barman` stage 23 s of it (streaming, restore point, WAL
+//! switch, first backup of 22 MiB, `barman check`); on-demand backup 10.6 s; the no-op
+//! re-deploy's `barman` stage 1.8 s. An idle machine has not been measured yet.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use tpa_e2e::*;
+
+/// Runs `command` on `host` over SSH, `stdin` fed to it; returns (success, stdout).
+fn ssh(ssh_config: &str, host: &str, command: &str, stdin: &str) -> (bool, String) {
+    let mut child = Command::new("ssh")
+        .args(["-F", ssh_config, "-o", "BatchMode=yes", host, command])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ssh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("ssh output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn backups(path: &str) -> Vec<serde_json::Value> {
+    let out = controller(&["backup", "--list", path, "--json"]);
+    assert!(out.status.success(), "backup --list failed");
+    serde_json::from_str::<serde_json::Value>(&stdout(&out))
+        .expect("backup --list --json prints JSON")
+        .as_array()
+        .expect("a JSON array")
+        .clone()
+}
+
+/// The seconds a stage line reports: `[chimay] barman: 12 resources, 12 changed (8.1s)`.
+fn stage_seconds(output: &str, prefix: &str) -> Option<f64> {
+    let line = output.lines().find(|l| l.starts_with(prefix))?;
+    let open = line.rfind('(')?;
+    line[open + 1..].trim_end_matches("s)").parse().ok()
+}
+
+#[test]
+fn seed_is_backed_up_by_barman() {
+    let Some(_serial) = e2e_guard("seed_is_backed_up_by_barman") else {
+        return;
+    };
+    ensure_image("tpa/debian:12");
+    let cluster = "e2e-barman";
+    let dir = seed_cluster(cluster);
+    let _cleanup = Cleanup {
+        dir: dir.path(),
+        cluster,
+    };
+    let path = dir.path().to_str().expect("UTF-8 temp path");
+    let ssh_config = dir.path().join("ssh_config").display().to_string();
+    let ssh_config = ssh_config.as_str();
+
+    assert!(controller(&["download-packages", path]).status.success());
+    let started = Instant::now();
+    let (first, snapshots) = deploy_watching_ps(path);
+    assert!(first.status.success(), "first deploy failed");
+    let first_out = stdout(&first);
+    eprintln!(
+        "first deploy: {:.1}s; chimay's barman stage {:?}s",
+        started.elapsed().as_secs_f64(),
+        stage_seconds(&first_out, "[chimay] barman:")
+    );
+
+    // Every check OK, as the barman user runs it.
+    let (ok, check) = ssh(
+        ssh_config,
+        "chimay",
+        "runuser -u barman -- barman check ulb",
+        "",
+    );
+    assert!(ok && !check.contains("FAILED"), "barman check:\n{check}");
+    for line in [
+        "receive-wal running: OK",
+        "replication slot: OK",
+        "PostgreSQL streaming: OK",
+    ] {
+        assert!(
+            check.contains(line),
+            "barman check lacks {line:?}:\n{check}"
+        );
+    }
+    // Least privilege on the primary: neither role is a superuser.
+    let (_, roles) = ssh(
+        ssh_config,
+        "ulb",
+        "runuser -u postgres -- psql -XAtc \"select string_agg(rolname || ':' || rolsuper || \
+         rolreplication, ',' order by rolname) from pg_roles where rolname like '%barman'\"",
+        "",
+    );
+    assert_eq!(roles.trim(), "barman:falsefalse,streaming_barman:falsetrue");
+    let (ok, mode) = ssh(
+        ssh_config,
+        "chimay",
+        "stat -c '%U %a' /var/lib/barman/.pgpass",
+        "",
+    );
+    assert!(ok && mode.trim() == "barman 600", "{mode}");
+
+    let list = backups(path);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "DONE");
+    assert_eq!(list[0]["server"], "ulb");
+    assert!(list[0]["end_wal"].is_string() && list[0]["size_bytes"].as_u64() > Some(0));
+
+    let on_demand = Instant::now();
+    assert!(controller(&["backup", path]).status.success());
+    eprintln!(
+        "on-demand backup: {:.1}s",
+        on_demand.elapsed().as_secs_f64()
+    );
+    let list = backups(path);
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|b| b["status"] == "DONE"), "{list:?}");
+    assert!(controller(&["backup", "--list", path]).status.success());
+
+    // A no-op re-deploy: nothing changed anywhere, no third backup.
+    let again = controller(&["deploy", path]);
+    assert!(again.status.success());
+    let again_out = stdout(&again);
+    for line in again_out.lines().filter(|l| l.contains(" resources, ")) {
+        assert!(
+            line.contains(" 0 changed"),
+            "re-deploy changed something: {line}"
+        );
+    }
+    assert!(again_out.contains("[chimay] barman:"), "{again_out}");
+    assert_eq!(backups(path).len(), 2);
+    assert_eq!(
+        controller(&["deploy", "--check", path]).status.code(),
+        Some(0)
+    );
+
+    // The Barman passwords appear nowhere but in chimay's passfile.
+    let log = std::fs::read_to_string(dir.path().join("deploy.log")).unwrap();
+    for user in ["barman", "streaming_barman"] {
+        let secret = stdout(&controller(&["show-password", path, user]))
+            .trim()
+            .to_string();
+        assert!(secret.len() >= 16, "{user}: no generated password");
+        for (what, text) in [
+            (
+                "deploy output",
+                format!("{first_out}{}", String::from_utf8_lossy(&first.stderr)),
+            ),
+            ("re-deploy output", again_out.clone()),
+            ("deploy.log", log.clone()),
+        ] {
+            assert!(
+                !text.contains(&secret),
+                "{user}'s password appears in the {what}"
+            );
+        }
+        assert!(
+            !snapshots.iter().any(|s| s.contains(&secret)),
+            "{user}'s password appears in ps"
+        );
+        let (_, grep) = run("grep", &["-rlF", &secret, path]);
+        assert_eq!(
+            grep.trim(),
+            "",
+            "{user}'s password in the cluster directory"
+        );
+        // On the hosts, the pattern comes on stdin so it is in no process's arguments.
+        for host in ["chimay", "ulb"] {
+            let (_, found) = ssh(
+                ssh_config,
+                host,
+                "grep -rlF -f - /etc /var/lib/barman /var/log /var/lib/postgresql \
+                 /opt/postgres/data/conf.d /opt/postgres/data/log 2>/dev/null || true",
+                &format!("{secret}\n"),
+            );
+            let found: Vec<&str> = found.lines().collect();
+            let expected: &[&str] = if host == "chimay" {
+                &["/var/lib/barman/.pgpass"]
+            } else {
+                &[]
+            };
+            assert_eq!(found, expected, "{user}'s password in files on {host}");
+        }
+    }
+}
