@@ -1,5 +1,6 @@
 //! Replication and repmgr (issue 8), on one cluster shared by every scenario: the seed with
-//! TPA's M1 witness on the Barman host (chimay: `[barman, witness]`).
+//! a repmgr witness on chimay (TPA's M1 puts it on the Barman host; Barman itself is
+//! tests/barman.rs's, so chimay is `[witness]` here).
 //!
 //! 1. Deploy: vub cloned from ulb, achel cascaded from vub, both streaming (checked on each
 //!    replica and each upstream), repmgr's slots, a row written on ulb reaches achel, repmgr's
@@ -65,10 +66,11 @@ fn seed_replicas_stream_in_a_cascade() {
     // TPA's M1 shape: the repmgr witness on the Barman host.
     let config = dir.path().join("config.yml");
     let text = std::fs::read_to_string(&config).expect("config.yml");
-    let text = text.replace(
-        "  role: [barman]\n",
-        "  role: [barman, witness]\n  upstream: ulb\n",
-    );
+    // Barman is left out here (tests/barman.rs covers it): Barman following a promoted
+    // primary is issue 9's, not yet built.
+    let text = text
+        .replace("  role: [barman]\n", "  role: [witness]\n  upstream: ulb\n")
+        .replace("  backup: chimay\n", "");
     std::fs::write(&config, text).expect("config.yml");
     let _cleanup = Cleanup {
         dir: dir.path(),
@@ -96,8 +98,8 @@ fn seed_replicas_stream_in_a_cascade() {
     for host in ["vub", "achel"] {
         assert_eq!(psql(ssh_config, host, "select pg_is_in_recovery()"), "t");
     }
-    let senders =
-        "select string_agg(application_name || ':' || state, ',') from pg_stat_replication";
+    let senders = "select string_agg(application_name || ':' || state, ',' order by \
+                   application_name) from pg_stat_replication";
     assert_eq!(psql(ssh_config, "ulb", senders), "vub:streaming");
     assert_eq!(psql(ssh_config, "vub", senders), "achel:streaming");
     // The replication role is no superuser; each slot is in use by its replica.

@@ -290,11 +290,13 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         let old = nodes.get_mut(&primary).expect("the primary is a node");
         let rejoin = old.repmgr(&["node", "rejoin", "-d", &target_conninfo]);
         old.run(rejoin, Some("postgres")).await?;
-        let slot = repmgr::slot_name(target_node);
-        old.sql(&format!(
+        // Its slots served its downstreams (the target, Barman), which now stream from the
+        // target: unused slots on a standby would keep WAL there forever. Deploy makes the
+        // slots the live topology needs.
+        old.sql(
             "select pg_drop_replication_slot(slot_name) from pg_replication_slots \
-             where slot_name = '{slot}' and not active"
-        ))
+             where not active and slot_type = 'physical'",
+        )
         .await?;
     }
     let siblings: Vec<String> = topology
