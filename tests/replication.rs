@@ -63,7 +63,7 @@ fn seed_replicas_stream_in_a_cascade() {
     ensure_image("tpa/debian:12");
     let cluster = "e2e-repl";
     let dir = seed_cluster(cluster);
-    // TPA's M1 shape: the repmgr witness on the Barman host.
+    // A repmgr witness on chimay (TPA's M1 puts it beside Barman).
     let config = dir.path().join("config.yml");
     let text = std::fs::read_to_string(&config).expect("config.yml");
     // Barman is left out here (tests/barman.rs covers it): Barman following a promoted
@@ -402,14 +402,16 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         stopped.elapsed().as_secs_f64()
     );
     let other = if promoted == "vub" { "achel" } else { "vub" };
-    let promoted_address = address(dir, promoted);
+    // `status` maps each replica's WAL sender to a host name (and says whether it streams).
     let streams_from_promoted = || {
-        let (_, sender) = ssh(
-            other,
-            "sudo -iu postgres psql -XAtc 'select sender_host from pg_stat_wal_receiver \
-             where status = $$streaming$$'",
-        );
-        sender.trim() == promoted_address
+        let out = controller(&["status", "--json", path]);
+        let hosts: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        hosts.as_array().is_some_and(|hosts| {
+            hosts.iter().any(|h| {
+                h["host"] == other && h["upstream"] == promoted && h["state"] == "streaming"
+            })
+        })
     };
     // repmgrd makes the other replica follow (seen within 6 s in manual runs); once in this
     // scenario it did not within 60 s (issue 8's note), so the deploy below is the backstop
