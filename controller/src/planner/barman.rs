@@ -17,11 +17,11 @@
 
 use std::collections::BTreeMap;
 
-use tpa_common::resource::{
-    Command, Directory, File, Resource, ResourceSpec, Secret, Service, Sql, SqlText,
-};
+use tpa_common::resource::{Command, Directory, File, Resource, ResourceSpec, Secret, Service};
 
+use super::postgres::owned_file as file;
 use super::replica::CA_FILE;
+use super::replica::sql;
 use super::users::literal;
 use super::{HostState, PlanInput, Stage, StageName, id, users};
 use crate::config::{Cluster, Instance, PostgresUser, Role};
@@ -471,33 +471,6 @@ fn pgpass(barman: &Secret<String>, streaming: &Secret<String>) -> String {
         escape(barman.expose()),
         escape(streaming.expose())
     )
-}
-
-fn file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
-    ResourceSpec {
-        id: id("file", path),
-        kind: Resource::File(File {
-            path: path.into(),
-            content: content.into(),
-            owner: owner.into(),
-            group: owner.into(),
-            mode,
-            secret: false,
-        }),
-    }
-}
-
-fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
-    ResourceSpec {
-        id,
-        kind: Resource::Sql(Sql {
-            database: "postgres".into(),
-            check: SqlText::new(check, false),
-            apply: SqlText::new(apply, false),
-            run_as: "postgres".into(),
-            port,
-        }),
-    }
 }
 
 // === `tpa-controller backup` and `backup --list`: the commands run on the Barman host (as

@@ -337,7 +337,8 @@ pub fn streaming(port: u16) -> ResourceSpec {
     )
 }
 
-fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
+/// A read-only-checked `Sql` resource in database postgres, as postgres.
+pub(super) fn sql(id: String, check: String, apply: String, port: u16) -> ResourceSpec {
     ResourceSpec {
         id,
         kind: Resource::Sql(Sql {
