@@ -55,7 +55,7 @@ struct Node {
 
 impl Node {
     fn conf(&self) -> String {
-        format!("/etc/repmgr/{}/repmgr.conf", self.settings.postgres_version)
+        repmgr::conf_path(&self.settings)
     }
 
     fn repmgr(&self, args: &[&str]) -> Vec<String> {

@@ -17,7 +17,7 @@ use super::report::DeployLog;
 use crate::agent_client::AgentClient;
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
-use crate::config::{Cluster, FailoverManager, Instance, PostgresUser};
+use crate::config::{Cluster, Instance, PostgresUser};
 use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
@@ -123,11 +123,7 @@ pub async fn gather(
 
     let replicas = planner::has_replicas(&topology);
     // repmgr manages the cluster when it is the failover manager and some host streams.
-    let repmgr = replicas
-        && cluster
-            .instances
-            .first()
-            .is_some_and(|i| i.vars.failover_manager() == FailoverManager::Repmgr);
+    let repmgr = repmgr::manages(cluster, &topology);
     let backed_up = barman::wanted(cluster);
     let (verifiers, drift) = match primary {
         Some((instance, mut client)) => {

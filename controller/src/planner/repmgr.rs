@@ -16,10 +16,13 @@ use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec, Service};
 
 use super::postgres::{dir, owned_file as file};
 use super::replica::CA_FILE;
-use super::topology::PostgresRole;
+use super::topology::{PostgresRole, Topology};
 use super::users::{self, literal};
 use super::{HostState, PlanInput, id};
-use crate::config::{FailoverManager, Instance, PostgresDatabase, PostgresUser, RepmgrFailover};
+use crate::config::{
+    Cluster, FailoverManager, Instance, PostgresDatabase, PostgresUser, RepmgrFailover,
+};
+use crate::settings::HostSettings;
 
 /// The repmgr superuser and its database (TPA's names).
 pub const USER: &str = "repmgr";
@@ -34,18 +37,22 @@ const SUDOERS_PATH: &str = "/etc/sudoers.d/tpa_repmgr";
 
 /// True when this deploy sets up repmgr: it is the failover manager and some host streams.
 pub fn enabled(input: &PlanInput<'_>) -> bool {
-    super::has_replicas(&input.state.topology)
-        && input
-            .state
-            .hosts
-            .values()
-            .next()
-            .is_some_and(|h| h.settings.failover_manager == FailoverManager::Repmgr)
+    manages(input.cluster, &input.state.topology)
+}
+
+/// The one rule, for gather (which passwords to make) and the planner alike: repmgr is
+/// config.yml's failover manager and some host of `topology` streams.
+pub fn manages(cluster: &Cluster, topology: &Topology) -> bool {
+    super::has_replicas(topology)
+        && cluster
+            .instances
+            .first()
+            .is_some_and(|i| i.vars.failover_manager() == FailoverManager::Repmgr)
 }
 
 /// `/etc/repmgr/<version>/repmgr.conf` (TPA's `repmgr_conf_dir` default).
-pub fn conf_path(host: &HostState) -> String {
-    format!("/etc/repmgr/{}/repmgr.conf", host.settings.postgres_version)
+pub fn conf_path(settings: &HostSettings) -> String {
+    format!("/etc/repmgr/{}/repmgr.conf", settings.postgres_version)
 }
 
 /// The repmgr user: a superuser (repmgr's requirement for registration and pg_rewind), its
@@ -87,7 +94,7 @@ pub fn conf(
     let name = &instance.name;
     let conninfo = conninfo(input, name).ok_or_else(|| format!("{name}: not in the inventory"))?;
     let vars = &instance.vars;
-    let conf_path = conf_path(host);
+    let conf_path = conf_path(&host.settings);
     let bin = &host.settings.bin_dir;
     let repmgr = format!("{bin}/repmgr");
     let systemctl = |op: &str| format!("sudo -n /usr/bin/systemctl {op} postgres");
@@ -167,7 +174,7 @@ fn quoted(value: &str) -> Result<String, String> {
 
 /// The files every repmgr node has: repmgr.conf, the sudoers rule, the repmgrd unit.
 pub fn files(conf: String, host: &HostState) -> Vec<ResourceSpec> {
-    let conf_path = conf_path(host);
+    let conf_path = conf_path(&host.settings);
     let bin = &host.settings.bin_dir;
     let sudo = ["start", "stop", "restart", "reload"]
         .map(|op| format!("/usr/bin/systemctl {op} postgres"))
@@ -214,7 +221,7 @@ pub fn daemon(host: &HostState) -> ResourceSpec {
             running: true,
             reload_on: vec![],
             restart_on: vec![
-                id("file", &conf_path(host)),
+                id("file", &conf_path(&host.settings)),
                 id("file", &format!("/etc/systemd/system/{UNIT}")),
             ],
         }),
@@ -249,7 +256,7 @@ pub fn register(
     primary_address: Option<String>,
 ) -> ResourceSpec {
     let repmgr = format!("{}/repmgr", host.settings.bin_dir);
-    let conf = conf_path(host);
+    let conf = conf_path(&host.settings);
     let port = host.settings.postgres.port;
     let mut argv = vec![repmgr, "-f".into(), conf];
     let (kind, condition) = match role {
