@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod deploy;
+pub mod deployed;
 pub mod deprovision;
 pub mod download_packages;
 pub mod image;

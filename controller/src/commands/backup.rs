@@ -6,44 +6,25 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use crate::agent_client::{self, AgentClient, ExecCommand};
-use crate::commands::provision::load_cluster;
+use crate::agent_client::{AgentClient, ExecCommand};
+use crate::commands::deployed::Deployed;
 use crate::config::{Cluster, Role};
 use crate::inventory::Inventory;
-use crate::pki::Pki;
 use crate::planner::barman::{self, BackupInfo};
-use crate::platform::{self, Platform};
-use crate::secrets::Secrets;
 
 /// A backup of a small database takes seconds; a large one, longer than any default.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 pub async fn run(dir: &Path, list: bool, json: bool) -> anyhow::Result<()> {
-    let (cluster_dir, cluster) = load_cluster(dir)?;
-    let Some(inventory) = Inventory::load(&cluster_dir.inventory())? else {
-        bail!("the cluster is not provisioned: run deploy first");
-    };
-    let targets = targets(&cluster, &inventory)?;
-    let root = cluster_dir.root();
-    let secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
-    let pki = Pki::load_or_create(root, &secrets)?;
-    let identity = pki.controller_identity(root, &secrets)?;
-    let platform = platform::for_inventory(&inventory)?;
+    let deployed = Deployed::open(dir)?;
+    let targets = targets(&deployed.cluster, &deployed.inventory)?;
 
     let mut backups = Vec::new();
     let mut failures = Vec::new();
     for (host, servers) in targets {
-        let h = inventory.host(host).expect("targets are in the inventory");
-        let mut client = agent_client::connect(
-            platform.agent_endpoint(h),
-            host,
-            pki.ca_cert_pem(),
-            &identity,
-        )
-        .await
-        .with_context(|| format!("{host}: run deploy first"))?;
+        let mut client = deployed.connect(host).await?;
         for server in servers {
             if list {
                 backups.extend(list_server(&mut client, host, server).await?);

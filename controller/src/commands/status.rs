@@ -14,16 +14,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::{self, Deadlines};
-use crate::commands::provision::load_cluster;
+use crate::agent_client::Deadlines;
+use crate::commands::deployed::Deployed;
 use crate::config::{Instance, Role};
-use crate::inventory::{Host, Inventory};
-use crate::pki::{CertifiedKey, Pki};
-use crate::platform::{self, Platform as _};
-use crate::secrets::Secrets;
 use crate::settings::PostgresSettings;
 
 pub use self::view::{HostStatus, Probe};
@@ -41,36 +36,16 @@ const DEADLINES: Deadlines = Deadlines {
 /// Prints the status of the cluster in `dir` (a table, or JSON with `json`) and returns the
 /// exit status: 0 when healthy, 1 (reason on stderr) otherwise.
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (cluster_dir, cluster) = load_cluster(dir)?;
-    let never = |what: &str| {
-        anyhow::anyhow!(
-            "the cluster in {} was never deployed ({what}): run `tpa-controller deploy {}` first",
-            dir.display(),
-            dir.display()
-        )
-    };
-    let Some(inventory) = Inventory::load(&cluster_dir.inventory())? else {
-        return Err(never("no inventory.json"));
-    };
-    let secrets = Secrets::open(cluster_dir.root(), cluster.vault_name.as_deref())?;
-    let Some((ca_pem, identity)) = Pki::existing_identity(cluster_dir.root(), &secrets)? else {
-        return Err(never("no controller certificate in tls/"));
-    };
-    if inventory.hosts.is_empty() {
-        bail!("inventory.json lists no hosts: run deploy first");
-    }
-    let platform = platform::for_inventory(&inventory)?;
+    let deployed = Deployed::open(dir)?;
+    let (cluster, inventory) = (&deployed.cluster, &deployed.inventory);
 
-    let probes = futures_util::future::join_all(view::reported(&cluster).map(|instance| {
+    let probes = futures_util::future::join_all(view::reported(cluster).map(|instance| {
         let host = inventory.host(&instance.name);
-        let addr = host.map(|h| platform.agent_endpoint(h));
-        let (ca_pem, identity, cluster_name) = (&ca_pem, &identity, &cluster.name);
+        let deployed = &deployed;
         async move {
-            let probe = match (host, addr) {
-                (Some(host), Some(addr)) => {
-                    probe(host, instance, cluster_name, addr, ca_pem, identity).await
-                }
-                _ => Probe::NotProvisioned,
+            let probe = match host {
+                Some(_) => probe(deployed, instance).await,
+                None => Probe::NotProvisioned,
             };
             (instance.name.clone(), probe)
         }
@@ -78,7 +53,7 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     .await;
     let probes: BTreeMap<String, Probe> = probes.into_iter().collect();
 
-    let hosts = view::merge(&cluster, &inventory, &probes);
+    let hosts = view::merge(cluster, inventory, &probes);
     if json {
         print!("{}", view::render_json(&hosts));
     } else {
@@ -95,15 +70,8 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
 
 /// Asks one host: its agent (`Hello`, part of connecting), then, on a Postgres host, the status
 /// query. Never fails: what went wrong is the probe's answer.
-async fn probe(
-    host: &Host,
-    instance: &Instance,
-    cluster_name: &str,
-    addr: std::net::SocketAddr,
-    ca_pem: &str,
-    identity: &CertifiedKey,
-) -> Probe {
-    let connected = agent_client::connect_with(addr, &host.name, ca_pem, identity, DEADLINES).await;
+async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
+    let connected = deployed.connect_with(&instance.name, DEADLINES).await;
     let mut client = match connected {
         Ok(client) => client,
         Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))),
@@ -112,9 +80,9 @@ async fn probe(
         // Barman's facts (backups, archiving) will be asked here once Barman is deployed.
         return Probe::Reachable;
     }
-    let port = PostgresSettings::resolve(cluster_name, &instance.vars).port;
+    let port = PostgresSettings::resolve(&deployed.cluster.name, &instance.vars).port;
     match client
-        .query(SqlQuery::postgres(port, view::status_sql(&host.name)))
+        .query(SqlQuery::postgres(port, view::status_sql(&instance.name)))
         .await
     {
         Ok(rows) => match view::parse_rows(&rows) {

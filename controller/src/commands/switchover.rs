@@ -26,15 +26,11 @@ use anyhow::{Context, bail};
 use tpa_common::facts::Facts;
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::{self, AgentClient, ExecCommand};
-use crate::commands::provision::load_cluster;
+use crate::agent_client::{AgentClient, ExecCommand};
+use crate::commands::deployed::Deployed;
 use crate::config::{FailoverManager, Role};
-use crate::inventory::Inventory;
-use crate::pki::Pki;
 use crate::planner::repmgr;
 use crate::planner::topology::{self, PostgresRole, Topology};
-use crate::platform::{self, Platform as _};
-use crate::secrets::Secrets;
 use crate::settings::{HostSettings, PostgresSettings};
 
 /// A target further behind than this (bytes of WAL not replayed) is refused as lagging.
@@ -115,7 +111,8 @@ impl Node {
 /// Switches the primary role of the cluster in `dir` over to `target`.
 pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (cluster_dir, cluster) = load_cluster(dir)?;
+    let deployed = Deployed::open(dir)?;
+    let (cluster, inventory) = (&deployed.cluster, &deployed.inventory);
     let Some(instance) = cluster.instance(target) else {
         bail!(
             "{target} is not an instance of cluster {} (config.yml lists {}); nothing was changed",
@@ -146,20 +143,6 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
             instance.vars.failover_manager().as_str()
         );
     }
-    let Some(inventory) = Inventory::load(&cluster_dir.inventory())? else {
-        bail!(
-            "the cluster in {} was never deployed (no inventory.json): deploy it first",
-            dir.display()
-        );
-    };
-    let secrets = Secrets::open(cluster_dir.root(), cluster.vault_name.as_deref())?;
-    let Some((ca_pem, identity)) = Pki::existing_identity(cluster_dir.root(), &secrets)? else {
-        bail!(
-            "the cluster in {} was never deployed (no controller certificate): deploy it first",
-            dir.display()
-        );
-    };
-    let platform = platform::for_inventory(&inventory)?;
 
     // Every Postgres host, at once: its agent and its facts.
     let postgres_hosts: Vec<_> = cluster
@@ -172,13 +155,9 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         })
         .collect();
     let connected = futures_util::future::join_all(postgres_hosts.iter().map(|i| {
-        let host = inventory.host(&i.name).expect("filtered on the inventory");
-        let addr = platform.agent_endpoint(host);
-        let (ca_pem, identity, cluster) = (&ca_pem, &identity, &cluster);
+        let deployed = &deployed;
         async move {
-            let mut client = agent_client::connect(addr, &i.name, ca_pem, identity)
-                .await
-                .with_context(|| format!("{}: its agent does not answer", i.name))?;
+            let mut client = deployed.connect(&i.name).await?;
             let pg = PostgresSettings::resolve(&cluster.name, &i.vars);
             let facts = client.facts(Some(&pg.data_dir), pg.port).await?;
             let settings = HostSettings::resolve(cluster, i, facts.os_major());
@@ -203,7 +182,7 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         facts.insert(name.clone(), f);
         nodes.insert(name, node);
     }
-    let topology = topology::resolve(&cluster, &inventory, &facts)
+    let topology = topology::resolve(cluster, inventory, &facts)
         .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     let primary = checks(&topology, &facts, target)?.to_string();
 

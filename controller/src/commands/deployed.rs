@@ -1,0 +1,92 @@
+//! A cluster that deploy has run on, opened read-only for the day-two verbs (`status`,
+//! `switchover`, `backup`, …): config.yml, inventory.json, the secrets store, the controller's
+//! identity and the platform, and a way to reach each host's agent. Nothing is created: a
+//! cluster that was never deployed is an error that says to deploy it.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::agent_client::{self, AgentClient, Deadlines};
+use crate::cluster_dir::ClusterDir;
+use crate::commands::provision::load_cluster;
+use crate::config::Cluster;
+use crate::inventory::{Host, Inventory};
+use crate::pki::{CertifiedKey, Pki};
+use crate::platform::{self, AnyPlatform, Platform as _};
+use crate::secrets::Secrets;
+
+pub struct Deployed {
+    pub dir: ClusterDir,
+    pub cluster: Cluster,
+    pub inventory: Inventory,
+    pub secrets: Secrets,
+    pub ca_pem: String,
+    pub identity: CertifiedKey,
+    pub platform: AnyPlatform,
+}
+
+impl Deployed {
+    /// Opens the cluster in `dir`, or says why it cannot be used yet.
+    pub fn open(dir: &Path) -> anyhow::Result<Deployed> {
+        let (cluster_dir, cluster) = load_cluster(dir)?;
+        let never = |what: &str| {
+            anyhow::anyhow!(
+                "the cluster in {} was never deployed ({what}): run `tpa-controller deploy {}` \
+                 first",
+                dir.display(),
+                dir.display()
+            )
+        };
+        let Some(inventory) = Inventory::load(&cluster_dir.inventory())? else {
+            return Err(never("no inventory.json"));
+        };
+        let secrets = Secrets::open(cluster_dir.root(), cluster.vault_name.as_deref())?;
+        let Some((ca_pem, identity)) = Pki::existing_identity(cluster_dir.root(), &secrets)? else {
+            return Err(never("no controller certificate in tls/"));
+        };
+        if inventory.hosts.is_empty() {
+            bail!("inventory.json lists no hosts: run deploy first");
+        }
+        let platform = platform::for_inventory(&inventory)?;
+        Ok(Deployed {
+            dir: cluster_dir,
+            cluster,
+            inventory,
+            secrets,
+            ca_pem,
+            identity,
+            platform,
+        })
+    }
+
+    /// `name`'s entry in inventory.json, or an error that says it was never provisioned.
+    pub fn host(&self, name: &str) -> anyhow::Result<&Host> {
+        self.inventory.host(name).with_context(|| {
+            format!("{name} is not in inventory.json: run `tpa-controller deploy` first")
+        })
+    }
+
+    /// Connects to `name`'s agent with the default deadlines.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<AgentClient> {
+        self.connect_with(name, Deadlines::default()).await
+    }
+
+    /// Connects to `name`'s agent with `deadlines`.
+    pub async fn connect_with(
+        &self,
+        name: &str,
+        deadlines: Deadlines,
+    ) -> anyhow::Result<AgentClient> {
+        let host = self.host(name)?;
+        agent_client::connect_with(
+            self.platform.agent_endpoint(host),
+            name,
+            &self.ca_pem,
+            &self.identity,
+            deadlines,
+        )
+        .await
+        .with_context(|| format!("{name}: its agent does not answer; run deploy first"))
+    }
+}
