@@ -251,20 +251,11 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
 
     // The old primary rejoins as a standby of the target; siblings follow.
     let target_node = nodes[target].node_id;
-    let target_conninfo = {
-        let address = inventory
-            .host(target)
-            .map(|h| h.address.to_string())
-            .unwrap_or_default();
-        format!(
-            "host={address} port={} dbname={} user={} connect_timeout=5 sslmode=verify-full \
-             sslrootcert={}",
-            nodes[target].settings.postgres.port,
-            repmgr::DATABASE,
-            repmgr::USER,
-            crate::planner::replica::CA_FILE
-        )
-    };
+    let target_conninfo = repmgr::conninfo_at(
+        &deployed.host(target)?.address.to_string(),
+        nodes[target].settings.postgres.port,
+        target,
+    );
     {
         let old = nodes.get_mut(&primary).expect("the primary is a node");
         let rejoin = old.repmgr(&["node", "rejoin", "-d", &target_conninfo]);

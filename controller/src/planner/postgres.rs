@@ -340,16 +340,6 @@ fn config(
     restart_on.push(unit.id.clone());
     resources.push(unit);
     resources.push(ResourceSpec {
-        id: id("service", "postgresql.service"),
-        kind: Resource::Service(Service {
-            unit: "postgresql.service".into(),
-            enabled: false,
-            running: false,
-            reload_on: vec![],
-            restart_on: vec![],
-        }),
-    });
-    resources.push(ResourceSpec {
         id: id("service", "postgres.service"),
         kind: Resource::Service(Service {
             unit: "postgres.service".into(),

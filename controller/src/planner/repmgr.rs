@@ -79,10 +79,16 @@ pub fn slot_name(node: u32) -> String {
 pub fn conninfo(input: &PlanInput<'_>, name: &str) -> Option<String> {
     let address = input.inventory.host(name)?.address;
     let port = input.state.hosts.get(name)?.settings.postgres.port;
-    Some(format!(
+    Some(conninfo_at(&address.to_string(), port, name))
+}
+
+/// The conninfo repmgr uses to reach node `name` at `address:port` (also the `switchover`
+/// command's, so both connect the same way).
+pub fn conninfo_at(address: &str, port: u16, name: &str) -> String {
+    format!(
         "host={address} port={port} dbname={DATABASE} user={USER} application_name={name} \
          connect_timeout=2 sslmode=verify-full sslrootcert={CA_FILE}"
-    ))
+    )
 }
 
 /// repmgr.conf for `instance`, or why a value cannot go into it.

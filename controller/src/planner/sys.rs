@@ -1,7 +1,7 @@
 //! The `sys` stage: package sources (the cluster's local repository), the switch that stops
 //! postgresql-common creating a `main` cluster, and the packages the host's roles need.
 
-use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec};
+use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec, Service};
 
 use super::{HostState, id};
 use crate::config::Instance;
@@ -42,15 +42,37 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
         "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n"
             .to_string(),
     ));
+    let server = packages.iter().any(|p| is_server_package(p));
     resources.push(ResourceSpec {
         id: id("packages", "base"),
         kind: Resource::Packages(Packages { names: packages }),
     });
+    if server {
+        // Debian's umbrella unit for its own clusters (there are none: tpa's postgres.service
+        // runs the server). Stopped here, right after the packages, so that its slow
+        // `disable` (systemd-sysv-install) is off a new replica's clone-to-streaming path.
+        resources.push(ResourceSpec {
+            id: id("service", "postgresql.service"),
+            kind: Resource::Service(Service {
+                unit: "postgresql.service".into(),
+                enabled: false,
+                running: false,
+                reload_on: vec![],
+                restart_on: vec![],
+            }),
+        });
+    }
     super::Stage {
         name: super::StageName::Sys,
         resources,
         after: vec![],
     }
+}
+
+/// `postgresql-<major>`: a server package, which brings Debian's postgresql.service.
+fn is_server_package(name: &str) -> bool {
+    name.strip_prefix("postgresql-")
+        .is_some_and(|major| !major.is_empty() && major.chars().all(|c| c.is_ascii_digit()))
 }
 
 pub(super) fn file(path: &str, content: String) -> ResourceSpec {

@@ -37,7 +37,8 @@ pub struct PgState {
     pub in_recovery: bool,
     /// `pg_current_wal_lsn()` out of recovery, `pg_last_wal_replay_lsn()` in recovery.
     pub lsn: Option<u64>,
-    /// `timeline_id` from `pg_control_checkpoint()`.
+    /// A primary's current WAL file's timeline (pg_control's lags until the first checkpoint
+    /// after a promotion); a standby's `timeline_id` from `pg_control_checkpoint()`.
     pub checkpoint_timeline: Option<u32>,
     /// `pg_stat_wal_receiver.received_tli`.
     pub received_timeline: Option<u32>,
@@ -105,7 +106,8 @@ pub fn status_sql(host: &str) -> String {
     format!(
         "select '{POSTGRES_ROW}', pg_is_in_recovery(),
   case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end,
-  (select timeline_id from pg_control_checkpoint()),
+  case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint())
+    else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
   (select received_tli from pg_stat_wal_receiver),
   (select status from pg_stat_wal_receiver),
   coalesce(pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), false),
