@@ -311,4 +311,4 @@ pub(crate) fn id(kind: &str, name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,6 +8,7 @@ use anyhow::bail;
 
 use crate::cluster_dir::ClusterDir;
 use crate::commands::provision::{self, load_cluster};
+use crate::config::Cluster;
 use crate::deploy::{self, DeployLog, Gathered};
 use crate::inventory::{self, Inventory};
 use crate::planner::{self, PlanInput};
@@ -22,7 +23,7 @@ pub struct DeployOptions {
 pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOutcome> {
     let started = Instant::now();
     let (cluster_dir, cluster) = load_cluster(dir)?;
-    let inventory = current_inventory(&cluster_dir, options.check).await?;
+    let inventory = current_inventory(&cluster_dir, &cluster, options.check).await?;
     let mut log = DeployLog::start(&cluster.name, options.check);
 
     let Gathered { agents, state } =
@@ -40,15 +41,63 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     deploy::report::finish(&cluster_dir, log, &reports, options.check, started)
 }
 
-/// The inventory deploy works on: provision first when the hosts were never provisioned
-/// or config.yml changed since (as TPA's deploy does).
-async fn current_inventory(dir: &ClusterDir, check: bool) -> anyhow::Result<Inventory> {
+/// The inventory deploy works on: provision first when the hosts were never provisioned,
+/// config.yml changed since (as TPA's deploy does), or an earlier provision left hosts out.
+async fn current_inventory(
+    dir: &ClusterDir,
+    cluster: &Cluster,
+    check: bool,
+) -> anyhow::Result<Inventory> {
     let config = std::fs::read(dir.config())?;
     let existing = Inventory::load(&dir.inventory())?;
+    let missing = |inv: &Inventory| -> Vec<String> {
+        cluster
+            .instances
+            .iter()
+            .filter(|i| inv.host(&i.name).is_none())
+            .map(|i| i.name.clone())
+            .collect()
+    };
     match existing {
-        Some(inv) if inv.config_sha256 == inventory::sha256_hex(&config) => Ok(inv),
+        Some(inv) if check && !missing(&inv).is_empty() => bail!(
+            "{} not provisioned (an earlier provision failed there?): run provision (or \
+             deploy) first",
+            missing(&inv).join(", ")
+        ),
+        Some(inv)
+            if inv.config_sha256 == inventory::sha256_hex(&config) && missing(&inv).is_empty() =>
+        {
+            Ok(inv)
+        }
         Some(inv) if check => Ok(inv),
         None if check => bail!("the cluster is not provisioned: run provision (or deploy) first"),
         _ => provision::run(dir.root(), None).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../tests/fixtures/seed/config.yml");
+
+    #[tokio::test]
+    async fn check_names_hosts_an_earlier_provision_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("config.yml"), SEED).expect("config");
+        // What a provision that failed on every host but ulb leaves behind.
+        let (cluster_dir, cluster) = load_cluster(dir.path()).expect("seed loads");
+        let mut inventory = crate::planner::tests::inventory(&cluster);
+        inventory.config_sha256 = inventory::sha256_hex(SEED.as_bytes());
+        inventory.hosts.retain(|h| h.name == "ulb");
+        std::fs::write(dir.path().join("inventory.json"), inventory.to_json()).expect("inventory");
+        let err = current_inventory(&cluster_dir, &cluster, true)
+            .await
+            .expect_err("hosts are missing");
+        assert!(
+            err.to_string()
+                .starts_with("vub, achel, chimay not provisioned"),
+            "{err}"
+        );
     }
 }

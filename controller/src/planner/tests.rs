@@ -16,7 +16,7 @@ use crate::settings::HostSettings;
 
 const SEED: &str = include_str!("../../../tests/fixtures/seed/config.yml");
 
-fn inventory(cluster: &Cluster) -> Inventory {
+pub(crate) fn inventory(cluster: &Cluster) -> Inventory {
     Inventory {
         cluster: cluster.name.clone(),
         config_sha256: String::new(),
