@@ -90,6 +90,8 @@ pub fn packages_for(
         if has(Role::Barman) {
             // Base backups are rsync over ssh by default (TPA backup_method: rsync).
             add(&["barman", "barman-cli", &client, "openssh-client"]);
+            // The restore drill starts the restored backup on this host (verify-backup).
+            add(&[&format!("postgresql-{v}")]);
         }
     }
     if has(Role::Etcd) {
