@@ -201,6 +201,6 @@ mod tests {
         // It reaches nothing but its own socket, and never Barman's get-wal.
         assert!(SOURCE.contains("\"listen_addresses = ''\\n\""));
         assert!(SOURCE.contains("\"--no-get-wal\""));
-        assert!(SOURCE.contains("\"PGPASSFILE\": \"/dev/null\""));
+        assert!(SOURCE.contains("\"PGPASSFILE\": os.path.join(self.scratch, \"no-passfile\")"));
     }
 }

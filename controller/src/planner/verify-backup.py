@@ -97,7 +97,8 @@ class Drill:
     def psql(self, database, sql, timeout=300):
         env = {
             "PATH": "/usr/bin:/bin",
-            "PGPASSFILE": "/dev/null",
+            # No passfile: barman's own holds the real cluster's passwords.
+            "PGPASSFILE": os.path.join(self.scratch, "no-passfile"),
             "PGCONNECT_TIMEOUT": "10",
         }
         return run(
