@@ -2,7 +2,12 @@
 //! (`backup_method = postgres`, WAL streamed by `barman receive-wal` on the `barman` slot);
 //! `barman check` is all OK on chimay when deploy ends, `backup --list --json` shows the first
 //! backup, `backup` adds a second, a no-op re-deploy changes nothing and takes no backup, and
-//! neither Barman password appears in output, deploy.log, `ps` or plaintext files.
+//! neither Barman password appears in output, deploy.log, `ps` or plaintext files. Restore
+//! drills: `verify-backup` passes on the newest backup (a 1000-row table counted, the
+//! `verify_backup_sql` check true, its report written, the `verify_backup_schedule` timer
+//! enabled), `status` shows chimay's backup health; then a table file removed from the newest
+//! backup on chimay makes `verify-backup` and `status` fail with the reason, while ulb is
+//! untouched and no scratch server is left.
 //!
 //! Costs one seed deploy (4 hosts) with its first backup, one on-demand backup and a no-op
 //! re-deploy. Measured 2026-11-27 on the 2-core machine under a load average of about 10
@@ -10,6 +15,13 @@
 //! apt installs 65–97 s), chimay's `barman` stage 23 s of it (streaming, restore point, WAL
 //! switch, first backup of 22 MiB, `barman check`); on-demand backup 10.6 s; the no-op
 //! re-deploy's `barman` stage 1.8 s. An idle machine has not been measured yet.
+//!
+//! The drills add two `verify-backup` runs, two `status` calls and the Postgres server package
+//! on chimay. Measured 2026-11-27 under a load average of about 7.5: the whole test about 420 s
+//! once the e2e lock was held (795 s with a wait for it); first deploy 276 s (chimay's
+//! `barman` stage 30.5 s); on-demand backup 15.7 s; `verify-backup` of the healthy newest
+//! backup 14.9 s end to end (recover, start and recovery 8.7 s of it), of the damaged one
+//! 17.6 s (the two `status` calls were not timed).
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -64,6 +76,19 @@ fn seed_is_backed_up_by_barman() {
     ensure_image("tpa/debian:12");
     let cluster = "e2e-barman";
     let dir = seed_cluster(cluster);
+    // The restore drill's user check and its timer (the timer is only installed: it fires on
+    // Sundays; verify-backup runs the same program now).
+    let config = dir.path().join("config.yml");
+    let seed = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        seed.replace(
+            "  backup: chimay\n",
+            "  backup: chimay\n  vars:\n    verify_backup_schedule: 'Sun *-*-* 03:00:00'\n    \
+             verify_backup_sql: select count(*) = 1000 from drill\n",
+        ),
+    )
+    .unwrap();
     let _cleanup = Cleanup {
         dir: dir.path(),
         cluster,
@@ -124,6 +149,18 @@ fn seed_is_backed_up_by_barman() {
     assert_eq!(list[0]["server"], "ulb");
     assert!(list[0]["end_wal"].is_string() && list[0]["size_bytes"].as_u64() > Some(0));
 
+    // A table for the drill to count, in the next backup, never written again (so no WAL
+    // record rewrites its pages during recovery).
+    let (ok, path_on_disk) = ssh(
+        ssh_config,
+        "ulb",
+        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill as \
+         select g as id from generate_series(1, 1000) g' -c \"select pg_relation_filepath('drill')\"",
+        "",
+    );
+    assert!(ok, "create table drill: {path_on_disk}");
+    let path_on_disk = path_on_disk.trim().to_string();
+
     let on_demand = Instant::now();
     assert!(controller(&["backup", path]).status.success());
     eprintln!(
@@ -134,6 +171,50 @@ fn seed_is_backed_up_by_barman() {
     assert_eq!(list.len(), 2, "{list:?}");
     assert!(list.iter().all(|b| b["status"] == "DONE"), "{list:?}");
     assert!(controller(&["backup", "--list", path]).status.success());
+
+    // The restore drill of the newest backup passes, and its report is written.
+    let drill_started = Instant::now();
+    let drill = controller(&["verify-backup", path]);
+    let drill_out = stdout(&drill);
+    eprintln!(
+        "verify-backup (healthy): {:.1}s\n{drill_out}",
+        drill_started.elapsed().as_secs_f64()
+    );
+    assert!(drill.status.success(), "verify-backup failed:\n{drill_out}");
+    assert!(drill_out.contains("1000 rows"), "{drill_out}");
+    assert!(
+        drill_out.contains("verify_backup_sql: returned true"),
+        "{drill_out}"
+    );
+    let reports: Vec<_> = std::fs::read_dir(dir.path().join("verify-backup"))
+        .expect("verify-backup/ written")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&reports[0]).unwrap()).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["drills"][0]["server"], "ulb");
+    assert_eq!(report["drills"][0]["backup_id"], list[1]["id"], "{report}");
+    assert!(report["drills"][0]["recovery_lsn"].is_string(), "{report}");
+    let (ok, timer) = ssh(
+        ssh_config,
+        "chimay",
+        "systemctl is-enabled tpa-verify-backup-ulb.timer && systemctl is-active \
+         tpa-verify-backup-ulb.timer && cat /var/lib/barman/tpa-verify/ulb/last.json",
+        "",
+    );
+    assert!(ok && timer.contains("\"passed\": true"), "{timer}");
+
+    // status shows chimay's backup health, the drill's result included.
+    let status = controller(&["status", path]);
+    let status_out = stdout(&status);
+    assert!(status.status.success(), "status failed:\n{status_out}");
+    assert!(
+        status_out.contains("chimay backs up ulb: last backup ")
+            && status_out.contains("receive-wal running; barman check OK; last drill passed"),
+        "{status_out}"
+    );
 
     // A no-op re-deploy: nothing changed anywhere, no third backup.
     let again = controller(&["deploy", path]);
@@ -200,4 +281,74 @@ fn seed_is_backed_up_by_barman() {
             assert_eq!(found, expected, "{user}'s password in files on {host}");
         }
     }
+
+    // Damage the newest backup on chimay: the drill fails with the reason, and the real
+    // cluster is untouched.
+    let newest = list[1]["id"].as_str().unwrap().to_string();
+    let (ok, _) = ssh(
+        ssh_config,
+        "chimay",
+        &format!("rm /var/lib/barman/ulb/base/{newest}/data/{path_on_disk}"),
+        "",
+    );
+    assert!(ok, "damaging the backup");
+    let drill_started = Instant::now();
+    let damaged = controller(&["verify-backup", path]);
+    let damaged_out = format!(
+        "{}{}",
+        stdout(&damaged),
+        String::from_utf8_lossy(&damaged.stderr)
+    );
+    eprintln!(
+        "verify-backup (damaged): {:.1}s",
+        drill_started.elapsed().as_secs_f64()
+    );
+    assert!(
+        !damaged.status.success(),
+        "a damaged backup passed:\n{damaged_out}"
+    );
+    assert!(
+        damaged_out.contains("restore drill failed: rows postgres public.drill")
+            && damaged_out.contains("could not open file"),
+        "{damaged_out}"
+    );
+    let (ok, leftovers) = ssh(
+        ssh_config,
+        "chimay",
+        "ls /var/lib/barman/tpa-verify/ulb; pgrep -u barman -f tpa-drill && echo RUNNING; true",
+        "",
+    );
+    assert!(
+        ok && !leftovers.contains("scratch") && !leftovers.contains("RUNNING"),
+        "{leftovers}"
+    );
+    // status reports the failed drill and exits 1 with the reason.
+    let status = controller(&["status", path, "--json"]);
+    assert_eq!(status.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    let chimay = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "chimay")
+        .unwrap();
+    assert_eq!(
+        chimay["backups"][0]["last_drill"]["passed"], false,
+        "{chimay}"
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains("the last restore drill of ulb"),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let (ok, alive) = ssh(
+        ssh_config,
+        "ulb",
+        "runuser -u postgres -- psql -XAtc 'select count(*), pg_is_in_recovery() from drill'",
+        "",
+    );
+    assert!(
+        ok && alive.trim() == "1000|f",
+        "ulb after the drill: {alive}"
+    );
 }

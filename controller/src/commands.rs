@@ -11,3 +11,4 @@ pub mod passwords;
 pub mod provision;
 pub mod status;
 pub mod switchover;
+pub mod verify_backup;

@@ -95,6 +95,15 @@ enum Command {
         #[arg(long, requires = "list")]
         json: bool,
     },
+    /// The restore drill: on each Barman host, restore the newest backup (or --backup ID) with
+    /// all its WAL into a scratch directory, start it on a private socket, check every
+    /// database, clean up; report to <dir>/verify-backup/. Fails when any check fails.
+    VerifyBackup {
+        cluster_dir: PathBuf,
+        /// The backup to restore (an id from `backup --list`) instead of the newest.
+        #[arg(long)]
+        backup: Option<String>,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -146,6 +155,7 @@ fn main() -> ExitCode {
             | Command::Deprovision { cluster_dir }
             | Command::StorePassword { cluster_dir, .. }
             | Command::Switchover { cluster_dir, .. }
+            | Command::VerifyBackup { cluster_dir, .. }
             | Command::Backup {
                 cluster_dir,
                 list: false,
@@ -206,6 +216,10 @@ fn main() -> ExitCode {
                 list,
                 json,
             } => commands::backup::run(&cluster_dir, list, json).await,
+            Command::VerifyBackup {
+                cluster_dir,
+                backup,
+            } => commands::verify_backup::run(&cluster_dir, backup.as_deref()).await,
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -16,6 +16,7 @@
 //!   primary.
 
 pub mod barman;
+pub mod barman_drill;
 mod input;
 pub mod inspect;
 mod postgres;

@@ -1,12 +1,14 @@
 //! `tpa-controller status <dir> [--json]`: the live replication state, one line per host:
 //! role, upstream, streaming state, lag, timeline, repmgr's view, and where it differs from
-//! config.yml. Exit status 1 (with the reason on stderr) when a host is down or unreachable, a
-//! replica does not stream, or more than one host is a live primary.
+//! config.yml; under it, each Barman host's backup health ([`backups`]). Exit status 1 (with
+//! the reason on stderr) when a host is down or unreachable, a replica does not stream, more
+//! than one host is a live primary, `barman check` fails or the last restore drill failed.
 //!
 //! Read-only: it bootstraps nothing, writes nothing and takes no cluster-directory lock (so it
 //! runs beside a deploy). Every host is asked at once, over the agent's mutual-TLS connection
 //! (`Hello`, then one `Query` that runs one psql); the pure part is in [`view`].
 
+mod backups;
 mod view;
 
 use std::collections::BTreeMap;
@@ -16,9 +18,10 @@ use std::time::Duration;
 
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::Deadlines;
+use crate::agent_client::{AgentClient, Deadlines, ExecCommand};
 use crate::commands::deployed::Deployed;
 use crate::config::{Instance, Role};
+use crate::planner::{barman, barman_drill};
 use crate::settings::PostgresSettings;
 
 pub use self::view::{HostStatus, Probe};
@@ -77,7 +80,13 @@ async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
         Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))),
     };
     if !instance.has_role(Role::Postgres) {
-        // Barman's facts (backups, archiving) will be asked here once Barman is deployed.
+        let servers: Vec<String> = barman::servers(&deployed.cluster, &instance.name)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        if instance.has_role(Role::Barman) && !servers.is_empty() {
+            return Probe::Barman(backup_health(&mut client, servers).await);
+        }
         return Probe::Reachable;
     }
     let port = PostgresSettings::resolve(&deployed.cluster.name, &instance.vars).port;
@@ -91,6 +100,34 @@ async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
         },
         Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
     }
+}
+
+/// One Exec of the drill program's read-only `--health` mode on a Barman host.
+async fn backup_health(
+    client: &mut AgentClient,
+    servers: Vec<String>,
+) -> Result<Vec<backups::BackupHealth>, String> {
+    let mut argv = vec![barman_drill::PROGRAM.to_string(), "--health".into()];
+    argv.extend(servers);
+    let out = client
+        .exec(ExecCommand {
+            argv,
+            env: vec![],
+            run_as: Some("barman".into()),
+            stdin: vec![],
+            cwd: Some(barman::HOME.into()),
+            timeout: Some(Duration::from_secs(60)),
+        })
+        .await
+        .map_err(|e| view::shorten(&format!("{e:#}")))?;
+    if out.exit_code != 0 {
+        return Err(view::shorten(&format!(
+            "{} (exit {})",
+            String::from_utf8_lossy(&out.stderr),
+            out.exit_code
+        )));
+    }
+    backups::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 #[cfg(test)]

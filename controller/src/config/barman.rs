@@ -25,6 +25,13 @@ pub struct BarmanVars {
     pub basebackup_retry_times: Option<u32>,
     /// `barman_basebackup_retry_sleep` (seconds).
     pub basebackup_retry_sleep: Option<u32>,
+    /// `verify_backup_sql`: a query the restore drill runs on the restored server; it passes
+    /// when every row's first column is true.
+    pub verify_sql: Option<String>,
+    /// `verify_backup_database`: where `verify_backup_sql` runs (default `postgres`).
+    pub verify_database: Option<String>,
+    /// `verify_backup_schedule`: a systemd OnCalendar expression; a timer runs the drill.
+    pub verify_schedule: Option<String>,
 }
 
 impl BarmanVars {
@@ -57,6 +64,9 @@ impl BarmanVars {
     }
     pub fn basebackup_retry_sleep(&self) -> u32 {
         self.basebackup_retry_sleep.unwrap_or(30)
+    }
+    pub fn verify_database(&self) -> &str {
+        self.verify_database.as_deref().unwrap_or("postgres")
     }
 }
 
@@ -146,6 +156,65 @@ pub(crate) fn cron_schedule(v: &str) -> Result<(), String> {
     }
 }
 
+/// `verify_backup_sql`: one SQL text the drill sends with `psql --command` (so no psql
+/// meta-command runs: none may start it), at most 4 KiB.
+pub(crate) fn verify_sql(v: &str) -> Result<(), String> {
+    let t = v.trim();
+    if t.is_empty() {
+        Err(
+            "`verify_backup_sql` is empty; write a query such as `select count(*) > 0 from \
+             orders`, or remove the key"
+                .into(),
+        )
+    } else if t.starts_with('\\') {
+        Err("`verify_backup_sql` starts with a psql meta-command (`\\`); write SQL only".into())
+    } else if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        Err("`verify_backup_sql` holds a control character; write plain SQL".into())
+    } else if v.len() > 4096 {
+        Err(format!(
+            "`verify_backup_sql` is {} bytes; keep it under 4096 (a check, not a script)",
+            v.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `verify_backup_database`: a database name made of letters, digits, `_` and `-` (it is an
+/// argument of the drill and of psql, where `=` would make it a conninfo).
+pub(crate) fn database_name(v: &str) -> Result<(), String> {
+    if !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{v}` is not a database name tpa accepts here; use letters, digits, `_` and `-`"
+        ))
+    }
+}
+
+/// `verify_backup_schedule`: a systemd calendar expression (systemd.time(7)), e.g. `daily`,
+/// `Sun *-*-* 03:00:00` or `*-*-* 02,14:30`. Only its characters and length are checked here
+/// (it goes into a unit file line); systemd parses it when the timer loads.
+pub(crate) fn calendar(v: &str) -> Result<(), String> {
+    let ok = !v.trim().is_empty()
+        && v.len() <= 100
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " :*,./~-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{v}` is not a systemd calendar expression tpa accepts; write e.g. `daily` or \
+             `Sun *-*-* 03:00:00` (letters, digits, spaces and `:*,./~-+`, at most 100 \
+             characters)"
+        ))
+    }
+}
+
 fn is_count(s: &str) -> bool {
     !s.is_empty() && s.len() <= 6 && s.chars().all(|c| c.is_ascii_digit())
 }
@@ -170,6 +239,15 @@ mod tests {
         assert!(cron_schedule("*/5 * * * *").is_ok());
         assert!(cron_schedule("0 4 * * * root rm -rf /").is_err());
         assert!(cron_schedule("@daily").is_err());
+        assert!(calendar("Sun *-*-* 03:00:00").is_ok());
+        assert!(calendar("daily").is_ok());
+        assert!(calendar("daily\nExecStart=/bin/sh").is_err());
+        assert!(calendar("").is_err());
+        assert!(verify_sql("select count(*) > 0 from t").is_ok());
+        assert!(verify_sql(" \\! rm -rf /").is_err());
+        assert!(verify_sql(&"x".repeat(5000)).is_err());
+        assert!(database_name("app_db").is_ok());
+        assert!(database_name("host=evil").is_err());
         assert!(compression("gzip").is_ok());
         assert!(
             compression("pigz")

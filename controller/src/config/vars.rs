@@ -321,6 +321,22 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("barman_basebackup_retry_sleep", |v, n, p, d| {
         v.barman.basebackup_retry_sleep = n.int(d, p)
     }),
+    ("verify_backup_sql", |v, n, p, d| {
+        // Multi-line SQL is fine here: it reaches a file and psql, never a config line.
+        v.barman.verify_sql = n.string(d, p).filter(|v| match barman::verify_sql(v) {
+            Ok(()) => true,
+            Err(message) => {
+                d.err(n.line, p, message);
+                false
+            }
+        })
+    }),
+    ("verify_backup_database", |v, n, p, d| {
+        v.barman.verify_database = checked(n, p, d, barman::database_name)
+    }),
+    ("verify_backup_schedule", |v, n, p, d| {
+        v.barman.verify_schedule = checked(n, p, d, barman::calendar)
+    }),
 ];
 
 /// Variables TPA knows that we do not support yet: setting one is an error saying so.

@@ -90,6 +90,8 @@ pub fn packages_for(
         if has(Role::Barman) {
             // Base backups are rsync over ssh by default (TPA backup_method: rsync).
             add(&["barman", "barman-cli", &client, "openssh-client"]);
+            // The restore drill starts the restored backup on this host (verify-backup).
+            add(&[&format!("postgresql-{v}")]);
         }
     }
     if has(Role::Etcd) {
@@ -160,10 +162,11 @@ mod tests {
     }
 
     #[test]
-    fn barman_alone_gets_client_but_no_server_or_failover_manager() {
+    fn barman_alone_gets_client_and_server_for_drills_but_no_failover_manager() {
         let pkgs = list(&[Barman], "15", REPMGR, 12);
         assert!(pkgs.contains("postgresql-client-15"));
-        assert!(!pkgs.contains("postgresql-15 "), "{pkgs}");
+        // The restore drill starts the restored backup on the Barman host.
+        assert!(pkgs.contains("postgresql-15 "), "{pkgs}");
         assert!(!pkgs.contains("repmgr"), "{pkgs}");
     }
 

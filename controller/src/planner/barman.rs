@@ -275,6 +275,10 @@ pub fn stages(
             server.vars.barman.minimum_redundancy(),
         ));
     }
+    resources.extend(super::barman_drill::resources(
+        &servers,
+        &host.settings.bin_dir,
+    ));
     Ok(vec![Stage {
         name: StageName::Barman,
         resources,

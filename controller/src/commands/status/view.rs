@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::backups::{self, BackupHealth};
 use crate::config::{Cluster, Instance, Role};
 use crate::inventory::Inventory;
 use crate::planner::topology::member_named;
@@ -29,6 +30,8 @@ pub enum Probe {
     Down(String),
     /// Postgres answered the status query.
     Postgres(PgState),
+    /// A Barman host: the health of each server it backs up, or why it is unknown.
+    Barman(Result<Vec<BackupHealth>, String>),
 }
 
 /// A running Postgres, as the status query saw it.
@@ -92,6 +95,10 @@ pub struct HostStatus {
     /// The live role or upstream is not config.yml's.
     pub differs_from_config: bool,
     pub note: Option<String>,
+    /// On a Barman host: each backed-up server's backups, WAL streaming, `barman check` and
+    /// last restore drill.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupHealth>,
 }
 
 /// Tags of the status query's rows.
@@ -263,6 +270,7 @@ pub fn merge(
             config_upstream: instance.upstream.clone(),
             differs_from_config: false,
             note: None,
+            backups: vec![],
         };
         let mut notes = Vec::new();
         let mut differs = Vec::new();
@@ -280,6 +288,14 @@ pub fn merge(
             Probe::Reachable => {
                 line.role = config_role.into();
                 line.state = "-".into();
+            }
+            Probe::Barman(health) => {
+                line.role = config_role.into();
+                line.state = "-".into();
+                match health {
+                    Ok(servers) => line.backups = servers.clone(),
+                    Err(why) => notes.push(format!("backup health unknown: {why}")),
+                }
             }
             Probe::Down(why) => {
                 line.role = "down".into();
@@ -382,6 +398,9 @@ pub fn problems(hosts: &[HostStatus]) -> Vec<String> {
         };
         problems.push(format!("{}: {problem}", h.host));
     }
+    for h in hosts {
+        problems.extend(backups::problems(&h.host, &h.backups));
+    }
     let postgres_cluster = hosts
         .iter()
         .any(|h| matches!(h.config_role.as_str(), "primary" | "replica"));
@@ -443,6 +462,9 @@ pub fn render_table(hosts: &[HostStatus]) -> String {
     line(&header);
     for row in &rows {
         line(&row.each_ref().map(String::as_str));
+    }
+    for h in hosts {
+        out.push_str(&backups::render(&h.host, &h.backups));
     }
     out
 }
