@@ -7,7 +7,9 @@
 //! re-deploy changes nothing.
 //!
 //! Costs one three-host deploy (repmgr, one clone, Barman's first backup) and a no-op
-//! re-deploy: see the timings the test prints (not yet measured on an idle machine).
+//! re-deploy. Measured 2026-11-27 on the 2-core machine under a load average of about 7:
+//! 560 s for the whole test (download-packages 21 s, first deploy 240 s of which apt 100-121
+//! s, no-op re-deploy about 16 s).
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
