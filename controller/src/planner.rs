@@ -13,7 +13,8 @@
 //! - `sys`, `postgres`, `users`: the stages; `postgres_conf`: the files Postgres reads;
 //!   `replica`: cloning replicas, their slots and the `replication` role; `repmgr`: repmgr's
 //!   configuration, registration and repmgrd; `barman`: the Barman server and its roles on the
-//!   primary.
+//!   primary; `ssh_trust`: the barman and postgres users' SSH keys, pinned host keys and
+//!   authorized_keys.
 
 pub mod barman;
 pub mod barman_drill;
@@ -23,6 +24,7 @@ mod postgres;
 mod postgres_conf;
 pub mod replica;
 pub mod repmgr;
+pub mod ssh_trust;
 mod sys;
 pub mod topology;
 pub(crate) mod users;
@@ -233,6 +235,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                 note_unsupported(&mut plan, instance, topology);
             }
             _ => note_unsupported(&mut plan, instance, topology),
+        }
+        if let Err(e) = ssh_trust::add_to(input, instance, &mut stages) {
+            errors.push(e);
         }
         plan.hosts.insert(instance.name.clone(), stages);
     }

@@ -10,6 +10,7 @@
 //! - `store_file`: the file format: plaintext header (version, key id), sealed JSON body.
 
 mod key;
+mod ssh_key;
 mod store_file;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ use rand::Rng as _;
 use zeroize::Zeroizing;
 
 pub use key::{KEY_ENV, Key, KeyError, KeySource};
+pub use ssh_key::SshKeyPair;
 pub use store_file::FormatError;
 
 /// The store's file name inside the cluster directory.

@@ -22,7 +22,9 @@ use crate::inventory::Inventory;
 use crate::local_repo;
 use crate::pki::Pki;
 use crate::planner::inspect::{self, Drift, Row};
-use crate::planner::{self, ClusterState, HostState, Verifiers, barman, replica, repmgr, topology};
+use crate::planner::{
+    self, ClusterState, HostState, Verifiers, barman, replica, repmgr, ssh_trust, topology,
+};
 use crate::platform::{self, AnyPlatform, Platform};
 use crate::secrets::{Secrets, password_key};
 use crate::server_tls::{self, ServerCert};
@@ -167,6 +169,11 @@ pub async fn gather(
             Some((u.username, Secret::new(p.to_string())))
         })
         .collect();
+    let ssh_keys = if backed_up {
+        ssh_keys(&mut secrets, &cluster.name, check)?
+    } else {
+        None
+    };
     Ok(Gathered {
         agents,
         state: ClusterState {
@@ -178,8 +185,33 @@ pub async fn gather(
             repmgr_password,
             barman_passwords,
             drift,
+            ssh_keys,
         },
     })
+}
+
+/// The barman and postgres users' SSH key pairs (planner/ssh_trust.rs), generated on first
+/// use and saved in the secrets store before any host gets them (`check`: never generated).
+fn ssh_keys(
+    secrets: &mut Secrets,
+    cluster: &str,
+    check: bool,
+) -> anyhow::Result<Option<ssh_trust::SshKeys>> {
+    let mut pair = |name: &str, user: &str| {
+        let pair = secrets.ssh_key_or_generate(name, &format!("{user}@{cluster}"), check)?;
+        anyhow::Ok(pair.map(|p| ssh_trust::KeyPair {
+            private: Secret::new(p.private.to_string()),
+            public: p.public,
+        }))
+    };
+    let barman = pair(ssh_trust::BARMAN_KEY_SECRET, "barman")?;
+    let postgres = pair(ssh_trust::POSTGRES_KEY_SECRET, "postgres")?;
+    if !check {
+        secrets.save()?;
+    }
+    Ok(barman
+        .zip(postgres)
+        .map(|(barman, postgres)| ssh_trust::SshKeys { barman, postgres }))
 }
 
 /// Bootstraps every deployed host's agent, in parallel, and returns a client per host.

@@ -33,6 +33,9 @@ pub struct ClusterState {
     pub barman_passwords: BTreeMap<String, Secret<String>>,
     /// Roles and databases the primary has that config.yml does not list.
     pub drift: Vec<Drift>,
+    /// The barman/postgres SSH key pairs (None: nothing backed up, or `--check` before they
+    /// were generated).
+    pub ssh_keys: Option<super::ssh_trust::SshKeys>,
 }
 
 /// One deployed host.

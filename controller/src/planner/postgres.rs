@@ -281,6 +281,13 @@ fn config(
     if let Some((conninfo, slot)) = &replication {
         reload_files.push((conf_d(l, replica::CONF_FILE), replica::conf(conninfo, slot)));
     }
+    // Issue 9: WAL from Barman's archive (planner/ssh_trust.rs).
+    if let Some((barman, server)) = super::ssh_trust::archive(input) {
+        reload_files.push((
+            conf_d(l, super::ssh_trust::RESTORE_CONF),
+            postgres_conf::restore_command(&barman.address.to_string(), server),
+        ));
+    }
     let restart_files = [
         (
             conf_d(l, "0001-tpa_restart.conf"),

@@ -140,6 +140,15 @@ pub fn reload_settings(c: &ConfInput<'_>) -> String {
     out
 }
 
+/// `conf.d/0003-tpa_restore_command.conf`: WAL a server lacks comes from the Barman host's
+/// archive (`barman get-wal` over the pinned SSH trust), so a replica that fell behind its
+/// slot, or a server recovering, catches up from Barman. A reload applies it (PostgreSQL 14+;
+/// Barman needs 15+ here).
+pub fn restore_command(barman_address: &str, server: &str) -> String {
+    let command = format!("/usr/bin/barman-wal-restore -U barman {barman_address} {server} %f %p");
+    format!("{MANAGED}restore_command = {}\n", quote(&command))
+}
+
 /// `conf.d/9900-tpa_postgres_conf_settings.conf`: `postgres_conf_settings`, each value quoted
 /// (one that the operator quoted already, as TPA asks, is kept as written).
 pub fn conf_settings(settings: &std::collections::BTreeMap<String, String>) -> String {

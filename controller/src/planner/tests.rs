@@ -41,7 +41,7 @@ pub(crate) fn inventory(cluster: &Cluster) -> Inventory {
                 image: None,
                 location: i.location.clone(),
                 roles: vec![],
-                host_key: None,
+                host_key: Some(format!("ssh-ed25519 AAAAhostkey{}", i.name)),
             })
             .collect(),
     }
@@ -127,6 +127,16 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
             )
         })),
         drift: vec![],
+        ssh_keys: Some(ssh_trust::SshKeys {
+            barman: ssh_trust::KeyPair {
+                private: tpa_common::resource::Secret::new("BARMAN-PRIVATE-KEY\n".into()),
+                public: "ssh-ed25519 AAAAbarman barman@seed".into(),
+            },
+            postgres: ssh_trust::KeyPair {
+                private: tpa_common::resource::Secret::new("POSTGRES-PRIVATE-KEY\n".into()),
+                public: "ssh-ed25519 AAAApostgres postgres@seed".into(),
+            },
+        }),
     }
 }
 
