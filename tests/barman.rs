@@ -23,33 +23,9 @@
 //! backup 14.9 s end to end (recover, start and recovery 8.7 s of it), of the damaged one
 //! 17.6 s (the two `status` calls were not timed).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use tpa_e2e::*;
-
-/// Runs `command` on `host` over SSH, `stdin` fed to it; returns (success, stdout).
-fn ssh(ssh_config: &str, host: &str, command: &str, stdin: &str) -> (bool, String) {
-    let mut child = Command::new("ssh")
-        .args(["-F", ssh_config, "-o", "BatchMode=yes", host, command])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ssh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("ssh output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
 
 fn backups(path: &str) -> Vec<serde_json::Value> {
     let out = controller(&["backup", "--list", path, "--json"]);
@@ -109,7 +85,7 @@ fn seed_is_backed_up_by_barman() {
     );
 
     // Every check OK, as the barman user runs it.
-    let (ok, check) = ssh(
+    let (ok, check) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "runuser -u barman -- barman check ulb",
@@ -127,7 +103,7 @@ fn seed_is_backed_up_by_barman() {
         );
     }
     // Least privilege on the primary: neither role is a superuser.
-    let (_, roles) = ssh(
+    let (_, roles) = ssh_with_stdin(
         ssh_config,
         "ulb",
         "runuser -u postgres -- psql -XAtc \"select string_agg(rolname || ':' || rolsuper || \
@@ -135,7 +111,7 @@ fn seed_is_backed_up_by_barman() {
         "",
     );
     assert_eq!(roles.trim(), "barman:falsefalse,streaming_barman:falsetrue");
-    let (ok, mode) = ssh(
+    let (ok, mode) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "stat -c '%U %a' /var/lib/barman/.pgpass",
@@ -151,7 +127,7 @@ fn seed_is_backed_up_by_barman() {
 
     // A table for the drill to count, in the next backup, never written again (so no WAL
     // record rewrites its pages during recovery).
-    let (ok, path_on_disk) = ssh(
+    let (ok, path_on_disk) = ssh_with_stdin(
         ssh_config,
         "ulb",
         "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill as \
@@ -197,7 +173,7 @@ fn seed_is_backed_up_by_barman() {
     assert_eq!(report["drills"][0]["server"], "ulb");
     assert_eq!(report["drills"][0]["backup_id"], list[1]["id"], "{report}");
     assert!(report["drills"][0]["recovery_lsn"].is_string(), "{report}");
-    let (ok, timer) = ssh(
+    let (ok, timer) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "systemctl is-enabled tpa-verify-backup-ulb.timer && systemctl is-active \
@@ -265,7 +241,7 @@ fn seed_is_backed_up_by_barman() {
         );
         // On the hosts, the pattern comes on stdin so it is in no process's arguments.
         for host in ["chimay", "ulb"] {
-            let (_, found) = ssh(
+            let (_, found) = ssh_with_stdin(
                 ssh_config,
                 host,
                 "grep -rlF -f - /etc /var/lib/barman /var/log /var/lib/postgresql \
@@ -285,7 +261,7 @@ fn seed_is_backed_up_by_barman() {
     // Damage the newest backup on chimay: the drill fails with the reason, and the real
     // cluster is untouched.
     let newest = list[1]["id"].as_str().unwrap().to_string();
-    let (ok, _) = ssh(
+    let (ok, _) = ssh_with_stdin(
         ssh_config,
         "chimay",
         &format!("rm /var/lib/barman/ulb/base/{newest}/data/{path_on_disk}"),
@@ -312,7 +288,7 @@ fn seed_is_backed_up_by_barman() {
             && damaged_out.contains("could not open file"),
         "{damaged_out}"
     );
-    let (ok, leftovers) = ssh(
+    let (ok, leftovers) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "ls /var/lib/barman/tpa-verify/ulb; pgrep -u barman -f tpa-drill && echo RUNNING; true",
@@ -341,7 +317,7 @@ fn seed_is_backed_up_by_barman() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
-    let (ok, alive) = ssh(
+    let (ok, alive) = ssh_with_stdin(
         ssh_config,
         "ulb",
         "runuser -u postgres -- psql -XAtc 'select count(*), pg_is_in_recovery() from drill'",

@@ -41,20 +41,6 @@ fn psql(ssh_config: &str, host: &str, sql: &str) -> String {
     out.trim().to_string()
 }
 
-/// Each host's address, from the inventory provision wrote.
-fn address(dir: &std::path::Path, host: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("inventory.json")).expect("inventory.json");
-    let inventory: serde_json::Value = serde_json::from_str(&text).expect("inventory JSON");
-    inventory["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .find(|h| h["name"] == host)
-        .and_then(|h| h["address"].as_str())
-        .unwrap_or_else(|| panic!("{host} is not in the inventory"))
-        .to_string()
-}
-
 #[test]
 fn seed_replicas_stream_in_a_cascade() {
     let Some(_serial) = e2e_guard("seed_replicas_stream_in_a_cascade") else {
@@ -84,7 +70,10 @@ fn seed_replicas_stream_in_a_cascade() {
     let first = controller(&["deploy", path]);
     assert!(first.status.success(), "first deploy failed");
 
-    let (ulb, vub) = (address(dir.path(), "ulb"), address(dir.path(), "vub"));
+    let (ulb, vub) = (
+        host_address(dir.path(), "ulb"),
+        host_address(dir.path(), "vub"),
+    );
     let receiver =
         "select status || '|' || sender_host || '|' || slot_name from pg_stat_wal_receiver";
     assert_eq!(
@@ -459,7 +448,7 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
     }
 
     // 6. achel cut off the network, then back: it catches up by itself.
-    let achel = address(dir, "achel");
+    let achel = host_address(dir, "achel");
     assert!(run("docker", &["network", "disconnect", cluster, "achel"]).0);
     psql(
         ssh_config,
@@ -514,7 +503,7 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
             "orval",
             "select sender_host from pg_stat_wal_receiver where status = 'streaming'"
         ),
-        address(dir, "ulb")
+        host_address(dir, "ulb")
     );
     let expected = count(promoted);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -11,8 +11,6 @@
 //! 560 s for the whole test (download-packages 21 s, first deploy 240 s of which apt 100-121
 //! s, no-op re-deploy about 16 s).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use tpa_e2e::*;
@@ -49,41 +47,6 @@ instances:
   role: [barman]
 ";
 
-/// Runs `command` as root on `host` over SSH, `stdin` fed to it; returns (success, stdout).
-fn ssh(ssh_config: &str, host: &str, command: &str, stdin: &str) -> (bool, String) {
-    let mut child = Command::new("ssh")
-        .args(["-F", ssh_config, "-o", "BatchMode=yes", host, command])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("ssh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("ssh output");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn address(dir: &std::path::Path, host: &str) -> String {
-    let text = std::fs::read_to_string(dir.join("inventory.json")).expect("inventory.json");
-    let inventory: serde_json::Value = serde_json::from_str(&text).expect("inventory JSON");
-    inventory["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .find(|h| h["name"] == host)
-        .and_then(|h| h["address"].as_str())
-        .expect("host address")
-        .to_string()
-}
-
 #[test]
 fn barman_ssh_trust_and_archive() {
     let Some(_serial) = e2e_guard("barman_ssh_trust_and_archive") else {
@@ -114,8 +77,8 @@ fn barman_ssh_trust_and_archive() {
         stdout(&first),
         String::from_utf8_lossy(&first.stderr)
     );
-    let chimay = address(dir.path(), "chimay");
-    let ulb = address(dir.path(), "ulb");
+    let chimay = host_address(dir.path(), "chimay");
+    let ulb = host_address(dir.path(), "ulb");
 
     // Keys in place, private ones 0600 and owned by their user.
     for (host, file) in [
@@ -125,7 +88,7 @@ fn barman_ssh_trust_and_archive() {
         ("ulb", "/var/lib/postgresql/.ssh/authorized_keys"),
         ("chimay", "/var/lib/barman/.ssh/authorized_keys"),
     ] {
-        let (ok, mode) = ssh(ssh_config, host, &format!("stat -c '%U %a' {file}"), "");
+        let (ok, mode) = ssh_with_stdin(ssh_config, host, &format!("stat -c '%U %a' {file}"), "");
         let user = if host == "chimay" {
             "barman"
         } else {
@@ -149,14 +112,14 @@ fn barman_ssh_trust_and_archive() {
         .expect("ulb's host key in inventory.json")
         .trim()
         .to_string();
-    let (_, known) = ssh(
+    let (_, known) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "cat /var/lib/barman/.ssh/known_hosts",
         "",
     );
     assert!(known.contains(&format!("ulb,{ulb} {ulb_key}")), "{known}");
-    let (_, lax) = ssh(
+    let (_, lax) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "grep -ril 'StrictHostKeyChecking *no' /var/lib/barman/.ssh /etc/ssh || true",
@@ -165,7 +128,7 @@ fn barman_ssh_trust_and_archive() {
     assert_eq!(lax.trim(), "", "no host key checking switched off");
 
     // Trust both ways, as each user, with pinned keys.
-    let (ok, out) = ssh(
+    let (ok, out) = ssh_with_stdin(
         ssh_config,
         "chimay",
         &format!("runuser -u barman -- ssh postgres@{ulb} id -un"),
@@ -175,7 +138,7 @@ fn barman_ssh_trust_and_archive() {
         ok && out.trim() == "postgres",
         "barman -> postgres@ulb: {out}"
     );
-    let (ok, out) = ssh(
+    let (ok, out) = ssh_with_stdin(
         ssh_config,
         "vub",
         &format!("runuser -u postgres -- ssh barman@{chimay} id -un"),
@@ -186,7 +149,7 @@ fn barman_ssh_trust_and_archive() {
         "postgres@vub -> barman: {out}"
     );
     // `restrict` and `from=` the peers' addresses.
-    let (_, admitted) = ssh(
+    let (_, admitted) = ssh_with_stdin(
         ssh_config,
         "ulb",
         "cat /var/lib/postgresql/.ssh/authorized_keys",
@@ -197,7 +160,7 @@ fn barman_ssh_trust_and_archive() {
         "{admitted}"
     );
     // A host whose key is not pinned is refused, not prompted for.
-    let (ok, out) = ssh(
+    let (ok, out) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "runuser -u barman -- ssh barman@127.0.0.1 true 2>&1",
@@ -210,7 +173,7 @@ fn barman_ssh_trust_and_archive() {
 
     // restore_command from Barman on every Postgres host, and the replica fetches a segment.
     for host in ["ulb", "vub"] {
-        let (_, rc) = ssh(
+        let (_, rc) = ssh_with_stdin(
             ssh_config,
             host,
             "runuser -u postgres -- psql -XAtc 'show restore_command'",
@@ -222,7 +185,7 @@ fn barman_ssh_trust_and_archive() {
             "{host}"
         );
     }
-    let (_, segment) = ssh(
+    let (_, segment) = ssh_with_stdin(
         ssh_config,
         "chimay",
         "ls /var/lib/barman/ulb/wals/*/ | grep -E '^[0-9A-F]{24}$' | head -1",
@@ -234,7 +197,7 @@ fn barman_ssh_trust_and_archive() {
         "rm -f /tmp/fetched && runuser -u postgres -- /usr/bin/barman-wal-restore -U barman \
          {chimay} ulb {segment} /tmp/fetched && stat -c %s /tmp/fetched"
     );
-    let (ok, size) = ssh(ssh_config, "vub", &fetch, "");
+    let (ok, size) = ssh_with_stdin(ssh_config, "vub", &fetch, "");
     assert!(ok && size.trim() == "16777216", "fetched {segment}: {size}");
 
     // The private keys are in no output and no plaintext file of the cluster directory.
@@ -242,7 +205,7 @@ fn barman_ssh_trust_and_archive() {
         ("ulb", "/var/lib/postgresql/.ssh/id_ed25519"),
         ("chimay", "/var/lib/barman/.ssh/id_ed25519"),
     ] {
-        let (_, key) = ssh(ssh_config, host, &format!("cat {file}"), "");
+        let (_, key) = ssh_with_stdin(ssh_config, host, &format!("cat {file}"), "");
         let body = key
             .lines()
             .nth(2)

@@ -285,3 +285,41 @@ pub fn deploy_watching_ps(path: &str) -> (std::process::Output, Vec<String>) {
     let snapshots = seen.lock().unwrap().clone();
     (out, snapshots)
 }
+
+/// Runs `command` as root on `host` over SSH (the cluster's `ssh_config`), `stdin` fed to it;
+/// returns (success, stdout). stderr goes to the test's output.
+pub fn ssh_with_stdin(ssh_config: &str, host: &str, command: &str, stdin: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("ssh")
+        .args(["-F", ssh_config, "-o", "BatchMode=yes", host, command])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ssh");
+    child
+        .stdin
+        .take()
+        .expect("ssh stdin")
+        .write_all(stdin.as_bytes())
+        .expect("ssh stdin write");
+    let out = child.wait_with_output().expect("ssh output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `host`'s address, from the inventory.json provision wrote in `dir`.
+pub fn host_address(dir: &Path, host: &str) -> String {
+    let text = std::fs::read_to_string(dir.join("inventory.json")).expect("inventory.json");
+    let inventory: serde_json::Value = serde_json::from_str(&text).expect("inventory JSON");
+    inventory["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .find(|h| h["name"] == host)
+        .and_then(|h| h["address"].as_str())
+        .unwrap_or_else(|| panic!("{host} is not in the inventory"))
+        .to_string()
+}

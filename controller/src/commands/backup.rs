@@ -77,16 +77,7 @@ async fn barman(
     timeout: Duration,
 ) -> anyhow::Result<String> {
     let shown = argv.join(" ");
-    let out = client
-        .exec(ExecCommand {
-            argv,
-            env: vec![],
-            run_as: Some("barman".into()),
-            stdin: vec![],
-            cwd: Some(barman::HOME.into()),
-            timeout: Some(timeout),
-        })
-        .await?;
+    let out = client.exec(as_barman(argv, timeout)).await?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.exit_code != 0 {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -98,6 +89,18 @@ async fn barman(
         );
     }
     Ok(stdout)
+}
+
+/// `argv` run as the barman OS user in its home, as Barman's commands expect.
+pub(crate) fn as_barman(argv: Vec<String>, timeout: Duration) -> ExecCommand {
+    ExecCommand {
+        argv,
+        env: vec![],
+        run_as: Some("barman".into()),
+        stdin: vec![],
+        cwd: Some(barman::HOME.into()),
+        timeout: Some(timeout),
+    }
 }
 
 async fn backup_server(client: &mut AgentClient, host: &str, server: &str) -> anyhow::Result<()> {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::{AgentClient, Deadlines, ExecCommand};
+use crate::agent_client::{AgentClient, Deadlines};
 use crate::commands::deployed::Deployed;
 use crate::config::{Instance, Role};
 use crate::planner::{barman, barman_drill};
@@ -110,14 +110,10 @@ async fn backup_health(
     let mut argv = vec![barman_drill::PROGRAM.to_string(), "--health".into()];
     argv.extend(servers);
     let out = client
-        .exec(ExecCommand {
+        .exec(crate::commands::backup::as_barman(
             argv,
-            env: vec![],
-            run_as: Some("barman".into()),
-            stdin: vec![],
-            cwd: Some(barman::HOME.into()),
-            timeout: Some(Duration::from_secs(60)),
-        })
+            Duration::from_secs(60),
+        ))
         .await
         .map_err(|e| view::shorten(&format!("{e:#}")))?;
     if out.exit_code != 0 {
