@@ -1,6 +1,6 @@
-//! Replication and repmgr (issue 8), on one cluster shared by every scenario: the seed with
-//! a repmgr witness on chimay (TPA's M1 puts it on the Barman host; Barman itself is
-//! tests/barman.rs's, so chimay is `[witness]` here).
+//! Replication and repmgr (issue 8), on one cluster shared by every scenario: the seed in the
+//! shape TPA's `configure` gives M1, chimay `[barman, log-server, witness]`: a repmgr witness
+//! beside Barman, which backs up ulb (`backup: chimay`) and follows the live primary (issue 9).
 //!
 //! 1. Deploy: vub cloned from ulb, achel cascaded from vub, both streaming (checked on each
 //!    replica and each upstream), repmgr's slots, a row written on ulb reaches achel, repmgr's
@@ -10,18 +10,24 @@
 //!    Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
 //! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica, a
 //!    stopped replica) are refused with the reason, changing nothing.
-//! 4. Switchover to vub and back: every committed row is there after each; siblings follow.
+//! 4. Switchover to vub and back: every committed row is there after each; siblings follow;
+//!    switchover moves Barman's WAL streaming to vub (`status`, which includes `barman
+//!    check`, exits 0) and a backup taken on vub succeeds.
 //! 5. Failover: ulb's container stopped, repmgrd promotes a replica, which accepts writes (the
 //!    time is printed); repmgrd makes the other replica follow it. ulb started again and
 //!    `deploy`: ulb is
-//!    rewound and rejoins as a replica, `status` exits 0, no committed row lost.
+//!    rewound and rejoins as a replica, `status` exits 0, no committed row lost; the deploy
+//!    says Barman follows the new primary, `barman check` passes and a new backup succeeds.
 //! 6. achel cut off the cluster network and reconnected catches up with no manual step.
 //! 7. A fifth instance (replica of ulb) added to config.yml: deploy clones it, and no other
 //!    host's Postgres restarts (postmaster start times unchanged).
 //!
-//! Costs one seed deploy with the witness (about 90 s with images and packages cached), three
-//! short deploys, two switchovers (about 7 s each), one failover (about 15 s) and one added host
-//! (about 90 s, mostly its packages): about 6 min.
+//! Costs one seed deploy with the witness and Barman (about 90 s with images and packages
+//! cached; chimay's `barman` stage 23.5 s of it, its first backup), three short deploys, two
+//! switchovers (about 7 s each; with Barman moved, 25-34 s in all under a load average of
+//! about 8), one failover (about 15 s), two on-demand backups (about 10 s each) and one added
+//! host (about 90 s, mostly its packages): about 6 min idle; 781 s measured 2026-11-27 with
+//! two other agents' builds and scenarios on the machine.
 
 use std::time::{Duration, Instant};
 
@@ -49,14 +55,13 @@ fn seed_replicas_stream_in_a_cascade() {
     ensure_image("tpa/debian:12");
     let cluster = "e2e-repl";
     let dir = seed_cluster(cluster);
-    // A repmgr witness on chimay (TPA's M1 puts it beside Barman).
+    // TPA's M1 shape: the repmgr witness and the log server beside Barman.
     let config = dir.path().join("config.yml");
     let text = std::fs::read_to_string(&config).expect("config.yml");
-    // Barman is left out here (tests/barman.rs covers it): Barman following a promoted
-    // primary is issue 9's, not yet built.
-    let text = text
-        .replace("  role: [barman]\n", "  role: [witness]\n  upstream: ulb\n")
-        .replace("  backup: chimay\n", "");
+    let text = text.replace(
+        "  role: [barman]\n",
+        "  role: [barman, log-server, witness]\n  upstream: ulb\n",
+    );
     std::fs::write(&config, text).expect("config.yml");
     let _cleanup = Cleanup {
         dir: dir.path(),
@@ -89,7 +94,11 @@ fn seed_replicas_stream_in_a_cascade() {
     }
     let senders = "select string_agg(application_name || ':' || state, ',' order by \
                    application_name) from pg_stat_replication";
-    assert_eq!(psql(ssh_config, "ulb", senders), "vub:streaming");
+    // (Barman's receive-wal streams from the primary too.)
+    assert_eq!(
+        psql(ssh_config, "ulb", senders),
+        "barman_receive_wal:streaming,vub:streaming"
+    );
     assert_eq!(psql(ssh_config, "vub", senders), "achel:streaming");
     // The replication role is no superuser; each slot is in use by its replica.
     assert_eq!(
@@ -323,7 +332,12 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
     let committed = count("ulb");
     let out = controller(&["switchover", path, "vub"]);
     assert!(out.status.success(), "switchover to vub failed");
-    eprintln!("{}", stdout(&out));
+    let text = stdout(&out);
+    eprintln!("{text}");
+    assert!(
+        text.contains("[chimay]") && text.contains("WAL streams from"),
+        "switchover did not move Barman to vub:\n{text}"
+    );
     assert_eq!(
         count("vub"),
         committed,
@@ -339,6 +353,23 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         psql(ssh_config, "vub", "select pg_is_in_recovery()"),
         "f",
         "vub is not the primary"
+    );
+    // Barman streams from vub (status includes `barman check`) and backs it up.
+    assert_eq!(
+        psql(
+            ssh_config,
+            "vub",
+            "select active from pg_replication_slots where slot_name = 'barman'"
+        ),
+        "t",
+        "Barman does not stream from vub"
+    );
+    let out = controller(&["backup", path]);
+    assert!(
+        out.status.success(),
+        "a backup after the switchover failed:\n{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
     );
     psql(ssh_config, "vub", "insert into e2e_repl values ('on vub')");
     let committed = count("vub");
@@ -433,7 +464,36 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         text.contains("former primary") && text.contains("rejoined"),
         "the deploy did not say how ulb rejoined:\n{text}"
     );
+    assert!(
+        text.contains(&format!("follow {promoted}, the live primary")),
+        "the deploy did not say Barman follows {promoted}:\n{text}"
+    );
     wait_healthy("after ulb rejoined");
+    assert_eq!(
+        psql(
+            ssh_config,
+            promoted,
+            "select active from pg_replication_slots where slot_name = 'barman'"
+        ),
+        "t",
+        "Barman does not stream from {promoted}"
+    );
+    assert_eq!(
+        psql(
+            ssh_config,
+            "ulb",
+            "select count(*) from pg_replication_slots where slot_name = 'barman' and active"
+        ),
+        "0",
+        "Barman still streams from the former primary"
+    );
+    let out = controller(&["backup", path]);
+    assert!(
+        out.status.success(),
+        "a backup after the failover failed:\n{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(psql(ssh_config, "ulb", "select pg_is_in_recovery()"), "t");
     assert!(
         streams_from_promoted(),
@@ -512,4 +572,14 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         std::thread::sleep(Duration::from_millis(500));
     }
     wait_healthy("after orval joined");
+    // The former primary's unused Barman slot is gone (it would keep WAL there forever).
+    assert_eq!(
+        psql(
+            ssh_config,
+            "ulb",
+            "select count(*) from pg_replication_slots where slot_name = 'barman'"
+        ),
+        "0",
+        "ulb kept Barman's slot"
+    );
 }

@@ -241,6 +241,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         }
         plan.hosts.insert(instance.name.clone(), stages);
     }
+    plan.notes.extend(barman::following(input));
     if errors.is_empty() {
         Ok(plan)
     } else {

@@ -52,11 +52,44 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             };
             (instance.name.clone(), probe)
         }
-    }))
-    .await;
+    }));
+    // A Barman host that is also a Postgres host (TPA's M1 puts the witness there): its
+    // backups too, asked at the same time as its Postgres.
+    let also_barman = futures_util::future::join_all(
+        view::reported(cluster)
+            .filter(|i| i.has_role(Role::Postgres) && inventory.host(&i.name).is_some())
+            .map(|instance| (instance, barman_servers(&deployed, instance)))
+            .filter(|(_, servers)| !servers.is_empty())
+            .map(|(instance, servers)| {
+                let deployed = &deployed;
+                async move {
+                    let health = match deployed.connect_with(&instance.name, DEADLINES).await {
+                        Ok(mut client) => backup_health(&mut client, servers).await,
+                        Err(e) => Err(view::shorten(&format!("{e:#}"))),
+                    };
+                    (instance.name.clone(), health)
+                }
+            }),
+    );
+    let (probes, also_barman) = futures_util::future::join(probes, also_barman).await;
     let probes: BTreeMap<String, Probe> = probes.into_iter().collect();
 
-    let hosts = view::merge(cluster, inventory, &probes);
+    let mut hosts = view::merge(cluster, inventory, &probes);
+    for (host, health) in also_barman {
+        let Some(line) = hosts.iter_mut().find(|h| h.host == host) else {
+            continue;
+        };
+        match health {
+            Ok(servers) => line.backups = servers,
+            Err(why) => {
+                let note = format!("backup health unknown: {why}");
+                line.note = Some(match line.note.take() {
+                    Some(n) => format!("{n}; {note}"),
+                    None => note,
+                });
+            }
+        }
+    }
     if json {
         print!("{}", view::render_json(&hosts));
     } else {
@@ -80,11 +113,8 @@ async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
         Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))),
     };
     if !instance.has_role(Role::Postgres) {
-        let servers: Vec<String> = barman::servers(&deployed.cluster, &instance.name)
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        if instance.has_role(Role::Barman) && !servers.is_empty() {
+        let servers = barman_servers(deployed, instance);
+        if !servers.is_empty() {
             return Probe::Barman(backup_health(&mut client, servers).await);
         }
         return Probe::Reachable;
@@ -100,6 +130,17 @@ async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
         },
         Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
     }
+}
+
+/// The servers `instance` backs up, when it is a Barman host.
+fn barman_servers(deployed: &Deployed, instance: &Instance) -> Vec<String> {
+    if !instance.has_role(Role::Barman) {
+        return vec![];
+    }
+    barman::servers(&deployed.cluster, &instance.name)
+        .iter()
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// One Exec of the drill program's read-only `--health` mode on a Barman host.

@@ -13,7 +13,10 @@
 //! 5. the old primary `repmgr node rejoin`s the target, its slot for the target dropped;
 //!    siblings that streamed from the old primary `repmgr standby follow` the target;
 //! 6. repmgrd started everywhere; the command waits until every replica streams from its new
-//!    upstream and prints the topology.
+//!    upstream and prints the topology;
+//! 7. Barman, when it backs the cluster up, moved to the new primary as deploy would do it
+//!    (its slot there, the server's conf, `barman-follow`), so backups and `status` stay
+//!    healthy; a failure there is a warning that says to run deploy.
 //!
 //! If step 3 fails, the old primary is started again and repmgrd restarted: the cluster is left
 //! as it was.
@@ -29,8 +32,8 @@ use tpa_common::query::SqlQuery;
 use crate::agent_client::{AgentClient, ExecCommand};
 use crate::commands::deployed::Deployed;
 use crate::config::{FailoverManager, Role};
-use crate::planner::repmgr;
 use crate::planner::topology::{self, PostgresRole, Topology};
+use crate::planner::{barman, repmgr};
 use crate::settings::{HostSettings, PostgresSettings};
 
 /// A target further behind than this (bytes of WAL not replayed) is refused as lagging.
@@ -320,6 +323,13 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    if let Err(e) = move_barman(&deployed, &mut nodes, target).await {
+        eprintln!(
+            "switchover: warning: Barman still streams from {primary}: {e:#}; run `tpa-controller \
+             deploy {}` to move it",
+            dir.display()
+        );
+    }
     let show = nodes
         .get_mut(target)
         .expect("the target is a node")
@@ -338,6 +348,67 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         unavailable.as_secs_f64()
     );
     Ok(())
+}
+
+/// Barman's WAL streaming and backups moved to the new primary, as deploy's barman stage
+/// would: its slot there, each server's conf aimed at it, then barman-follow.
+async fn move_barman(
+    deployed: &Deployed,
+    nodes: &mut BTreeMap<String, Node>,
+    target: &str,
+) -> anyhow::Result<()> {
+    let cluster = &deployed.cluster;
+    let hosts: Vec<_> = cluster
+        .instances
+        .iter()
+        .filter(|i| i.has_role(Role::Barman) && !i.provision_only)
+        .filter(|i| deployed.inventory.host(&i.name).is_some())
+        .filter(|i| !barman::servers(cluster, &i.name).is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let node = nodes.get_mut(target).expect("the target is a node");
+    let port = node.settings.postgres.port;
+    applied(&mut node.client, vec![barman::slot(port)]).await?;
+    let conninfo = barman::target(&deployed.host(target)?.address.to_string(), port);
+    for host in hosts {
+        let mut client = deployed.connect(&host.name).await?;
+        let mut resources = vec![barman::follow_program()];
+        for server in barman::servers(cluster, &host.name) {
+            resources.push(barman::server_conf_file(
+                &cluster.name,
+                server,
+                target,
+                &conninfo,
+            ));
+            resources.push(barman::follow(&server.name, &conninfo));
+        }
+        for message in applied(&mut client, resources).await? {
+            println!("switchover: [{}] {message}", host.name);
+        }
+    }
+    Ok(())
+}
+
+/// Applies `resources`, failing with the first failed one's message; the messages of the
+/// resources that changed otherwise.
+async fn applied(
+    client: &mut AgentClient,
+    resources: Vec<tpa_common::resource::ResourceSpec>,
+) -> anyhow::Result<Vec<String>> {
+    let result = client.apply(resources, false).await?;
+    let mut messages = Vec::new();
+    for event in result.events {
+        match event.outcome {
+            tpa_common::event::Outcome::Failed => {
+                bail!("{}: {}: {}", client.host(), event.id, event.message)
+            }
+            tpa_common::event::Outcome::Changed => messages.push(event.message),
+            _ => {}
+        }
+    }
+    Ok(messages)
 }
 
 /// The live primary, once `target` has passed the checks that need only facts.

@@ -13,7 +13,11 @@
 //!   `barman check` all OK.
 //!
 //! The server is named after the instance config.yml backs up (`backup_name` is not supported
-//! yet), so its catalogue stays when the primary changes.
+//! yet), so its catalogue stays when the primary changes: after a failover or switchover the
+//! conf is aimed at the new primary and `/etc/tpa/barman-follow` (barman-follow.py) moves
+//! receive-wal there, continuing the archive across the timeline change (the resource
+//! `barman:receive-wal:<server>`, in state while Barman's slot on the live primary is in use).
+//! Former primaries lose their unused Barman slot ([`stale_slot`]).
 
 use std::collections::BTreeMap;
 
@@ -36,6 +40,9 @@ pub const HOME: &str = "/var/lib/barman";
 pub const PASSFILE: &str = "/var/lib/barman/.pgpass";
 /// The physical slot `barman receive-wal` streams from, on the primary.
 pub const SLOT: &str = "barman";
+/// The program that keeps WAL streaming on the live primary (see barman-follow.py).
+pub const FOLLOW_PROGRAM: &str = "/etc/tpa/barman-follow";
+const FOLLOW_SOURCE: &str = include_str!("barman-follow.py");
 const BARMAN: &str = "/usr/bin/barman";
 const MANAGED: &str = "; Managed by tpa: changes made here are overwritten by the next deploy.\n";
 
@@ -75,6 +82,33 @@ pub fn wanted(cluster: &Cluster) -> bool {
                     .is_some_and(|b| !b.provision_only && b.has_role(Role::Barman))
             })
     })
+}
+
+/// One line per backed-up instance that is not the live primary: whose WAL and backups Barman
+/// now takes instead (config.yml's `backup:` names the Barman host; the server keeps its name
+/// and its catalogue).
+pub fn following(input: &PlanInput<'_>) -> Vec<String> {
+    let Some(primary) = input.state.topology.primary() else {
+        return vec![];
+    };
+    input
+        .cluster
+        .instances
+        .iter()
+        .filter(|b| b.has_role(Role::Barman) && !b.provision_only)
+        .flat_map(|b| {
+            servers(input.cluster, &b.name)
+                .into_iter()
+                .filter(|s| s.name != primary)
+                .map(move |s| {
+                    format!(
+                        "{}: the backups of {} (its Barman server `{}`) follow {primary}, the \
+                         live primary",
+                        b.name, s.name, s.name
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The primary's share: the roles, their grants and the slot (created here so that WAL is
@@ -119,8 +153,14 @@ pub fn primary_resources(
         apply,
         port,
     ));
+    resources.push(slot(port));
+    Ok(resources)
+}
+
+/// Barman's slot on the live primary (also made by `switchover` on the new primary).
+pub fn slot(port: u16) -> ResourceSpec {
     let slot = literal(SLOT);
-    resources.push(sql(
+    sql(
         id("slot", SLOT),
         format!(
             "select exists (select 1 from pg_replication_slots where slot_name = {slot} and \
@@ -128,8 +168,26 @@ pub fn primary_resources(
         ),
         format!("select pg_create_physical_replication_slot({slot}, true);\n"),
         port,
-    ));
-    Ok(resources)
+    )
+}
+
+/// On a replica (a former primary above all): Barman's slot, unused there, dropped, since an
+/// unused slot keeps WAL forever. One in use (a receive-wal not yet moved to the live primary)
+/// is left for the next deploy.
+pub fn stale_slot(port: u16) -> ResourceSpec {
+    let slot = literal(SLOT);
+    sql(
+        id("stale_slot", SLOT),
+        format!(
+            "select not exists (select 1 from pg_replication_slots where slot_name = {slot} and \
+             not active)"
+        ),
+        format!(
+            "select pg_drop_replication_slot(slot_name) from pg_replication_slots where \
+             slot_name = {slot} and not active;\n"
+        ),
+        port,
+    )
 }
 
 /// The Barman host's stage, or every reason it cannot be planned.
@@ -172,12 +230,12 @@ pub fn stages(
     }
     let topology = &input.state.topology;
     let primary = topology.primary();
-    let target = primary.and_then(|p| {
+    let live = primary.and_then(|p| {
         let address = input.inventory.host(p)?.address;
         let port = input.state.hosts.get(p)?.settings.postgres.port;
         Some((p, address, port))
     });
-    let Some((primary, address, port)) = target else {
+    let Some((primary, address, port)) = live else {
         if !servers.is_empty() {
             errors.push(format!(
                 "{}: no deployed primary to back up; deploy the cluster's primary too",
@@ -231,16 +289,10 @@ pub fn stages(
         "root",
         0o644,
     ));
-    let target = format!(
-        "host={address} port={port} passfile={PASSFILE} sslmode=verify-full sslrootcert={CA_FILE}"
-    );
+    let target = target(&address.to_string(), port);
+    resources.push(follow_program());
     for server in &servers {
-        resources.push(file(
-            &format!("/etc/barman.d/{}.conf", server.name),
-            server_conf(&cluster.name, server, primary, &target),
-            "root",
-            0o644,
-        ));
+        resources.push(server_conf_file(&cluster.name, server, primary, &target));
     }
     resources.push(file(
         "/etc/cron.d/barman",
@@ -267,10 +319,9 @@ pub fn stages(
         }),
     });
     for server in &servers {
-        let conninfo = format!("{target} dbname=postgres user={BARMAN_USER}");
         resources.extend(server_up(
             &server.name,
-            &conninfo,
+            &target,
             &host.settings.bin_dir,
             server.vars.barman.minimum_redundancy(),
         ));
@@ -302,6 +353,58 @@ fn global_conf(bin_dir: &str) -> String {
     )
 }
 
+/// The libpq connection string of the live primary, without user and dbname.
+pub fn target(address: &str, port: u16) -> String {
+    format!(
+        "host={address} port={port} passfile={PASSFILE} sslmode=verify-full sslrootcert={CA_FILE}"
+    )
+}
+
+/// The follow program (see barman-follow.py).
+pub fn follow_program() -> ResourceSpec {
+    file(FOLLOW_PROGRAM, FOLLOW_SOURCE.to_string(), "root", 0o755)
+}
+
+/// `/etc/barman.d/<server>.conf`, aimed at `primary` (reached at `target`).
+pub fn server_conf_file(
+    cluster: &str,
+    server: &Instance,
+    primary: &str,
+    target: &str,
+) -> ResourceSpec {
+    file(
+        &format!("/etc/barman.d/{}.conf", server.name),
+        server_conf(cluster, server, primary, target),
+        "root",
+        0o644,
+    )
+}
+
+/// WAL streaming from the live primary: in state while Barman's slot there is in use;
+/// otherwise receive-wal is moved there (see barman-follow.py), saying how.
+pub fn follow(server: &str, target: &str) -> ResourceSpec {
+    let argv = |verb: &str| -> Vec<String> {
+        vec![
+            FOLLOW_PROGRAM.into(),
+            verb.into(),
+            server.into(),
+            target.into(),
+        ]
+    };
+    ResourceSpec {
+        id: id("barman", &format!("receive-wal:{server}")),
+        kind: Resource::Command(Command {
+            argv: argv("follow"),
+            creates: None,
+            unless: Some(argv("check")),
+            run_as: Some("barman".into()),
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(3600),
+        }),
+    }
+}
+
 /// `/etc/barman.d/<server>.conf`: pg_basebackup and receive-wal against the live primary.
 fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) -> String {
     let b = &server.vars.barman;
@@ -320,7 +423,7 @@ fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) ->
          streaming_archiver = on\n\
          archiver = off\n\
          slot_name = {SLOT}\n\
-         create_slot = auto\n\
+         create_slot = manual\n\
          compression = {compression}\n\
          immediate_checkpoint = {immediate}\n\
          basebackup_retry_times = {retry_times}\n\
@@ -366,10 +469,11 @@ fn cron_backup(server: &Instance) -> String {
 /// otherwise it runs again and fails with Barman's report).
 fn server_up(
     server: &str,
-    conninfo: &str,
+    target: &str,
     bin_dir: &str,
     minimum_redundancy: u32,
 ) -> Vec<ResourceSpec> {
+    let conninfo = format!("{target} dbname=postgres user={BARMAN_USER}");
     let no_backup_yet = Some(argv(&["show-backup", server, "latest"]));
     let check = argv(&["check", server]);
     let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
@@ -381,18 +485,7 @@ fn server_up(
         )
     });
     let mut resources = vec![
-        command(
-            id("barman", &format!("receive-wal:{server}")),
-            argv(&["-q", "cron"]),
-            Some(vec![
-                "pgrep".into(),
-                "-u".into(),
-                "barman".into(),
-                "-f".into(),
-                format!("receive-wal {server}$"),
-            ]),
-            60,
-        ),
+        follow(server, target),
         // Barman 3.4's `switch-wal --force` wants a superuser for its CHECKPOINT; a restore
         // point (a grant of the barman role) gives the switch a WAL record to close instead,
         // so that a retried first deploy on an idle primary still has a segment to archive.
@@ -404,7 +497,7 @@ fn server_up(
                     "--no-psqlrc".into(),
                     "--no-password".into(),
                     "--dbname".into(),
-                    conninfo.into(),
+                    conninfo,
                     "--command".into(),
                     "select pg_create_restore_point('tpa_barman_first_wal_switch')".into(),
                 ],

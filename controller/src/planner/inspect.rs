@@ -59,7 +59,8 @@ impl fmt::Display for Drift {
 }
 
 /// The objects among the rows of [`OBJECTS_SQL`] that the primary's `vars` do not declare
-/// (tpa's own `replication` role and repmgr's role and database are declared by tpa).
+/// (tpa's own `replication` role, Barman's roles and repmgr's role and database are declared
+/// by tpa, whichever host is the primary now).
 pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
     rows.iter()
         .filter_map(|row| {
@@ -69,6 +70,7 @@ pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
                     DriftKind::Role,
                     name == super::replica::REPLICATION_USER
                         || name == super::repmgr::USER
+                        || super::barman::users().iter().any(|u| &u.username == name)
                         || vars.postgres_users.iter().any(|u| &u.username == name),
                 ),
                 "database" => (
@@ -112,6 +114,7 @@ mod tests {
             row(&["role", "ada"]),
             row(&["role", "mallory"]),
             row(&["role", "replication"]),
+            row(&["role", "streaming_barman"]),
             row(&["database", "engine"]),
             row(&["database", "scratch"]),
             row(&["role"]),

@@ -361,6 +361,9 @@ fn config(
         resources.push(replica::no_auto_conf_override(l.port));
         resources.push(replica::streaming(l.port));
         resources.extend(replica::slots(input, &instance.name, l.port));
+        if super::barman::wanted(input.cluster) {
+            resources.push(super::barman::stale_slot(l.port));
+        }
         if repmgr {
             // (The primary and a witness get these in their users stage, before registering.)
             resources.extend(repmgr::files(repmgr::conf(input, instance, host)?, host));

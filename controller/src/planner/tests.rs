@@ -992,6 +992,33 @@ fn barman_follows_the_live_primary() {
     );
     let stage = plan.hosts["chimay"].last().unwrap();
     assert_eq!(stage.after, [("vub".to_string(), StageName::PostgresUsers)]);
+    // receive-wal is moved to vub (in state only while Barman's slot there is in use), the
+    // deploy says so, vub gets the slot and the former primary drops its unused one.
+    let follow = stage
+        .resources
+        .iter()
+        .find(|r| r.id == "barman:receive-wal:ulb")
+        .expect("the follow resource");
+    let Resource::Command(c) = &follow.kind else {
+        panic!("{follow:?}")
+    };
+    assert_eq!(c.argv[..3], ["/etc/tpa/barman-follow", "follow", "ulb"]);
+    assert!(c.argv[3].starts_with("host=10.33.7.3 port=5432 "), "{c:?}");
+    assert_eq!(c.unless.as_ref().unwrap()[1], "check");
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("backups of ulb") && n.contains("follow vub, the live primary")),
+        "{:?}",
+        plan.notes
+    );
+    let has = |host: &str, id: &str| {
+        plan.hosts[host]
+            .iter()
+            .any(|s| s.resources.iter().any(|r| r.id == id))
+    };
+    assert!(has("vub", "slot:barman") && !has("ulb", "slot:barman"));
+    assert!(has("ulb", "stale_slot:barman") && !has("vub", "stale_slot:barman"));
 }
 
 #[test]
