@@ -136,12 +136,15 @@ fn seed_is_backed_up_by_barman() {
     assert!(list[0]["end_wal"].is_string() && list[0]["size_bytes"].as_u64() > Some(0));
 
     // A table for the drill to count, in the next backup, never written again (so no WAL
-    // record rewrites its pages during recovery).
+    // record rewrites its pages during recovery). Not autovacuumed either: a VACUUM of its
+    // 1000 fresh rows inside the next backup's WAL range logs full-page images of every page,
+    // and recovery can rebuild the file the damage below removes (the likely cause of one drill
+    // that passed on a damaged backup, in an all-rsync run).
     let (ok, path_on_disk) = ssh_with_stdin(
         ssh_config,
         "ulb",
-        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill as \
-         select g as id from generate_series(1, 1000) g' -c \"select pg_relation_filepath('drill')\"",
+        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill with \
+         (autovacuum_enabled = false) as select g as id from generate_series(1, 1000) g' -c \"select pg_relation_filepath('drill')\"",
         "",
     );
     assert!(ok, "create table drill: {path_on_disk}");

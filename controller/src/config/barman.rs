@@ -205,7 +205,7 @@ pub(crate) fn backup_options(v: &str) -> Result<(), String> {
 
 /// Settings that only mean something for `backup_method = rsync`: set with `postgres`, Barman
 /// would ignore them (or refuse the server), so each is an error naming its key. `fields` are
-/// the merged vars, so the error points where the value was written.
+/// an instance's merged vars, so the error points where the value was written.
 pub(crate) fn rsync_only(vars: &BarmanVars, fields: &[Field<'_>], d: &mut Diag) {
     if vars.backup_method() == BackupMethod::Rsync {
         return;

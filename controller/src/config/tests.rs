@@ -952,6 +952,14 @@ fn barman_vars_are_honoured_or_refused_by_name() {
             config.yml:19: instances[0].vars.barman_basebackup_retry_sleep: -1 is out of range (must be 0 to 4294967295)
             config.yml:20: instances[0].vars.barman_archiver: expected true or false, found a string"#]],
     );
+    // rsync's settings in cluster_vars, the method on the instance.
+    let c = parse_ok(
+        "cluster_name: t\ncluster_vars:\n  postgres_version: '15'\n  barman_reuse_backup: copy\n\
+         instance_defaults:\n  platform: docker\n  image: tpa/debian\ninstances:\n\
+         - Name: one\n  node: 1\n  role: [primary]\n  backup: bar\n  vars:\n    \
+         barman_backup_method: rsync\n- {Name: bar, node: 2, role: [barman]}\n",
+    );
+    assert_eq!(c.instances[0].vars.barman.reuse_backup(), ReuseBackup::Copy);
     // rsync-only settings with the postgres method.
     check(
         &vars(

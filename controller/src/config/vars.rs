@@ -424,7 +424,6 @@ pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
             diag.err(f.line, &f.path, unknown_key(f.key, "variable", known));
         }
     }
-    barman::rsync_only(&vars.barman, fields, diag);
     vars
 }
 
