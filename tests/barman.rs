@@ -22,6 +22,16 @@
 //! `barman` stage 30.5 s); on-demand backup 15.7 s; `verify-backup` of the healthy newest
 //! backup 14.9 s end to end (recover, start and recovery 8.7 s of it), of the damaged one
 //! 17.6 s (the two `status` calls were not timed).
+//!
+//! Then TPA's default method and archiver: config.yml switches ulb to `barman_backup_method:
+//! rsync` (2 parallel jobs, `reuse_backup = link`) with `barman_archiver: true`; a re-deploy
+//! rewrites chimay's server conf and the Postgres hosts' archive_command; `backup` takes an
+//! rsync backup (`backup.info` says `rsync-concurrent`), `backup --list` shows it, a switched
+//! segment reaches Barman through archive_command (`pg_stat_archiver`), `barman check` is all
+//! OK with `ssh`, `archive_command` and `continuous archiving`, and `verify-backup` passes on
+//! the rsync backup. Measured 2026-11-27 under a load average of about 7 (the whole test
+//! 391 s): the step 53.3 s in all; the re-deploy 6.9 s (chimay's `barman` stage 3.6 s), the
+//! rsync backup 22.3 s (the pg_basebackup one before it 17.5 s), `verify-backup` 14.6 s.
 
 use std::time::Instant;
 
@@ -126,12 +136,15 @@ fn seed_is_backed_up_by_barman() {
     assert!(list[0]["end_wal"].is_string() && list[0]["size_bytes"].as_u64() > Some(0));
 
     // A table for the drill to count, in the next backup, never written again (so no WAL
-    // record rewrites its pages during recovery).
+    // record rewrites its pages during recovery). Not autovacuumed either: a VACUUM of its
+    // 1000 fresh rows inside the next backup's WAL range logs full-page images of every page,
+    // and recovery can rebuild the file the damage below removes (the likely cause of one drill
+    // that passed on a damaged backup, in an all-rsync run).
     let (ok, path_on_disk) = ssh_with_stdin(
         ssh_config,
         "ulb",
-        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill as \
-         select g as id from generate_series(1, 1000) g' -c \"select pg_relation_filepath('drill')\"",
+        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -c 'create table drill with \
+         (autovacuum_enabled = false) as select g as id from generate_series(1, 1000) g' -c \"select pg_relation_filepath('drill')\"",
         "",
     );
     assert!(ok, "create table drill: {path_on_disk}");
@@ -326,5 +339,112 @@ fn seed_is_backed_up_by_barman() {
     assert!(
         ok && alive.trim() == "1000|f",
         "ulb after the drill: {alive}"
+    );
+
+    // TPA's default method: rsync over the pinned SSH trust (barman -> postgres@ulb), and
+    // barman_archiver (ulb's archive_command -> barman put-wal over postgres -> barman@chimay)
+    // beside receive-wal. A re-deploy switches the server; the next backup is rsync's.
+    let seed = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        seed.replace(
+            "  vars:\n    verify_backup_schedule",
+            "  vars:\n    barman_backup_method: rsync\n    barman_parallel_jobs: 2\n    \
+             barman_archiver: true\n    verify_backup_schedule",
+        ),
+    )
+    .unwrap();
+    let rsync_started = Instant::now();
+    let switched = controller(&["deploy", path]);
+    let switched_out = stdout(&switched);
+    assert!(
+        switched.status.success(),
+        "deploy with rsync:\n{switched_out}"
+    );
+    eprintln!(
+        "re-deploy to rsync + archiver: {:.1}s; chimay's barman stage {:?}s",
+        rsync_started.elapsed().as_secs_f64(),
+        stage_seconds(&switched_out, "[chimay] barman:")
+    );
+    let on_demand = Instant::now();
+    let rsync_backup = controller(&["backup", path]);
+    assert!(
+        rsync_backup.status.success(),
+        "rsync backup:\n{}{}",
+        stdout(&rsync_backup),
+        String::from_utf8_lossy(&rsync_backup.stderr)
+    );
+    eprintln!("rsync backup: {:.1}s", on_demand.elapsed().as_secs_f64());
+    let list = backups(path);
+    assert_eq!(list.len(), 3, "{list:?}");
+    let newest = list[2]["id"].as_str().unwrap().to_string();
+    assert_eq!(list[2]["status"], "DONE", "{list:?}");
+    let (ok, info) = ssh_with_stdin(
+        ssh_config,
+        "chimay",
+        &format!("grep -E '^(mode|backup_label)=' /var/lib/barman/ulb/base/{newest}/backup.info"),
+        "",
+    );
+    assert!(ok && info.contains("mode=rsync-concurrent"), "{info}");
+    // A segment archive_command sends, and every check OK (ssh and archiving included).
+    let (ok, switched_wal) = ssh_with_stdin(
+        ssh_config,
+        "ulb",
+        "runuser -u postgres -- psql -XAtc 'select pg_walfile_name(pg_switch_wal())'",
+        "",
+    );
+    assert!(ok, "pg_switch_wal: {switched_wal}");
+    let switched_wal = switched_wal.trim().to_string();
+    let mut archived = String::new();
+    for _ in 0..30 {
+        archived = ssh_with_stdin(
+            ssh_config,
+            "ulb",
+            "runuser -u postgres -- psql -XAtc 'select last_archived_wal, failed_count from \
+             pg_stat_archiver'",
+            "",
+        )
+        .1;
+        if archived.starts_with(&switched_wal) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(
+        archived.starts_with(&switched_wal),
+        "{switched_wal} not archived by archive_command: {archived}"
+    );
+    let (ok, check) = ssh_with_stdin(
+        ssh_config,
+        "chimay",
+        "runuser -u barman -- barman check ulb",
+        "",
+    );
+    assert!(ok && !check.contains("FAILED"), "barman check:\n{check}");
+    for line in [
+        "ssh: OK",
+        "archive_command: OK",
+        "continuous archiving: OK",
+        "receive-wal running: OK",
+    ] {
+        assert!(
+            check.contains(line),
+            "barman check lacks {line:?}:\n{check}"
+        );
+    }
+    let drill_started = Instant::now();
+    let drill = controller(&["verify-backup", path]);
+    let drill_out = stdout(&drill);
+    eprintln!(
+        "verify-backup (rsync backup): {:.1}s",
+        drill_started.elapsed().as_secs_f64()
+    );
+    assert!(
+        drill.status.success() && drill_out.contains(&newest),
+        "verify-backup of the rsync backup:\n{drill_out}"
+    );
+    eprintln!(
+        "rsync step in all: {:.1}s",
+        rsync_started.elapsed().as_secs_f64()
     );
 }

@@ -18,6 +18,8 @@
 //!    `deploy`: ulb is
 //!    rewound and rejoins as a replica, `status` exits 0, no committed row lost; the deploy
 //!    says Barman follows the new primary, `barman check` passes and a new backup succeeds.
+//!    Before that deploy, Barman streams ulb's diverged WAL (its cron run at once): the deploy
+//!    restarts streaming at the fork point of the new primary's timeline.
 //! 6. achel cut off the cluster network and reconnected catches up with no manual step.
 //! 7. A fifth instance (replica of ulb) added to config.yml: deploy clones it, and no other
 //!    host's Postgres restarts (postmaster start times unchanged).
@@ -307,10 +309,14 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
             "{target}: {stderr}"
         );
     }
-    // A stopped target is refused too (started again at once, before repmgrd acts on it).
+    // A stopped target is refused too (started again at once). achel's repmgrd is paused
+    // meanwhile: under load the refusal can outlast its reconnect attempts, and it would then
+    // follow ulb, a change of repmgr's making, not the switchover's.
+    assert!(ssh("achel", "sudo systemctl stop repmgr").0);
     assert!(ssh("vub", "sudo systemctl stop postgres").0);
     let out = controller(&["switchover", path, "vub"]);
     assert!(ssh("vub", "sudo systemctl start postgres").0);
+    assert!(ssh("achel", "sudo systemctl start repmgr").0);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("not running Postgres"),
@@ -454,6 +460,32 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         assert!(Instant::now() < deadline, "ulb did not come back");
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The worst case for Barman: ulb came back as a primary, Barman's cron (run at once here)
+    // streams from it again, and ulb writes WAL that is in no other host's history.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while psql(
+        ssh_config,
+        "ulb",
+        "select coalesce((select active::text from pg_replication_slots where slot_name = \
+         'barman'), 'none')",
+    ) != "true"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Barman did not stream from the returning ulb"
+        );
+        assert!(ssh("chimay", "sudo -u barman barman -q cron").0);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Into the next WAL segment, so that Barman's position is past the new primary's fork.
+    for sql in [
+        "insert into e2e_repl values ('diverged, lost by design')",
+        "select pg_switch_wal()",
+        "insert into e2e_repl values ('diverged, lost by design')",
+    ] {
+        psql(ssh_config, "ulb", sql);
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let out = controller(&["deploy", path]);
     let text = stdout(&out);
     assert!(
@@ -465,8 +497,9 @@ fn repmgr_scenarios(dir: &std::path::Path, path: &str, ssh_config: &str, cluster
         "the deploy did not say how ulb rejoined:\n{text}"
     );
     assert!(
-        text.contains(&format!("follow {promoted}, the live primary")),
-        "the deploy did not say Barman follows {promoted}:\n{text}"
+        text.contains(&format!("follow {promoted}, the live primary"))
+            && text.contains("from its timeline's fork point"),
+        "the deploy did not say how Barman follows {promoted}:\n{text}"
     );
     wait_healthy("after ulb rejoined");
     assert_eq!(

@@ -32,7 +32,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use barman::BarmanVars;
+pub use barman::{BackupMethod, BarmanVars, ReuseBackup};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AwsOptions, Cluster, ClusterVars, DockerNetwork, DockerOptions, HostVars, Instance, Location,

@@ -371,7 +371,8 @@ async fn move_barman(
     let node = nodes.get_mut(target).expect("the target is a node");
     let port = node.settings.postgres.port;
     applied(&mut node.client, vec![barman::slot(port)]).await?;
-    let conninfo = barman::target(&deployed.host(target)?.address.to_string(), port);
+    let address = deployed.host(target)?.address.to_string();
+    let conninfo = barman::target(&address, port);
     for host in hosts {
         let mut client = deployed.connect(&host.name).await?;
         let mut resources = vec![barman::follow_program()];
@@ -380,6 +381,7 @@ async fn move_barman(
                 &cluster.name,
                 server,
                 target,
+                &address,
                 &conninfo,
             ));
             resources.push(barman::follow(&server.name, &conninfo));

@@ -1,14 +1,64 @@
-//! TPA's `barman_*` variables that tpa honours (issue 9, first slice), read on the backed-up
-//! instance (cluster_vars overlaid by its vars), with TPA's defaults where they work with
-//! `backup_method = postgres`. Every other `barman_*` variable stays in
-//! `vars::NOT_YET_SUPPORTED` and is refused by name.
+//! TPA's `barman_*` variables, read on the backed-up instance (cluster_vars overlaid by its
+//! vars): the ones tpa honours, with TPA's defaults (except the backup method, see
+//! [`BackupMethod`]), and [`REFUSED`], the ones it refuses by name with what to do instead.
 
 use super::error::Diag;
-use super::yaml::Node;
+use super::yaml::{Field, Node};
+
+/// `barman_backup_method`. TPA's default is `rsync`; tpa's is `postgres` (pg_basebackup over
+/// the TLS-verified replication connection Barman already has for receive-wal): it needs no
+/// SSH login into the database host, and a Barman host with only the client tools can take
+/// it. `rsync` copies the data directory over SSH as the postgres user (parallel jobs,
+/// unchanged files hard-linked from the previous backup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMethod {
+    Postgres,
+    Rsync,
+}
+
+impl BackupMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMethod::Postgres => "postgres",
+            BackupMethod::Rsync => "rsync",
+        }
+    }
+}
+
+/// `barman_reuse_backup`: how an rsync backup reuses the previous one's unchanged files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReuseBackup {
+    Off,
+    Copy,
+    Link,
+}
+
+impl ReuseBackup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReuseBackup::Off => "off",
+            ReuseBackup::Copy => "copy",
+            ReuseBackup::Link => "link",
+        }
+    }
+}
 
 /// The typed `barman_*` variables; `None`: not set (the methods apply the defaults).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BarmanVars {
+    /// `barman_backup_method`.
+    pub backup_method: Option<BackupMethod>,
+    /// `barman_reuse_backup` (rsync only).
+    pub reuse_backup: Option<ReuseBackup>,
+    /// `barman_parallel_jobs`: rsync workers per backup.
+    pub parallel_jobs: Option<u32>,
+    /// `barman_backup_options`, e.g. `concurrent_backup`.
+    pub backup_options: Option<String>,
+    /// `barman_network_compression`: rsync's `-z` (rsync only).
+    pub network_compression: Option<bool>,
+    /// `barman_archiver`: the primary also archives WAL with `barman-wal-archive` over SSH
+    /// (`archive_command`), besides receive-wal's streaming.
+    pub archiver: Option<bool>,
     /// `barman_compression`: WAL compression (gzip, pygzip or pybzip2).
     pub compression: Option<String>,
     /// `barman_retention_policy`, e.g. `RECOVERY WINDOW OF 4 WEEKS` or `REDUNDANCY 3`.
@@ -35,6 +85,30 @@ pub struct BarmanVars {
 }
 
 impl BarmanVars {
+    pub fn backup_method(&self) -> BackupMethod {
+        self.backup_method.unwrap_or(BackupMethod::Postgres)
+    }
+    /// TPA's: `link` for rsync, `off` otherwise (pg_basebackup cannot reuse a backup).
+    pub fn reuse_backup(&self) -> ReuseBackup {
+        match self.backup_method() {
+            BackupMethod::Rsync => self.reuse_backup.unwrap_or(ReuseBackup::Link),
+            BackupMethod::Postgres => ReuseBackup::Off,
+        }
+    }
+    pub fn parallel_jobs(&self) -> u32 {
+        self.parallel_jobs.unwrap_or(1)
+    }
+    pub fn backup_options(&self) -> &str {
+        self.backup_options
+            .as_deref()
+            .unwrap_or("concurrent_backup")
+    }
+    pub fn network_compression(&self) -> bool {
+        self.network_compression.unwrap_or(false)
+    }
+    pub fn archiver(&self) -> bool {
+        self.archiver.unwrap_or(false)
+    }
     /// TPA picks the first of pigz/bzip2/gzip found; Debian images have gzip only.
     pub fn compression(&self) -> &str {
         self.compression.as_deref().unwrap_or("gzip")
@@ -70,25 +144,168 @@ impl BarmanVars {
     }
 }
 
-/// `barman_backup_method`: only `postgres` (pg_basebackup) is built; the value is checked and
-/// nothing is stored, since it is the only method.
-pub(crate) fn backup_method(n: &Node, p: &str, d: &mut Diag) {
-    let Some(v) = n.string(d, p) else { return };
-    match v.as_str() {
-        "postgres" => {}
-        "rsync" => d.err(
-            n.line,
-            p,
-            "`barman_backup_method: rsync` needs SSH trust between the Barman and Postgres \
-             hosts, which tpa does not set up yet; use `barman_backup_method: postgres` \
-             (pg_basebackup over a TLS replication connection, tpa's default) or remove the key",
-        ),
-        other => d.err(
-            n.line,
-            p,
-            format!("`{other}` is not a Barman backup method; use `postgres`"),
-        ),
+pub(crate) fn backup_method(n: &Node, p: &str, d: &mut Diag) -> Option<BackupMethod> {
+    match n.string(d, p)?.as_str() {
+        "postgres" => Some(BackupMethod::Postgres),
+        "rsync" => Some(BackupMethod::Rsync),
+        other => {
+            d.err(
+                n.line,
+                p,
+                format!("`{other}` is not a Barman backup method; use `postgres` or `rsync`"),
+            );
+            None
+        }
     }
+}
+
+/// `off`, `copy` or `link` (YAML 1.1's `off`, a boolean false, is `off` too).
+pub(crate) fn reuse_backup(n: &Node, p: &str, d: &mut Diag) -> Option<ReuseBackup> {
+    match n.scalar_text(d, p)?.as_str() {
+        "off" => Some(ReuseBackup::Off),
+        "copy" => Some(ReuseBackup::Copy),
+        "link" => Some(ReuseBackup::Link),
+        other => {
+            d.err(
+                n.line,
+                p,
+                format!("`{other}` is not a Barman reuse_backup mode; use `off`, `copy` or `link`"),
+            );
+            None
+        }
+    }
+}
+
+/// `barman_backup_options`: Barman's options, comma-separated. `exclusive_backup` is refused:
+/// PostgreSQL 15 removed exclusive backups (and tpa's Barman needs 15 or later).
+pub(crate) fn backup_options(v: &str) -> Result<(), String> {
+    let mut seen = Vec::new();
+    for option in v.split(',').map(str::trim) {
+        match option {
+            "concurrent_backup" | "external_configuration" if !seen.contains(&option) => {
+                seen.push(option)
+            }
+            "exclusive_backup" => {
+                return Err(
+                    "`exclusive_backup` does not exist in PostgreSQL 15 and later; use \
+                     `concurrent_backup`"
+                        .into(),
+                );
+            }
+            _ => {
+                return Err(format!(
+                    "`{v}` is not a list of Barman backup options tpa accepts; write \
+                     `concurrent_backup`, optionally with `,external_configuration`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Settings that only mean something for `backup_method = rsync`: set with `postgres`, Barman
+/// would ignore them (or refuse the server), so each is an error naming its key. `fields` are
+/// an instance's merged vars, so the error points where the value was written.
+pub(crate) fn rsync_only(vars: &BarmanVars, fields: &[Field<'_>], d: &mut Diag) {
+    if vars.backup_method() == BackupMethod::Rsync {
+        return;
+    }
+    let set = [
+        (
+            "barman_reuse_backup",
+            vars.reuse_backup.is_some_and(|r| r != ReuseBackup::Off),
+        ),
+        (
+            "barman_parallel_jobs",
+            vars.parallel_jobs.is_some_and(|j| j > 1),
+        ),
+        (
+            "barman_network_compression",
+            vars.network_compression == Some(true),
+        ),
+    ];
+    for (key, wrong) in set {
+        let Some(f) = fields.iter().find(|f| f.key == key) else {
+            continue;
+        };
+        if wrong {
+            d.err(
+                f.line,
+                &f.path,
+                format!(
+                    "`{key}` applies to rsync backups only, and this instance's backups use \
+                     `barman_backup_method: postgres` (pg_basebackup); set \
+                     `barman_backup_method: rsync` or remove `{key}`"
+                ),
+            );
+        }
+    }
+}
+
+/// TPA's `barman_*` variables (and `backup_name`) that tpa does not honour, each with why and
+/// what to do: refused by name rather than silently ignored.
+pub(crate) const REFUSED: &[(&str, &str)] = &[
+    (
+        "backup_name",
+        "tpa names the Barman server after the instance whose `backup:` names the Barman host \
+         (the catalogue keeps that name when the primary changes); remove `backup_name`",
+    ),
+    (
+        "barman_log_file",
+        "tpa keeps Barman's log in /var/log/barman/barman.log, which Debian's logrotate \
+         rotates; remove `barman_log_file`",
+    ),
+    (
+        "barman_pre_archive_retry_script",
+        "tpa does not install Barman hook scripts; remove it and run such a script from your \
+         own unit or cron job on the Barman host",
+    ),
+    (
+        "barman_post_backup_script",
+        "tpa does not install Barman hook scripts; remove it and run such a script from your \
+         own unit or cron job on the Barman host (`barman list-backups` says when one ended)",
+    ),
+    (
+        "barman_post_backup_retry_script",
+        "tpa does not install Barman hook scripts; remove it and run such a script from your \
+         own unit or cron job on the Barman host (`barman list-backups` says when one ended)",
+    ),
+    (
+        "barman_streaming_wals_directory",
+        "tpa keeps streamed WAL in Barman's default directory under /var/lib/barman/<server>; \
+         remove `barman_streaming_wals_directory`",
+    ),
+    (
+        "barman_client_dsn_attributes",
+        "tpa's Barman conninfo is fixed (TLS verify-full against the cluster CA, passwords \
+         from a passfile); remove `barman_client_dsn_attributes`",
+    ),
+    (
+        "barman_home",
+        "tpa uses Debian's barman user and its home /var/lib/barman; remove `barman_home`",
+    ),
+    (
+        "barman_user",
+        "tpa uses Debian's barman user and its home /var/lib/barman; remove `barman_user`",
+    ),
+    (
+        "barman_group",
+        "tpa uses Debian's barman user and group; remove `barman_group`",
+    ),
+    (
+        "barman_shared",
+        "a Barman host shared by several clusters is not supported: give each cluster its own \
+         instance with role `barman`, and remove `barman_shared`",
+    ),
+    (
+        "barman_volume_mountable",
+        "tpa's Barman host keeps backups on its root filesystem (no separate volume is \
+         provisioned); remove `barman_volume_mountable`",
+    ),
+];
+
+pub(crate) fn refused(key: &str) -> Option<&'static str> {
+    REFUSED.iter().find(|(k, _)| *k == key).map(|(_, m)| *m)
 }
 
 pub(crate) fn compression(v: &str) -> Result<(), String> {
@@ -246,6 +463,16 @@ mod tests {
         assert!(verify_sql("select count(*) > 0 from t").is_ok());
         assert!(verify_sql(" \\! rm -rf /").is_err());
         assert!(verify_sql(&"x".repeat(5000)).is_err());
+        assert!(backup_options("concurrent_backup").is_ok());
+        assert!(backup_options("concurrent_backup, external_configuration").is_ok());
+        assert!(
+            backup_options("exclusive_backup")
+                .unwrap_err()
+                .contains("PostgreSQL 15")
+        );
+        assert!(backup_options("concurrent_backup\nssh_command = x").is_err());
+        assert!(backup_options("concurrent_backup,concurrent_backup").is_err());
+        assert!(backup_options("").is_err());
         assert!(database_name("app_db").is_ok());
         assert!(database_name("host=evil").is_err());
         assert!(compression("gzip").is_ok());

@@ -592,6 +592,11 @@ fn instance(
         .find(|f| f.key == "postgres_version")
         .map(Pos::of);
     let vars = parse_vars(&var_fields, diag);
+    // On a backed-up instance's merged vars: cluster_vars may set rsync's settings and the
+    // instance the method.
+    if !backup.is_empty() {
+        super::barman::rsync_only(&vars.barman, &var_fields, diag);
+    }
 
     let inst = Instance {
         name,

@@ -896,6 +896,94 @@ fn registries_do_not_overlap() {
     }
 }
 
+#[test]
+fn barman_vars_are_honoured_or_refused_by_name() {
+    for (name, _) in barman::REFUSED {
+        assert!(
+            !vars::SUPPORTED.iter().any(|(n, _)| n == name)
+                && !vars::NOT_YET_SUPPORTED.contains(name),
+            "{name} is refused and in another var list"
+        );
+    }
+    let vars = |v: &str| {
+        format!(
+            "{BASE}- Name: one\n  node: 1\n  role: [primary]\n  backup: bar\n  vars:\n{v}\
+             - {{Name: bar, node: 2, role: [barman]}}\n"
+        )
+    };
+    let c = parse_ok(&vars(
+        "    barman_backup_method: rsync\n    barman_parallel_jobs: 4\n    \
+         barman_backup_options: concurrent_backup,external_configuration\n    \
+         barman_network_compression: true\n    barman_archiver: true\n",
+    ));
+    let b = &c.instances[0].vars.barman;
+    assert_eq!(
+        (b.backup_method(), b.reuse_backup(), b.parallel_jobs()),
+        (BackupMethod::Rsync, ReuseBackup::Link, 4)
+    );
+    assert!(b.network_compression() && b.archiver());
+    // YAML 1.1's `off` is a boolean; TPA configs write it bare.
+    let c = parse_ok(&vars(
+        "    barman_backup_method: rsync\n    barman_reuse_backup: off\n",
+    ));
+    assert_eq!(c.instances[0].vars.barman.reuse_backup(), ReuseBackup::Off);
+    let c = parse_ok(&vars("    barman_archiver: true\n"));
+    let b = &c.instances[0].vars.barman;
+    assert_eq!(
+        (b.backup_method(), b.reuse_backup(), b.archiver()),
+        (BackupMethod::Postgres, ReuseBackup::Off, true)
+    );
+
+    check(
+        &vars(
+            "    barman_backup_method: 'rsync\\nbackup_method = postgres'\n    \
+             barman_parallel_jobs: 100000000000\n    barman_reuse_backup: hardlink\n    \
+             barman_backup_options: \"concurrent_backup\\nssh_command = x\"\n    \
+             barman_compression: \"gzip'\"\n    barman_minimum_redundancy: 4000000\n    \
+             barman_basebackup_retry_sleep: -1\n    barman_archiver: 'yes please'\n",
+        ),
+        expect![[r#"
+            config.yml:13: instances[0].vars.barman_backup_method: `rsync\nbackup_method = postgres` is not a Barman backup method; use `postgres` or `rsync`
+            config.yml:14: instances[0].vars.barman_parallel_jobs: 100000000000 is out of range (must be 0 to 4294967295)
+            config.yml:15: instances[0].vars.barman_reuse_backup: `hardlink` is not a Barman reuse_backup mode; use `off`, `copy` or `link`
+            config.yml:16: instances[0].vars.barman_backup_options: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:17: instances[0].vars.barman_compression: `gzip'` is not a compression tpa supports for Barman; use gzip, pygzip or pybzip2
+            config.yml:18: instances[0].vars.barman_minimum_redundancy: must be from 0 to 100 (got 4000000)
+            config.yml:19: instances[0].vars.barman_basebackup_retry_sleep: -1 is out of range (must be 0 to 4294967295)
+            config.yml:20: instances[0].vars.barman_archiver: expected true or false, found a string"#]],
+    );
+    // rsync's settings in cluster_vars, the method on the instance.
+    let c = parse_ok(
+        "cluster_name: t\ncluster_vars:\n  postgres_version: '15'\n  barman_reuse_backup: copy\n\
+         instance_defaults:\n  platform: docker\n  image: tpa/debian\ninstances:\n\
+         - Name: one\n  node: 1\n  role: [primary]\n  backup: bar\n  vars:\n    \
+         barman_backup_method: rsync\n- {Name: bar, node: 2, role: [barman]}\n",
+    );
+    assert_eq!(c.instances[0].vars.barman.reuse_backup(), ReuseBackup::Copy);
+    // rsync-only settings with the postgres method.
+    check(
+        &vars(
+            "    barman_reuse_backup: link\n    barman_parallel_jobs: 2\n    \
+             barman_network_compression: true\n",
+        ),
+        expect![[r#"
+            config.yml:13: instances[0].vars.barman_reuse_backup: `barman_reuse_backup` applies to rsync backups only, and this instance's backups use `barman_backup_method: postgres` (pg_basebackup); set `barman_backup_method: rsync` or remove `barman_reuse_backup`
+            config.yml:14: instances[0].vars.barman_parallel_jobs: `barman_parallel_jobs` applies to rsync backups only, and this instance's backups use `barman_backup_method: postgres` (pg_basebackup); set `barman_backup_method: rsync` or remove `barman_parallel_jobs`
+            config.yml:15: instances[0].vars.barman_network_compression: `barman_network_compression` applies to rsync backups only, and this instance's backups use `barman_backup_method: postgres` (pg_basebackup); set `barman_backup_method: rsync` or remove `barman_network_compression`"#]],
+    );
+    check(
+        &vars(
+            "    backup_name: ulb-backups\n    barman_post_backup_script: /usr/local/bin/x\n    \
+             barman_shared: true\n    barman_home: /srv/barman\n",
+        ),
+        expect![[r#"
+            config.yml:13: instances[0].vars.backup_name: tpa names the Barman server after the instance whose `backup:` names the Barman host (the catalogue keeps that name when the primary changes); remove `backup_name`
+            config.yml:14: instances[0].vars.barman_post_backup_script: tpa does not install Barman hook scripts; remove it and run such a script from your own unit or cron job on the Barman host (`barman list-backups` says when one ended)
+            config.yml:15: instances[0].vars.barman_shared: a Barman host shared by several clusters is not supported: give each cluster its own instance with role `barman`, and remove `barman_shared`
+            config.yml:16: instances[0].vars.barman_home: tpa uses Debian's barman user and its home /var/lib/barman; remove `barman_home`"#]],
+    );
+}
+
 // === values that reach files on the hosts ===
 
 /// BASE with one primary whose `vars` are `vars` (indented lines); the vars start on line 12.

@@ -294,8 +294,23 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("repmgr_failover", |v, n, p, d| {
         v.repmgr_failover = repmgr_failover(n, p, d)
     }),
-    ("barman_backup_method", |_, n, p, d| {
-        barman::backup_method(n, p, d)
+    ("barman_backup_method", |v, n, p, d| {
+        v.barman.backup_method = barman::backup_method(n, p, d)
+    }),
+    ("barman_reuse_backup", |v, n, p, d| {
+        v.barman.reuse_backup = barman::reuse_backup(n, p, d)
+    }),
+    ("barman_parallel_jobs", |v, n, p, d| {
+        v.barman.parallel_jobs = int_in(n, p, d, 1, 64)
+    }),
+    ("barman_backup_options", |v, n, p, d| {
+        v.barman.backup_options = checked(n, p, d, barman::backup_options)
+    }),
+    ("barman_network_compression", |v, n, p, d| {
+        v.barman.network_compression = n.bool(d, p)
+    }),
+    ("barman_archiver", |v, n, p, d| {
+        v.barman.archiver = n.bool(d, p)
     }),
     ("barman_compression", |v, n, p, d| {
         v.barman.compression = checked(n, p, d, barman::compression)
@@ -304,7 +319,7 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
         v.barman.retention_policy = checked(n, p, d, barman::retention_policy)
     }),
     ("barman_minimum_redundancy", |v, n, p, d| {
-        v.barman.minimum_redundancy = n.int(d, p)
+        v.barman.minimum_redundancy = int_in(n, p, d, 0, 100)
     }),
     ("barman_last_backup_maximum_age", |v, n, p, d| {
         v.barman.last_backup_maximum_age = checked(n, p, d, barman::age)
@@ -316,10 +331,10 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
         v.barman.immediate_checkpoint = n.bool(d, p)
     }),
     ("barman_basebackup_retry_times", |v, n, p, d| {
-        v.barman.basebackup_retry_times = n.int(d, p)
+        v.barman.basebackup_retry_times = int_in(n, p, d, 0, 100)
     }),
     ("barman_basebackup_retry_sleep", |v, n, p, d| {
-        v.barman.basebackup_retry_sleep = n.int(d, p)
+        v.barman.basebackup_retry_sleep = int_in(n, p, d, 0, 3600)
     }),
     ("verify_backup_sql", |v, n, p, d| {
         // Multi-line SQL is fine here: it reaches a file and psql, never a config line.
@@ -368,10 +383,7 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     "artifacts", "manage_ssh_hostkeys", "logrotate_maxsize", "logrotate_rotate",
     "logrotate_maxage", "cluster_networks", "install_from_source", "enable_pg_backup_api",
     "enable_pem",
-    // Barman.
-    "backup_name", "barman_archiver", "barman_reuse_backup", "barman_parallel_jobs",
-    "barman_backup_options", "barman_network_compression", "barman_shared", "barman_home",
-    "barman_user", "barman_volume_mountable",
+    // Barman: the ones tpa refuses are in barman::REFUSED, with what to do.
     // repmgr.
     "repmgr_location", "repmgr_use_slots", "repmgr_conf_settings",
     "repmgr_conf_dir", "repmgr_cluster_cleanup_interval", "repmgr_redirect_pgbouncer",
@@ -392,6 +404,8 @@ pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
     for f in fields {
         if let Some((_, set)) = SUPPORTED.iter().find(|(name, _)| *name == f.key) {
             set(&mut vars, f.value, &f.path, diag);
+        } else if let Some(message) = barman::refused(f.key) {
+            diag.err(f.line, &f.path, message);
         } else if is_not_yet_supported(f.key) {
             diag.err(f.line, &f.path, unsupported(f.key));
         } else if f.key == "shared_preload_libraries" {
@@ -405,7 +419,8 @@ pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
             let known = SUPPORTED
                 .iter()
                 .map(|(n, _)| *n)
-                .chain(NOT_YET_SUPPORTED.iter().copied());
+                .chain(NOT_YET_SUPPORTED.iter().copied())
+                .chain(barman::REFUSED.iter().map(|(n, _)| *n));
             diag.err(f.line, &f.path, unknown_key(f.key, "variable", known));
         }
     }
@@ -418,7 +433,9 @@ pub(crate) fn is_known_var(key: &str) -> bool {
 }
 
 fn is_not_yet_supported(key: &str) -> bool {
-    NOT_YET_SUPPORTED.contains(&key) || key.ends_with("_package_version")
+    NOT_YET_SUPPORTED.contains(&key)
+        || key.ends_with("_package_version")
+        || barman::refused(key).is_some()
 }
 
 fn postgres_version(n: &Node, p: &str, d: &mut Diag) -> Option<String> {

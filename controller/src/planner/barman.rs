@@ -1,7 +1,9 @@
 //! Barman (issue 9, first slice): a Barman server on each host with role `barman`, backing up
 //! every instance whose `backup:` names it. Base backups are `pg_basebackup`
-//! (`backup_method = postgres`) and WAL streams with `barman receive-wal` on a physical slot,
-//! both over TLS-verified replication connections, so no SSH trust is needed.
+//! (`backup_method = postgres`, tpa's default) over a TLS-verified replication connection, or
+//! rsync over the SSH trust of planner/ssh_trust.rs (`barman_backup_method: rsync`); WAL streams
+//! with `barman receive-wal` on a physical slot (and, with `barman_archiver`, also arrives by
+//! the primary's archive_command).
 //!
 //! - On the live primary (its users stage): the `barman` role (backup functions, no superuser)
 //!   and the `streaming_barman` role (REPLICATION), with generated passwords, and the slot.
@@ -28,7 +30,7 @@ use super::replica::CA_FILE;
 use super::replica::sql;
 use super::users::literal;
 use super::{HostState, PlanInput, Stage, StageName, id, users};
-use crate::config::{Cluster, Instance, PostgresUser, Role};
+use crate::config::{BackupMethod, Cluster, Instance, PostgresUser, Role};
 
 /// The role Barman connects as for its checks and backup functions.
 pub const BARMAN_USER: &str = "barman";
@@ -292,7 +294,13 @@ pub fn stages(
     let target = target(&address.to_string(), port);
     resources.push(follow_program());
     for server in &servers {
-        resources.push(server_conf_file(&cluster.name, server, primary, &target));
+        resources.push(server_conf_file(
+            &cluster.name,
+            server,
+            primary,
+            &address.to_string(),
+            &target,
+        ));
     }
     resources.push(file(
         "/etc/cron.d/barman",
@@ -365,16 +373,17 @@ pub fn follow_program() -> ResourceSpec {
     file(FOLLOW_PROGRAM, FOLLOW_SOURCE.to_string(), "root", 0o755)
 }
 
-/// `/etc/barman.d/<server>.conf`, aimed at `primary` (reached at `target`).
+/// `/etc/barman.d/<server>.conf`, aimed at `primary` (at `address`, reached with `target`).
 pub fn server_conf_file(
     cluster: &str,
     server: &Instance,
     primary: &str,
+    address: &str,
     target: &str,
 ) -> ResourceSpec {
     file(
         &format!("/etc/barman.d/{}.conf", server.name),
-        server_conf(cluster, server, primary, target),
+        server_conf(cluster, server, primary, address, target),
         "root",
         0o644,
     )
@@ -405,13 +414,27 @@ pub fn follow(server: &str, target: &str) -> ResourceSpec {
     }
 }
 
-/// `/etc/barman.d/<server>.conf`: pg_basebackup and receive-wal against the live primary.
-fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) -> String {
+/// `/etc/barman.d/<server>.conf`: base backups (pg_basebackup, or rsync over SSH as the
+/// postgres user) and receive-wal against the live primary at `address`; with
+/// `barman_archiver`, also the WAL the primary's archive_command puts (planner/postgres.rs).
+fn server_conf(
+    cluster: &str,
+    server: &Instance,
+    primary: &str,
+    address: &str,
+    target: &str,
+) -> String {
     let b = &server.vars.barman;
     let following = if primary == server.name {
         String::new()
     } else {
         format!(" (now on {primary}, the live primary)")
+    };
+    let method = b.backup_method();
+    // The barman user's ~/.ssh (planner/ssh_trust.rs) pins the host key and names the key.
+    let ssh = match method {
+        BackupMethod::Rsync => format!("ssh_command = ssh -q postgres@{address}\n"),
+        BackupMethod::Postgres => String::new(),
     };
     format!(
         "{MANAGED}\n\
@@ -419,9 +442,14 @@ fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) ->
          description = {name} of cluster {cluster}{following}\n\
          conninfo = {target} dbname=postgres user={BARMAN_USER}\n\
          streaming_conninfo = {target} user={STREAMING_USER}\n\
-         backup_method = postgres\n\
+         {ssh}\
+         backup_method = {method}\n\
+         reuse_backup = {reuse}\n\
+         parallel_jobs = {jobs}\n\
+         backup_options = {options}\n\
+         network_compression = {network}\n\
          streaming_archiver = on\n\
-         archiver = off\n\
+         archiver = {archiver}\n\
          slot_name = {SLOT}\n\
          create_slot = manual\n\
          compression = {compression}\n\
@@ -432,6 +460,12 @@ fn server_conf(cluster: &str, server: &Instance, primary: &str, target: &str) ->
          retention_policy = {retention}\n\
          last_backup_maximum_age = {age}\n",
         name = server.name,
+        method = method.as_str(),
+        reuse = b.reuse_backup().as_str(),
+        jobs = b.parallel_jobs(),
+        options = b.backup_options(),
+        network = b.network_compression(),
+        archiver = if b.archiver() { "on" } else { "off" },
         compression = b.compression(),
         immediate = b.immediate_checkpoint(),
         retry_times = b.basebackup_retry_times(),

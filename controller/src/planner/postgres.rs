@@ -283,10 +283,15 @@ fn config(
     }
     // Issue 9: WAL from Barman's archive (planner/ssh_trust.rs).
     if let Some((barman, server)) = super::ssh_trust::archive(input) {
-        reload_files.push((
-            conf_d(l, super::ssh_trust::RESTORE_CONF),
-            postgres_conf::restore_command(&barman.address.to_string(), server),
-        ));
+        let address = barman.address.to_string();
+        let mut content = postgres_conf::restore_command(&address, server);
+        if cluster
+            .instance(server)
+            .is_some_and(|s| s.vars.barman.archiver())
+        {
+            content.push_str(&postgres_conf::archive_command(&address, server));
+        }
+        reload_files.push((conf_d(l, super::ssh_trust::RESTORE_CONF), content));
     }
     let restart_files = [
         (

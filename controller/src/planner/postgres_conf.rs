@@ -149,6 +149,15 @@ pub fn restore_command(barman_address: &str, server: &str) -> String {
     format!("{MANAGED}restore_command = {}\n", quote(&command))
 }
 
+/// With `barman_archiver` (issue 9), appended to the restore_command file: the primary also
+/// archives each WAL segment into Barman (`barman put-wal` over the postgres user's pinned SSH
+/// trust), overriding 0000-tpa.conf's `/bin/true`. Only a primary archives (archive_mode is
+/// `on`), so every Postgres host gets it and a promoted replica archives to the same server.
+pub fn archive_command(barman_address: &str, server: &str) -> String {
+    let command = format!("/usr/bin/barman-wal-archive {barman_address} {server} %p");
+    format!("archive_command = {}\n", quote(&command))
+}
+
 /// `conf.d/9900-tpa_postgres_conf_settings.conf`: `postgres_conf_settings`, each value quoted
 /// (one that the operator quoted already, as TPA asks, is kept as written).
 pub fn conf_settings(settings: &std::collections::BTreeMap<String, String>) -> String {

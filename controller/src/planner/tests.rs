@@ -1021,6 +1021,55 @@ fn barman_follows_the_live_primary() {
     assert!(has("ulb", "stale_slot:barman") && !has("vub", "stale_slot:barman"));
 }
 
+/// `barman_backup_method: rsync` (ssh_command to the live primary, TPA's reuse_backup `link`)
+/// and `barman_archiver` (archive_command on every Postgres host, `archiver = on`).
+#[test]
+fn barman_rsync_and_archiver() {
+    let source = SEED.replace(
+        "  backup: chimay\n",
+        "  backup: chimay\n  vars:\n    barman_backup_method: rsync\n    \
+         barman_parallel_jobs: 2\n    barman_archiver: true\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    expect_file!["golden/barman-ulb-rsync.conf"].assert_eq(&file_content(
+        &plan,
+        "chimay",
+        "/etc/barman.d/ulb.conf",
+    ));
+    let restore = "/opt/postgres/data/conf.d/0003-tpa_restore_command.conf";
+    expect_file!["golden/0003-tpa_restore_command-archiver.conf"]
+        .assert_eq(&file_content(&plan, "ulb", restore));
+    assert_eq!(
+        file_content(&plan, "ulb", restore),
+        file_content(&plan, "achel", restore),
+        "a promoted replica archives to the same server"
+    );
+    // Without barman_archiver, the file holds restore_command only (archive_command stays
+    // 0000-tpa.conf's /bin/true).
+    let plain = plan_for(SEED, "12").unwrap();
+    assert!(!file_content(&plain, "ulb", restore).contains("archive_command"));
+
+    // After a failover, rsync copies from the new primary.
+    let cluster = Cluster::parse(&source, "config.yml").unwrap();
+    let facts = live(
+        &cluster,
+        &[
+            ("vub", running(Some(false), None)),
+            ("ulb", running(Some(true), Some("10.33.7.3"))),
+            ("achel", running(Some(true), Some("vub"))),
+        ],
+    );
+    let conf = file_content(
+        &plan_with(&cluster, facts).unwrap(),
+        "chimay",
+        "/etc/barman.d/ulb.conf",
+    );
+    assert!(
+        conf.contains("ssh_command = ssh -q postgres@10.33.7.3\n"),
+        "{conf}"
+    );
+}
+
 #[test]
 fn barman_refusals_say_what_to_do() {
     let on_replica = SEED.replace(
@@ -1036,7 +1085,7 @@ fn barman_refusals_say_what_to_do() {
     let errors = Cluster::parse(
         &SEED.replace(
             "  use_local_repo_only: true\n",
-            "  use_local_repo_only: true\n  barman_backup_method: rsync\n  barman_reuse_backup: link\n  barman_backup_interval: '@daily'\n",
+            "  use_local_repo_only: true\n  barman_reuse_backup: link\n  barman_backup_interval: '@daily'\n  backup_name: ulb-main\n",
         ),
         "config.yml",
     )
@@ -1044,8 +1093,8 @@ fn barman_refusals_say_what_to_do() {
     check(
         errors.to_string(),
         expect![[r#"
-        config.yml:12: cluster_vars.barman_backup_method: `barman_backup_method: rsync` needs SSH trust between the Barman and Postgres hosts, which tpa does not set up yet; use `barman_backup_method: postgres` (pg_basebackup over a TLS replication connection, tpa's default) or remove the key
-        config.yml:13: cluster_vars.barman_reuse_backup: `barman_reuse_backup` is a TPA setting that tpa does not support yet; remove it
-        config.yml:14: cluster_vars.barman_backup_interval: `@daily` is not a cron schedule; write five fields, e.g. `0 4 * * wed,sat`"#]],
+            config.yml:12: cluster_vars.barman_reuse_backup: `barman_reuse_backup` applies to rsync backups only, and this instance's backups use `barman_backup_method: postgres` (pg_basebackup); set `barman_backup_method: rsync` or remove `barman_reuse_backup`
+            config.yml:13: cluster_vars.barman_backup_interval: `@daily` is not a cron schedule; write five fields, e.g. `0 4 * * wed,sat`
+            config.yml:14: cluster_vars.backup_name: tpa names the Barman server after the instance whose `backup:` names the Barman host (the catalogue keeps that name when the primary changes); remove `backup_name`"#]],
     );
 }
