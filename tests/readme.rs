@@ -19,6 +19,11 @@ const NOT_RUN: &[(&str, &str)] = &[
         "target/release/tpa-controller switchover demo/fosdem",
         "tests/replication.rs runs switchovers (and back) on its own cluster",
     ),
+    (
+        "target/release/tpa-controller restore demo/fosdem",
+        "its time is an example (before the demo's first backup); tests/restore.rs runs a \
+         point-in-time restore to a new host on its own cluster",
+    ),
 ];
 
 /// The command lines of the README's indented code blocks, continuation lines joined.

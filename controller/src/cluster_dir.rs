@@ -240,6 +240,7 @@ mod tests {
             location: None,
             roles: vec![],
             host_key: Some("ssh-ed25519 AAAAkey root@x\n".into()),
+            restored_from: None,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod download_packages;
 pub mod image;
 pub mod passwords;
 pub mod provision;
+pub mod restore;
 pub mod status;
 pub mod switchover;
 pub mod verify_backup;

@@ -68,6 +68,12 @@ pub struct Host {
     /// The host's SSH public key, read from the host through the platform (not over the network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// Set on a host `restore --to NEW_NAME` created: the instance whose backup it holds. It
+    /// is no member of the cluster (deploy, topology and status read config.yml's instances
+    /// only); provision keeps it here, the Barman hosts' known_hosts pin it, deprovision
+    /// removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 impl Inventory {

@@ -104,6 +104,35 @@ enum Command {
         #[arg(long)]
         backup: Option<String>,
     },
+    /// Point-in-time recovery: restore a Barman backup (the newest, or the newest that ended
+    /// before --target-time, or --backup ID) onto a new host (--to NEW_NAME, docker) or an
+    /// instance (refused while its Postgres runs unless --force), replay WAL to the target or
+    /// to the end of the archive, promote, and print the recovery point reached.
+    Restore {
+        cluster_dir: PathBuf,
+        /// Recover up to this time, e.g. '2026-11-27 10:15:00+00' (the zone is required).
+        #[arg(long, conflicts_with_all = ["target_lsn", "target_xid"])]
+        target_time: Option<String>,
+        /// Recover up to this WAL location, e.g. 0/3000148.
+        #[arg(long, conflicts_with = "target_xid")]
+        target_lsn: Option<String>,
+        /// Recover up to this transaction id (included).
+        #[arg(long)]
+        target_xid: Option<String>,
+        /// The backup to restore (an id from `backup --list`).
+        #[arg(long)]
+        backup: Option<String>,
+        /// The host to restore onto: a new name creates a host; an instance's name restores
+        /// over it. Default: the backed-up instance itself.
+        #[arg(long)]
+        to: Option<String>,
+        /// Restore onto a host whose Postgres runs (it is stopped and its data replaced).
+        #[arg(long)]
+        force: bool,
+        /// The backed-up instance, when Barman backs up several.
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -156,6 +185,7 @@ fn main() -> ExitCode {
             | Command::StorePassword { cluster_dir, .. }
             | Command::Switchover { cluster_dir, .. }
             | Command::VerifyBackup { cluster_dir, .. }
+            | Command::Restore { cluster_dir, .. }
             | Command::Backup {
                 cluster_dir,
                 list: false,
@@ -220,6 +250,27 @@ fn main() -> ExitCode {
                 cluster_dir,
                 backup,
             } => commands::verify_backup::run(&cluster_dir, backup.as_deref()).await,
+            Command::Restore {
+                cluster_dir,
+                target_time,
+                target_lsn,
+                target_xid,
+                backup,
+                to,
+                force,
+                server,
+            } => {
+                let options = commands::restore::Options {
+                    target_time,
+                    target_lsn,
+                    target_xid,
+                    backup,
+                    to,
+                    force,
+                    server,
+                };
+                commands::restore::run(&cluster_dir, &options).await
+            }
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 
 use crate::cluster_dir::ClusterDir;
-use crate::config::{Cluster, Platform as Kind};
+use crate::config::{Cluster, Instance, Platform as Kind};
 use crate::inventory::{Host, Inventory, Network};
 
 /// What every platform does for the commands; see the module documentation.
@@ -45,6 +45,16 @@ pub trait Platform {
         &self,
         request: &ProvisionRequest<'_>,
     ) -> impl Future<Output = anyhow::Result<Provisioned>> + Send;
+
+    /// Creates one host outside config.yml (`restore --to NEW_NAME`) next to the cluster's
+    /// hosts: `instance` gives its name, image, location and login as an instance of
+    /// config.yml would; the hosts of `request.previous` are left alone. Returns it with its
+    /// host key, ready for SSH like a provisioned host.
+    fn add_host(
+        &self,
+        request: &ProvisionRequest<'_>,
+        instance: &Instance,
+    ) -> impl Future<Output = anyhow::Result<Host>> + Send;
 
     /// The SSH public host key of a provisioned host (one line, `ssh-ed25519 AAAA...`),
     /// learnt over a channel the platform trusts rather than from the network.
@@ -189,6 +199,16 @@ impl Platform for AnyPlatform {
     async fn provision(&self, request: &ProvisionRequest<'_>) -> anyhow::Result<Provisioned> {
         match self {
             AnyPlatform::Docker(p) => p.provision(request).await,
+        }
+    }
+
+    async fn add_host(
+        &self,
+        request: &ProvisionRequest<'_>,
+        instance: &Instance,
+    ) -> anyhow::Result<Host> {
+        match self {
+            AnyPlatform::Docker(p) => p.add_host(request, instance).await,
         }
     }
 

@@ -37,6 +37,7 @@ run agent.sh "${AGENT_WINDOWS:-3}"
 run seed.sh "${NOOP_RUNS:-5}"
 run status.sh "${STATUS_RUNS:-10}"
 run replication.sh "${FAILOVER_RUNS:-3}" "${SWITCHOVER_RUNS:-3}"
+run restore.sh "${RESTORE_RUNS:-3}"
 
 echo "## Benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo

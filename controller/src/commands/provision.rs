@@ -69,6 +69,16 @@ pub async fn run(dir: &Path, mirror: Option<&str>) -> anyhow::Result<Inventory> 
             Err(e) => result.failures.push((host.name.clone(), e)),
         }
     }
+    // Hosts `restore --to` created are not in config.yml: they stay until deprovision.
+    if let Some(previous) = &previous {
+        hosts.extend(
+            previous
+                .hosts
+                .iter()
+                .filter(|h| h.restored_from.is_some() && cluster.instance(&h.name).is_none())
+                .cloned(),
+        );
+    }
     hosts.sort_by_key(|h| h.node);
     let inventory = Inventory {
         cluster: cluster.name.clone(),

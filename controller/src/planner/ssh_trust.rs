@@ -255,6 +255,7 @@ mod tests {
             location: None,
             roles: vec![],
             host_key: key.map(str::to_string),
+            restored_from: None,
         }
     }
 

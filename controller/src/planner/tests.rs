@@ -42,6 +42,7 @@ pub(crate) fn inventory(cluster: &Cluster) -> Inventory {
                 location: i.location.clone(),
                 roles: vec![],
                 host_key: Some(format!("ssh-ed25519 AAAAhostkey{}", i.name)),
+                restored_from: None,
             })
             .collect(),
     }

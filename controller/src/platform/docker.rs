@@ -139,6 +139,40 @@ impl Platform for DockerPlatform {
         })
     }
 
+    async fn add_host(
+        &self,
+        request: &ProvisionRequest<'_>,
+        instance: &Instance,
+    ) -> anyhow::Result<Host> {
+        let docker = self.docker().await?;
+        let dir = request.dir.root();
+        let image = ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"));
+        image::ensure(docker, &image, &self.mirror, request.say).await?;
+        let net = network::ensure(docker, request.cluster, dir, request.previous).await?;
+        let previous_hosts = request.previous.map_or(&[][..], |p| &p.hosts[..]);
+        // Every other container on the network holds its address: the next free one is new.
+        let address = network::assign_addresses(&net, &[instance], previous_hosts)?[&instance.name];
+        let cgroup_v2 = docker
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.cgroup_version)
+            .is_some_and(|v| v.to_string() == "2");
+        let spec = ContainerSpec {
+            cluster: request.cluster,
+            dir,
+            previous: request.previous,
+            instance,
+            network: &net,
+            address,
+            local_repo: request.dir.local_repo(),
+            cgroup_v2,
+        };
+        let (mut host, _) = container::provision_host(docker, &spec, request.public_key).await?;
+        host.host_key = Some(self.host_key(&host).await?);
+        Ok(host)
+    }
+
     async fn host_key(&self, host: &Host) -> anyhow::Result<String> {
         let docker = self.docker().await?;
         let container = host.platform_id.as_deref().unwrap_or(&host.name);

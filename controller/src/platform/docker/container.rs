@@ -150,6 +150,7 @@ pub async fn provision_host(
         location: spec.instance.location.clone(),
         roles: spec.instance.roles.iter().map(|r| r.to_string()).collect(),
         host_key: None,
+        restored_from: None,
     };
     Ok((host, change))
 }

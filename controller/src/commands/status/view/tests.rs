@@ -37,6 +37,7 @@ fn inventory(cluster: &Cluster) -> Inventory {
                 location: i.location.clone(),
                 roles: vec![],
                 host_key: None,
+                restored_from: None,
             })
             .collect(),
     }
