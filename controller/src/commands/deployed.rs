@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use crate::agent_client::{self, AgentClient, Deadlines};
 use crate::cluster_dir::ClusterDir;
 use crate::commands::provision::load_cluster;
-use crate::config::Cluster;
+use crate::config::{Cluster, Instance, Role};
 use crate::inventory::{Host, Inventory};
 use crate::pki::{CertifiedKey, Pki};
+use crate::planner::barman;
 use crate::platform::{self, AnyPlatform, Platform as _};
 use crate::secrets::Secrets;
 
@@ -65,6 +66,17 @@ impl Deployed {
         self.inventory.host(name).with_context(|| {
             format!("{name} is not in inventory.json: run `tpa-controller deploy` first")
         })
+    }
+
+    /// The deployed Barman hosts that back something up, in config.yml order.
+    pub fn barman_hosts(&self) -> Vec<&Instance> {
+        self.cluster
+            .instances
+            .iter()
+            .filter(|i| i.has_role(Role::Barman) && !i.provision_only)
+            .filter(|i| self.inventory.host(&i.name).is_some())
+            .filter(|i| !barman::servers(&self.cluster, &i.name).is_empty())
+            .collect()
     }
 
     /// Connects to `name`'s agent with the default deadlines.

@@ -358,13 +358,7 @@ async fn move_barman(
     target: &str,
 ) -> anyhow::Result<()> {
     let cluster = &deployed.cluster;
-    let hosts: Vec<_> = cluster
-        .instances
-        .iter()
-        .filter(|i| i.has_role(Role::Barman) && !i.provision_only)
-        .filter(|i| deployed.inventory.host(&i.name).is_some())
-        .filter(|i| !barman::servers(cluster, &i.name).is_empty())
-        .collect();
+    let hosts = deployed.barman_hosts();
     if hosts.is_empty() {
         return Ok(());
     }

@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 
 use crate::agent_client::ExecCommand;
 use crate::commands::deployed::Deployed;
-use crate::config::Role;
 use crate::planner::barman::{self, servers};
 use crate::planner::barman_drill::{self, DrillResult};
 use crate::settings::HostSettings;
@@ -42,13 +41,7 @@ pub async fn run(dir: &Path, backup: Option<&str>) -> anyhow::Result<()> {
     }
     let deployed = Deployed::open(dir)?;
     let cluster = &deployed.cluster;
-    let hosts: Vec<_> = cluster
-        .instances
-        .iter()
-        .filter(|i| i.has_role(Role::Barman) && !i.provision_only)
-        .filter(|i| deployed.inventory.host(&i.name).is_some())
-        .filter(|i| !servers(cluster, &i.name).is_empty())
-        .collect();
+    let hosts = deployed.barman_hosts();
     if hosts.is_empty() {
         bail!(
             "nothing is backed up: add `backup: <host with role barman>` to the primary in \
