@@ -99,12 +99,7 @@ impl Platform for DockerPlatform {
         let previous_hosts = request.previous.map_or(&[][..], |p| &p.hosts[..]);
         let addresses = network::assign_addresses(&net, &instances, previous_hosts)?;
         std::fs::create_dir_all(request.dir.local_repo())?;
-        let cgroup_v2 = docker
-            .info()
-            .await
-            .ok()
-            .and_then(|i| i.cgroup_version)
-            .is_some_and(|v| v.to_string() == "2");
+        let cgroup_v2 = cgroup_v2(docker).await;
 
         let jobs = instances.iter().map(|instance| {
             let spec = ContainerSpec {
@@ -152,12 +147,7 @@ impl Platform for DockerPlatform {
         let previous_hosts = request.previous.map_or(&[][..], |p| &p.hosts[..]);
         // Every other container on the network holds its address: the next free one is new.
         let address = network::assign_addresses(&net, &[instance], previous_hosts)?[&instance.name];
-        let cgroup_v2 = docker
-            .info()
-            .await
-            .ok()
-            .and_then(|i| i.cgroup_version)
-            .is_some_and(|v| v.to_string() == "2");
+        let cgroup_v2 = cgroup_v2(docker).await;
         let spec = ContainerSpec {
             cluster: request.cluster,
             dir,
@@ -285,4 +275,14 @@ fn kept(object: &str, owner: &Owner) -> String {
         }
         _ => format!("left {object}: another cluster directory of the same cluster_name owns it"),
     }
+}
+
+/// Whether the engine runs containers under cgroup v2 (systemd in a container needs to know).
+async fn cgroup_v2(docker: &Docker) -> bool {
+    docker
+        .info()
+        .await
+        .ok()
+        .and_then(|i| i.cgroup_version)
+        .is_some_and(|v| v.to_string() == "2")
 }
