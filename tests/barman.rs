@@ -7,7 +7,10 @@
 //! `verify_backup_sql` check true, its report written, the `verify_backup_schedule` timer
 //! enabled), `status` shows chimay's backup health; then a table file removed from the newest
 //! backup on chimay makes `verify-backup` and `status` fail with the reason, while ulb is
-//! untouched and no scratch server is left.
+//! untouched and no scratch server is left. The seed carries the users fixture, so `test`
+//! (TPA's checks, with 5 s of pgbench) passes on the healthy cluster with the application user
+//! connecting over verify-full, and fails, naming `barman check`, once receive-wal is stopped
+//! (the last step; cron held). `test` adds about 15 s.
 //!
 //! Costs one seed deploy (4 hosts) with its first backup, one on-demand backup and a no-op
 //! re-deploy. Measured 2026-11-27 on the 2-core machine under a load average of about 10
@@ -65,7 +68,11 @@ fn seed_is_backed_up_by_barman() {
     // The restore drill's user check and its timer (the timer is only installed: it fires on
     // Sundays; verify-backup runs the same program now).
     let config = dir.path().join("config.yml");
-    let seed = std::fs::read_to_string(&config).unwrap();
+    let users = std::fs::read_to_string(workspace_root().join("tests/fixtures/users.yml")).unwrap();
+    let seed = std::fs::read_to_string(&config).unwrap().replace(
+        "  use_local_repo_only: true\n",
+        &format!("  use_local_repo_only: true\n{users}"),
+    );
     std::fs::write(
         &config,
         seed.replace(
@@ -204,6 +211,55 @@ fn seed_is_backed_up_by_barman() {
             && status_out.contains("receive-wal running; barman check OK; last drill passed"),
         "{status_out}"
     );
+
+    // `test` passes on the healthy cluster: every check, five seconds of pgbench included,
+    // and its report written.
+    let test_started = Instant::now();
+    let test = controller(&["test", path, "--pgbench-seconds", "5"]);
+    let test_out = stdout(&test);
+    eprintln!(
+        "test --pgbench-seconds 5: {:.1}s\n{test_out}",
+        test_started.elapsed().as_secs_f64()
+    );
+    if !test.status.success() {
+        // The outputs it kept (pgbench's included) say why.
+        let (_, kept) = run(
+            "sh",
+            &["-c", &format!("tail -n 20 {path}/test/*/*/pgbench")],
+        );
+        panic!(
+            "test failed:\n{test_out}{}\n{kept}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+    }
+    for expected in [
+        "ok   [ulb] pg_control: in production (primary)",
+        "ok   [achel] pg_control: in archive recovery (replica)",
+        "ok   [ulb] repmgr cluster show: exit 0",
+        "ok   [vub] repmgr node check: exit 0",
+        "ok   [chimay] barman check ulb: barman check all OK",
+        "ok   [chimay] last restore drill ulb: passed",
+        "ok   [vub] ada_lovelace over TLS verify-full: connected to fosdemdb",
+        "ok   [achel] write seen: after ",
+        "ok   [ulb] pgbench read-write: ",
+        "ok   [achel] pgbench read-only: ",
+    ] {
+        assert!(
+            test_out.contains(expected),
+            "no {expected:?} in:\n{test_out}"
+        );
+    }
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("test"))
+        .expect("test/ written")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    let controldata = std::fs::read_to_string(runs[0].join("vub/pg_controldata")).unwrap();
+    assert!(controldata.contains("in archive recovery"), "{controldata}");
 
     // A no-op re-deploy: nothing changed anywhere, no third backup.
     let again = controller(&["deploy", path]);
@@ -446,5 +502,31 @@ fn seed_is_backed_up_by_barman() {
     eprintln!(
         "rsync step in all: {:.1}s",
         rsync_started.elapsed().as_secs_f64()
+    );
+
+    // Barman broken (receive-wal stopped, cron held so it does not start it again): `test`
+    // fails and names it.
+    let (ok, stopped) = ssh_with_stdin(
+        ssh_config,
+        "chimay",
+        "systemctl stop cron && runuser -u barman -- barman receive-wal --stop ulb",
+        "",
+    );
+    assert!(ok, "stopping receive-wal: {stopped}");
+    let broken = controller(&["test", path]);
+    let broken_out = format!(
+        "{}{}",
+        stdout(&broken),
+        String::from_utf8_lossy(&broken.stderr)
+    );
+    assert_eq!(broken.status.code(), Some(1), "{broken_out}");
+    // Barman's check names the stopped receive-wal; repmgr's on ulb the inactive slot.
+    assert!(
+        broken_out.contains("FAIL [chimay] barman check ulb: barman check FAILED: ")
+            && broken_out.contains("receive-wal running")
+            && broken_out.contains("FAIL [ulb] repmgr node check: exit 25: ")
+            && broken_out.contains("test FAILED: ")
+            && broken_out.contains("[chimay] barman check ulb"),
+        "{broken_out}"
     );
 }

@@ -10,7 +10,9 @@
 //! backs nothing up); then `restore --target-time <noted> --to pitr` creates pitr and brings
 //! back exactly the rows committed before the target, with a printed recovery point within a
 //! second of it, its own TLS certificate, recorded as restored in inventory.json and left out
-//! of `status`. The private keys appear in no output and no plaintext file of the cluster
+//! of `status`. Then `restore --force` onto pitr, in place, twice: `--target-xid` of the second
+//! insert (inclusive: 150 rows) and `--target-lsn` noted after the first commit (100 rows).
+//! The private keys appear in no output and no plaintext file of the cluster
 //! directory; a no-op re-deploy changes nothing and does not touch pitr; deprovision removes
 //! pitr with the rest.
 //!
@@ -18,7 +20,8 @@
 //! restore to a new host (container, apt, `barman recover`, promotion), a no-op re-deploy and
 //! deprovision. Measured 2026-11-27 on the 2-core machine under a load average of 8 to 9.5
 //! (beside a bench and builds): first deploy 240 s, refusals 8.5 s, `restore --to pitr` 172 s
-//! (apt 113 s of it, `barman recover` 27 s), 355 s for the whole test.
+//! (apt 113 s of it, `barman recover` 27 s), 355 s for the whole test. The two in-place
+//! restores (--target-xid, --target-lsn) added 44.5 s and 43.3 s (load average about 9).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -288,12 +291,20 @@ fn point_in_time(dir: &Path, ssh_config: &str) -> String {
         "create table pitr (i int); insert into pitr select generate_series(1, 100); \
          select now()::text;",
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    sql(
+    // An LSN after that commit and before the next one (for --target-lsn below).
+    let lsn = sql(
         ssh_config,
         "ulb",
-        "insert into pitr select generate_series(101, 150); drop table pitr;",
+        "select pg_current_wal_insert_lsn()::text",
     );
+    std::thread::sleep(Duration::from_millis(1500));
+    // The second transaction's id (for --target-xid below), then the drop in a third.
+    let xid = sql(
+        ssh_config,
+        "ulb",
+        "insert into pitr select generate_series(101, 150); select txid_current()::text;",
+    );
+    sql(ssh_config, "ulb", "drop table pitr");
 
     let refused = |args: &[&str], why: &str| {
         let before = (inventory_text(dir), cluster_containers("e2e-restore"));
@@ -392,5 +403,29 @@ fn point_in_time(dir: &Path, ssh_config: &str) -> String {
     assert!(!stdout(&status).contains("pitr"), "status lists pitr");
     // A second restore onto the restored host is refused while it runs.
     refused(&["--to", "pitr"], "pitr runs Postgres as a primary");
+
+    // With --force it is restored again in place: to the transaction id (inclusive, so the
+    // second insert's rows are there), then to the LSN (the first commit only).
+    for (args, rows) in [
+        (["--target-xid", xid.as_str()], "150"),
+        (["--target-lsn", lsn.as_str()], "100"),
+    ] {
+        let started = Instant::now();
+        let mut all = vec!["restore", path, "--to", "pitr", "--force"];
+        all.extend_from_slice(&args);
+        let out = controller(&all);
+        let again = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "restore {args:?} failed: {again}");
+        assert!(again.contains("] recovered to "), "{again}");
+        assert_eq!(
+            sql(ssh_config, "pitr", "select count(*) from pitr"),
+            rows,
+            "restore {args:?}"
+        );
+        eprintln!(
+            "restore {args:?} --force: {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     text
 }

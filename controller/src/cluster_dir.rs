@@ -10,6 +10,21 @@ use anyhow::{Context, bail};
 
 use crate::inventory::{Host, Inventory};
 
+/// `20261127T153000Z` for `t`: the name of a report under the cluster directory
+/// (`verify-backup/`, `test/`), so that reports sort by time.
+pub fn utc_stamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Paths inside one cluster directory. Everything tpa writes there is named here.
 #[derive(Debug, Clone)]
 pub struct ClusterDir {
@@ -226,6 +241,14 @@ pub fn ensure_gitignore(root: &Path) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_names_sort_by_time() {
+        let stamp = |secs| utc_stamp(time::OffsetDateTime::from_unix_timestamp(secs).unwrap());
+        assert_eq!(stamp(0), "19700101T000000Z");
+        assert_eq!(stamp(1_795_794_600), "20261127T155000Z");
+        assert_eq!(stamp(951_782_400), "20000229T000000Z");
+    }
 
     fn host(name: &str, ip: &str, port: u16) -> Host {
         Host {

@@ -12,4 +12,5 @@ pub mod provision;
 pub mod restore;
 pub mod status;
 pub mod switchover;
+pub mod test;
 pub mod verify_backup;

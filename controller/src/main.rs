@@ -59,6 +59,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// TPA's `test`, fast: live state, pg_control, repmgr's checks, `barman check`, the
+    /// application user over TLS verify-full, a write seen on every replica, optional pgbench.
+    /// Outputs and report.json under <dir>/test/<timestamp>/. Exit 1 when a check fails.
+    Test {
+        cluster_dir: PathBuf,
+        /// Also run pgbench for this many seconds: read-write on the primary, read-only on
+        /// every replica (after `pgbench -i` on the primary, in database postgres).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        pgbench_seconds: Option<u32>,
+    },
     /// Print the stored password of a database user: only the password and a newline, on
     /// stdout. Exit 1 when none is stored.
     ShowPassword {
@@ -194,6 +204,7 @@ fn main() -> ExitCode {
             // Status and backup --list only read: they must not wait for, nor block, a deploy.
             Command::DownloadPackages { .. }
             | Command::Status { .. }
+            | Command::Test { .. }
             | Command::ShowPassword { .. }
             | Command::Backup { list: true, .. }
             | Command::Image { .. } => None,
@@ -229,6 +240,10 @@ fn main() -> ExitCode {
             Command::Status { cluster_dir, json } => {
                 return commands::status::run(&cluster_dir, json).await;
             }
+            Command::Test {
+                cluster_dir,
+                pgbench_seconds,
+            } => return commands::test::run(&cluster_dir, pgbench_seconds).await,
             Command::ShowPassword { cluster_dir, user } => {
                 commands::passwords::show(&cluster_dir, &user)
             }

@@ -95,6 +95,43 @@ write_config() {
   } >"$dir/config.yml"
 }
 
+# write_backed_up_config DIR CLUSTER PRIMARY BARMAN: a docker cluster on tpa/debian:12 of a
+# primary (backup: BARMAN) in brussels and a Barman host in antwerp, packages from the local
+# repo only; the local repo copied from BENCH_LOCAL_REPO when it is set (skips the download).
+write_backed_up_config() {
+  local dir="$1" name="$2" primary="$3" barman="$4"
+  mkdir -p "$dir"
+  cat >"$dir/config.yml" <<EOF
+---
+architecture: M1
+cluster_name: $name
+cluster_vars:
+  postgres_version: '15'
+  use_local_repo_only: true
+locations:
+- Name: brussels
+- Name: antwerp
+instance_defaults:
+  image: tpa/debian:12
+  platform: docker
+  vars:
+    ansible_user: root
+instances:
+- Name: $primary
+  node: 1
+  location: brussels
+  role: [primary]
+  backup: $barman
+- Name: $barman
+  node: 2
+  location: antwerp
+  role: [barman]
+EOF
+  if [[ ! -d "$dir/local-repo" && -n "${BENCH_LOCAL_REPO:-}" ]]; then
+    cp -a "$BENCH_LOCAL_REPO" "$dir/local-repo"
+  fi
+}
+
 # run_quiet LABEL CMD...: runs CMD (bounded by STEP_TIMEOUT) with its output in a log;
 # on failure shows the end of the log and stops the bench.
 run_quiet() {

@@ -29,37 +29,8 @@ docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
 command -v jq >/dev/null || die "jq not found: the bench reads inventory.json with it"
 
 dir="$BENCH_TMP/restore"
-mkdir -p "$dir"
-cat >"$dir/config.yml" <<'EOF'
----
-architecture: M1
-cluster_name: bench-restore
-cluster_vars:
-  postgres_version: '15'
-  use_local_repo_only: true
-locations:
-- Name: brussels
-- Name: antwerp
-instance_defaults:
-  image: tpa/debian:12
-  platform: docker
-  vars:
-    ansible_user: root
-instances:
-- Name: brulb
-  node: 1
-  location: brussels
-  role: [primary]
-  backup: brchimay
-- Name: brchimay
-  node: 2
-  location: antwerp
-  role: [barman]
-EOF
+write_backed_up_config "$dir" bench-restore brulb brchimay
 bench_cluster "$dir"
-if [[ -d "$dir/local-repo" ]]; then :; elif [[ -n "${BENCH_LOCAL_REPO:-}" ]]; then
-  cp -a "$BENCH_LOCAL_REPO" "$dir/local-repo"
-fi
 
 ssh_=(ssh -F "$dir/ssh_config" -o BatchMode=yes)
 rssh() {

@@ -24,7 +24,7 @@ use crate::config::{Instance, Role};
 use crate::planner::{barman, barman_drill};
 use crate::settings::PostgresSettings;
 
-pub use self::view::{HostStatus, Probe};
+pub use self::view::{HostStatus, Probe, problems};
 
 /// Status waits this long for an agent: a host that does not answer is reported, not waited for.
 const DEADLINES: Deadlines = Deadlines {
@@ -40,11 +40,29 @@ const DEADLINES: Deadlines = Deadlines {
 /// exit status: 0 when healthy, 1 (reason on stderr) otherwise.
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let deployed = Deployed::open(dir)?;
+    let hosts = gather(&deployed).await;
+    if json {
+        print!("{}", view::render_json(&hosts));
+    } else {
+        print!("{}", view::render_table(&hosts));
+    }
+    let problems = view::problems(&hosts);
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("status: {}", problems.join("; "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Asks every host of `deployed` at once and merges the answers with config.yml: one
+/// [`HostStatus`] per host, in config.yml order. Never fails: a host that does not answer is
+/// a line that says why.
+pub async fn gather(deployed: &Deployed) -> Vec<HostStatus> {
     let (cluster, inventory) = (&deployed.cluster, &deployed.inventory);
 
     let probes = futures_util::future::join_all(view::reported(cluster).map(|instance| {
         let host = inventory.host(&instance.name);
-        let deployed = &deployed;
         async move {
             let probe = match host {
                 Some(_) => probe(deployed, instance).await,
@@ -58,17 +76,14 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let also_barman = futures_util::future::join_all(
         view::reported(cluster)
             .filter(|i| i.has_role(Role::Postgres) && inventory.host(&i.name).is_some())
-            .map(|instance| (instance, barman_servers(&deployed, instance)))
+            .map(|instance| (instance, barman_servers(deployed, instance)))
             .filter(|(_, servers)| !servers.is_empty())
-            .map(|(instance, servers)| {
-                let deployed = &deployed;
-                async move {
-                    let health = match deployed.connect_with(&instance.name, DEADLINES).await {
-                        Ok(mut client) => backup_health(&mut client, servers).await,
-                        Err(e) => Err(view::shorten(&format!("{e:#}"))),
-                    };
-                    (instance.name.clone(), health)
-                }
+            .map(|(instance, servers)| async move {
+                let health = match deployed.connect_with(&instance.name, DEADLINES).await {
+                    Ok(mut client) => backup_health(&mut client, servers).await,
+                    Err(e) => Err(view::shorten(&format!("{e:#}"))),
+                };
+                (instance.name.clone(), health)
             }),
     );
     let (probes, also_barman) = futures_util::future::join(probes, also_barman).await;
@@ -90,18 +105,7 @@ pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if json {
-        print!("{}", view::render_json(&hosts));
-    } else {
-        print!("{}", view::render_table(&hosts));
-    }
-    let problems = view::problems(&hosts);
-    if problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("status: {}", problems.join("; "));
-        Ok(ExitCode::FAILURE)
-    }
+    hosts
 }
 
 /// Asks one host: its agent (`Hello`, part of connecting), then, on a Postgres host, the status

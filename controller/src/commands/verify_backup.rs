@@ -161,10 +161,7 @@ fn write_report(
 ) -> anyhow::Result<std::path::PathBuf> {
     let out = dir.join("verify-backup");
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let stamp = utc_stamp(secs);
+    let stamp = crate::cluster_dir::utc_stamp(time::OffsetDateTime::now_utc());
     let path = out.join(format!("{stamp}.json"));
     let body = serde_json::json!({
         "passed": failures.is_empty(),
@@ -174,35 +171,4 @@ fn write_report(
     std::fs::write(&path, serde_json::to_string_pretty(&body)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-/// `20261127T153000Z` for Unix time `secs` (days to civil date: Howard Hinnant's algorithm).
-fn utc_stamp(secs: u64) -> String {
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn report_names_sort_by_time() {
-        assert_eq!(super::utc_stamp(0), "19700101T000000Z");
-        assert_eq!(super::utc_stamp(1_795_794_600), "20261127T155000Z");
-        assert_eq!(super::utc_stamp(951_782_400), "20000229T000000Z");
-    }
 }
