@@ -177,7 +177,7 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     );
     // Hooks run on every deploy, and are reported apart from changes.
     assert!(
-        stdout(&again).contains("; 6 hook runs done (hooks run on every deploy"),
+        stdout(&again).contains("; 6 hooks ran (hooks run on every deploy"),
         "{}",
         stdout(&again)
     );
@@ -193,6 +193,7 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
         Some(0),
         "hooks alone are no pending change"
     );
+    assert!(stdout(&check).contains("; 6 hooks would run ("));
     for point in HOOK_POINTS {
         assert!(
             stdout(&check).contains(&format!("[{host}]   would run hook {point}")),

@@ -85,9 +85,12 @@ fn summarise(
         let status = match &r.status {
             StageStatus::Done => "ok".to_string(),
             StageStatus::Failed(id, msg) => {
-                let what = match id.strip_prefix(HOOK_PREFIX) {
-                    Some(point) => format!("hook {point} failed on {}", r.host),
-                    None => format!("{id} failed"),
+                let (what, msg) = match id.strip_prefix(HOOK_PREFIX) {
+                    Some(point) => (
+                        format!("hook {point} failed on {}", r.host),
+                        hook_message(id, msg),
+                    ),
+                    None => (format!("{id} failed"), msg.as_str()),
                 };
                 problems.push(format!(
                     "{} {}: {what}: {}",
@@ -131,9 +134,9 @@ fn summarise(
     }
     let hooks = if hooks_ran > 0 {
         format!(
-            "; {hooks_ran} hook run{} {} (hooks run on every deploy and are not counted as changes)",
+            "; {hooks_ran} hook{} {} (hooks run on every deploy and are not counted as changes)",
             if hooks_ran == 1 { "" } else { "s" },
-            if check { "would happen" } else { "done" }
+            if check { "would run" } else { "ran" }
         )
     } else {
         String::new()
@@ -156,6 +159,14 @@ fn summarise(
 
 /// Resource ids of the operator's hooks start with this (`hook:pre-deploy`).
 pub const HOOK_PREFIX: &str = "hook:";
+
+/// A hook event's message without the `hook:<point>: ` the agent puts before a failure.
+pub fn hook_message<'a>(id: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix(id)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+}
 
 /// How many hooks ran (or would run) among `events`.
 pub fn hooks_run(events: &[ResourceEvent]) -> u32 {
@@ -288,8 +299,8 @@ mod tests {
         assert_eq!(outcome, DeployOutcome::Converged { changed: 0 });
         assert!(
             log.text().contains(
-                "0 changed, 3 unchanged; 1 hook run done (hooks run on every deploy and are not \
-                 counted as changes)"
+                "0 changed, 3 unchanged; 1 hook ran (hooks run on every deploy and are not counted \
+                 as changes)"
             ),
             "{}",
             log.text()
@@ -307,7 +318,8 @@ mod tests {
             "vub",
             StageStatus::Failed(
                 "hook:post-deploy".into(),
-                "exit status 3; the last lines of its output:\nfirst\nlast".into(),
+                "hook:post-deploy: exit status 3; the last lines of its output:\nfirst\nlast"
+                    .into(),
             ),
             0,
         );

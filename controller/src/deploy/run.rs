@@ -78,7 +78,7 @@ fn stage_lines(
         .partition(|e| e.id.starts_with(report::HOOK_PREFIX));
     for e in hook_events {
         let point = &e.id[report::HOOK_PREFIX.len()..];
-        let mut message = e.message.lines();
+        let mut message = report::hook_message(&e.id, &e.message).lines();
         let head = message.next().unwrap_or_default();
         match e.outcome {
             Outcome::WouldChange => lines.push(format!("[{host}]   would run hook {point}")),
