@@ -25,6 +25,38 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// One hook for every point a single primary has, linked under each point's name: it appends
+/// what it sees (its environment, whether initdb ran) to /var/tmp/hk-hooks.log and says hello.
+const HOOK: &str = r#"#!/bin/sh
+set -eu
+if [ -e "$TPA_DATA_DIR/PG_VERSION" ]; then data=initialised; else data=empty; fi
+echo "$TPA_HOOK host=$TPA_HOST cluster=$TPA_CLUSTER roles=$TPA_ROLES pg=$TPA_POSTGRES_ROLE v=$TPA_POSTGRES_VERSION port=$TPA_PORT primary=$TPA_PRIMARY upstream=$TPA_UPSTREAM node=$TPA_NODE location=$TPA_LOCATION data=$data" >> /var/tmp/hk-hooks.log
+echo "hook $TPA_HOOK says hello from $TPA_HOST"
+"#;
+
+const HOOK_POINTS: [&str; 6] = [
+    "pre-deploy",
+    "post-repo",
+    "pre-initdb",
+    "postgres-config",
+    "postgres-config-final",
+    "post-deploy",
+];
+
+fn write_hooks(hooks: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(hooks).unwrap();
+    // The script itself is pre-deploy; the other points link to it (links inside hooks/ are
+    // fine).
+    let script = hooks.join("pre-deploy");
+    std::fs::write(&script, HOOK).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for point in &HOOK_POINTS[1..] {
+        let _ = std::fs::remove_file(hooks.join(point));
+        std::os::unix::fs::symlink("pre-deploy", hooks.join(point)).unwrap();
+    }
+}
+
 /// Rewrites config.yml as the original plus `postgres_conf_settings` lines.
 fn set_conf(dir: &std::path::Path, settings: &str) {
     let path = dir.join("config.yml");
@@ -53,9 +85,59 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     let ssh_config = &scenario.ssh_config();
 
     assert!(controller(&["download-packages", path]).status.success());
+    // Hooks (docs/hooks.md) ride along this scenario: they run in every deploy below and must
+    // never count as changes. What they add costs about 10 s (one failing and one fixing deploy,
+    // a few `cmd` runs); barman-pre-config is placed by the planner's unit tests.
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(hooks.join("pre-deploy.yml"), "- debug: msg=hi\n").unwrap();
+    let refused = controller(&["deploy", path]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("hooks/pre-deploy.yml: TPA's Ansible task hooks are not supported"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::remove_file(hooks.join("pre-deploy.yml")).unwrap();
+    write_hooks(&hooks);
     let first = controller(&["deploy", path]);
     assert!(first.status.success(), "first deploy failed");
     assert!(stdout(&first).contains("agent installed and enrolled"));
+    for point in HOOK_POINTS {
+        assert!(
+            stdout(&first).contains(&format!(
+                "[{host}] {point} | hook {point} says hello from {host}"
+            )),
+            "{}",
+            stdout(&first)
+        );
+    }
+    let seen = |ssh_config: &str| ssh(ssh_config, host, "cat /var/tmp/hk-hooks.log").1;
+    let expected: String = HOOK_POINTS
+        .iter()
+        .map(|point| {
+            let data = if ["pre-deploy", "post-repo", "pre-initdb"].contains(point) {
+                "empty"
+            } else {
+                "initialised"
+            };
+            format!(
+                "{point} host={host} cluster=e2e-pg12 roles=primary,postgres pg=primary v=15 \
+                 port=5432 primary={host} upstream= node=1 location=main data={data}\n"
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen(ssh_config),
+        expected,
+        "hooks ran out of order or saw the wrong environment"
+    );
+    let log = std::fs::read_to_string(dir.path().join("deploy.log")).unwrap();
+    assert!(
+        log.contains(&format!("| hook post-deploy says hello from {host}")),
+        "{log}"
+    );
 
     assert_eq!(
         psql(
@@ -93,15 +175,110 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
         stdout(&again).contains(": 0 changed,"),
         "re-deploy changed something"
     );
+    // Hooks run on every deploy, and are reported apart from changes.
+    assert!(
+        stdout(&again).contains("; 6 hooks ran (hooks run on every deploy"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(seen(ssh_config).lines().count(), 12);
     assert_eq!(
         psql(ssh_config, host, "select pg_postmaster_start_time()"),
         started,
         "re-deploy restarted postgres"
     );
+    let check = controller(&["deploy", "--check", path]);
     assert_eq!(
-        controller(&["deploy", "--check", path]).status.code(),
-        Some(0)
+        check.status.code(),
+        Some(0),
+        "hooks alone are no pending change"
     );
+    assert!(stdout(&check).contains("; 6 hooks would run ("));
+    for point in HOOK_POINTS {
+        assert!(
+            stdout(&check).contains(&format!("[{host}]   would run hook {point}")),
+            "{}",
+            stdout(&check)
+        );
+    }
+    assert_eq!(seen(ssh_config).lines().count(), 12, "--check ran a hook");
+
+    // A failing hook stops the host's deploy, naming hook, host, exit status and its last
+    // lines; what depends on it (post-deploy) is skipped; fixed, the next deploy completes.
+    std::fs::remove_file(hooks.join("postgres-config")).unwrap();
+    std::fs::write(
+        hooks.join("postgres-config"),
+        "#!/bin/sh\necho checking the disks\necho 'disk too small' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        hooks.join("postgres-config"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let failed = controller(&["deploy", path]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{host} postgres-config: hook postgres-config failed on {host}: exit status 3; the \
+             last lines of its output:\n      | checking the disks\n      | disk too small"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stdout(&failed).contains(&format!("skipped ({host} postgres-config did not succeed)")),
+        "{}",
+        stdout(&failed)
+    );
+    write_hooks(&hooks);
+    let fixed = controller(&["deploy", path]);
+    assert!(
+        fixed.status.success(),
+        "deploy after fixing the hook failed"
+    );
+    assert!(
+        stdout(&fixed).contains(": 0 changed,"),
+        "{}",
+        stdout(&fixed)
+    );
+
+    // cmd: every host, a role, a failing command, a bad selector; ssh.
+    let all = controller(&[
+        "cmd",
+        path,
+        "all",
+        "--",
+        "sh",
+        "-c",
+        "echo hi from $(hostname)",
+    ]);
+    assert!(all.status.success());
+    assert!(
+        stdout(&all).contains(&format!("==> {host} (exit 0, ")),
+        "{}",
+        stdout(&all)
+    );
+    assert!(stdout(&all).contains(&format!("hi from {host}")));
+    let failing = controller(&["cmd", path, "role:primary", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stdout(&failing).contains(&format!("failed on {host}: {host} 4")));
+    let bad = controller(&["cmd", path, "role:replicas", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("bad host selector `role:replicas`: no role `replicas`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let none = controller(&["cmd", path, "role:replica", "--", "true"]);
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("`role:replica` selects no deployed host")
+    );
+    let over_ssh = controller(&["ssh", path, host, "cat", "/etc/hostname"]);
+    assert!(over_ssh.status.success());
+    assert_eq!(stdout(&over_ssh).trim(), host);
+    assert!(!controller(&["ssh", path, "nope"]).status.success());
 
     // A setting a reload applies: reloaded, not restarted.
     set_conf(dir.path(), "    work_mem: 24MB");

@@ -15,6 +15,7 @@ pub mod file;
 pub mod file_if_absent;
 pub mod file_line;
 pub mod group;
+pub mod hook;
 pub mod nofollow;
 pub mod owner;
 pub mod packages;
@@ -59,6 +60,7 @@ pub fn kind(resource: &Resource) -> &dyn Apply {
         Resource::Service(r) => r,
         Resource::Command(r) => r,
         Resource::Sql(r) => r,
+        Resource::Hook(r) => r,
     }
 }
 

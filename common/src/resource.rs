@@ -36,6 +36,7 @@ pub enum Resource {
     Service(Service),
     Command(Command),
     Sql(Sql),
+    Hook(Hook),
 }
 
 impl Resource {
@@ -53,6 +54,7 @@ impl Resource {
             Resource::Service(_) => "service",
             Resource::Command(_) => "command",
             Resource::Sql(_) => "sql",
+            Resource::Hook(_) => "hook",
         }
     }
 }
@@ -163,6 +165,19 @@ pub struct Command {
     pub secret_env: bool,
     /// Killed (with its process group) after this long; None: the agent's default for commands.
     pub timeout_secs: Option<u32>,
+}
+
+/// An operator's program (a hook from the cluster directory), shipped whole and run on every
+/// apply: written to `path` (root, 0700), then run as root with `env` and killed (with its
+/// process group) after `timeout_secs`. Its exit status and the last lines of its output come
+/// back in the event's message. `check` never writes or runs it: it always "would run".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub path: String,
+    pub content: Content,
+    /// Values are never logged.
+    pub env: Vec<EnvVar>,
+    pub timeout_secs: u32,
 }
 
 /// One environment variable of a [`Command`]; its value may be secret and never prints.

@@ -2,6 +2,7 @@
 //! parses and dispatches.
 
 pub mod backup;
+pub mod cmd;
 pub mod deploy;
 pub mod deployed;
 pub mod deprovision;

@@ -21,6 +21,8 @@
 //! - `secrets`: generated passwords, encrypted in the cluster directory; the key lives outside.
 //! - `lock`: one deploy, provision, deprovision or store-password at a time per cluster directory.
 //! - `process`: builds every child process, without the secrets key in its environment.
+//! - `hooks`: the operator's hooks in `<dir>/hooks/`, read and validated.
+//! - `selector`: host selectors (`all`, a host, `role:R`, `location:L`) for `cmd` and hooks.
 //! - `commands`: one module per CLI verb.
 
 #![forbid(unsafe_code)]
@@ -31,6 +33,7 @@ pub mod cluster_dir;
 pub mod commands;
 pub mod config;
 pub mod deploy;
+pub mod hooks;
 pub mod inventory;
 pub mod local_repo;
 pub mod lock;
@@ -42,6 +45,7 @@ pub mod process;
 pub mod progress;
 pub mod scram;
 pub mod secrets;
+pub mod selector;
 pub mod server_tls;
 pub mod settings;
 pub mod ssh;

@@ -143,6 +143,29 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Run a command as root on the selected hosts through their agents, all at once: each
+    /// host's output as one block with its exit status; exit 1 when any host failed. No shell
+    /// unless you ask for one (`-- sh -c '…'`).
+    Cmd {
+        cluster_dir: PathBuf,
+        /// `all`, a host name, `role:<role>` or `location:<location>`; several separated by
+        /// commas.
+        hosts: String,
+        /// Kill the command (and all it started) after this many seconds (default 600).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// `ssh -F <dir>/ssh_config <host> [command…]`.
+    Ssh {
+        cluster_dir: PathBuf,
+        host: String,
+        /// A command to run instead of a login shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Host images for the docker platform.
     Image {
         #[command(subcommand)]
@@ -207,6 +230,8 @@ fn main() -> ExitCode {
             | Command::Test { .. }
             | Command::ShowPassword { .. }
             | Command::Backup { list: true, .. }
+            | Command::Cmd { .. }
+            | Command::Ssh { .. }
             | Command::Image { .. } => None,
         };
         let done = match cli.command {
@@ -286,6 +311,17 @@ fn main() -> ExitCode {
                 };
                 commands::restore::run(&cluster_dir, &options).await
             }
+            Command::Cmd {
+                cluster_dir,
+                hosts,
+                timeout,
+                command,
+            } => return commands::cmd::run(&cluster_dir, &hosts, command, timeout).await,
+            Command::Ssh {
+                cluster_dir,
+                host,
+                command,
+            } => commands::cmd::ssh(&cluster_dir, &host, &command),
             Command::Image {
                 command:
                     ImageCommand::Build {

@@ -18,6 +18,7 @@
 
 pub mod barman;
 pub mod barman_drill;
+pub mod hooks;
 mod input;
 pub mod inspect;
 mod postgres;
@@ -56,6 +57,8 @@ pub enum StageName {
     PostgresUsers,
     /// A Barman host: its configuration, WAL streaming, the first backup, `barman check`.
     Barman,
+    /// The operator's `post-deploy` hook, after every host's other stages (`hooks.rs`).
+    PostDeploy,
 }
 
 impl StageName {
@@ -66,6 +69,7 @@ impl StageName {
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
             StageName::Barman => "barman",
+            StageName::PostDeploy => "post-deploy",
         }
     }
 }
@@ -239,9 +243,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         if let Err(e) = ssh_trust::add_to(input, instance, &mut stages) {
             errors.push(e);
         }
+        hooks::add_to(input, instance, &mut stages);
         plan.hosts.insert(instance.name.clone(), stages);
     }
     plan.notes.extend(barman::following(input));
+    hooks::add_post_deploy(input, &mut plan);
     if errors.is_empty() {
         Ok(plan)
     } else {

@@ -2,7 +2,7 @@
 //! `TryFrom`/`From` pair per resource kind, and the closed dispatch over the `kind` oneof.
 
 use tpa_common::resource::{
-    Command, Content, Directory, EnvVar, File, FileIfAbsent, FileLine, Group, Packages,
+    Command, Content, Directory, EnvVar, File, FileIfAbsent, FileLine, Group, Hook, Packages,
     Permissions, Resource, ResourceSpec, Secret, Service, Sql, SqlText, User,
 };
 
@@ -57,6 +57,7 @@ impl TryFrom<Kind> for Resource {
             Kind::Service(r) => Resource::Service(r.into()),
             Kind::Command(r) => Resource::Command(r.into()),
             Kind::Sql(r) => Resource::Sql(r.try_into()?),
+            Kind::Hook(r) => Resource::Hook(r.into()),
         })
     }
 }
@@ -75,6 +76,7 @@ impl From<Resource> for Kind {
             Resource::Service(r) => Kind::Service(r.into()),
             Resource::Command(r) => Kind::Command(r.into()),
             Resource::Sql(r) => Kind::Sql(r.into()),
+            Resource::Hook(r) => Kind::Hook(r.into()),
         }
     }
 }
@@ -317,6 +319,30 @@ impl From<Command> for pb::Command {
     }
 }
 
+// === impl Hook ===
+
+impl From<pb::Hook> for Hook {
+    fn from(h: pb::Hook) -> Self {
+        Hook {
+            path: h.path,
+            content: Content::new(h.content),
+            env: h.env.into_iter().map(Into::into).collect(),
+            timeout_secs: h.timeout_secs,
+        }
+    }
+}
+
+impl From<Hook> for pb::Hook {
+    fn from(h: Hook) -> Self {
+        pb::Hook {
+            path: h.path,
+            content: h.content.into_bytes(),
+            env: h.env.into_iter().map(Into::into).collect(),
+            timeout_secs: h.timeout_secs,
+        }
+    }
+}
+
 // === impl EnvVar ===
 
 impl From<pb::EnvVar> for EnvVar {
@@ -518,6 +544,15 @@ mod tests {
                 }),
             ),
             spec(
+                "hook",
+                Resource::Hook(Hook {
+                    path: "/etc/tpa/hooks/pre-deploy".into(),
+                    content: Content::from("#!/bin/sh\necho hi\n"),
+                    env: vec![EnvVar::new("TPA_HOST", "ulb")],
+                    timeout_secs: 600,
+                }),
+            ),
+            spec(
                 "sql",
                 Resource::Sql(Sql {
                     database: "postgres".into(),
@@ -536,7 +571,7 @@ mod tests {
         // One of each: a kind added without a conversion fails to compile, one left out of this list fails here.
         let kinds: std::collections::BTreeSet<_> =
             specs.iter().map(|s| s.kind.kind_name()).collect();
-        assert_eq!(kinds.len(), 11);
+        assert_eq!(kinds.len(), 12);
         for spec in specs {
             let back = ResourceSpec::try_from(pb::ResourceSpec::from(spec.clone()))
                 .expect("converts back");

@@ -23,11 +23,20 @@ pub struct DeployOptions {
 pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOutcome> {
     let started = Instant::now();
     let (cluster_dir, cluster) = load_cluster(dir)?;
+    // Hooks are checked before anything is touched, like config.yml.
+    let hooks = crate::hooks::read(cluster_dir.root(), &cluster).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}: the hooks cannot be used (docs/hooks.md):\n  {}",
+            cluster_dir.root().join("hooks").display(),
+            errors.join("\n  ")
+        )
+    })?;
     let inventory = current_inventory(&cluster_dir, &cluster, options.check).await?;
     let mut log = DeployLog::start(&cluster.name, options.check);
 
-    let Gathered { agents, state } =
+    let Gathered { agents, mut state } =
         deploy::gather(&cluster_dir, &cluster, &inventory, options.check, &mut log).await?;
+    state.hooks = hooks;
     let plan = planner::plan(&PlanInput {
         cluster: &cluster,
         inventory: &inventory,

@@ -78,6 +78,8 @@ pub struct Vars {
     pub repmgr_failover: Option<RepmgrFailover>,
     /// The `barman_*` variables tpa honours (see `config::barman`).
     pub barman: BarmanVars,
+    /// `hook_timeout`: seconds (1–86400) a hook may run before it is killed; default 600.
+    pub hook_timeout: Option<u32>,
 }
 
 /// `repmgr_failover`.
@@ -290,6 +292,9 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("repmgr_reconnect_interval", |v, n, p, d| {
         v.repmgr_reconnect_interval = int_in(n, p, d, 1, 600)
+    }),
+    ("hook_timeout", |v, n, p, d| {
+        v.hook_timeout = int_in(n, p, d, 1, 86_400)
     }),
     ("repmgr_failover", |v, n, p, d| {
         v.repmgr_failover = repmgr_failover(n, p, d)

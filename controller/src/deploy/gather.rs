@@ -186,6 +186,7 @@ pub async fn gather(
             barman_passwords,
             drift,
             ssh_keys,
+            hooks: Vec::new(),
         },
     })
 }

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use tpa_common::event::{Outcome, ResourceEvent};
+
 use crate::cluster_dir::ClusterDir;
 use crate::orchestrator::{StageReport, StageStatus};
 
@@ -71,18 +73,30 @@ fn summarise(
     started: Instant,
 ) -> anyhow::Result<DeployOutcome> {
     let mut problems = Vec::new();
-    let (mut changed, mut unchanged) = (0u32, 0u32);
+    let (mut changed, mut unchanged, mut hooks_ran) = (0u32, 0u32, 0u32);
     log.line("summary:");
     for r in reports {
-        changed += r.summary.changed + r.summary.would_change;
+        // Hooks run on every deploy: they are counted apart, never as changes.
+        let hooks = hooks_run(&r.events);
+        let stage_changed = (r.summary.changed + r.summary.would_change).saturating_sub(hooks);
+        changed += stage_changed;
         unchanged += r.summary.unchanged;
+        hooks_ran += hooks;
         let status = match &r.status {
             StageStatus::Done => "ok".to_string(),
             StageStatus::Failed(id, msg) => {
+                let (what, msg) = match id.strip_prefix(HOOK_PREFIX) {
+                    Some(point) => (
+                        format!("hook {point} failed on {}", r.host),
+                        hook_message(id, msg),
+                    ),
+                    None => (format!("{id} failed"), msg.as_str()),
+                };
                 problems.push(format!(
-                    "{} {}: {id} failed: {msg}",
+                    "{} {}: {what}: {}",
                     r.host,
-                    r.stage.as_str()
+                    r.stage.as_str(),
+                    msg.replace('\n', "\n      | ")
                 ));
                 "FAILED".into()
             }
@@ -92,11 +106,20 @@ fn summarise(
             }
             StageStatus::Skipped(why) => format!("skipped ({why})"),
         };
+        let hooks = if hooks > 0 {
+            format!(
+                ", {hooks} hook{} {}",
+                if hooks == 1 { "" } else { "s" },
+                if check { "would run" } else { "ran" }
+            )
+        } else {
+            String::new()
+        };
         log.line(format!(
-            "  {:<10} {:<16} {:>3} changed {:>3} unchanged {:>2} failed {:>6.1}s  {status}",
+            "  {:<10} {:<16} {:>3} changed {:>3} unchanged {:>2} failed {:>6.1}s  {status}{hooks}",
             r.host,
             r.stage.as_str(),
-            r.summary.changed + r.summary.would_change,
+            stage_changed,
             r.summary.unchanged,
             r.summary.failed,
             r.elapsed.as_secs_f64()
@@ -109,9 +132,18 @@ fn summarise(
             problems.join("\n  ")
         );
     }
+    let hooks = if hooks_ran > 0 {
+        format!(
+            "; {hooks_ran} hook{} {} (hooks run on every deploy and are not counted as changes)",
+            if hooks_ran == 1 { "" } else { "s" },
+            if check { "would run" } else { "ran" }
+        )
+    } else {
+        String::new()
+    };
     if check {
         log.line(format!(
-            "check: {changed} change(s) pending, {unchanged} resource(s) in state ({secs:.1}s)"
+            "check: {changed} change(s) pending, {unchanged} resource(s) in state{hooks} ({secs:.1}s)"
         ));
         return Ok(if changed > 0 {
             DeployOutcome::Pending { changes: changed }
@@ -120,9 +152,31 @@ fn summarise(
         });
     }
     log.line(format!(
-        "deploy finished in {secs:.1}s: {changed} changed, {unchanged} unchanged"
+        "deploy finished in {secs:.1}s: {changed} changed, {unchanged} unchanged{hooks}"
     ));
     Ok(DeployOutcome::Converged { changed })
+}
+
+/// Resource ids of the operator's hooks start with this (`hook:pre-deploy`).
+pub const HOOK_PREFIX: &str = "hook:";
+
+/// A hook event's message without the `hook:<point>: ` the agent puts before a failure.
+pub fn hook_message<'a>(id: &str, message: &'a str) -> &'a str {
+    message
+        .strip_prefix(id)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
+/// How many hooks ran (or would run) among `events`.
+pub fn hooks_run(events: &[ResourceEvent]) -> u32 {
+    events
+        .iter()
+        .filter(|e| {
+            e.id.starts_with(HOOK_PREFIX)
+                && matches!(e.outcome, Outcome::Changed | Outcome::WouldChange)
+        })
+        .count() as u32
 }
 
 /// Appends this deploy, with every resource event (agents mask secrets), to `<dir>/deploy.log`.
@@ -139,7 +193,7 @@ fn write_log(dir: &ClusterDir, log: &str, reports: &[StageReport]) -> anyhow::Re
                 e.outcome,
                 e.id,
                 e.elapsed_ms,
-                e.message
+                e.message.replace('\n', "\n      | ")
             );
             if let Some(diff) = &e.diff {
                 for l in diff.lines() {
@@ -225,6 +279,61 @@ mod tests {
         assert!(
             failed.contains("vub sys: packages:base failed: boom"),
             "{failed}"
+        );
+    }
+
+    #[test]
+    fn hooks_are_counted_apart_and_a_failed_one_is_named() {
+        let hook = |outcome| tpa_common::event::ResourceEvent {
+            id: "hook:post-deploy".into(),
+            outcome,
+            diff: None,
+            message: "exit status 3; the last lines of its output:\nfirst\nlast".into(),
+            elapsed_ms: 5,
+        };
+        let mut ran = report("ulb", StageStatus::Done, 1);
+        ran.events.push(hook(Outcome::Changed));
+        let mut log = DeployLog::start("fosdem", false);
+        let outcome = summarise(&[ran], &mut log, false, Instant::now()).unwrap();
+        // The hook is not a change: a deploy whose only news is hooks reports 0 changed.
+        assert_eq!(outcome, DeployOutcome::Converged { changed: 0 });
+        assert!(
+            log.text().contains(
+                "0 changed, 3 unchanged; 1 hook ran (hooks run on every deploy and are not counted \
+                 as changes)"
+            ),
+            "{}",
+            log.text()
+        );
+
+        let mut would = report("ulb", StageStatus::Done, 0);
+        would.summary.would_change = 1;
+        would.events.push(hook(Outcome::WouldChange));
+        let mut log = DeployLog::start("fosdem", true);
+        let outcome = summarise(&[would], &mut log, true, Instant::now()).unwrap();
+        assert_eq!(outcome, DeployOutcome::Converged { changed: 0 });
+        assert!(log.text().contains("1 hook would run"), "{}", log.text());
+
+        let mut failed = report(
+            "vub",
+            StageStatus::Failed(
+                "hook:post-deploy".into(),
+                "hook:post-deploy: exit status 3; the last lines of its output:\nfirst\nlast"
+                    .into(),
+            ),
+            0,
+        );
+        failed.events.push(hook(Outcome::Failed));
+        let mut log = DeployLog::start("fosdem", false);
+        let error = summarise(&[failed], &mut log, false, Instant::now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "vub sys: hook post-deploy failed on vub: exit status 3; the last lines of its \
+                 output:\n      | first\n      | last"
+            ),
+            "{error}"
         );
     }
 }

@@ -36,6 +36,8 @@ pub struct ClusterState {
     /// The barman/postgres SSH key pairs (None: nothing backed up, or `--check` before they
     /// were generated).
     pub ssh_keys: Option<super::ssh_trust::SshKeys>,
+    /// The operator's hooks from `<dir>/hooks/`, validated, in deploy order.
+    pub hooks: Vec<crate::hooks::HookFile>,
 }
 
 /// One deployed host.

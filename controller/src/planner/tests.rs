@@ -48,7 +48,7 @@ pub(crate) fn inventory(cluster: &Cluster) -> Inventory {
     }
 }
 
-fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
+pub(crate) fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
     cluster
         .instances
         .iter()
@@ -68,7 +68,11 @@ fn facts(cluster: &Cluster, os: &str) -> BTreeMap<String, Facts> {
 
 /// The state gather would hand over for `facts`: settings resolved, the topology from the
 /// facts, the local repository on every host, a certificate on every Postgres host.
-fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts>) -> ClusterState {
+pub(crate) fn state(
+    cluster: &Cluster,
+    inventory: &Inventory,
+    facts: BTreeMap<String, Facts>,
+) -> ClusterState {
     let topology = topology::resolve(cluster, inventory, &facts).expect("a topology");
     let hosts = facts
         .into_iter()
@@ -138,6 +142,7 @@ fn state(cluster: &Cluster, inventory: &Inventory, facts: BTreeMap<String, Facts
                 public: "ssh-ed25519 AAAApostgres postgres@seed".into(),
             },
         }),
+        hooks: vec![],
     }
 }
 
@@ -158,7 +163,7 @@ fn plan_for(source: &str, os: &str) -> Result<Plan, Vec<String>> {
 }
 
 /// One line per resource: stage, id, and the triggers of services.
-fn outline(plan: &Plan) -> String {
+pub(crate) fn outline(plan: &Plan) -> String {
     let mut out = String::new();
     for (host, stages) in &plan.hosts {
         for stage in stages {

@@ -106,7 +106,10 @@ pub struct ResourceSpec {
     /// Unique within the batch; never secret.
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
-    #[prost(oneof = "resource_spec::Kind", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(
+        oneof = "resource_spec::Kind",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
+    )]
     pub kind: ::core::option::Option<resource_spec::Kind>,
 }
 /// Nested message and enum types in `ResourceSpec`.
@@ -135,6 +138,8 @@ pub mod resource_spec {
         FileLine(super::FileLine),
         #[prost(message, tag = "12")]
         Permissions(super::Permissions),
+        #[prost(message, tag = "13")]
+        Hook(super::Hook),
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -254,6 +259,21 @@ pub struct Command {
     /// Killed with its process group after this long; absent: the agent's default for commands.
     #[prost(uint32, optional, tag = "7")]
     pub timeout_secs: ::core::option::Option<u32>,
+}
+/// An operator's program (a hook from the cluster directory): written to `path` (root, 0700) and run
+/// there as root on every apply, with `env` (values never logged) and a time limit. Check-only mode
+/// reports it as WOULD_CHANGE without writing or running it. The event message carries its exit
+/// status and the last lines of its stdout, then its stderr.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Hook {
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub content: ::prost::alloc::vec::Vec<u8>,
+    #[prost(message, repeated, tag = "3")]
+    pub env: ::prost::alloc::vec::Vec<EnvVar>,
+    #[prost(uint32, tag = "4")]
+    pub timeout_secs: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Argv {
