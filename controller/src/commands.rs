@@ -2,6 +2,7 @@
 //! parses and dispatches.
 
 pub mod backup;
+pub mod configure;
 pub mod deploy;
 pub mod deployed;
 pub mod deprovision;
