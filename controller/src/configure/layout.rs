@@ -137,7 +137,8 @@ pub fn plan(o: &LayoutOptions) -> anyhow::Result<Layout> {
     let witness_on_barman = o.manager != Manager::Patroni
         && o.single_node_location.is_none()
         && o.witness_only_location.is_none()
-        && (active.len() == 2 || (active.len() == 1 && o.data_nodes_per_location % 2 == 0));
+        && (active.len() == 2
+            || (active.len() == 1 && o.data_nodes_per_location.is_multiple_of(2)));
 
     let mut nodes: Vec<Node> = Vec::new();
     let mut primary = None;

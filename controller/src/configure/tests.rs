@@ -253,7 +253,7 @@ fn writes_and_commits_with_git() {
     ));
     crate::commands::configure::run(&a).unwrap();
     Cluster::load(&cluster).unwrap();
-    let log = std::process::Command::new("git")
+    let log = crate::process::command("git")
         .current_dir(&cluster)
         .args(["log", "--format=%s", "--name-only"])
         .output()
