@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod cmd;
+pub mod configure;
 pub mod deploy;
 pub mod deployed;
 pub mod deprovision;

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `config`: config.yml parsed into a typed, validated [`config::Cluster`].
+//! - `configure`: the config.yml of a new M1 cluster (layout, names, platform settings).
 //! - `cluster_dir`: where generated files live; SSH key, ssh_config and known-hosts files.
 //! - `inventory`: the machine-readable record of provisioned hosts.
 //! - `orchestrator`: runs a plan's stages across hosts in dependency order.
@@ -32,6 +33,7 @@ pub mod bootstrap;
 pub mod cluster_dir;
 pub mod commands;
 pub mod config;
+pub mod configure;
 pub mod deploy;
 pub mod hooks;
 pub mod inventory;

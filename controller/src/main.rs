@@ -20,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write config.yml for a new M1 cluster from a few options (TPA's `configure`): the
+    /// layout, host names, platform settings; then `git init` and a first commit.
+    Configure(Box<commands::configure::Args>),
     /// Create the cluster's hosts (containers on the docker platform) and the files that
     /// reach them: id_<cluster>, ssh_config, tpa_known_hosts, inventory.json.
     Provision {
@@ -225,6 +228,8 @@ fn main() -> ExitCode {
                 ..
             } => Some(ClusterLock::for_command(cluster_dir)?),
             // Status and backup --list only read: they must not wait for, nor block, a deploy.
+            // Configure creates the directory, and refuses an existing one.
+            Command::Configure(_) => None,
             Command::DownloadPackages { .. }
             | Command::Status { .. }
             | Command::Test { .. }
@@ -235,6 +240,7 @@ fn main() -> ExitCode {
             | Command::Image { .. } => None,
         };
         let done = match cli.command {
+            Command::Configure(args) => commands::configure::run(&args),
             Command::Provision {
                 cluster_dir,
                 mirror,
