@@ -138,15 +138,12 @@ fn patroni_with_etcd_over_tls() {
         let seen: Vec<_> = members(ssh_config, host)
             .into_iter()
             .map(|(m, r, s)| {
-                (
-                    m,
-                    r,
-                    if s == "running" && r == "Replica" {
-                        "streaming".into()
-                    } else {
-                        s
-                    },
-                )
+                let s = if s == "running" && r == "Replica" {
+                    "streaming".into()
+                } else {
+                    s
+                };
+                (m, r, s)
             })
             .collect();
         assert_eq!(
