@@ -48,6 +48,9 @@ pub enum CertUsage {
     Server,
     /// A TLS client.
     Client,
+    /// Both: an etcd member (its peers are its clients) and Patroni (a REST server and an
+    /// etcd client).
+    ServerAndClient,
 }
 
 /// A certificate and its private key, both PEM. The key is secret: never log it.
@@ -441,10 +444,14 @@ fn leaf_params_unchecked(
         .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![match usage {
-        CertUsage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        CertUsage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    params.extended_key_usages = match usage {
+        CertUsage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        CertUsage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        CertUsage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     let now = OffsetDateTime::now_utc();

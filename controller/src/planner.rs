@@ -21,6 +21,7 @@ pub mod barman_drill;
 pub mod hooks;
 mod input;
 pub mod inspect;
+pub mod patroni;
 mod postgres;
 mod postgres_conf;
 pub mod replica;
@@ -57,6 +58,10 @@ pub enum StageName {
     PostgresUsers,
     /// A Barman host: its configuration, WAL streaming, the first backup, `barman check`.
     Barman,
+    /// An etcd member (Patroni's DCS), right after `sys`.
+    Etcd,
+    /// Patroni takes over Postgres; on the live primary, the DCS configuration.
+    Patroni,
     /// The operator's `post-deploy` hook, after every host's other stages (`hooks.rs`).
     PostDeploy,
 }
@@ -69,6 +74,8 @@ impl StageName {
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
             StageName::Barman => "barman",
+            StageName::Etcd => "etcd",
+            StageName::Patroni => "patroni",
             StageName::PostDeploy => "post-deploy",
         }
     }
@@ -140,6 +147,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             }
         };
         let mut stages = vec![sys::stage(instance, host, packages)];
+        let patroni = patroni::enabled(input);
+        if patroni && instance.has_role(Role::Etcd) {
+            match patroni::etcd_stage(input, instance, host) {
+                Ok(s) => stages.push(s),
+                Err(e) => errors.push(e),
+            }
+        }
         let topology = &input.state.topology;
         match topology.role(&instance.name) {
             Some(PostgresRole::Primary) => {
@@ -240,6 +254,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             }
             _ => note_unsupported(&mut plan, instance, topology),
         }
+        if patroni && topology.role(&instance.name).is_some() {
+            match patroni::stage(input, instance, host) {
+                Ok(s) => stages.push(s),
+                Err(e) => errors.push(e),
+            }
+        }
         if let Err(e) = ssh_trust::add_to(input, instance, &mut stages) {
             errors.push(e);
         }
@@ -301,7 +321,7 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
     let roles: Vec<&str> = instance
         .roles
         .iter()
-        .filter(|r| !matches!(r, Role::Postgres | Role::Barman))
+        .filter(|r| !matches!(r, Role::Postgres | Role::Barman | Role::Etcd))
         .map(|r| match (r, live) {
             (Role::Primary | Role::Replica, Some(live)) => live.as_str(),
             _ => r.as_str(),

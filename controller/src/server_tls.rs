@@ -46,6 +46,26 @@ pub async fn ensure(
     key_file: &str,
     check_only: bool,
 ) -> anyhow::Result<ServerCert> {
+    ensure_for(
+        client,
+        pki,
+        (name, address),
+        (cert_file, key_file),
+        CertUsage::Server,
+        check_only,
+    )
+    .await
+}
+
+/// [`ensure`] for a certificate of another `usage` (etcd's and Patroni's: server and client).
+pub async fn ensure_for(
+    client: &mut AgentClient,
+    pki: &Pki,
+    (name, address): (&str, IpAddr),
+    (cert_file, key_file): (&str, &str),
+    usage: CertUsage,
+    check_only: bool,
+) -> anyhow::Result<ServerCert> {
     let seen = client.server_key(key_file, cert_file, false, None).await?;
     if let (Some(cert), Some(key)) = (&seen.cert_pem, &seen.public_key_pem)
         && is_current(pki.ca_cert_pem(), cert.trim(), key.trim(), name, address)
@@ -62,8 +82,8 @@ pub async fn ensure(
         format!("the agent on {name} made no certificate request for {key_file}")
     })?;
     let pem = pki
-        .sign_csr(&csr, &[name.to_string()], &[address], CertUsage::Server)
-        .with_context(|| format!("signing the Postgres certificate request of {name}"))?;
+        .sign_csr(&csr, &[name.to_string()], &[address], usage)
+        .with_context(|| format!("signing the certificate request of {name} for {key_file}"))?;
     Ok(ServerCert::Issued(pem))
 }
 

@@ -103,7 +103,7 @@ mod tests {
     fn cluster(vars: &str) -> Cluster {
         let source = format!(
             "cluster_name: fosdem\ncluster_vars:\n  postgres_flavour: postgresql\n{vars}\
-             instances:\n- {{Name: ulb, node: 1, role: [primary], platform: docker, image: tpa/debian}}\n"
+             instances:\n- {{Name: ulb, node: 1, role: [primary, etcd], platform: docker, image: tpa/debian}}\n"
         );
         Cluster::parse(&source, "config.yml").expect("valid config")
     }
@@ -162,7 +162,8 @@ mod tests {
     #[test]
     fn configured_paths_and_port() {
         let s = settings(
-            "  postgres_data_dir: /srv/pg\n  postgres_port: 6543\n  failover_manager: patroni\n",
+            "  postgres_data_dir: /srv/pg\n  postgres_port: 6543\n  failover_manager: patroni\n  \
+             etcd_single_member: true\n",
             Some(12),
         );
         assert_eq!(s.postgres.data_dir, "/srv/pg");

@@ -27,6 +27,64 @@ pub(crate) fn check(built: &Built, diag: &mut Diag) {
         postgres_version_on_os(inst, pos, diag);
     }
     upstream_cycles(&pairs, &by_name, diag);
+    patroni_has_etcd(&pairs, diag);
+}
+
+/// `failover_manager: patroni` needs its DCS: an odd number (three or more) of `etcd`
+/// instances. Two members cannot lose one and keep a quorum, so an even count only adds a way
+/// to fail; a single member is no high availability at all.
+fn patroni_has_etcd(pairs: &[(&Instance, &InstancePos)], diag: &mut Diag) {
+    use super::vars::FailoverManager;
+    let Some((first, first_pos)) = pairs.first() else {
+        return;
+    };
+    if first.vars.failover_manager() != FailoverManager::Patroni {
+        return;
+    }
+    let etcd: Vec<&(&Instance, &InstancePos)> = pairs
+        .iter()
+        .filter(|(i, _)| i.has_role(Role::Etcd))
+        .collect();
+    let (pos, names) = match etcd.first() {
+        None => {
+            diag.err(
+                first_pos.role.line,
+                &first_pos.role.path,
+                "failover_manager: patroni needs etcd, and no instance has role `etcd`: give \
+                 three instances `role: [etcd]` (they may be the Postgres hosts too)",
+            );
+            return;
+        }
+        Some((_, pos)) => (
+            pos,
+            etcd.iter()
+                .map(|(i, _)| i.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let n = names.len();
+    if n % 2 == 0 {
+        diag.err(
+            pos.role.line,
+            &pos.role.path,
+            format!(
+                "{n} etcd members ({}): etcd needs a majority to work, so an even number \
+                 tolerates no more failures than one fewer; use 3 or 5",
+                names.join(", ")
+            ),
+        );
+    } else if n < 3 && !first.vars.etcd_single_member {
+        diag.err(
+            pos.role.line,
+            &pos.role.path,
+            format!(
+                "one etcd member ({}): Patroni's DCS would be a single point of failure; give \
+                 three instances `role: [etcd]`, or set `etcd_single_member: true` if that is \
+                 what you want (tests, demos)",
+                names.join(", ")
+            ),
+        );
+    }
 }
 
 fn first_index_by_name(instances: &[Instance]) -> HashMap<&str, usize> {

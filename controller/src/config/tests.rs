@@ -845,10 +845,12 @@ fn defaults_when_not_set() {
 
 #[test]
 fn typed_variables_are_read() {
-    let c = parse_ok(&with_base(ONE).replace(
-        "  postgres_version: '15'\n",
-        "  postgres_version: '15'
+    let c = parse_ok(
+        &with_base("- {Name: one, node: 1, role: [primary, etcd]}\n").replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'
   failover_manager: patroni
+  etcd_single_member: true
   postgres_conf_settings: {work_mem: 64MB, jit: false, max_locks_per_transaction: 128}
   postgres_users:
   - username: app
@@ -860,7 +862,8 @@ fn typed_variables_are_read() {
   extra_postgres_extensions: [pgcrypto]
   shared_buffers_ratio: 0.4
 ",
-    ));
+        ),
+    );
     let v = &c.vars;
     assert_eq!(v.failover_manager, Some(FailoverManager::Patroni));
     assert_eq!(
@@ -1124,4 +1127,47 @@ fn postgres_version_must_be_one_the_images_debian_ships() {
             "config.yml:12: instances[0].vars.postgres_version: PostgreSQL 16 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '15', or remove it to get that default"
         ],
     );
+}
+
+const PATRONI_VARS: &str = "  postgres_version: '15'\n  failover_manager: patroni\n";
+
+fn patroni(instances: &str) -> String {
+    with_base(instances).replace("  postgres_version: '15'\n", PATRONI_VARS)
+}
+
+#[test]
+fn patroni_needs_etcd() {
+    check(
+        &patroni(ONE),
+        expect![
+            "config.yml:9: instances[0].role: failover_manager: patroni needs etcd, and no instance has role `etcd`: give three instances `role: [etcd]` (they may be the Postgres hosts too)"
+        ],
+    );
+}
+
+#[test]
+fn even_or_single_etcd_membership_is_refused() {
+    check(
+        &patroni(
+            "- {Name: one, node: 1, role: [primary, etcd]}\n- {Name: two, node: 2, role: [replica, etcd], upstream: one}\n",
+        ),
+        expect![
+            "config.yml:9: instances[0].role: 2 etcd members (one, two): etcd needs a majority to work, so an even number tolerates no more failures than one fewer; use 3 or 5"
+        ],
+    );
+    check(
+        &patroni("- {Name: one, node: 1, role: [primary, etcd]}\n"),
+        expect![
+            "config.yml:9: instances[0].role: one etcd member (one): Patroni's DCS would be a single point of failure; give three instances `role: [etcd]`, or set `etcd_single_member: true` if that is what you want (tests, demos)"
+        ],
+    );
+    parse_ok(
+        &patroni("- {Name: one, node: 1, role: [primary, etcd]}\n").replace(
+            PATRONI_VARS,
+            &format!("{PATRONI_VARS}  etcd_single_member: true\n"),
+        ),
+    );
+    parse_ok(&patroni(
+        "- {Name: one, node: 1, role: [primary, etcd]}\n- {Name: two, node: 2, role: [replica, etcd], upstream: one}\n- {Name: three, node: 3, role: [replica, etcd], upstream: one}\n",
+    ));
 }

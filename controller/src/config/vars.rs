@@ -54,6 +54,8 @@ pub struct Vars {
     pub user_locale: Option<String>,
     /// `etcd_location`: which location's etcd nodes form this node's etcd cluster.
     pub etcd_location: Option<String>,
+    /// `etcd_single_member`: tpa's own key; one etcd member is allowed only when this is true.
+    pub etcd_single_member: bool,
     /// `patroni_package_flavour`; only `community` is supported.
     pub patroni_package_flavour: Option<String>,
     /// `apt_repository_list`, e.g. `[PGDG]`; `None` means TPA's default `[PGDG]`.
@@ -259,6 +261,9 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("user_locale", |v, n, p, d| {
         v.user_locale = checked(n, p, d, values::locale)
+    }),
+    ("etcd_single_member", |v, n, p, d| {
+        v.etcd_single_member = n.bool(d, p).unwrap_or(false)
     }),
     ("etcd_location", |v, n, p, d| {
         v.etcd_location = text(n, p, d)

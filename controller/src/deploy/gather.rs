@@ -70,6 +70,7 @@ pub async fn gather(
                 local_repo: host_local_repo(dir, repo_mount.as_deref(), &facts),
                 facts,
                 server_cert: None,
+                ha_cert: None,
             },
         );
     }
@@ -114,6 +115,7 @@ pub async fn gather(
             )),
         }
     }
+    ha_certs(cluster, inventory, &agents, &pki, &mut hosts, check, log).await?;
     log.line(format!(
         "facts: {} host(s) in {:.1}s",
         hosts.len(),
@@ -169,6 +171,24 @@ pub async fn gather(
             Some((u.username, Secret::new(p.to_string())))
         })
         .collect();
+    let patroni_password = if planner::patroni::configured(cluster) {
+        let (password, generated) = if check {
+            match secrets.get(&password_key(planner::patroni::REST_USER)) {
+                Some(p) => (Some(p.to_string()), false),
+                None => (None, false),
+            }
+        } else {
+            let (p, g) = secrets.password_or_generate(planner::patroni::REST_USER);
+            (Some(p.as_str().to_string()), g)
+        };
+        if generated {
+            secrets.save()?;
+            log.line("patroni: REST API password generated into the secrets store");
+        }
+        password.map(Secret::new)
+    } else {
+        None
+    };
     let ssh_keys = if backed_up {
         ssh_keys(&mut secrets, &cluster.name, check)?
     } else {
@@ -187,8 +207,59 @@ pub async fn gather(
             drift,
             ssh_keys,
             hooks: Vec::new(),
+            patroni_password,
         },
     })
+}
+
+/// etcd's and Patroni's certificate on every etcd member and Patroni node: the key made on
+/// the host, the CA signing it for server and client use (`check`: nothing issued).
+async fn ha_certs(
+    cluster: &Cluster,
+    inventory: &Inventory,
+    agents: &BTreeMap<String, AgentClient>,
+    pki: &Pki,
+    hosts: &mut BTreeMap<String, HostState>,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<()> {
+    let (cert_file, key_file) = planner::patroni::ha_cert_paths(&cluster.name);
+    let requests: Vec<_> = cluster
+        .instances
+        .iter()
+        .filter(|i| planner::patroni::needs_ha_cert(cluster, i) && hosts.contains_key(&i.name))
+        .filter_map(|i| {
+            let address = inventory.host(&i.name)?.address;
+            let mut client = agents.get(&i.name)?.clone();
+            let (cert_file, key_file) = (&cert_file, &key_file);
+            Some(async move {
+                let cert = server_tls::ensure_for(
+                    &mut client,
+                    pki,
+                    (&i.name, address),
+                    (cert_file, key_file),
+                    crate::pki::CertUsage::ServerAndClient,
+                    check,
+                )
+                .await;
+                (i.name.clone(), cert)
+            })
+        })
+        .collect();
+    for (name, cert) in futures_util::future::join_all(requests).await {
+        let host = hosts.get_mut(&name).expect("requested for known hosts");
+        match cert? {
+            ServerCert::Issued(pem) => {
+                log.line(format!("[{name}] tls: etcd/Patroni certificate issued"));
+                host.ha_cert = Some(pem);
+            }
+            ServerCert::Current(pem) => host.ha_cert = Some(pem),
+            ServerCert::WouldIssue => log.line(format!(
+                "[{name}] tls: an etcd/Patroni certificate would be issued"
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// The barman and postgres users' SSH key pairs (planner/ssh_trust.rs), generated on first

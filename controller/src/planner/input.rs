@@ -38,6 +38,8 @@ pub struct ClusterState {
     pub ssh_keys: Option<super::ssh_trust::SshKeys>,
     /// The operator's hooks from `<dir>/hooks/`, validated, in deploy order.
     pub hooks: Vec<crate::hooks::HookFile>,
+    /// Patroni's REST API password (`failover_manager: patroni`).
+    pub patroni_password: Option<Secret<String>>,
 }
 
 /// One deployed host.
@@ -50,6 +52,8 @@ pub struct HostState {
     /// Its Postgres server certificate (PEM), signed by the cluster CA for a key that was
     /// generated on, and never left, the host; on the primary, once one is current or issued.
     pub server_cert: Option<String>,
+    /// etcd's and Patroni's certificate (PEM), on etcd members and Patroni nodes.
+    pub ha_cert: Option<String>,
     /// The cluster's local-repo directory as the host sees it (e.g.
     /// `/var/opt/tpa/local-repo/Debian/12`), when the cluster has one for its OS.
     pub local_repo: Option<String>,

@@ -351,16 +351,23 @@ fn config(
     );
     restart_on.push(unit.id.clone());
     resources.push(unit);
-    resources.push(ResourceSpec {
-        id: id("service", "postgres.service"),
-        kind: Resource::Service(Service {
-            unit: "postgres.service".into(),
-            enabled: true,
-            running: true,
-            reload_on,
-            restart_on,
-        }),
-    });
+    if super::patroni::enabled(input) {
+        // Our unit runs Postgres only until Patroni takes over (planner/patroni.rs); from
+        // then on Patroni starts, restarts and reloads it.
+        resources.push(super::patroni::helper());
+        resources.push(super::patroni::start_postgres(&cluster.name));
+    } else {
+        resources.push(ResourceSpec {
+            id: id("service", "postgres.service"),
+            kind: Resource::Service(Service {
+                unit: "postgres.service".into(),
+                enabled: true,
+                running: true,
+                reload_on,
+                restart_on,
+            }),
+        });
+    }
     if replication.is_some() {
         // Done only when streaming; then the slots of its own (cascaded) replicas.
         resources.push(replica::no_auto_conf_override(l.port));

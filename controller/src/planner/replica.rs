@@ -78,6 +78,7 @@ pub fn upstream_ready(topology: &Topology, upstream: &str) -> (String, StageName
 pub fn slot_for(input: &PlanInput<'_>, replica: &str) -> String {
     match input.cluster.instance(replica) {
         Some(i) if super::repmgr::enabled(input) => super::repmgr::slot_name(i.node),
+        Some(i) if super::patroni::enabled(input) => super::patroni::slot_name(&i.name),
         _ => slot_name(replica),
     }
 }

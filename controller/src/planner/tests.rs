@@ -88,6 +88,8 @@ pub(crate) fn state(
                     .members
                     .contains_key(&name)
                     .then(|| "CERT-PEM\n".to_string()),
+                ha_cert: crate::planner::patroni::needs_ha_cert(cluster, instance)
+                    .then(|| "HA-PEM\n".to_string()),
                 facts,
             };
             (name, host)
@@ -132,6 +134,9 @@ pub(crate) fn state(
             )
         })),
         drift: vec![],
+        patroni_password: Some(tpa_common::resource::Secret::new(
+            "PATRONI-PASSWORD".to_string(),
+        )),
         ssh_keys: Some(ssh_trust::SshKeys {
             barman: ssh_trust::KeyPair {
                 private: tpa_common::resource::Secret::new("BARMAN-PRIVATE-KEY\n".into()),
@@ -1103,4 +1108,41 @@ fn barman_refusals_say_what_to_do() {
             config.yml:13: cluster_vars.barman_backup_interval: `@daily` is not a cron schedule; write five fields, e.g. `0 4 * * wed,sat`
             config.yml:14: cluster_vars.backup_name: tpa names the Barman server after the instance whose `backup:` names the Barman host (the catalogue keeps that name when the primary changes); remove `backup_name`"#]],
     );
+}
+
+/// The seed with Patroni: etcd on the three Postgres hosts, every replica streaming from ulb.
+fn patroni_seed() -> String {
+    SEED.replace("failover_manager: repmgr", "failover_manager: patroni")
+        .replace("  role: [primary]\n", "  role: [primary, etcd]\n")
+        .replace(
+            "  role: [replica]\n  upstream: vub\n",
+            "  role: [replica, etcd]\n  upstream: ulb\n",
+        )
+        .replace("  role: [replica]\n", "  role: [replica, etcd]\n")
+}
+
+#[test]
+fn patroni_plan_outline_and_files() {
+    let source = patroni_seed();
+    let plan = plan_for(&source, "12").unwrap();
+    expect_file!["golden/patroni_outline.txt"].assert_eq(&outline(&plan));
+    expect_file!["golden/patroni-vub.yml"].assert_eq(&file_content(
+        &plan,
+        "vub",
+        "/etc/patroni/fosdem.yml",
+    ));
+    expect_file!["golden/patroni-etcd-vub.yml"].assert_eq(&file_content(
+        &plan,
+        "vub",
+        "/etc/tpa/etcd.yml",
+    ));
+    expect_file!["golden/patroni-dcs.json"].assert_eq(&file_content(
+        &plan,
+        "ulb",
+        "/etc/patroni/fosdem.dcs.json",
+    ));
+    assert_runs_no_shell(&plan);
+    // The REST password is in the (secret) file, and nowhere in the outline.
+    assert!(file_content(&plan, "ulb", "/etc/patroni/fosdem.yml").contains("PATRONI-PASSWORD"));
+    assert!(!outline(&plan).contains("PATRONI-PASSWORD"));
 }

@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+# Managed by tpa: the deploy's helper beside Patroni (planner/patroni.rs).
+#
+#   patroni-tpa postgres-up CLUSTER         exit 0 when Postgres runs under postgres.service or
+#                                           Patroni runs
+#   patroni-tpa owned CLUSTER               exit 0 when patroni@CLUSTER runs and postgres.service
+#                                           is disabled
+#   patroni-tpa takeover CLUSTER ROLE       stop and disable postgres.service, start Patroni, wait
+#                                           until this member is ROLE (leader or replica)
+#   patroni-tpa synced CLUSTER              exit 0 when the DCS holds /etc/patroni/CLUSTER.dcs.json
+#                                           and no member waits for a restart
+#   patroni-tpa sync CLUSTER                PATCH /config with it, then restart the members that
+#                                           report pending_restart, one at a time (leader last)
+#
+# The REST API is reached over TLS verified against the cluster CA; writes authenticate with
+# the user and password of the restapi section of /etc/patroni/CLUSTER.yml (never printed).
+import base64
+import json
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def load(cluster):
+    with open(f"/etc/patroni/{cluster}.yml") as f:
+        return json.load(f)
+
+
+def api(conf, method, url, body=None, auth=False):
+    ctx = ssl.create_default_context(cafile=conf["restapi"]["cafile"])
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        a = conf["restapi"]["authentication"]
+        token = base64.b64encode(f"{a['username']}:{a['password']}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text.strip().startswith(("{", "[")) else text)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def local_url(conf, path):
+    return f"https://{conf['restapi']['connect_address']}{path}"
+
+
+def active(unit):
+    return subprocess.run(["systemctl", "is-active", "--quiet", unit]).returncode == 0
+
+
+def enabled(unit):
+    return subprocess.run(["systemctl", "is-enabled", "--quiet", unit]).returncode == 0
+
+
+def systemctl(*args):
+    subprocess.run(["systemctl", *args], check=True)
+
+
+def wait_role(conf, role, seconds=240):
+    path = "/primary" if role == "leader" else "/replica"
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        try:
+            status, body = api(conf, "GET", local_url(conf, path))
+            if status == 200:
+                return
+            last = f"GET {path}: {status}"
+        except (OSError, ValueError) as e:
+            last = str(e)
+        time.sleep(1)
+    unit = f"patroni@{conf['scope']}"
+    journal = subprocess.run(["journalctl", "-u", unit, "-n", "15", "--no-pager", "-o", "cat"],
+                             capture_output=True, text=True).stdout
+    sys.exit(f"Patroni did not report this member as {role} within {seconds} s ({last}); "
+             f"journalctl -u {unit} ends with:\n{journal}")
+
+
+def subset(want, have):
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(subset(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(want) == len(have) and all(
+            subset(a, b) for a, b in zip(want, have))
+    return str(want).lower() == str(have).lower()
+
+
+def cluster_state(conf):
+    status, body = api(conf, "GET", local_url(conf, "/cluster"))
+    if status != 200:
+        sys.exit(f"GET /cluster: {status}")
+    return body
+
+
+def synced(conf, cluster):
+    with open(f"/etc/patroni/{cluster}.dcs.json") as f:
+        want = json.load(f)
+    status, have = api(conf, "GET", local_url(conf, "/config"))
+    if status != 200 or not subset(want, have):
+        return False
+    return not any(m.get("pending_restart") for m in cluster_state(conf).get("members", []))
+
+
+def sync(conf, cluster):
+    with open(f"/etc/patroni/{cluster}.dcs.json") as f:
+        want = json.load(f)
+    status, have = api(conf, "GET", local_url(conf, "/config"))
+    if status != 200:
+        sys.exit(f"GET /config: {status}")
+    if not subset(want, have):
+        status, body = api(conf, "PATCH", local_url(conf, "/config"), want, auth=True)
+        if status != 200:
+            sys.exit(f"PATCH /config: {status} {body}")
+        # Members apply it (and notice what needs a restart) on their next loop.
+        time.sleep(int(want.get("loop_wait", 10)) + 3)
+    members = cluster_state(conf).get("members", [])
+    pending = [m for m in members if m.get("pending_restart")]
+    pending.sort(key=lambda m: m.get("role") == "leader")
+    for m in pending:
+        status, body = api(conf, "POST", m["api_url"].rsplit("/", 1)[0] + "/restart",
+                           {"restart_pending": True}, auth=True)
+        if status not in (200, 202):
+            sys.exit(f"restart of {m['name']} through Patroni: {status} {body}")
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            now = {x["name"]: x for x in cluster_state(conf).get("members", [])}
+            x = now.get(m["name"], {})
+            if x.get("state") in ("running", "streaming") and not x.get("pending_restart"):
+                break
+            time.sleep(1)
+        else:
+            sys.exit(f"{m['name']} did not come back within 180 s of its restart")
+        print(f"restarted {m['name']} through Patroni")
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__ or "usage: patroni-tpa COMMAND CLUSTER [ROLE]")
+    command, cluster = sys.argv[1], sys.argv[2]
+    unit = f"patroni@{cluster}.service"
+    if command == "postgres-up":
+        sys.exit(0 if active("postgres.service") or active(unit) else 1)
+    if command == "owned":
+        sys.exit(0 if active(unit) and not enabled("postgres.service") else 1)
+    conf = load(cluster)
+    if command == "takeover":
+        role = sys.argv[3]
+        if not active(unit):
+            systemctl("stop", "postgres.service")
+        systemctl("disable", "--quiet", "postgres.service")
+        systemctl("enable", "--quiet", unit)
+        systemctl("start", unit)
+        wait_role(conf, role)
+    elif command == "synced":
+        sys.exit(0 if synced(conf, cluster) else 1)
+    elif command == "sync":
+        sync(conf, cluster)
+    else:
+        sys.exit(f"unknown command {command}")
+
+
+if __name__ == "__main__":
+    main()
