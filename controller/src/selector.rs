@@ -110,12 +110,7 @@ fn target(term: &str, cluster: &Cluster) -> Result<Target, String> {
     }
     Err(format!(
         "`{term}`: config.yml has no host `{term}`; hosts are {}",
-        cluster
-            .instances
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        cluster.instance_names()
     ))
 }
 

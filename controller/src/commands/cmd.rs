@@ -187,12 +187,7 @@ pub fn ssh(dir: &Path, host: &str, command: &[String]) -> anyhow::Result<()> {
     if cluster.instance(host).is_none() {
         bail!(
             "config.yml has no host `{host}`; hosts are {}",
-            cluster
-                .instances
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            cluster.instance_names()
         );
     }
     let inventory = Inventory::load(&cluster_dir.inventory())?;

@@ -120,12 +120,7 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
         bail!(
             "{target} is not an instance of cluster {} (config.yml lists {}); nothing was changed",
             cluster.name,
-            cluster
-                .instances
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            cluster.instance_names()
         );
     };
     if !(instance.has_role(Role::Primary) || instance.has_role(Role::Replica)) {

@@ -245,6 +245,15 @@ impl Cluster {
         self.instances.iter().find(|i| i.name == name)
     }
 
+    /// Every instance's name, comma-separated: for errors that name an unknown host.
+    pub fn instance_names(&self) -> String {
+        self.instances
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// `cluster_vars.postgres_version`, e.g. `15`.
     pub fn postgres_version(&self) -> Option<String> {
         self.vars.postgres_version.clone()

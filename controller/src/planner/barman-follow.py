@@ -5,6 +5,7 @@ by deploy's barman stage and by `tpa-controller switchover`.
 
     barman-follow check SERVER TARGET
     barman-follow follow SERVER TARGET
+    barman-follow nudged TARGET BARMAN-COMMAND...
 
 TARGET is the libpq connection string of the live primary without user and dbname (host, port,
 passfile, TLS); /etc/barman.d/SERVER.conf already names the same host. `check` exits 0 when the
@@ -20,6 +21,12 @@ passfile, TLS); /etc/barman.d/SERVER.conf already names the same host. `check` e
    of the new primary's timeline, still without a gap while the new primary keeps that segment;
 3. failing that, streaming starts at the slot's position and a new backup is taken at once,
    since WAL between the last streamed position and now is not in the archive.
+
+`nudged` runs a Barman command that waits for a WAL segment to reach the archive (switch-wal
+--archive, backup --wait) while writing a restore point on the primary every half second, and
+exits with its status. Barman archives a streamed segment only once the next segment's
+.partial exists (StreamingWalArchiver.get_next_batch); on an idle primary nothing writes into
+the next segment until the next checkpoint, so the command would wait that long.
 """
 
 import binascii
@@ -204,7 +211,23 @@ def follow(server, target, host):
     return 0
 
 
+def nudged(target, command):
+    conninfo = "%s dbname=postgres user=%s" % (target, BARMAN_USER)
+    child = subprocess.Popen(command, cwd=HOME)
+    while True:
+        try:
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            psql(conninfo, "select pg_create_restore_point('tpa_barman_wal_nudge')")
+        except Failed:
+            pass
+
+
 def main(argv):
+    if len(argv) >= 4 and argv[1] == "nudged" and argv[3] == BARMAN:
+        return nudged(argv[2], argv[3:])
     if len(argv) != 4 or argv[1] not in ("check", "follow"):
         sys.stderr.write(__doc__)
         return 2

@@ -513,7 +513,7 @@ fn server_up(
     let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
         command(
             id("barman", &format!("backup-{n}:{server}")),
-            argv(&["backup", "--immediate-checkpoint", "--wait", server]),
+            nudged(target, backup_argv(server)),
             Some(check.clone()),
             3600,
         )
@@ -545,13 +545,16 @@ fn server_up(
         },
         command(
             id("barman", &format!("switch-wal:{server}")),
-            argv(&["switch-wal", "--archive", "--archive-timeout", "60", server]),
+            nudged(
+                target,
+                argv(&["switch-wal", "--archive", "--archive-timeout", "60", server]),
+            ),
             no_backup_yet.clone(),
             120,
         ),
         command(
             id("barman", &format!("first-backup:{server}")),
-            argv(&["backup", "--immediate-checkpoint", "--wait", server]),
+            nudged(target, backup_argv(server)),
             no_backup_yet,
             3600,
         ),
@@ -564,6 +567,16 @@ fn server_up(
         120,
     ));
     resources
+}
+
+/// `barman` (its argv) run by `barman-follow nudged`, which writes a restore point on the
+/// primary every half second until it exits: Barman archives a streamed segment only once the
+/// next segment's `.partial` exists, and on an idle primary nothing writes the next segment
+/// until a checkpoint, so a switch-wal or backup waiting for its segment would wait that long.
+fn nudged(target: &str, barman: Vec<String>) -> Vec<String> {
+    let mut argv = vec![FOLLOW_PROGRAM.to_string(), "nudged".into(), target.into()];
+    argv.extend(barman);
+    argv
 }
 
 fn argv(args: &[&str]) -> Vec<String> {

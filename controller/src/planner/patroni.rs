@@ -164,12 +164,7 @@ pub fn etcd_stage(
 ) -> Result<Stage, String> {
     let cluster = &input.cluster.name;
     let members = etcd_members(input);
-    let address = input
-        .inventory
-        .host(&instance.name)
-        .ok_or_else(|| format!("{}: not in the inventory", instance.name))?
-        .address
-        .to_string();
+    let address = address_of(input, instance)?;
     let (cert, key) = ha_cert_paths(cluster);
     let tls = json!({
         "cert-file": cert,
@@ -332,12 +327,7 @@ pub fn conf(
     host: &HostState,
 ) -> Result<String, String> {
     let cluster = &input.cluster.name;
-    let address = input
-        .inventory
-        .host(&instance.name)
-        .ok_or_else(|| format!("{}: not in the inventory", instance.name))?
-        .address
-        .to_string();
+    let address = address_of(input, instance)?;
     let (cert, key) = ha_cert_paths(cluster);
     let rest_password = input
         .state
@@ -570,4 +560,13 @@ pub fn stage(
         resources,
         after,
     })
+}
+
+/// The address `instance` was provisioned with (its certificate names it).
+fn address_of(input: &PlanInput<'_>, instance: &Instance) -> Result<String, String> {
+    input
+        .inventory
+        .host(&instance.name)
+        .map(|h| h.address.to_string())
+        .ok_or_else(|| format!("{}: not in the inventory", instance.name))
 }
