@@ -159,20 +159,29 @@ fn init_command(name: &str, addr: SocketAddr) -> String {
     )
 }
 
-/// The agent binary shipped to hosts: `TPA_AGENT_BIN`, else `tpa-agent` beside this binary.
+/// Where the controller's .deb puts the agent it ships to hosts (the same bytes as the
+/// tpa-agent package's /usr/bin/tpa-agent).
+pub const PACKAGED_AGENT: &str = "/usr/lib/tpa/tpa-agent";
+
+/// The agent binary shipped to hosts: `TPA_AGENT_BIN`, else `tpa-agent` beside this binary
+/// (a build tree), else the packaged one.
 pub fn agent_binary_path() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("TPA_AGENT_BIN") {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating tpa-controller")?;
-    let path = exe.with_file_name("tpa-agent");
-    if !path.is_file() {
-        bail!(
-            "tpa-agent not found beside tpa-controller ({}): build both (`cargo build --release`) or set TPA_AGENT_BIN",
-            path.display()
-        );
+    let beside = exe.with_file_name("tpa-agent");
+    if beside.is_file() {
+        return Ok(beside);
     }
-    Ok(path)
+    let packaged = PathBuf::from(PACKAGED_AGENT);
+    if packaged.is_file() {
+        return Ok(packaged);
+    }
+    bail!(
+        "tpa-agent not found beside tpa-controller ({}) nor at {PACKAGED_AGENT}: build both (`cargo build --release`), install the tpa-controller package, or set TPA_AGENT_BIN",
+        beside.display()
+    )
 }
 
 async fn connect_with_retry(

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{CommandFactory, Parser, Subcommand};
 use tpa_controller::commands;
 use tpa_controller::lock::ClusterLock;
 
@@ -174,6 +175,13 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Print a completion script for a shell on stdout, e.g.
+    /// `tpa-controller completions bash > /etc/bash_completion.d/tpa-controller`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (tpa-controller.1 and one per command) into a directory; used by
+    /// scripts/package.
+    #[command(hide = true)]
+    Manpages { out_dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -237,7 +245,9 @@ fn main() -> ExitCode {
             | Command::Backup { list: true, .. }
             | Command::Cmd { .. }
             | Command::Ssh { .. }
-            | Command::Image { .. } => None,
+            | Command::Image { .. }
+            | Command::Completions { .. }
+            | Command::Manpages { .. } => None,
         };
         let done = match cli.command {
             Command::Configure(args) => commands::configure::run(&args),
@@ -336,6 +346,15 @@ fn main() -> ExitCode {
                         mirror,
                     },
             } => commands::image::build(&os, os_version, &mirror).await,
+            // Generated from the parser itself, so they cannot drift from it.
+            Command::Completions { shell } => {
+                let mut cli = Cli::command();
+                clap_complete::generate(shell, &mut cli, "tpa-controller", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Manpages { out_dir } => std::fs::create_dir_all(&out_dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &out_dir))
+                .with_context(|| format!("writing man pages into {}", out_dir.display())),
         };
         done.map(|()| ExitCode::SUCCESS)
     });
