@@ -6,6 +6,9 @@
 //!    replica and each upstream), repmgr's slots, a row written on ulb reaches achel, repmgr's
 //!    `cluster show` clean on every node with chimay a registered witness; a re-deploy changes
 //!    nothing and `deploy --check` exits 0.
+//!    The log server (chimay, `log-server`): every host's Postgres and agent lines are in
+//!    `/var/log/tpa/<host>/`; a line Postgres logs on ulb arrives within seconds (the time
+//!    is printed); plain TCP and TLS without a client certificate are refused.
 //! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`; with
 //!    Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
 //! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica, a
@@ -29,7 +32,10 @@
 //! switchovers (about 7 s each; with Barman moved, 25-34 s in all under a load average of
 //! about 8), one failover (about 15 s), two on-demand backups (about 10 s each) and one added
 //! host (about 90 s, mostly its packages): about 6 min idle; 781 s measured 2026-11-27 with
-//! two other agents' builds and scenarios on the machine.
+//! two other agents' builds and scenarios on the machine. The log server adds rsyslog's few
+//! small packages and a `logs` stage (under 0.5 s) to each host's first deploy, and its step
+//! about 5 s (lines arrive in under a second; two 1 s pauses for the refused clients); the
+//! whole test took 506 s with it on 2026-12-06.
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +182,8 @@ fn seed_replicas_stream_in_a_cascade() {
         "deploy --check found pending changes"
     );
 
+    log_server(dir.path(), ssh_config);
+
     // `status`: each host's live role and upstream, with lag figures, and exit 0.
     let started = Instant::now();
     let out = controller(&["status", "--json", path]);
@@ -239,6 +247,119 @@ fn seed_replicas_stream_in_a_cascade() {
     }
 
     repmgr_scenarios(dir.path(), path, ssh_config, cluster);
+}
+
+/// Step 1b: the log server chimay (issue 11) holds every host's Postgres and agent lines
+/// after the deploy; a line Postgres logs on ulb reaches chimay's file for ulb within seconds
+/// and stays in ulb's journal; plain TCP and TLS without a client certificate are refused.
+fn log_server(dir: &std::path::Path, ssh_config: &str) {
+    let ssh = |host: &str, command: &str| -> (bool, String) {
+        run(
+            "ssh",
+            &["-F", ssh_config, "-o", "BatchMode=yes", host, command],
+        )
+    };
+    let wait_for = |what: &str, seconds: u64, command: &str| -> Duration {
+        let started = Instant::now();
+        loop {
+            if ssh("chimay", command).0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(seconds),
+                "{what}: not on the log server within {seconds} s ({command})"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for host in ["ulb", "vub", "achel", "chimay"] {
+        for file in ["postgres.log", "agent.log"] {
+            let path = format!("/var/log/tpa/{host}/{file}");
+            wait_for(&path, 15, &format!("sudo test -s {path}"));
+        }
+    }
+    let (ok, mode) = ssh(
+        "chimay",
+        "sudo stat -c '%U:%G %a' /var/log/tpa/ulb/postgres.log",
+    );
+    assert!(ok && mode.trim() == "root:adm 640", "{mode}");
+
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let marker = format!("e2e-logserver-{nanos}");
+    psql(
+        ssh_config,
+        "ulb",
+        // (No dollar quoting: `sudo -i` would expand `$$`.)
+        &format!("do 'begin raise log ''{marker}''; end'"),
+    );
+    let took = wait_for(
+        "ulb's Postgres line",
+        10,
+        &format!("sudo grep -q {marker} /var/log/tpa/ulb/postgres.log"),
+    );
+    eprintln!(
+        "log server: ulb's Postgres line on chimay after {:.2}s",
+        took.as_secs_f64()
+    );
+    let (ok, _) = ssh(
+        "ulb",
+        &format!("sudo journalctl -u postgres --since=-10min | grep -q {marker}"),
+    );
+    assert!(ok, "the line is not in ulb's journal any more");
+
+    // Refused: plain TCP, and TLS without a client certificate (from ulb, whose address the
+    // server would file them under).
+    let chimay = host_address(dir, "chimay");
+    let plain = format!("{marker}-plain");
+    let anonymous = format!("{marker}-anonymous");
+    let line = |m: &str| format!("<13>1 - ulb postgres - - - {m}");
+    ssh(
+        "ulb",
+        &format!(
+            "bash -c 'exec 3<>/dev/tcp/{chimay}/6514 && echo \"{}\" >&3 && sleep 1'",
+            line(&plain)
+        ),
+    );
+    ssh(
+        "ulb",
+        &format!(
+            "echo '{}' | timeout 10 openssl s_client -connect {chimay}:6514 \
+             -CAfile /etc/tpa/ca.crt -verify_return_error -quiet; sleep 1",
+            line(&anonymous)
+        ),
+    );
+    // A later line gets through; the refused ones never do.
+    let after = format!("{marker}-after");
+    psql(
+        ssh_config,
+        "ulb",
+        &format!("do 'begin raise log ''{after}''; end'"),
+    );
+    wait_for(
+        "the line after the refused clients",
+        10,
+        &format!("sudo grep -q {after} /var/log/tpa/ulb/postgres.log"),
+    );
+    let (_, found) = ssh(
+        "chimay",
+        &format!("sudo grep -rh -e {plain} -e {anonymous} /var/log/tpa /var/log/syslog || true"),
+    );
+    assert!(
+        found.trim().is_empty(),
+        "a refused client got through: {found}"
+    );
+    let (ok, refusals) = ssh(
+        "chimay",
+        "(sudo journalctl -u rsyslog --since=-5min; sudo cat /var/log/syslog) 2>/dev/null \
+         | grep -c 'will be closed due to error'",
+    );
+    assert!(
+        ok && refusals.trim().parse::<u32>().unwrap_or(0) >= 2,
+        "the log server did not log two refused sessions: {refusals}"
+    );
 }
 
 /// Steps 1 (repmgr's view), 3, 4, 5 and 6 of the header, on the deployed cluster.

@@ -14,13 +14,14 @@
 //!   `replica`: cloning replicas, their slots and the `replication` role; `repmgr`: repmgr's
 //!   configuration, registration and repmgrd; `barman`: the Barman server and its roles on the
 //!   primary; `ssh_trust`: the barman and postgres users' SSH keys, pinned host keys and
-//!   authorized_keys.
+//!   authorized_keys; `logserver`: rsyslog shipping every host's logs to the log server.
 
 pub mod barman;
 pub mod barman_drill;
 pub mod hooks;
 mod input;
 pub mod inspect;
+pub mod logserver;
 pub mod patroni;
 mod postgres;
 mod postgres_conf;
@@ -48,6 +49,8 @@ pub use topology::{PostgresRole, Topology, TopologyError};
 pub enum StageName {
     /// Package sources, base packages, locale, /etc/tpa.
     Sys,
+    /// rsyslog shipping the host's logs to the log server (a cluster with a `log-server`).
+    Logs,
     /// Postgres packages, data directory, initdb (a replica: the clone from its upstream).
     PostgresInstall,
     /// Configuration files, TLS, the postgres service (a replica: then streaming verified and
@@ -70,6 +73,7 @@ impl StageName {
     pub fn as_str(self) -> &'static str {
         match self {
             StageName::Sys => "sys",
+            StageName::Logs => "logs",
             StageName::PostgresInstall => "postgres-install",
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
@@ -134,12 +138,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             ));
             continue;
         };
-        let packages = match packages_for(
-            &instance.roles,
-            &settings.postgres_version,
-            Some(settings.failover_manager),
-            os_major,
-        ) {
+        let packages = match host_packages(input.cluster, instance, settings, os_major) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(format!("{}: {e}", instance.name));
@@ -147,6 +146,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             }
         };
         let mut stages = vec![sys::stage(instance, host, packages)];
+        match logserver::stage(input, instance, host) {
+            Ok(Some(s)) => stages.push(s),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("{}: {e}", instance.name)),
+        }
         let patroni = patroni::enabled(input);
         if patroni && instance.has_role(Role::Etcd) {
             match patroni::etcd_stage(input, instance, host) {
@@ -275,6 +279,29 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     }
 }
 
+/// The packages the plan installs on `instance`: its roles' ([`packages_for`]), and rsyslog
+/// with its TLS driver on every host of a cluster with a log server. `download-packages`
+/// fetches the union of these over the cluster.
+pub fn host_packages(
+    cluster: &Cluster,
+    instance: &Instance,
+    settings: &crate::settings::HostSettings,
+    os_major: u32,
+) -> Result<Vec<String>, crate::local_repo::PackageSetError> {
+    let mut packages = packages_for(
+        &instance.roles,
+        &settings.postgres_version,
+        Some(settings.failover_manager),
+        os_major,
+    )?;
+    if logserver::wanted(cluster) {
+        packages.extend(logserver::PACKAGES.iter().map(|p| p.to_string()));
+        packages.sort();
+        packages.dedup();
+    }
+    Ok(packages)
+}
+
 /// A witness's last stage, after the primary's: its own repmgr role and database, then
 /// `repmgr witness register` against the live primary, then repmgrd.
 fn witness(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Result<Stage, String> {
@@ -321,7 +348,12 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
     let roles: Vec<&str> = instance
         .roles
         .iter()
-        .filter(|r| !matches!(r, Role::Postgres | Role::Barman | Role::Etcd))
+        .filter(|r| {
+            !matches!(
+                r,
+                Role::Postgres | Role::Barman | Role::Etcd | Role::LogServer
+            )
+        })
         .map(|r| match (r, live) {
             (Role::Primary | Role::Replica, Some(live)) => live.as_str(),
             _ => r.as_str(),

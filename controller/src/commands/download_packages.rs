@@ -33,11 +33,8 @@ pub fn cluster_packages(cluster: &Cluster, os_major: u32) -> anyhow::Result<Vec<
     let mut packages = BTreeSet::new();
     for instance in &cluster.instances {
         let settings = HostSettings::resolve(cluster, instance, Some(os_major));
-        packages.extend(local_repo::packages_for(
-            &instance.roles,
-            &settings.postgres_version,
-            Some(settings.failover_manager),
-            os_major,
+        packages.extend(crate::planner::host_packages(
+            cluster, instance, &settings, os_major,
         )?);
     }
     Ok(packages.into_iter().collect())

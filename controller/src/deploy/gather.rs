@@ -71,6 +71,7 @@ pub async fn gather(
                 facts,
                 server_cert: None,
                 ha_cert: None,
+                log_cert: None,
             },
         );
     }
@@ -115,7 +116,12 @@ pub async fn gather(
             )),
         }
     }
-    ha_certs(cluster, inventory, &agents, &pki, &mut hosts, check, log).await?;
+    for kind in [HostCert::Ha, HostCert::Log] {
+        host_certs(
+            kind, cluster, inventory, &agents, &pki, &mut hosts, check, log,
+        )
+        .await?;
+    }
     log.line(format!(
         "facts: {} host(s) in {:.1}s",
         hosts.len(),
@@ -212,9 +218,49 @@ pub async fn gather(
     })
 }
 
-/// etcd's and Patroni's certificate on every etcd member and Patroni node: the key made on
-/// the host, the CA signing it for server and client use (`check`: nothing issued).
-async fn ha_certs(
+/// A host certificate besides Postgres' (both for server and client use): etcd's and
+/// Patroni's, or rsyslog's on a host of a cluster with a log server and no HA certificate.
+#[derive(Debug, Clone, Copy)]
+enum HostCert {
+    Ha,
+    Log,
+}
+
+impl HostCert {
+    fn needed(self, cluster: &Cluster, instance: &Instance) -> bool {
+        match self {
+            HostCert::Ha => planner::patroni::needs_ha_cert(cluster, instance),
+            HostCert::Log => planner::logserver::needs_log_cert(cluster, instance),
+        }
+    }
+
+    fn paths(self, cluster: &str) -> (String, String) {
+        match self {
+            HostCert::Ha => planner::patroni::ha_cert_paths(cluster),
+            HostCert::Log => planner::logserver::log_cert_paths(cluster),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            HostCert::Ha => "etcd/Patroni",
+            HostCert::Log => "rsyslog",
+        }
+    }
+
+    fn slot(self, host: &mut HostState) -> &mut Option<String> {
+        match self {
+            HostCert::Ha => &mut host.ha_cert,
+            HostCert::Log => &mut host.log_cert,
+        }
+    }
+}
+
+/// The `kind` certificate on every host that needs it: the key made on the host, the CA
+/// signing it for server and client use (`check`: nothing issued).
+#[allow(clippy::too_many_arguments)]
+async fn host_certs(
+    kind: HostCert,
     cluster: &Cluster,
     inventory: &Inventory,
     agents: &BTreeMap<String, AgentClient>,
@@ -223,11 +269,11 @@ async fn ha_certs(
     check: bool,
     log: &mut DeployLog,
 ) -> anyhow::Result<()> {
-    let (cert_file, key_file) = planner::patroni::ha_cert_paths(&cluster.name);
+    let (cert_file, key_file) = kind.paths(&cluster.name);
     let requests: Vec<_> = cluster
         .instances
         .iter()
-        .filter(|i| planner::patroni::needs_ha_cert(cluster, i) && hosts.contains_key(&i.name))
+        .filter(|i| kind.needed(cluster, i) && hosts.contains_key(&i.name))
         .filter_map(|i| {
             let address = inventory.host(&i.name)?.address;
             let mut client = agents.get(&i.name)?.clone();
@@ -248,14 +294,15 @@ async fn ha_certs(
         .collect();
     for (name, cert) in futures_util::future::join_all(requests).await {
         let host = hosts.get_mut(&name).expect("requested for known hosts");
+        let label = kind.label();
         match cert? {
             ServerCert::Issued(pem) => {
-                log.line(format!("[{name}] tls: etcd/Patroni certificate issued"));
-                host.ha_cert = Some(pem);
+                log.line(format!("[{name}] tls: {label} certificate issued"));
+                *kind.slot(host) = Some(pem);
             }
-            ServerCert::Current(pem) => host.ha_cert = Some(pem),
+            ServerCert::Current(pem) => *kind.slot(host) = Some(pem),
             ServerCert::WouldIssue => log.line(format!(
-                "[{name}] tls: an etcd/Patroni certificate would be issued"
+                "[{name}] tls: an {label} certificate would be issued"
             )),
         }
     }

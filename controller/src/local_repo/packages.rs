@@ -103,7 +103,8 @@ pub fn packages_for(
     if has(Role::Haproxy) {
         add(&["haproxy"]);
     }
-    // Roles without packages of their own (log-server) get the base set.
+    // Roles without packages of their own get the base set (a cluster with a log-server
+    // adds rsyslog on every host: planner::host_packages).
     Ok(set.into_iter().collect())
 }
 

@@ -188,6 +188,12 @@ fn net_package_names_exist_in_both_suites() {
             )
             .expect("set"),
         );
+        // A cluster with a log server: rsyslog and its TLS driver on every host.
+        names.extend(
+            crate::planner::logserver::PACKAGES
+                .iter()
+                .map(|p| p.to_string()),
+        );
         names.sort();
         names.dedup();
         let cache = default_cache_dir().expect("HOME set");

@@ -54,6 +54,9 @@ pub struct HostState {
     pub server_cert: Option<String>,
     /// etcd's and Patroni's certificate (PEM), on etcd members and Patroni nodes.
     pub ha_cert: Option<String>,
+    /// rsyslog's certificate (PEM), on hosts of a cluster with a log server that have no
+    /// `ha_cert` to reuse (planner/logserver.rs).
+    pub log_cert: Option<String>,
     /// The cluster's local-repo directory as the host sees it (e.g.
     /// `/var/opt/tpa/local-repo/Debian/12`), when the cluster has one for its OS.
     pub local_repo: Option<String>,

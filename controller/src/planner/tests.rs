@@ -90,6 +90,8 @@ pub(crate) fn state(
                     .then(|| "CERT-PEM\n".to_string()),
                 ha_cert: crate::planner::patroni::needs_ha_cert(cluster, instance)
                     .then(|| "HA-PEM\n".to_string()),
+                log_cert: crate::planner::logserver::needs_log_cert(cluster, instance)
+                    .then(|| "LOG-PEM\n".to_string()),
                 facts,
             };
             (name, host)
@@ -1145,4 +1147,97 @@ fn patroni_plan_outline_and_files() {
     // The REST password is in the (secret) file, and nowhere in the outline.
     assert!(file_content(&plan, "ulb", "/etc/patroni/fosdem.yml").contains("PATRONI-PASSWORD"));
     assert!(!outline(&plan).contains("PATRONI-PASSWORD"));
+}
+
+/// TPA's M1 shape with the log server beside Barman and the witness.
+fn log_server_seed() -> String {
+    SEED.replace(
+        "  role: [barman]\n",
+        "  role: [barman, log-server, witness]\n  upstream: ulb\n",
+    )
+}
+
+/// Every host ships its logs: a `logs` stage right after `sys` (rsyslog, its certificate,
+/// the forwarding rules), and the log server's listener with one directory per host.
+#[test]
+fn log_server_stages_and_files() {
+    let plan = plan_for(&log_server_seed(), "12").unwrap();
+    let mut logs = Plan::default();
+    for (host, stages) in &plan.hosts {
+        assert_eq!(
+            stages[1].name,
+            StageName::Logs,
+            "{host}: logs right after sys"
+        );
+        let Resource::Packages(p) = &stages[0]
+            .resources
+            .iter()
+            .find(|r| r.id == "packages:base")
+            .unwrap()
+            .kind
+        else {
+            panic!("packages")
+        };
+        for name in logserver::PACKAGES {
+            assert!(
+                p.names.iter().any(|n| n == name),
+                "{host}: {name} in {:?}",
+                p.names
+            );
+        }
+        logs.hosts.insert(host.clone(), vec![stages[1].clone()]);
+    }
+    expect_file!["golden/logserver_outline.txt"].assert_eq(&outline(&logs));
+    expect_file!["golden/rsyslog-forward-ulb.conf"].assert_eq(&file_content(
+        &plan,
+        "ulb",
+        logserver::FORWARD_CONF,
+    ));
+    expect_file!["golden/rsyslog-log-server-chimay.conf"].assert_eq(&file_content(
+        &plan,
+        "chimay",
+        logserver::SERVER_CONF,
+    ));
+    // The log server's role is deployed now: no "not deployed yet" note names it.
+    assert!(
+        plan.notes.iter().all(|n| !n.contains("log-server")),
+        "{:?}",
+        plan.notes
+    );
+}
+
+/// Without a log-server role nothing changes: no stage, no rsyslog package.
+#[test]
+fn no_log_server_no_logs_stage() {
+    let plan = plan_for(SEED, "12").unwrap();
+    let text = outline(&plan);
+    assert!(
+        !text.contains(" logs\n") && !text.contains("rsyslog"),
+        "{text}"
+    );
+}
+
+/// Under Patroni, hosts with the etcd/Patroni certificate reuse it for rsyslog; the others
+/// (the log server here) get one of their own.
+#[test]
+fn log_shipping_reuses_the_ha_certificate() {
+    let source = patroni_seed().replace("  role: [barman]\n", "  role: [barman, log-server]\n");
+    let plan = plan_for(&source, "12").unwrap();
+    let ulb = file_content(&plan, "ulb", logserver::FORWARD_CONF);
+    assert!(ulb.contains("\"/etc/tpa/fosdem-ha.crt\""), "{ulb}");
+    assert_eq!(
+        file_content(&plan, "ulb", "/etc/tpa/fosdem-ha.crt"),
+        "HA-PEM\n"
+    );
+    let chimay = file_content(&plan, "chimay", logserver::SERVER_CONF);
+    assert!(chimay.contains("\"/etc/tpa/fosdem-log.key\""), "{chimay}");
+    assert_eq!(
+        file_content(&plan, "chimay", "/etc/tpa/fosdem-log.crt"),
+        "LOG-PEM\n"
+    );
+    let ids: Vec<&str> = plan.hosts["ulb"]
+        .iter()
+        .flat_map(|s| s.resources.iter().map(|r| r.id.as_str()))
+        .collect();
+    assert!(!ids.contains(&"file:/etc/tpa/fosdem-log.crt"), "{ids:?}");
 }
