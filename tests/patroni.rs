@@ -172,13 +172,8 @@ fn patroni_with_etcd_over_tls() {
         );
     }
 
-    for host in ["pat2", "pat3"] {
-        assert_eq!(
-            psql(ssh_config, host, "select status from pg_stat_wal_receiver"),
-            "streaming",
-            "{host}"
-        );
-    }
+    // (Patroni may still be (re)starting a replica's WAL receiver just after `list`.)
+    wait_streaming_from(ssh_config, "pat1", &["pat2", "pat3"]);
 
     // A row written on the leader reaches both replicas.
     psql(
@@ -416,10 +411,19 @@ fn patroni_with_etcd_over_tls() {
         hosts.iter().all(|h| h["patroni"]["leader"] == promoted),
         "Patroni's leader after pat1 rejoined: {hosts:?}"
     );
-    let rows: u64 = psql(ssh_config, "pat1", "select count(*) from e2e_count")
-        .parse()
-        .expect("a count");
-    assert_eq!(rows, rows_before + 1, "rows on pat1 after it rejoined");
+    let mut rows = String::new();
+    for _ in 0..60 {
+        rows = psql(ssh_config, "pat1", "select count(*) from e2e_count");
+        if rows == (rows_before + 1).to_string() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(
+        rows,
+        (rows_before + 1).to_string(),
+        "rows on pat1 after it rejoined"
+    );
 }
 
 /// `status --json`, parsed.
