@@ -366,9 +366,9 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
 
 /// Steps 3 to 7 with Patroni: Patroni's own switchover (`POST /switchover` to the leader's REST
 /// API, by the helper on the target, which reads the REST password from
-/// `/etc/patroni/<cluster>.yml`: it never crosses the network or an argv), then the same
-/// waits and report as with repmgr: the target accepts writes, every other member streams
-/// from it, Barman follows.
+/// `/etc/patroni/<cluster>.yml` and sends only to the leader's REST API over TLS: it is in no
+/// argv and never on the agent channel), then the same waits and report as with repmgr: the
+/// target accepts writes, every other member streams from it, Barman follows.
 async fn through_patroni(
     dir: &Path,
     deployed: &Deployed,
