@@ -402,6 +402,14 @@ fn patroni_with_etcd_over_tls() {
 
     // pat1 comes back; deploy follows the live leader; pat1 rejoins.
     assert!(run("docker", &["start", "pat1"]).0, "docker start pat1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ssh(ssh_config, "pat1", "true").0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pat1 did not answer SSH within 60 s of docker start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let out = controller(&["deploy", path]);
     assert!(out.status.success(), "deploy after the failover failed");
     wait_streaming_from(ssh_config, promoted, &["pat1", other]);

@@ -179,9 +179,9 @@ async fn ha_probe(
             ],
         );
         Some(match exec(&mut client, argv).await {
-            Ok(out) => view::EtcdHealth {
+            Ok(said) => view::EtcdHealth {
                 healthy: true,
-                message: view::shorten(&out),
+                message: view::shorten(&said),
             },
             Err(why) => view::EtcdHealth {
                 healthy: false,
@@ -194,7 +194,8 @@ async fn ha_probe(
     (member, etcd)
 }
 
-/// Runs `argv` as root on the host: its stdout, or why it failed (its stderr, shortened).
+/// Runs `argv` as root on the host: its stdout (its stderr when it printed nothing else), or
+/// why it failed (its stderr, shortened).
 async fn exec(client: &mut AgentClient, argv: Vec<String>) -> Result<String, String> {
     let out = client
         .exec(ExecCommand {
@@ -207,6 +208,10 @@ async fn exec(client: &mut AgentClient, argv: Vec<String>) -> Result<String, Str
         .await
         .map_err(|e| view::shorten(&format!("{e:#}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.exit_code == 0 && stdout.is_empty() {
+        // etcdctl says `… is healthy` on stderr.
+        return Ok(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
     if out.exit_code != 0 {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let why = if stderr.trim().is_empty() {

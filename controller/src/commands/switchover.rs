@@ -214,8 +214,10 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
             literal_lsn(&position)?
         ))
         .await?
-        .parse()
-        .unwrap_or(i64::MAX);
+        .parse::<i64>()
+        .unwrap_or(i64::MAX)
+        // A replica may have replayed past the primary's insert position (end of record).
+        .max(0);
     if lag > MAX_LAG_BYTES {
         bail!(
             "{target} is {lag} bytes of WAL behind {primary}: wait until it catches up (see \
