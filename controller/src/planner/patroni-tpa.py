@@ -119,9 +119,14 @@ def synced(conf, cluster):
 def sync(conf, cluster):
     with open(f"/etc/patroni/{cluster}.dcs.json") as f:
         want = json.load(f)
+    # Just after the takeover, the DCS may not hold the configuration yet (502): wait for it.
+    deadline = time.time() + 60
     status, have = api(conf, "GET", local_url(conf, "/config"))
+    while status != 200 and time.time() < deadline:
+        time.sleep(2)
+        status, have = api(conf, "GET", local_url(conf, "/config"))
     if status != 200:
-        sys.exit(f"GET /config: {status}")
+        sys.exit(f"GET /config: {status} (after 60 s)")
     if not subset(want, have):
         status, body = api(conf, "PATCH", local_url(conf, "/config"), want, auth=True)
         if status != 200:
