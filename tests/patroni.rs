@@ -7,14 +7,29 @@
 //!    unauthenticated write (both asked directly); our postgres.service is disabled; a
 //!    re-deploy changes nothing.
 //!
+//! 2. `status` (table and `--json`) shows each member's Patroni role and state, the leader and
+//!    each etcd member's health, and exits 0.
+//! 3. `work_mem` changed in config.yml: deploy applies it through Patroni's DCS; every member
+//!    shows it, and no postmaster restarted.
+//! 4. Switchover to pat2 and back to pat1 through Patroni, with a writer committing rows all
+//!    along: every committed row is on the new leader (count asserted); a switchover to the
+//!    leader or to an unknown instance is refused.
+//! 5. Failover: pat1's container stopped; Patroni promotes pat2 or pat3 within 60 s, a write
+//!    succeeds there, the other replica streams from it; pat1's container started again and
+//!    deploy run: pat1 streams from the new leader, `status` exits 0, no row lost.
+//!
 //! Costs one 3-host deploy (packages from the local repository, about 2 min with images
-//! cached) and one no-op re-deploy (a few seconds).
+//! cached), a no-op re-deploy (a few seconds), a deploy that changes `work_mem` (about 20 s:
+//! Patroni applies a DCS change within a loop_wait), two switchovers (about 15 s each), a
+//! failover (Patroni's ttl bounds it: under 40 s), a container restart and a deploy (about
+//! 40 s): about 4.5 min in all.
 
 use tpa_e2e::*;
 
 const CLUSTER: &str = "pat-e2e";
 
-fn config() -> String {
+/// The test's config.yml; `extra` is added to cluster_vars (indented by two spaces).
+fn config(extra: &str) -> String {
     format!(
         "---
 architecture: M1
@@ -26,7 +41,7 @@ cluster_vars:
   postgres_flavour: postgresql
   postgres_version: '15'
   use_local_repo_only: true
-
+{extra}
 locations:
 - Name: brussels
 
@@ -109,7 +124,7 @@ fn patroni_with_etcd_over_tls() {
         .prefix("tpa-e2e-")
         .tempdir()
         .expect("tempdir");
-    std::fs::write(dir.path().join("config.yml"), config()).expect("config.yml");
+    std::fs::write(dir.path().join("config.yml"), config("")).expect("config.yml");
     let _cleanup = Cleanup {
         dir: dir.path(),
         cluster: CLUSTER,
@@ -157,13 +172,8 @@ fn patroni_with_etcd_over_tls() {
         );
     }
 
-    for host in ["pat2", "pat3"] {
-        assert_eq!(
-            psql(ssh_config, host, "select status from pg_stat_wal_receiver"),
-            "streaming",
-            "{host}"
-        );
-    }
+    // (Patroni may still be (re)starting a replica's WAL receiver just after `list`.)
+    wait_streaming_from(ssh_config, "pat1", &["pat2", "pat3"]);
 
     // A row written on the leader reaches both replicas.
     psql(
@@ -268,4 +278,241 @@ fn patroni_with_etcd_over_tls() {
     );
     let after: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
     assert_eq!(before, after, "a re-deploy restarted Postgres");
+
+    // 2. status: Patroni's view of every member, the leader, etcd health; exit 0.
+    wait_status_ok(path);
+    let out = controller(&["status", path]);
+    let table = stdout(&out);
+    assert!(
+        table.contains("PATRONI")
+            && table.contains("ETCD")
+            && table.contains("Patroni leader: pat1"),
+        "{table}"
+    );
+    let hosts = status_json(path);
+    for h in &hosts {
+        let host = h["host"].as_str().unwrap_or_default();
+        let state = h["patroni"]["state"].as_str().unwrap_or_default();
+        assert!(matches!(state, "running" | "streaming"), "{host}: {h}");
+        assert_eq!(h["patroni"]["leader"], "pat1", "{host}: {h}");
+        assert_eq!(h["etcd"]["healthy"], true, "{host}: {h}");
+    }
+
+    // 3. work_mem through Patroni: on every member, no restart.
+    let before: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        config("  postgres_conf_settings:\n    work_mem: 7MB\n"),
+    )
+    .expect("config.yml");
+    assert!(
+        controller(&["deploy", path]).status.success(),
+        "work_mem deploy"
+    );
+    for host in ["pat1", "pat2", "pat3"] {
+        let mut seen = String::new();
+        for _ in 0..60 {
+            seen = psql(ssh_config, host, "show work_mem");
+            if seen == "7MB" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        assert_eq!(seen, "7MB", "work_mem on {host}");
+    }
+    let after: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
+    assert_eq!(before, after, "the work_mem change restarted Postgres");
+
+    // 4. Switchover and back, a writer committing all along.
+    psql(ssh_config, "pat1", "create table e2e_count (v int)");
+    let refused = controller(&["switchover", path, "pat1"]);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("already the primary"),
+        "a switchover to the leader"
+    );
+    let refused = controller(&["switchover", path, "nope"]);
+    assert!(
+        !refused.status.success(),
+        "a switchover to an unknown instance"
+    );
+    let mut committed_in_all = 0;
+    for (from, to) in [("pat1", "pat2"), ("pat2", "pat1")] {
+        let writer = Writer::start(ssh_config, [from, to]);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let out = controller(&["switchover", path, to]);
+        assert!(out.status.success(), "switchover to {to}");
+        assert!(stdout(&out).contains(&format!("switchover to {to} done in")));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let (committed, attempted) = writer.stop();
+        committed_in_all += committed;
+        let rows: u64 = psql(ssh_config, to, "select count(*) from e2e_count")
+            .parse()
+            .expect("a count");
+        eprintln!(
+            "switchover {from} → {to}: {committed} of {attempted} inserts committed, {rows} rows"
+        );
+        assert!(
+            committed > 0,
+            "the writer committed nothing around the switchover"
+        );
+        assert!(
+            rows >= committed_in_all,
+            "rows lost in the switchover to {to}: {rows} rows, {committed_in_all} inserts committed"
+        );
+        let leaders: Vec<_> = members(ssh_config, to)
+            .into_iter()
+            .filter(|(_, role, _)| role == "Leader")
+            .map(|(m, _, _)| m)
+            .collect();
+        assert_eq!(leaders, [to], "Patroni's leader after the switchover");
+        wait_status_ok(path);
+    }
+
+    // 5. Failover: the leader's container stops.
+    let rows_before: u64 = psql(ssh_config, "pat1", "select count(*) from e2e_count")
+        .parse()
+        .expect("a count");
+    let stopped = std::time::Instant::now();
+    assert!(run("docker", &["stop", "pat1"]).0, "docker stop pat1");
+    let promoted = loop {
+        let accepted = ["pat2", "pat3"].into_iter().find(|host| {
+            ssh(
+                ssh_config,
+                host,
+                "sudo -iu postgres psql -XAtc 'insert into e2e_count values (-1)'",
+            )
+            .0
+        });
+        if let Some(host) = accepted {
+            break host;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(60),
+            "no replica accepted writes within 60 s of stopping pat1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    eprintln!(
+        "failover: {promoted} accepted a write {:.1}s after pat1 was stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    let other = if promoted == "pat2" { "pat3" } else { "pat2" };
+    wait_streaming_from(ssh_config, promoted, &[other]);
+
+    // pat1 comes back; deploy follows the live leader; pat1 rejoins.
+    assert!(run("docker", &["start", "pat1"]).0, "docker start pat1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ssh(ssh_config, "pat1", "true").0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pat1 did not answer SSH within 60 s of docker start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let out = controller(&["deploy", path]);
+    assert!(out.status.success(), "deploy after the failover failed");
+    wait_streaming_from(ssh_config, promoted, &["pat1", other]);
+    wait_status_ok(path);
+    let hosts = status_json(path);
+    assert!(
+        hosts.iter().all(|h| h["patroni"]["leader"] == promoted),
+        "Patroni's leader after pat1 rejoined: {hosts:?}"
+    );
+    let mut rows = String::new();
+    for _ in 0..60 {
+        rows = psql(ssh_config, "pat1", "select count(*) from e2e_count");
+        if rows == (rows_before + 1).to_string() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(
+        rows,
+        (rows_before + 1).to_string(),
+        "rows on pat1 after it rejoined"
+    );
+}
+
+/// `status --json`, parsed.
+fn status_json(path: &str) -> Vec<serde_json::Value> {
+    let out = controller(&["status", "--json", path]);
+    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    hosts.as_array().expect("an array").clone()
+}
+
+/// Waits up to 90 s for `status` to exit 0.
+fn wait_status_ok(path: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !controller(&["status", path]).status.success() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status did not exit 0 within 90 s"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// Waits up to 90 s until each of `replicas` streams from `leader` (its walsender, named after
+/// the member by Patroni, is streaming).
+fn wait_streaming_from(ssh_config: &str, leader: &str, replicas: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (_, out) = ssh(
+            ssh_config,
+            leader,
+            "sudo -iu postgres psql -XAtc \"select application_name from pg_stat_replication \
+             where state = 'streaming'\"",
+        );
+        let streaming: Vec<&str> = out.lines().collect();
+        if replicas.iter().all(|r| streaming.contains(r)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{replicas:?} do not all stream from {leader} after 90 s: {streaming:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A writer committing one row at a time on whichever of its hosts accepts it.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Writer {
+    fn start(ssh_config: &str, hosts: [&str; 2]) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ssh_config, hosts) = (ssh_config.to_string(), hosts.map(str::to_string));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut committed, mut attempted) = (0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                attempted += 1;
+                let done = hosts.iter().any(|host| {
+                    ssh(
+                        &ssh_config,
+                        host,
+                        "sudo -iu postgres psql -XAtc 'insert into e2e_count values (1)'",
+                    )
+                    .0
+                });
+                if done {
+                    committed += 1;
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+            (committed, attempted)
+        });
+        Writer { stop, thread }
+    }
+
+    /// Stops the writer: (inserts committed, inserts attempted).
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("writer thread")
+    }
 }

@@ -1,8 +1,11 @@
 //! `tpa-controller status <dir> [--json]`: the live replication state, one line per host:
-//! role, upstream, streaming state, lag, timeline, repmgr's view, and where it differs from
-//! config.yml; under it, each Barman host's backup health ([`backups`]). Exit status 1 (with
+//! role, upstream, streaming state, lag, timeline, repmgr's view (with Patroni: Patroni's
+//! state and role of the member, the leader, each etcd member's health), and where it differs
+//! from config.yml; under it, each Barman host's backup health ([`backups`]). Exit status 1 (with
 //! the reason on stderr) when a host is down or unreachable, a replica does not stream, more
-//! than one host is a live primary, `barman check` fails or the last restore drill failed.
+//! than one host is a live primary, `barman check` fails or the last restore drill failed, a
+//! Patroni member is not running/streaming (or its REST API does not answer), or an etcd
+//! member is unhealthy.
 //!
 //! Read-only: it bootstraps nothing, writes nothing and takes no cluster-directory lock (so it
 //! runs beside a deploy). Every host is asked at once, over the agent's mutual-TLS connection
@@ -18,10 +21,10 @@ use std::time::Duration;
 
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::{AgentClient, Deadlines};
+use crate::agent_client::{AgentClient, Deadlines, ExecCommand};
 use crate::commands::deployed::Deployed;
 use crate::config::{Instance, Role};
-use crate::planner::{barman, barman_drill};
+use crate::planner::{barman, barman_drill, patroni};
 use crate::settings::PostgresSettings;
 
 pub use self::view::{HostStatus, Probe, problems};
@@ -86,7 +89,21 @@ pub async fn gather(deployed: &Deployed) -> Vec<HostStatus> {
                 (instance.name.clone(), health)
             }),
     );
-    let (probes, also_barman) = futures_util::future::join(probes, also_barman).await;
+    // With Patroni: each member's view through its helper, each etcd member's health.
+    let ha =
+        futures_util::future::join_all(
+            view::reported(cluster)
+                .filter(|_| patroni::configured(cluster))
+                .filter(|i| {
+                    (i.has_role(Role::Postgres) || i.has_role(Role::Etcd))
+                        && inventory.host(&i.name).is_some()
+                })
+                .map(|instance| async move {
+                    (instance.name.clone(), ha_probe(deployed, instance).await)
+                }),
+        );
+    let ((probes, also_barman), ha) =
+        futures_util::future::join(futures_util::future::join(probes, also_barman), ha).await;
     let probes: BTreeMap<String, Probe> = probes.into_iter().collect();
 
     let mut hosts = view::merge(cluster, inventory, &probes);
@@ -105,7 +122,106 @@ pub async fn gather(deployed: &Deployed) -> Vec<HostStatus> {
             }
         }
     }
+    for (host, (member, etcd)) in ha {
+        if let Some(line) = hosts.iter_mut().find(|h| h.host == host) {
+            line.patroni = member;
+            line.etcd = etcd;
+        }
+    }
     hosts
+}
+
+/// One Patroni cluster host's HA view: on a Postgres host, Patroni's view of its member
+/// (`patroni-tpa state`); on an etcd member, `etcdctl endpoint health` over TLS with the
+/// host's certificate, against its own client URL. Never fails: why a view is unknown is its
+/// answer (an unreachable agent is the host line's problem already).
+async fn ha_probe(
+    deployed: &Deployed,
+    instance: &Instance,
+) -> (Option<view::PatroniMember>, Option<view::EtcdHealth>) {
+    let Ok(mut client) = deployed.connect_with(&instance.name, DEADLINES).await else {
+        return (None, None);
+    };
+    let cluster = &deployed.cluster.name;
+    let member = if instance.has_role(Role::Postgres) {
+        let argv = [patroni::HELPER, "state", cluster]
+            .map(String::from)
+            .to_vec();
+        Some(match exec(&mut client, argv).await {
+            Ok(out) => serde_json::from_str(&out).unwrap_or_else(|e| view::PatroniMember {
+                error: Some(format!(
+                    "patroni-tpa state printed {}: {e}",
+                    view::shorten(&out)
+                )),
+                ..Default::default()
+            }),
+            Err(why) => view::PatroniMember {
+                error: Some(why),
+                ..Default::default()
+            },
+        })
+    } else {
+        None
+    };
+    let etcd = if instance.has_role(Role::Etcd) {
+        let address = deployed
+            .host(&instance.name)
+            .map(|h| h.address.to_string())
+            .unwrap_or_default();
+        let argv = patroni::etcdctl(
+            &address,
+            cluster,
+            &[
+                "--dial-timeout=3s",
+                "--command-timeout=5s",
+                "endpoint",
+                "health",
+            ],
+        );
+        Some(match exec(&mut client, argv).await {
+            Ok(said) => view::EtcdHealth {
+                healthy: true,
+                message: view::shorten(&said),
+            },
+            Err(why) => view::EtcdHealth {
+                healthy: false,
+                message: why,
+            },
+        })
+    } else {
+        None
+    };
+    (member, etcd)
+}
+
+/// Runs `argv` as root on the host: its stdout (its stderr when it printed nothing else), or
+/// why it failed (its stderr, shortened).
+async fn exec(client: &mut AgentClient, argv: Vec<String>) -> Result<String, String> {
+    let out = client
+        .exec(ExecCommand {
+            argv,
+            env: vec![("LC_ALL".into(), "C".into())],
+            cwd: Some("/".into()),
+            timeout: Some(Duration::from_secs(15)),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| view::shorten(&format!("{e:#}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.exit_code == 0 && stdout.is_empty() {
+        // etcdctl says `… is healthy` on stderr.
+        return Ok(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    if out.exit_code != 0 {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = if stderr.trim().is_empty() {
+            &stdout
+        } else {
+            stderr.trim()
+        };
+        return Err(view::shorten(&format!("{why} (exit {})", out.exit_code)));
+    }
+    Ok(stdout)
 }
 
 /// Asks one host: its agent (`Hello`, part of connecting), then, on a Postgres host, the status

@@ -1,5 +1,8 @@
-//! `tpa-controller switchover <dir> <instance>`: a planned change of primary with repmgr,
-//! nothing committed lost.
+//! `tpa-controller switchover <dir> <instance>`: a planned change of primary with repmgr or
+//! Patroni, nothing committed lost.
+//!
+//! With Patroni, the checks of step 1 are the same; then Patroni does steps 2 to 6 itself
+//! (`POST /switchover`, see [`through_patroni`]) and the command waits and reports as below.
 //!
 //! The controller drives it through the agents, step by step, instead of running repmgr's own
 //! `standby switchover` (which needs SSH from the new primary to every other node as postgres:
@@ -33,7 +36,7 @@ use crate::agent_client::{AgentClient, ExecCommand};
 use crate::commands::deployed::Deployed;
 use crate::config::{FailoverManager, Role};
 use crate::planner::topology::{self, PostgresRole, Topology};
-use crate::planner::{barman, repmgr};
+use crate::planner::{barman, patroni, repmgr};
 use crate::settings::{HostSettings, PostgresSettings};
 
 /// A target further behind than this (bytes of WAL not replayed) is refused as lagging.
@@ -135,10 +138,12 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    if instance.vars.failover_manager() != FailoverManager::Repmgr {
+    let manager = instance.vars.failover_manager();
+    if !matches!(manager, FailoverManager::Repmgr | FailoverManager::Patroni) {
         bail!(
-            "switchover needs failover_manager: repmgr (this cluster uses {}); nothing was changed",
-            instance.vars.failover_manager().as_str()
+            "switchover needs failover_manager: repmgr or patroni (this cluster uses {}); \
+             nothing was changed",
+            manager.as_str()
         );
     }
 
@@ -183,6 +188,17 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
     let topology = topology::resolve(cluster, inventory, &facts)
         .map_err(|e| anyhow::anyhow!("{e}; nothing was changed"))?;
     let primary = checks(&topology, &facts, target)?.to_string();
+    let receiver = nodes
+        .get_mut(target)
+        .expect("the target is a node")
+        .value("select coalesce((select status from pg_stat_wal_receiver), 'none')")
+        .await?;
+    if receiver != "streaming" {
+        bail!(
+            "{target} is not streaming from {primary} (its WAL receiver: {receiver}); wait \
+             until it streams (see `tpa-controller status`); nothing was changed"
+        );
+    }
 
     // Caught up? The primary's position against the target's replay.
     let position = nodes
@@ -198,13 +214,18 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
             literal_lsn(&position)?
         ))
         .await?
-        .parse()
-        .unwrap_or(i64::MAX);
+        .parse::<i64>()
+        .unwrap_or(i64::MAX)
+        // A replica may have replayed past the primary's insert position (end of record).
+        .max(0);
     if lag > MAX_LAG_BYTES {
         bail!(
             "{target} is {lag} bytes of WAL behind {primary}: wait until it catches up (see \
              `tpa-controller status`); nothing was changed"
         );
+    }
+    if manager == FailoverManager::Patroni {
+        return through_patroni(dir, &deployed, &mut nodes, &primary, target, lag, started).await;
     }
     println!("switchover: {primary} → {target} (lag {lag} bytes); stopping repmgrd");
 
@@ -339,6 +360,130 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
     println!(
         "switchover to {target} done in {:.1}s (writes refused for {:.1}s); config.yml is \
          unchanged: deploy follows the live roles",
+        started.elapsed().as_secs_f64(),
+        unavailable.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Steps 3 to 7 with Patroni: Patroni's own switchover (`POST /switchover` to the leader's REST
+/// API, by the helper on the target, which reads the REST password from
+/// `/etc/patroni/<cluster>.yml` and sends only to the leader's REST API over TLS: it is in no
+/// argv and never on the agent channel), then the same waits and report as with repmgr: the
+/// target accepts writes, every other member streams from it, Barman follows.
+async fn through_patroni(
+    dir: &Path,
+    deployed: &Deployed,
+    nodes: &mut BTreeMap<String, Node>,
+    primary: &str,
+    target: &str,
+    lag: i64,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let cluster = &deployed.cluster.name;
+    println!("switchover: {primary} → {target} (lag {lag} bytes) through Patroni");
+    let window = Instant::now();
+    let argv = [patroni::HELPER, "switchover", cluster, primary, target]
+        .map(String::from)
+        .to_vec();
+    let said = nodes
+        .get_mut(target)
+        .expect("the target is a node")
+        .run(argv, None)
+        .await
+        .context(
+            "Patroni did not switch over (an older deploy's helper lacks `switchover`: run \
+             deploy first); see `tpa-controller status`",
+        )?;
+    println!("switchover: Patroni: {}", said.trim());
+
+    // The target accepts writes (txid_current() assigns a transaction id: refused in recovery).
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let node = nodes.get_mut(target).expect("the target is a node");
+        if node
+            .value("select txid_current() > 0")
+            .await
+            .is_ok_and(|v| v == "t")
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "Patroni accepted the switchover but {target} did not accept writes within {}s: \
+                 see `tpa-controller status` and journalctl -u {} there",
+                SETTLE.as_secs(),
+                patroni::unit(cluster)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let unavailable = window.elapsed();
+    println!(
+        "switchover: {target} accepts writes; writes were refused for at most {:.1}s",
+        unavailable.as_secs_f64()
+    );
+
+    // Every other member streams from the target (Patroni names each standby's connection
+    // after its member).
+    let others: Vec<String> = nodes.keys().filter(|n| *n != target).cloned().collect();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let streaming = nodes
+            .get_mut(target)
+            .expect("the target is a node")
+            .value(
+                "select coalesce(string_agg(application_name, ','), '') from pg_stat_replication \
+                 where state = 'streaming'",
+            )
+            .await
+            .unwrap_or_default();
+        let streaming: Vec<&str> = streaming.split(',').collect();
+        let waiting: Vec<&String> = others
+            .iter()
+            .filter(|o| !streaming.contains(&o.as_str()))
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{target} is the leader, but {} did not stream from it within {}s: see \
+                 `tpa-controller status` and journalctl -u {} there",
+                waiting
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                SETTLE.as_secs(),
+                patroni::unit(cluster)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Err(e) = move_barman(deployed, nodes, target).await {
+        eprintln!(
+            "switchover: warning: Barman still streams from {primary}: {e:#}; run `tpa-controller \
+             deploy {}` to move it",
+            dir.display()
+        );
+    }
+    let list = vec![
+        "patronictl".to_string(),
+        "-c".into(),
+        patroni::conf_path(cluster),
+        "list".into(),
+    ];
+    let shown = nodes
+        .get_mut(target)
+        .expect("the target is a node")
+        .run(list, Some("postgres"))
+        .await
+        .unwrap_or_default();
+    print!("{shown}");
+    println!(
+        "switchover to {target} done in {:.1}s (writes refused for at most {:.1}s); config.yml \
+         is unchanged: deploy follows the live leader",
         started.elapsed().as_secs_f64(),
         unavailable.as_secs_f64()
     );

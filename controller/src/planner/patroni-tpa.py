@@ -11,6 +11,12 @@
 #                                           and no member waits for a restart
 #   patroni-tpa sync CLUSTER                PATCH /config with it, then restart the members that
 #                                           report pending_restart, one at a time (leader last)
+#   patroni-tpa state CLUSTER               print this member's Patroni state as JSON (state,
+#                                           role, timeline, lag, leader); exit 1 when the REST
+#                                           API does not answer
+#   patroni-tpa switchover CLUSTER LEADER CANDIDATE
+#                                           POST /switchover to the leader's REST API (refused
+#                                           unless LEADER is Patroni's leader)
 #
 # The REST API is reached over TLS verified against the cluster CA; writes authenticate with
 # the user and password of the restapi section of /etc/patroni/CLUSTER.yml (never printed).
@@ -29,7 +35,11 @@ def load(cluster):
         return json.load(f)
 
 
-def api(conf, method, url, body=None, auth=False):
+def parsed(text):
+    return json.loads(text) if text.strip().startswith(("{", "[")) else text
+
+
+def api(conf, method, url, body=None, auth=False, timeout=30):
     ctx = ssl.create_default_context(cafile=conf["restapi"]["cafile"])
     headers = {"Content-Type": "application/json"}
     if auth:
@@ -39,11 +49,10 @@ def api(conf, method, url, body=None, auth=False):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
-            text = r.read().decode()
-            return r.status, (json.loads(text) if text.strip().startswith(("{", "[")) else text)
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as r:
+            return r.status, parsed(r.read().decode())
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        return e.code, parsed(e.read().decode())
 
 
 def local_url(conf, path):
@@ -110,9 +119,14 @@ def synced(conf, cluster):
 def sync(conf, cluster):
     with open(f"/etc/patroni/{cluster}.dcs.json") as f:
         want = json.load(f)
+    # Just after the takeover, the DCS may not hold the configuration yet (502): wait for it.
+    deadline = time.time() + 60
     status, have = api(conf, "GET", local_url(conf, "/config"))
+    while status != 200 and time.time() < deadline:
+        time.sleep(2)
+        status, have = api(conf, "GET", local_url(conf, "/config"))
     if status != 200:
-        sys.exit(f"GET /config: {status}")
+        sys.exit(f"GET /config: {status} (after 60 s)")
     if not subset(want, have):
         status, body = api(conf, "PATCH", local_url(conf, "/config"), want, auth=True)
         if status != 200:
@@ -139,6 +153,46 @@ def sync(conf, cluster):
         print(f"restarted {m['name']} through Patroni")
 
 
+def leader_of(members):
+    return next((m for m in members if m.get("role") in ("leader", "standby_leader")), None)
+
+
+def state(conf):
+    # GET /patroni answers 503 (with the same body) when Postgres is not running.
+    _, me = api(conf, "GET", local_url(conf, "/patroni"), timeout=10)
+    if not isinstance(me, dict):
+        sys.exit(f"GET /patroni: {me}")
+    members = cluster_state(conf).get("members", [])
+    mine = next((m for m in members if m.get("name") == conf["name"]), {})
+    leader = leader_of(members)
+    print(json.dumps({
+        "state": me.get("state"),
+        "role": mine.get("role") or me.get("role"),
+        "timeline": me.get("timeline"),
+        "lag": mine.get("lag") if isinstance(mine.get("lag"), int) else None,
+        "leader": leader and leader.get("name"),
+        "pending_restart": bool(me.get("pending_restart")),
+    }))
+
+
+def switchover(conf, leader, candidate):
+    members = cluster_state(conf).get("members", [])
+    current = leader_of(members)
+    if current is None:
+        sys.exit("Patroni reports no leader")
+    if current["name"] != leader:
+        sys.exit(f"Patroni's leader is {current['name']}, not {leader}")
+    if not any(m.get("name") == candidate for m in members):
+        sys.exit(f"{candidate} is not a member of Patroni cluster {conf['scope']}")
+    url = current["api_url"].rsplit("/", 1)[0] + "/switchover"
+    status, body = api(conf, "POST", url, {"leader": leader, "candidate": candidate},
+                       auth=True, timeout=90)
+    # 503 "Switchover status unknown": Patroni stopped polling; the caller checks the result.
+    if status != 200 and not (status == 503 and "unknown" in str(body).lower()):
+        sys.exit(f"POST /switchover: {status} {body}")
+    print(str(body).strip())
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__ or "usage: patroni-tpa COMMAND CLUSTER [ROLE]")
@@ -161,6 +215,13 @@ def main():
         sys.exit(0 if synced(conf, cluster) else 1)
     elif command == "sync":
         sync(conf, cluster)
+    elif command == "state":
+        try:
+            state(conf)
+        except (OSError, ValueError) as e:
+            sys.exit(f"Patroni's REST API does not answer: {e}")
+    elif command == "switchover" and len(sys.argv) == 5:
+        switchover(conf, sys.argv[3], sys.argv[4])
     else:
         sys.exit(f"unknown command {command}")
 

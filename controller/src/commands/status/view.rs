@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::backups::{self, BackupHealth};
 use crate::config::{Cluster, Instance, Role};
@@ -71,6 +71,34 @@ pub struct RepmgrNode {
     pub active: Option<bool>,
 }
 
+/// Patroni's view of one member: what `patroni-tpa state` printed (its local REST API's
+/// `GET /patroni` and `GET /cluster`), or why it is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PatroniMember {
+    /// `running`, `streaming` (a replica, Patroni 3.1+), `starting`, `stopped`, ...
+    pub state: Option<String>,
+    /// `leader`, `replica`, `sync_standby`, ...
+    pub role: Option<String>,
+    pub timeline: Option<u32>,
+    /// Bytes behind the leader, as Patroni counts them.
+    #[serde(rename = "lag")]
+    pub lag_bytes: Option<u64>,
+    /// The member Patroni names the leader.
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// Why Patroni's view is unknown (its REST API did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One etcd member's health (`etcdctl endpoint health` over TLS, against itself).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EtcdHealth {
+    pub healthy: bool,
+    pub message: String,
+}
+
 /// One line of `status`. Serialized as is for `--json` (field names are the stable keys).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostStatus {
@@ -99,6 +127,12 @@ pub struct HostStatus {
     /// last restore drill.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupHealth>,
+    /// With Patroni: the member's state and role as Patroni sees them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patroni: Option<PatroniMember>,
+    /// On an etcd member: its health.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdHealth>,
 }
 
 /// Tags of the status query's rows.
@@ -271,6 +305,8 @@ pub fn merge(
             differs_from_config: false,
             note: None,
             backups: vec![],
+            patroni: None,
+            etcd: None,
         };
         let mut notes = Vec::new();
         let mut differs = Vec::new();
@@ -401,6 +437,22 @@ pub fn problems(hosts: &[HostStatus]) -> Vec<String> {
     for h in hosts {
         problems.extend(backups::problems(&h.host, &h.backups));
     }
+    for h in hosts {
+        if let Some(p) = &h.patroni {
+            match (&p.error, p.state.as_deref()) {
+                (Some(why), _) => problems.push(format!("{}: Patroni: {why}", h.host)),
+                (None, Some("running" | "streaming")) => {}
+                (None, state) => problems.push(format!(
+                    "{}: Patroni state {}",
+                    h.host,
+                    state.unwrap_or("unknown")
+                )),
+            }
+        }
+        if let Some(e) = h.etcd.as_ref().filter(|e| !e.healthy) {
+            problems.push(format!("{}: etcd member unhealthy: {}", h.host, e.message));
+        }
+    }
     let postgres_cluster = hosts
         .iter()
         .any(|h| matches!(h.config_role.as_str(), "primary" | "replica"));
@@ -410,9 +462,12 @@ pub fn problems(hosts: &[HostStatus]) -> Vec<String> {
     problems
 }
 
-/// The table: a header and one aligned line per host.
+/// The table: a header and one aligned line per host. With Patroni, its view replaces the
+/// REPMGR column and an ETCD column follows; a line under the table names Patroni's leader.
 pub fn render_table(hosts: &[HostStatus]) -> String {
-    let header = [
+    let patroni = hosts.iter().any(|h| h.patroni.is_some());
+    let etcd = hosts.iter().any(|h| h.etcd.is_some());
+    let mut header = vec![
         "HOST",
         "ROLE",
         "UPSTREAM",
@@ -420,14 +475,17 @@ pub fn render_table(hosts: &[HostStatus]) -> String {
         "LAG_BYTES",
         "LAG_S",
         "TL",
-        "REPMGR",
-        "NOTE",
     ];
+    header.push(if patroni { "PATRONI" } else { "REPMGR" });
+    if etcd {
+        header.push("ETCD");
+    }
+    header.push("NOTE");
     let dash = || "-".to_string();
-    let rows: Vec<[String; 9]> = hosts
+    let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
-            [
+            let mut row = vec![
                 h.host.clone(),
                 h.role.clone(),
                 h.upstream.clone().unwrap_or_else(dash),
@@ -435,12 +493,22 @@ pub fn render_table(hosts: &[HostStatus]) -> String {
                 h.lag_bytes.map_or_else(dash, |b| b.to_string()),
                 h.lag_seconds.map_or_else(dash, |s| format!("{s:.1}")),
                 h.timeline.map_or_else(dash, |t| t.to_string()),
-                repmgr_cell(h.repmgr.as_ref()),
-                h.note.clone().unwrap_or_default(),
-            ]
+            ];
+            row.push(if patroni {
+                patroni_cell(h.patroni.as_ref())
+            } else {
+                repmgr_cell(h.repmgr.as_ref())
+            });
+            if etcd {
+                row.push(h.etcd.as_ref().map_or_else(dash, |e| {
+                    if e.healthy { "healthy" } else { "unhealthy" }.to_string()
+                }));
+            }
+            row.push(h.note.clone().unwrap_or_default());
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -461,12 +529,48 @@ pub fn render_table(hosts: &[HostStatus]) -> String {
     };
     line(&header);
     for row in &rows {
-        line(&row.each_ref().map(String::as_str));
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    if patroni {
+        let mut leaders: Vec<&str> = hosts
+            .iter()
+            .filter_map(|h| h.patroni.as_ref()?.leader.as_deref())
+            .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let _ = writeln!(
+            out,
+            "Patroni leader: {}",
+            if leaders.is_empty() {
+                "none".to_string()
+            } else {
+                leaders.join(", ")
+            }
+        );
     }
     for h in hosts {
         out.push_str(&backups::render(&h.host, &h.backups));
     }
     out
+}
+
+/// The PATRONI cell: the member's role and state, `?` when unknown, `-` without Patroni.
+fn patroni_cell(member: Option<&PatroniMember>) -> String {
+    match member {
+        None => "-".into(),
+        Some(m) if m.error.is_some() => "?".into(),
+        Some(m) => {
+            let mut cell = format!(
+                "{} {}",
+                m.role.as_deref().unwrap_or("?"),
+                m.state.as_deref().unwrap_or("?")
+            );
+            if m.pending_restart {
+                cell.push_str(" (pending restart)");
+            }
+            cell
+        }
+    }
 }
 
 /// The REPMGR cell: `-` without repmgr, else the node's type and upstream.

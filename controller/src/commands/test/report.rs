@@ -208,6 +208,8 @@ mod tests {
             differs_from_config: false,
             note: None,
             backups: vec![],
+            patroni: None,
+            etcd: None,
         }
     }
 

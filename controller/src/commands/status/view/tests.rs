@@ -328,3 +328,66 @@ fn the_status_query_quotes_the_host_name() {
     );
     assert_eq!(sql.matches("\\if").count(), sql.matches("\\endif").count());
 }
+
+/// Patroni's view of a member, as `patroni-tpa state` prints it.
+fn member(role: &str, state: &str, leader: &str) -> PatroniMember {
+    serde_json::from_str(&format!(
+        r#"{{"state": "{state}", "role": "{role}", "timeline": 1, "lag": 0, "leader": "{leader}",
+            "pending_restart": false}}"#
+    ))
+    .expect("patroni-tpa state JSON")
+}
+
+#[test]
+fn patroni_members_and_etcd_health_are_shown_and_judged() {
+    let mut hosts = status(&healthy());
+    hosts.truncate(3);
+    let healthy_etcd = || {
+        Some(EtcdHealth {
+            healthy: true,
+            message: "is healthy".into(),
+        })
+    };
+    hosts[0].patroni = Some(member("leader", "running", "ulb"));
+    hosts[1].patroni = Some(member("replica", "streaming", "ulb"));
+    hosts[2].patroni = Some(member("replica", "streaming", "ulb"));
+    for h in &mut hosts {
+        h.etcd = healthy_etcd();
+    }
+    expect![[r#"
+        HOST   ROLE     UPSTREAM  STATE      LAG_BYTES  LAG_S  TL  PATRONI            ETCD     NOTE
+        ulb    primary  -         up         -          -      1   leader running     healthy
+        vub    replica  ulb       streaming  0          0.0    1   replica streaming  healthy
+        achel  replica  vub       streaming  256        42.5   1   replica streaming  healthy
+        Patroni leader: ulb
+    "#]]
+    .assert_eq(&render_table(&hosts));
+    assert!(problems(&hosts).is_empty(), "{:?}", problems(&hosts));
+    let json: serde_json::Value = serde_json::from_str(&render_json(&hosts)).expect("JSON");
+    assert_eq!(json[1]["patroni"]["state"], "streaming");
+    assert_eq!(json[1]["patroni"]["lag"], 0);
+    assert_eq!(json[2]["etcd"]["healthy"], true);
+
+    // A stopped member, one whose REST API does not answer, an unhealthy etcd member.
+    hosts[1].patroni = Some(member("replica", "stopped", "ulb"));
+    hosts[2].patroni = Some(PatroniMember {
+        error: Some("Patroni's REST API does not answer: connection refused (exit 1)".into()),
+        ..Default::default()
+    });
+    hosts[0].etcd = Some(EtcdHealth {
+        healthy: false,
+        message: "context deadline exceeded (exit 1)".into(),
+    });
+    assert_eq!(
+        problems(&hosts),
+        [
+            "ulb: etcd member unhealthy: context deadline exceeded (exit 1)",
+            "vub: Patroni state stopped",
+            "achel: Patroni: Patroni's REST API does not answer: connection refused (exit 1)",
+        ]
+    );
+    assert!(
+        render_table(&hosts)
+            .contains("achel  replica  vub       streaming  256        42.5   1   ?")
+    );
+}
