@@ -10,7 +10,8 @@
 //!    `/var/log/tpa/<host>/`; a line Postgres logs on ulb arrives within seconds (the time
 //!    is printed); plain TCP and TLS without a client certificate are refused.
 //! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`; with
-//!    Postgres stopped on achel, exit 1 naming achel; started again, back to 0.
+//!    Postgres stopped on achel, exit 1 naming achel, and `--watch` redraws it (two bounded
+//!    rounds, a second apart: about 2 s more); started again, back to 0.
 //! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica, a
 //!    stopped replica) are refused with the reason, changing nothing.
 //! 4. Switchover to vub and back: every committed row is there after each; siblings follow;
@@ -235,6 +236,33 @@ fn seed_replicas_stream_in_a_cascade() {
             .any(|l| l.starts_with("achel ") && l.contains(" down ")),
         "{}",
         stdout(&down)
+    );
+    // `status --watch`, bounded to two rounds a second apart: two redraws, each with the
+    // table, and the last round's exit status.
+    let started = Instant::now();
+    let watched = controller(&["status", "--watch", "1", "--watch-count", "2", path]);
+    let rounds = stdout(&watched);
+    assert_eq!(
+        watched.status.code(),
+        Some(1),
+        "status --watch with achel down"
+    );
+    assert_eq!(
+        rounds.matches(" every 1s, at ").count(),
+        2,
+        "two rounds:\n{rounds}"
+    );
+    assert_eq!(
+        rounds
+            .lines()
+            .filter(|l| l.starts_with("achel ") && l.contains(" down "))
+            .count(),
+        2,
+        "achel down in both rounds:\n{rounds}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "rounds a second apart"
     );
     ssh("achel", "sudo systemctl start postgres");
     let deadline = Instant::now() + Duration::from_secs(60);

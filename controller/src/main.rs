@@ -62,6 +62,15 @@ enum Command {
         /// Print a JSON array of objects (one per host) instead of the table.
         #[arg(long)]
         json: bool,
+        /// Redraw every SECONDS (default 2) until interrupted; the exit status is the last
+        /// round's.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2",
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        watch: Option<u64>,
+        /// With --watch: stop after this many rounds (for scripts and tests).
+        #[arg(long, requires = "watch", hide = true,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        watch_count: Option<u64>,
     },
     /// TPA's `test`, fast: live state, pg_control, repmgr's checks, `barman check`, the
     /// application user over TLS verify-full, a write seen on every replica, optional pgbench.
@@ -278,8 +287,20 @@ fn main() -> ExitCode {
                 }
             }
             Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
-            Command::Status { cluster_dir, json } => {
-                return commands::status::run(&cluster_dir, json).await;
+            Command::Status {
+                cluster_dir,
+                json,
+                watch: None,
+                ..
+            } => return commands::status::run(&cluster_dir, json).await,
+            Command::Status {
+                cluster_dir,
+                json,
+                watch: Some(seconds),
+                watch_count,
+            } => {
+                let every = std::time::Duration::from_secs(seconds);
+                return commands::status::watch(&cluster_dir, json, every, watch_count).await;
             }
             Command::Test {
                 cluster_dir,

@@ -44,17 +44,72 @@ const DEADLINES: Deadlines = Deadlines {
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let deployed = Deployed::open(dir)?;
     let hosts = gather(&deployed).await;
-    if json {
-        print!("{}", view::render_json(&hosts));
-    } else {
-        print!("{}", view::render_table(&hosts));
+    print!("{}", render(&hosts, json));
+    Ok(report_problems(&hosts))
+}
+
+/// `status --watch`: asks again every `every` and redraws in place (on a terminal: the screen
+/// is cleared and a header says when; otherwise each round follows the last, so a log or a
+/// pipe keeps every round). Stops after `rounds` rounds when given, else on Ctrl-C; returns
+/// the last round's exit status. config.yml and the inventory are read once.
+pub async fn watch(
+    dir: &Path,
+    json: bool,
+    every: Duration,
+    rounds: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let deployed = Deployed::open(dir)?;
+    let terminal = std::io::stdout().is_terminal();
+    let mut round = 0;
+    loop {
+        round += 1;
+        let started = tokio::time::Instant::now();
+        let hosts = gather(&deployed).await;
+        let screen = render(&hosts, json);
+        if terminal {
+            // Home, then clear: one write, so the table does not flicker.
+            print!("\x1b[H\x1b[2J");
+        }
+        if !json {
+            let now = time::OffsetDateTime::now_utc();
+            println!(
+                "{}: every {}s, at {:02}:{:02}:{:02} UTC (Ctrl-C to stop)",
+                deployed.cluster.name,
+                every.as_secs(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            );
+        }
+        print!("{screen}");
+        let code = report_problems(&hosts);
+        if rounds.is_some_and(|n| round >= n) {
+            return Ok(code);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(started + every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(code),
+        }
     }
-    let problems = view::problems(&hosts);
+}
+
+fn render(hosts: &[HostStatus], json: bool) -> String {
+    if json {
+        view::render_json(hosts)
+    } else {
+        view::render_table(hosts)
+    }
+}
+
+/// Exit status 0 when healthy; 1, with the reasons on stderr, otherwise.
+fn report_problems(hosts: &[HostStatus]) -> ExitCode {
+    let problems = view::problems(hosts);
     if problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         eprintln!("status: {}", problems.join("; "));
-        Ok(ExitCode::FAILURE)
+        ExitCode::FAILURE
     }
 }
 
