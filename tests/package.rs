@@ -67,9 +67,11 @@ fn packages_hold_the_built_binaries_and_install_on_a_host_image() {
     ensure_image("tpa/debian:12");
     let debian = target_dir().join("debian");
     let _ = std::fs::remove_dir_all(&debian);
-    let status = std::process::Command::new(workspace_root().join("scripts/package"))
-        .status()
-        .expect("run scripts/package");
+    let status = without_cargo_test_env(&mut std::process::Command::new(
+        workspace_root().join("scripts/package"),
+    ))
+    .status()
+    .expect("run scripts/package");
     assert!(status.success(), "scripts/package failed");
 
     let controller = deb(&debian, "tpa-controller");

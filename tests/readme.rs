@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use tpa_e2e::{e2e_guard, workspace_root};
+use tpa_e2e::{e2e_guard, without_cargo_test_env, workspace_root};
 
 /// Commands the test does not run, and why.
 const NOT_RUN: &[(&str, &str)] = &[
@@ -96,7 +96,7 @@ fn readme_commands_work_as_written() {
     );
     for command in &first {
         eprintln!("$ {command}");
-        let output = Command::new("bash")
+        let output = without_cargo_test_env(&mut Command::new("bash"))
             .args(["-c", command])
             .current_dir(&root)
             .env("PATH", &path)

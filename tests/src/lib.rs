@@ -124,6 +124,30 @@ pub fn controller(args: &[&str]) -> Output {
     output
 }
 
+/// Removes from `command` the variables `cargo test` sets for this test binary
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …). A `cargo build` run by a test (the README's
+/// scripts, `scripts/package`) would otherwise see them, and build scripts that watch them
+/// (ring's) would make it rebuild half the workspace, and the next plain build again.
+pub fn without_cargo_test_env(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_BIN_NAME",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
 /// Runs a command and returns (success, stdout).
 pub fn run(program: &str, args: &[&str]) -> (bool, String) {
     let output = Command::new(program)
