@@ -375,5 +375,24 @@ pub(crate) fn id(kind: &str, name: &str) -> String {
     format!("{kind}:{name}")
 }
 
+/// `unit` enabled and running (resource id `service:<unit>`), reloaded or restarted when one
+/// of the resources named in `reload_on` / `restart_on` changed.
+pub(crate) fn running_service(
+    unit: &str,
+    reload_on: Vec<String>,
+    restart_on: Vec<String>,
+) -> ResourceSpec {
+    ResourceSpec {
+        id: id("service", unit),
+        kind: tpa_common::resource::Resource::Service(tpa_common::resource::Service {
+            unit: unit.into(),
+            enabled: true,
+            running: true,
+            reload_on,
+            restart_on,
+        }),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -204,3 +204,28 @@ positive_int() {
   [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive whole number, got '$2'"
   echo "$2"
 }
+
+# Helpers for benches of one deployed cluster in $dir (set by the caller before using them).
+# status_json: `status --json` of $dir (empty on failure).
+status_json() {
+  "$TPA" status --json "$dir" 2>/dev/null || true
+}
+# live_primary: the one host `status` calls primary, or "" (none, or several).
+live_primary() {
+  status_json | jq -r '[.[] | select(.role == "primary") | .host] | if length == 1 then .[0] else "" end'
+}
+# wait_healthy LABEL: until `status` exits 0 (every host up, every replica streaming).
+wait_healthy() {
+  local deadline=$((SECONDS + 180))
+  until "$TPA" status "$dir" >"$BENCH_TMP/status-$1.log" 2>&1; do
+    ((SECONDS < deadline)) || {
+      cat "$BENCH_TMP/status-$1.log" >&2
+      die "status did not exit 0 within 180 s ($1)"
+    }
+    sleep 1
+  done
+}
+# elapsed START END: END - START, seconds with milliseconds.
+elapsed() {
+  awk -v s="$1" -v e="$2" 'BEGIN { printf "%.3f", e - s }'
+}

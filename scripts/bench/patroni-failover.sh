@@ -55,23 +55,6 @@ ssh_=(ssh -F "$dir/ssh_config" -o BatchMode=yes)
 rssh() {
   "${ssh_[@]}" "$@"
 }
-leader() {
-  "$TPA" status --json "$dir" 2>/dev/null |
-    jq -r '[.[] | select(.role == "primary") | .host] | if length == 1 then .[0] else "" end'
-}
-wait_healthy() {
-  local deadline=$((SECONDS + 180))
-  until "$TPA" status "$dir" >"$BENCH_TMP/status-$1.log" 2>&1; do
-    ((SECONDS < deadline)) || {
-      cat "$BENCH_TMP/status-$1.log" >&2
-      die "status did not exit 0 within 180 s ($1)"
-    }
-    sleep 1
-  done
-}
-elapsed() {
-  awk -v s="$1" -v e="$2" 'BEGIN { printf "%.3f", e - s }'
-}
 
 echo "download-packages, provision and deploy of bench-pat (not timed)"
 run_quiet download-packages "$TPA" download-packages "$dir"
@@ -96,7 +79,7 @@ W
 
 failover=() stopped_after=()
 for ((i = 0; i < runs; i++)); do
-  old="$(leader)"
+  old="$(live_primary)"
   [[ -n "$old" ]] || die "no single live leader before failover $((i + 1))"
   replicas=() pids=()
   for host in "${hosts[@]}"; do

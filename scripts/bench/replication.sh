@@ -68,26 +68,6 @@ psql_on() {
 address() {
   jq -r --arg h "$1" '.hosts[] | select(.name == $h) | .address' "$dir/inventory.json"
 }
-status_json() {
-  "$TPA" status --json "$dir" 2>/dev/null || true
-}
-live_primary() {
-  status_json | jq -r '[.[] | select(.role == "primary") | .host] | if length == 1 then .[0] else "" end'
-}
-# wait_healthy LABEL: until `status` exits 0 (every host up, every replica streaming).
-wait_healthy() {
-  local deadline=$((SECONDS + 180))
-  until "$TPA" status "$dir" >"$BENCH_TMP/status-$1.log" 2>&1; do
-    ((SECONDS < deadline)) || {
-      cat "$BENCH_TMP/status-$1.log" >&2
-      die "status did not exit 0 within 180 s ($1)"
-    }
-    sleep 1
-  done
-}
-elapsed() {
-  awk -v s="$1" -v e="$2" 'BEGIN { printf "%.3f", e - s }'
-}
 
 echo "download-packages, provision and deploy of the seed (not timed)"
 run_quiet download-packages "$TPA" download-packages "$dir"

@@ -23,13 +23,13 @@
 
 use std::collections::BTreeMap;
 
-use tpa_common::resource::{Command, Directory, File, Resource, ResourceSpec, Secret, Service};
+use tpa_common::resource::{Command, Directory, File, Resource, ResourceSpec, Secret};
 
 use super::postgres::owned_file as file;
 use super::replica::CA_FILE;
 use super::replica::sql;
 use super::users::literal;
-use super::{HostState, PlanInput, Stage, StageName, id, users};
+use super::{HostState, PlanInput, Stage, StageName, id, running_service, users};
 use crate::config::{BackupMethod, Cluster, Instance, PostgresUser, Role};
 
 /// The role Barman connects as for its checks and backup functions.
@@ -316,16 +316,7 @@ pub fn stages(
             0o644,
         ));
     }
-    resources.push(ResourceSpec {
-        id: id("service", "cron.service"),
-        kind: Resource::Service(Service {
-            unit: "cron.service".into(),
-            enabled: true,
-            running: true,
-            reload_on: vec![],
-            restart_on: vec![],
-        }),
-    });
+    resources.push(running_service("cron.service", vec![], vec![]));
     for server in &servers {
         resources.extend(server_up(
             &server.name,

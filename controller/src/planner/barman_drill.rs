@@ -7,10 +7,10 @@
 //! no machine to create and no SSH trust. It proves that the backup restores, replays its WAL
 //! and starts; it does not prove another machine's packages.
 
-use tpa_common::resource::{Directory, Resource, ResourceSpec, Service};
+use tpa_common::resource::{Directory, Resource, ResourceSpec};
 
-use super::id;
 use super::postgres::owned_file as file;
+use super::{id, running_service};
 use crate::config::Instance;
 
 /// The drill program (a Python script: Barman's own interpreter is on every Barman host, and
@@ -54,16 +54,7 @@ pub fn resources(servers: &[&Instance], bin_dir: &str) -> Vec<ResourceSpec> {
                 "root",
                 0o644,
             ));
-            resources.push(ResourceSpec {
-                id: id("service", &format!("{unit}.timer")),
-                kind: Resource::Service(Service {
-                    unit: format!("{unit}.timer"),
-                    enabled: true,
-                    running: true,
-                    reload_on: vec![],
-                    restart_on: vec![],
-                }),
-            });
+            resources.push(running_service(&format!("{unit}.timer"), vec![], vec![]));
         }
     }
     resources

@@ -23,11 +23,9 @@
 //! Host names reach file paths and rsyslog strings: they are checked here ([`safe_name`])
 //! on top of config.yml's validation, and every string is quoted ([`quote`]).
 
-use tpa_common::resource::{Resource, ResourceSpec, Service};
-
 use super::postgres::{dir, owned_file};
 use super::replica::CA_FILE;
-use super::{HostState, PlanInput, Stage, StageName, id, patroni};
+use super::{HostState, PlanInput, Stage, StageName, patroni, running_service};
 use crate::config::{Cluster, Instance, Role};
 
 /// The port rsyslog listens on for TLS (RFC 5425's syslog-tls).
@@ -205,16 +203,7 @@ pub fn stage(
             0o644,
         ));
     }
-    resources.push(ResourceSpec {
-        id: id("service", UNIT),
-        kind: Resource::Service(Service {
-            unit: UNIT.into(),
-            enabled: true,
-            running: true,
-            reload_on: vec![],
-            restart_on,
-        }),
-    });
+    resources.push(running_service(UNIT, vec![], restart_on));
     Ok(Some(Stage {
         name: StageName::Logs,
         resources,

@@ -23,12 +23,12 @@
 //! The small program that does the takeover and the DCS comparison is `patroni-tpa.py`.
 
 use serde_json::{Map, Value, json};
-use tpa_common::resource::{Command, File, Permissions, Resource, ResourceSpec, Service};
+use tpa_common::resource::{Command, File, Permissions, Resource, ResourceSpec};
 
 use super::postgres::{dir, owned_file};
 use super::replica::{CA_FILE, REPLICATION_USER};
 use super::topology::PostgresRole;
-use super::{HostState, PlanInput, Stage, StageName, id};
+use super::{HostState, PlanInput, Stage, StageName, id, running_service};
 use crate::config::{Cluster, FailoverManager, Instance, Role};
 
 /// The REST API's user for writes.
@@ -224,16 +224,7 @@ pub fn etcd_stage(
         restart_on.push(id("file", &cert));
     }
     resources.extend([conf_file, unit]);
-    resources.push(ResourceSpec {
-        id: id("service", ETCD_UNIT),
-        kind: Resource::Service(Service {
-            unit: ETCD_UNIT.into(),
-            enabled: true,
-            running: true,
-            reload_on: vec![],
-            restart_on,
-        }),
-    });
+    resources.push(running_service(ETCD_UNIT, vec![], restart_on));
     let health = etcdctl(&address, cluster, &["endpoint", "health"]);
     resources.push(ResourceSpec {
         id: id("etcd", "endpoint-health"),
@@ -514,16 +505,7 @@ pub fn stage(
         }),
     });
     let unit = unit(cluster);
-    resources.push(ResourceSpec {
-        id: id("service", &unit),
-        kind: Resource::Service(Service {
-            unit: unit.clone(),
-            enabled: true,
-            running: true,
-            reload_on: vec![conf_id],
-            restart_on: vec![],
-        }),
-    });
+    resources.push(running_service(&unit, vec![conf_id], vec![]));
     if leader {
         resources.push(ResourceSpec {
             id: id("patroni", "dcs-config"),

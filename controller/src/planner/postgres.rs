@@ -4,12 +4,11 @@
 
 use tpa_common::resource::{
     Command, Directory, EnvVar, File, FileIfAbsent, FileLine, Permissions, Resource, ResourceSpec,
-    Service,
 };
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
 use super::topology::PostgresRole;
-use super::{HostState, PlanInput, Stage, StageName, id, replica, repmgr};
+use super::{HostState, PlanInput, Stage, StageName, id, replica, repmgr, running_service};
 use crate::config::{Instance, Role};
 use crate::settings::PostgresSettings;
 
@@ -357,16 +356,7 @@ fn config(
         resources.push(super::patroni::helper());
         resources.push(super::patroni::start_postgres(&cluster.name));
     } else {
-        resources.push(ResourceSpec {
-            id: id("service", "postgres.service"),
-            kind: Resource::Service(Service {
-                unit: "postgres.service".into(),
-                enabled: true,
-                running: true,
-                reload_on,
-                restart_on,
-            }),
-        });
+        resources.push(running_service("postgres.service", reload_on, restart_on));
     }
     if replication.is_some() {
         // Done only when streaming; then the slots of its own (cascaded) replicas.

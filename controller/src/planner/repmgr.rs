@@ -12,13 +12,13 @@
 //! by `replica` (same slots repmgr would make, `repmgr_slot_<node id>`), and switchover is
 //! driven by the controller through the agents, so no host needs SSH trust to another.
 
-use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec, Service};
+use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec};
 
 use super::postgres::{dir, owned_file as file};
 use super::replica::CA_FILE;
 use super::topology::{PostgresRole, Topology};
 use super::users::{self, literal};
-use super::{HostState, PlanInput, id};
+use super::{HostState, PlanInput, id, running_service};
 use crate::config::{
     Cluster, FailoverManager, Instance, PostgresDatabase, PostgresUser, RepmgrFailover,
 };
@@ -219,19 +219,14 @@ pub fn files(conf: String, host: &HostState) -> Vec<ResourceSpec> {
 
 /// repmgrd, running and enabled; restarted when its configuration or unit changes.
 pub fn daemon(host: &HostState) -> ResourceSpec {
-    ResourceSpec {
-        id: id("service", UNIT),
-        kind: Resource::Service(Service {
-            unit: UNIT.into(),
-            enabled: true,
-            running: true,
-            reload_on: vec![],
-            restart_on: vec![
-                id("file", &conf_path(&host.settings)),
-                id("file", &format!("/etc/systemd/system/{UNIT}")),
-            ],
-        }),
-    }
+    running_service(
+        UNIT,
+        vec![],
+        vec![
+            id("file", &conf_path(&host.settings)),
+            id("file", &format!("/etc/systemd/system/{UNIT}")),
+        ],
+    )
 }
 
 /// On the primary (and a witness: its own repmgr database): the repmgr role and database.
