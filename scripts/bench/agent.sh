@@ -16,8 +16,7 @@ bench_init
 if (($# >= 3)); then
   dir="$2" host="$3"
 else
-  docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-    die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+  need_image tpa/debian:12
   dir="$BENCH_TMP/bench-agent" host=ba1
   write_config "$dir" bench-agent "$host"
   bench_cluster "$dir"

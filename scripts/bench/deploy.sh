@@ -13,8 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 runs="$(positive_int runs "${1:-3}")"
 noop_runs="$(positive_int noop_runs "${2:-5}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 
 # One local repository, hard-linked into every cluster dir (provision bind-mounts it).
 repo="$BENCH_TMP/repo"

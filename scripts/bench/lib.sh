@@ -229,3 +229,33 @@ wait_healthy() {
 elapsed() {
   awk -v s="$1" -v e="$2" 'BEGIN { printf "%.3f", e - s }'
 }
+# first_insert PREFIX STOPPED HOST...: waits up to 120 s (after STOPPED, a host's name for the
+# message) for the first "ok" line of the INSERT loops writing $BENCH_TMP/PREFIX-HOST.w, and
+# prints "<time> <host>" of the earliest.
+first_insert() {
+  local prefix="$1" stopped="$2" deadline=$((SECONDS + 120)) first="" host
+  shift 2
+  while [[ -z "$first" ]]; do
+    first="$(for host in "$@"; do
+      awk -v h="$host" '$1 == "ok" { print $2, h; exit }' "$BENCH_TMP/$prefix-$host.w"
+    done | sort -g | head -n 1)"
+    if [[ -z "$first" ]]; then
+      ((SECONDS < deadline)) || die "no replica accepted an INSERT within 120 s of stopping $stopped"
+      sleep 0.2
+    fi
+  done
+  echo "$first"
+}
+# wait_ssh HOST: until HOST answers SSH through "${ssh_[@]}" (up to 60 s after a docker start).
+wait_ssh() {
+  local deadline=$((SECONDS + 60))
+  until "${ssh_[@]}" "$1" true 2>/dev/null; do
+    ((SECONDS < deadline)) || die "$1 did not answer SSH within 60 s of docker start"
+    sleep 0.5
+  done
+}
+# need_image IMAGE: dies unless Docker has IMAGE (benches never build one themselves).
+need_image() {
+  docker image inspect "$1" >/dev/null 2>&1 ||
+    die "image $1 is missing: build it with '$TPA image build --os-version ${1##*:}'"
+}

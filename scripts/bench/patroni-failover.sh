@@ -16,8 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs="$(positive_int runs "${1:-3}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 command -v jq >/dev/null || die "jq not found: the bench reads 'status --json' with it"
 
 dir="$BENCH_TMP/pat"
@@ -98,17 +97,7 @@ for ((i = 0; i < runs; i++)); do
   t0=$EPOCHREALTIME
   run_quiet "docker-stop-$i" docker stop "$old"
   t_stopped=$EPOCHREALTIME
-  deadline=$((SECONDS + 120))
-  first=""
-  while [[ -z "$first" ]]; do
-    first="$(for host in "${replicas[@]}"; do
-      awk -v h="$host" '$1 == "ok" { print $2, h; exit }' "$BENCH_TMP/fo$i-$host.w"
-    done | sort -g | head -n 1)"
-    if [[ -z "$first" ]]; then
-      ((SECONDS < deadline)) || die "no replica accepted an INSERT within 120 s of stopping $old"
-      sleep 0.2
-    fi
-  done
+  first="$(first_insert "fo$i" "$old" "${replicas[@]}")"
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   read -r t_first promoted <<<"$first"
@@ -118,11 +107,7 @@ for ((i = 0; i < runs; i++)); do
     "$promoted accepted an INSERT after ${failover[-1]} s"
   # The old leader back as a replica (not timed).
   run_quiet "docker-start-$i" docker start "$old"
-  deadline=$((SECONDS + 60))
-  until rssh "$old" true 2>/dev/null; do
-    ((SECONDS < deadline)) || die "$old did not answer SSH within 60 s of docker start"
-    sleep 0.5
-  done
+  wait_ssh "$old"
   run_quiet "rejoin-$i" "$TPA" deploy "$dir"
   wait_healthy "failover-$i"
 done

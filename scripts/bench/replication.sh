@@ -45,8 +45,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 failover_runs="$(positive_int failover_runs "${1:-3}")"
 switchover_runs="$(positive_int switchover_runs "${2:-3}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 command -v jq >/dev/null || die "jq not found: the bench reads 'status --json' with it"
 
 dir="$BENCH_TMP/repl"
@@ -251,17 +250,7 @@ for ((i = 0; i < failover_runs; i++)); do
   t0=$EPOCHREALTIME
   run_quiet "docker-stop-$i" docker stop "$primary"
   t_stopped=$EPOCHREALTIME
-  deadline=$((SECONDS + 120))
-  first=""
-  while [[ -z "$first" ]]; do
-    first="$(for host in "${replicas[@]}"; do
-      awk -v h="$host" '$1 == "ok" { print $2, h; exit }' "$BENCH_TMP/fo$i-$host.w"
-    done | sort -g | head -n 1)"
-    if [[ -z "$first" ]]; then
-      ((SECONDS < deadline)) || die "no replica accepted an INSERT within 120 s of stopping $primary"
-      sleep 0.2
-    fi
-  done
+  first="$(first_insert "fo$i" "$primary" "${replicas[@]}")"
   stop_writers
   read -r t_first promoted <<<"$first"
   failover+=("$(elapsed "$t0" "$t_first")")
@@ -270,11 +259,7 @@ for ((i = 0; i < failover_runs; i++)); do
     "$promoted accepted an INSERT after ${failover[-1]} s"
   # The old primary back as a replica (not timed).
   run_quiet "docker-start-$i" docker start "$primary"
-  deadline=$((SECONDS + 60))
-  until rssh "$primary" true 2>/dev/null; do
-    ((SECONDS < deadline)) || die "$primary did not answer SSH within 60 s of docker start"
-    sleep 0.5
-  done
+  wait_ssh "$primary"
   run_quiet "rejoin-$i" "$TPA" deploy "$dir"
   grep -E 'former primary|rejoin' "$BENCH_TMP/rejoin-$i.log" | head -n 3 || true
   wait_healthy "failover-$i"

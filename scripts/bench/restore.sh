@@ -24,8 +24,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs="$(positive_int runs "${1:-3}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 command -v jq >/dev/null || die "jq not found: the bench reads inventory.json with it"
 
 dir="$BENCH_TMP/restore"

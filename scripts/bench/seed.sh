@@ -10,8 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 noop_runs="$(positive_int noop_runs "${1:-5}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 
 dir="$BENCH_TMP/seed"
 mkdir -p "$dir"

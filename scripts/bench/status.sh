@@ -11,8 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 runs="$(positive_int runs "${1:-10}")"
 bench_init
-docker image inspect tpa/debian:12 >/dev/null 2>&1 ||
-  die "image tpa/debian:12 is missing: build it with '$TPA image build --os-version 12'"
+need_image tpa/debian:12
 
 dir="$BENCH_TMP/status"
 mkdir -p "$dir"
