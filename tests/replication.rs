@@ -258,7 +258,7 @@ fn seed_replicas_stream_in_a_cascade() {
             );
         }
     }
-    let started = Instant::now();
+    let step_started = Instant::now();
 
     // Postgres stopped on achel: status says so and exits 1; once it runs again, 0.
     let ssh = |host: &str, command: &str| {
@@ -364,7 +364,7 @@ fn seed_replicas_stream_in_a_cascade() {
     }
     eprintln!(
         "the status step took {:.1}s from achel's stop to healthy again",
-        started.elapsed().as_secs_f64()
+        step_started.elapsed().as_secs_f64()
     );
 
     repmgr_scenarios(dir.path(), path, ssh_config, cluster);
