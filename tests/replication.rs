@@ -9,9 +9,12 @@
 //!    The log server (chimay, `log-server`): every host's Postgres and agent lines are in
 //!    `/var/log/tpa/<host>/`; a line Postgres logs on ulb arrives within seconds (the time
 //!    is printed); plain TCP and TLS without a client certificate are refused.
-//! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`; with
-//!    Postgres stopped on achel, exit 1 naming achel, and `--watch` redraws it (two bounded
-//!    rounds, a second apart: about 2 s more); started again, back to 0.
+//! 2. `status`: exit 0 with each host's live role, upstream and lag in `--json`, and each
+//!    agent's scheduled health checks (all Ok; `agent_health_interval: 5`); `/metrics` on
+//!    ulb (`agent_metrics_port`, 127.0.0.1). With Postgres stopped on achel, exit 1 naming
+//!    achel, achel's agent reports Postgres Critical within a round (and `tpa_pg_up 0`), and
+//!    `--watch` redraws it (two bounded rounds, a second apart: about 2 s more); started
+//!    again, back to 0.
 //! 3. Bad switchovers (unknown host, the witness, the primary itself, a cascaded replica, a
 //!    stopped replica) are refused with the reason, changing nothing.
 //! 4. Switchover to vub and back: every committed row is there after each; siblings follow;
@@ -36,7 +39,10 @@
 //! two other agents' builds and scenarios on the machine. The log server adds rsyslog's few
 //! small packages and a `logs` stage (under 0.5 s) to each host's first deploy, and its step
 //! about 5 s (lines arrive in under a second; two 1 s pauses for the refused clients); the
-//! whole test took 506 s with it on 2026-12-06.
+//! whole test took 506 s with it on 2026-12-06. The agents' health checks add about 8 s to
+//! step 2 (waiting for achel's agent to see its Postgres stopped, then started, at most one
+//! 5 s round each; the step took 19 s); the whole test took 845 s that day under a load
+//! average of 8 to 10, beside a bench.
 
 use std::time::{Duration, Instant};
 
@@ -67,10 +73,17 @@ fn seed_replicas_stream_in_a_cascade() {
     // TPA's M1 shape: the repmgr witness and the log server beside Barman.
     let config = dir.path().join("config.yml");
     let text = std::fs::read_to_string(&config).expect("config.yml");
-    let text = text.replace(
-        "  role: [barman]\n",
-        "  role: [barman, log-server, witness]\n  upstream: ulb\n",
-    );
+    let text = text
+        .replace(
+            "  role: [barman]\n",
+            "  role: [barman, log-server, witness]\n  upstream: ulb\n",
+        )
+        // The agents' health rounds every 5 s (so the step below waits little), and their
+        // metrics on 127.0.0.1.
+        .replace(
+            "  use_local_repo_only: true\n",
+            "  use_local_repo_only: true\n  agent_health_interval: 5\n  agent_metrics_port: 9187\n",
+        );
     std::fs::write(&config, text).expect("config.yml");
     let _cleanup = Cleanup {
         dir: dir.path(),
@@ -217,6 +230,39 @@ fn seed_replicas_stream_in_a_cascade() {
         assert_eq!(h["differs_from_config"], false, "{name}: {h}");
     }
 
+    // Each agent's scheduled health round is in the JSON: Postgres on every Postgres host,
+    // the replication of each replica, Barman's check on chimay; all Ok.
+    let checks = |h: &serde_json::Value| -> Vec<(String, String)> {
+        h["health"]["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no health checks: {h}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("").to_string(),
+                    c["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    for (name, expected) in [
+        ("ulb", &["postgres", "slots", "disk data", "units"][..]),
+        ("vub", &["postgres", "replication", "disk wal", "units"]),
+        ("achel", &["postgres", "replication", "units"]),
+        ("chimay", &["postgres", "disk barman", "barman", "units"]),
+    ] {
+        let seen = checks(&host(name));
+        for check in expected {
+            // An inactive slot (repmgr's, for a node not using it) is a Warning, not a fault.
+            let fine = |s: &str| s == "ok" || (*check == "slots" && s == "warning");
+            assert!(
+                seen.iter().any(|(n, s)| n == check && fine(s)),
+                "{name}: {check} not ok in {seen:?}"
+            );
+        }
+    }
+    let step_started = Instant::now();
+
     // Postgres stopped on achel: status says so and exits 1; once it runs again, 0.
     let ssh = |host: &str, command: &str| {
         let (ok, _) = run(
@@ -225,7 +271,53 @@ fn seed_replicas_stream_in_a_cascade() {
         );
         assert!(ok, "{command} on {host} failed");
     };
+    // `/metrics` on 127.0.0.1:9187 (agent_metrics_port), read with bash alone.
+    let metrics = |host: &str| -> String {
+        let (ok, out) = run(
+            "ssh",
+            &[
+                "-F",
+                ssh_config,
+                "-o",
+                "BatchMode=yes",
+                host,
+                "exec 3<>/dev/tcp/127.0.0.1/9187 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3",
+            ],
+        );
+        assert!(ok, "no /metrics on {host}: {out}");
+        out
+    };
+    let ulb_metrics = metrics("ulb");
+    assert!(
+        ulb_metrics.contains("tpa_pg_up 1") && ulb_metrics.contains("tpa_health_up 1"),
+        "{ulb_metrics}"
+    );
     ssh("achel", "sudo systemctl stop postgres");
+    // Within a round (5 s), achel's agent finds its Postgres down; its metrics say so too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = controller(&["status", "--json", path]);
+        assert_eq!(out.status.code(), Some(1), "status with achel stopped");
+        let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let achel = hosts
+            .as_array()
+            .and_then(|a| a.iter().find(|h| h["host"] == "achel"))
+            .expect("achel")
+            .clone();
+        if checks(&achel).contains(&("postgres".into(), "critical".into())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "achel's agent did not see Postgres stopped: {achel}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let achel_metrics = metrics("achel");
+    assert!(
+        achel_metrics.contains("tpa_pg_up 0") && achel_metrics.contains("tpa_health_up 0"),
+        "{achel_metrics}"
+    );
     let down = controller(&["status", path]);
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert_eq!(down.status.code(), Some(1), "status with achel stopped");
@@ -273,6 +365,10 @@ fn seed_replicas_stream_in_a_cascade() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "the status step took {:.1}s from achel's stop to healthy again",
+        step_started.elapsed().as_secs_f64()
+    );
 
     repmgr_scenarios(dir.path(), path, ssh_config, cluster);
 }

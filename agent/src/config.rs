@@ -35,6 +35,9 @@ pub struct AgentConfig {
     /// Directory of the key (mode 0600), the certificates and the join token hash.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The health spec deploy writes: what the scheduled checks look at.
+    #[serde(default = "default_health_spec")]
+    pub health_spec: PathBuf,
 }
 
 /// Why the configuration file could not be read or written.
@@ -69,6 +72,10 @@ pub fn default_listen() -> SocketAddr {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+fn default_health_spec() -> PathBuf {
+    PathBuf::from(tpa_common::health_spec::SPEC_PATH)
 }
 
 // === impl AgentConfig ===
@@ -113,6 +120,7 @@ mod tests {
             sans: vec!["10.0.0.2".into()],
             listen: default_listen(),
             state_dir: dir.path().join("state"),
+            health_spec: dir.path().join("health.json"),
         };
         config.save(&path).expect("save");
         assert_eq!(AgentConfig::load(&path).expect("load"), config);
@@ -121,6 +129,10 @@ mod tests {
         let minimal = AgentConfig::load(&path).expect("load");
         assert_eq!(minimal.listen.to_string(), "0.0.0.0:7443");
         assert_eq!(minimal.state_dir, PathBuf::from("/var/lib/tpa-agent"));
+        assert_eq!(
+            minimal.health_spec,
+            PathBuf::from("/etc/tpa-agent/health.json")
+        );
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn init(args: &InitArgs, stdin: impl Read) -> Result<InitOutcome, EnrolError
         sans: args.sans.clone(),
         listen: args.listen,
         state_dir: args.state_dir.clone(),
+        health_spec: health_spec_beside(&args.config_path),
     };
     config.save(&args.config_path)?;
     tracing::info!(name = %args.name, key_created = created, "ready for enrolment");
@@ -164,12 +165,21 @@ fn refresh_config(args: &InitArgs) -> Result<(), EnrolError> {
         sans: args.sans.clone(),
         listen: args.listen,
         state_dir: args.state_dir.clone(),
+        health_spec: health_spec_beside(&args.config_path),
     };
     if current != wanted {
         wanted.save(&args.config_path)?;
         tracing::info!(listen = %wanted.listen, "updated the configuration of this enrolled agent");
     }
     Ok(())
+}
+
+/// The health spec lives beside the configuration (`/etc/tpa-agent/health.json`).
+fn health_spec_beside(config_path: &std::path::Path) -> std::path::PathBuf {
+    config_path
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join("health.json")
 }
 
 fn read_document(stdin: impl Read) -> Result<InitDocument, EnrolError> {

@@ -1,5 +1,17 @@
-//! Health checks: a pure function from what the agent knows (facts, its certificate's expiry, the time) to a
-//! list of named checks, each `Ok | Warning | Critical | Unknown`.
+//! Health checks, each `Ok | Warning | Critical | Unknown`.
+//!
+//! - [`schedule`]: the agent checks its host every `interval_secs` of the health spec deploy writes
+//!   (`/etc/tpa-agent/health.json`) and keeps the latest round; the Health RPC answers from it.
+//! - [`observe`] runs what the spec asks for; [`assess`] grades it (pure).
+//! - [`metrics`] renders the round's figures for Prometheus; [`serve`] serves them, opt-in.
+//! - [`evaluate`] (below): what a host without a health spec answers (a deploy has not reached it yet):
+//!   a pure function of its facts and its certificate's expiry.
+
+pub mod assess;
+pub mod metrics;
+pub mod observe;
+pub mod schedule;
+pub mod serve;
 
 use tpa_common::facts::Facts;
 use tpa_common::health::{HealthCheck, HealthStatus};

@@ -13,7 +13,7 @@
 //! - [`query`]: the Query RPC: one SQL query through the `Sql` resource's psql runner.
 //! - [`server_key`]: the ServerKey RPC: the Postgres server key made on the host, its public half, a CSR.
 //! - [`binary`]: the SHA-256 of the agent's binary file, for Hello.
-//! - [`health`]: health checks as a pure function of facts and certificate expiry.
+//! - [`health`]: the scheduled health checks, their cache, and the opt-in Prometheus `/metrics`.
 //! - [`resource`]: the resource engine (check, diff, apply), one file per kind.
 //! - [`facts`]: facts about the host and its Postgres instance.
 

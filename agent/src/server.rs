@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -204,11 +204,22 @@ async fn serve_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     tracing::info!(listen = %local_addr(&listener.socket), name = %config.name, "enrolled: serving the agent over mutual TLS");
+    let health = crate::health::schedule::start(config.health_spec.clone(), cert.not_after);
+    crate::health::serve::start(
+        health.clone(),
+        config.listen.ip(),
+        crate::health::serve::TlsMaterial {
+            cert_pem: cert.cert_pem.clone(),
+            key_pem: key.private_pem(),
+            ca_pem: ca_pem.to_string(),
+        },
+    );
     let service = AgentRpc {
         config,
         cert_not_after: cert.not_after,
         apply_lock: Arc::new(Mutex::new(())),
         timeouts,
+        health,
     };
     let tls_config =
         tls::mutual_tls(key, &cert.cert_pem, ca_pem).timeout(listener.limits.handshake_timeout);
@@ -400,6 +411,8 @@ struct AgentRpc {
     apply_lock: Arc<Mutex<()>>,
     /// Time limits of the tools the agent runs.
     timeouts: Timeouts,
+    /// The scheduled health checks' latest round.
+    health: crate::health::schedule::Health,
 }
 
 type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -456,6 +469,8 @@ impl Agent for AgentRpc {
             timeouts: self.timeouts,
         };
         let lock = self.apply_lock.clone();
+        let health = self.health.clone();
+        let check_only = request.check_only;
         let (out_tx, out_rx) = mpsc::channel(32);
         tokio::spawn(
             async move {
@@ -477,6 +492,10 @@ impl Agent for AgentRpc {
                     }
                 });
                 tracing::info!(?summary, "batch done");
+                // What was applied may change what is checked, or how it fares.
+                if !check_only {
+                    health.request();
+                }
                 let _ = out_tx.send(Ok(ApplyEvent::Summary(summary).into())).await;
             }
             .in_current_span(),
@@ -573,17 +592,20 @@ impl Agent for AgentRpc {
     ) -> Result<Response<pb::HealthReport>, Status> {
         let request = request.into_inner();
         let port = postgres_port(request.port)?;
+        let round = self.health.report(request.refresh).await;
+        if let Some(report) = round.report.filter(|_| round.has_spec) {
+            return Ok(Response::new(report.into()));
+        }
+        // No health spec yet (deploy has not reached this host): checked for this request.
         let data_dir = non_empty(request.data_dir);
         let facts = crate::facts::gather(data_dir.clone(), port).await;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let now = crate::health::schedule::unix_now();
         let checks = crate::health::evaluate(&facts, data_dir.as_deref(), self.cert_not_after, now);
         let report = HealthReport {
             status: tpa_common::health::overall(&checks),
             checks,
+            checked_at: 0,
+            details: Default::default(),
         };
         Ok(Response::new(report.into()))
     }

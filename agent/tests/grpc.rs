@@ -744,7 +744,7 @@ async fn facts_and_health_answer() {
     let facts = client.facts(None, 5432).await.expect("facts");
     assert_eq!(facts.protocol_version, tpa_proto::PROTOCOL_VERSION);
     assert!(facts.postgres.is_none());
-    let health = client.health(None, 0).await.expect("health");
+    let health = client.health(None, 0, false).await.expect("health");
     let certificate = health
         .checks
         .iter()
@@ -755,6 +755,59 @@ async fn facts_and_health_answer() {
         HealthStatus::Ok,
         "{}",
         certificate.message
+    );
+    agent.shutdown().await;
+}
+
+/// With a health spec beside agent.toml, Health answers from the scheduled round (a fresh
+/// one when asked) and `/metrics` serves its figures on 127.0.0.1.
+#[tokio::test]
+async fn scheduled_health_and_metrics_on_localhost() {
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    let port = {
+        let free = std::net::TcpListener::bind((LOCALHOST, 0)).expect("free port");
+        free.local_addr().expect("addr").port()
+    };
+    let spec = serde_json::json!({
+        "interval_secs": 5,
+        "disks": [{"name": "data", "path": agent.state.path()}],
+        "metrics": {"port": port, "listen": "localhost"},
+    });
+    let spec_path = agent.args.config_path.with_file_name("health.json");
+    std::fs::write(&spec_path, spec.to_string()).expect("spec");
+    let health = client.health(None, 0, true).await.expect("health");
+    assert!(health.checked_at > 0, "a scheduled round: {health:?}");
+    let names: Vec<&str> = health.checks.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        names.contains(&"certificate") && names.contains(&"disk data"),
+        "{names:?}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Async IO: the test's runtime is the agent's too, on one thread.
+    let metrics = loop {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        if let Ok(mut http) = tokio::net::TcpStream::connect((LOCALHOST, port)).await {
+            http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut answer = String::new();
+            http.read_to_string(&mut answer).await.expect("read");
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no /metrics on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE tpa_health_up gauge")
+            && metrics.contains("tpa_disk_available_bytes{name=\"data\"")
+            && metrics.contains("tpa_agent_certificate_expiry_seconds "),
+        "{metrics}"
     );
     agent.shutdown().await;
 }

@@ -469,15 +469,19 @@ impl AgentClient {
         )
     }
 
-    /// `Health` of the agent and, when `data_dir` is given, the Postgres instance there on `port`.
+    /// `Health`: the agent's latest round of checks (a fresh one with `refresh`). An agent
+    /// without a health spec checks itself and, when `data_dir` is given, the Postgres instance
+    /// there on `port`.
     pub async fn health(
         &mut self,
         data_dir: Option<&str>,
         port: u16,
+        refresh: bool,
     ) -> anyhow::Result<HealthReport> {
         let message = pb::HealthRequest {
             data_dir: data_dir.unwrap_or_default().to_string(),
             port: port.into(),
+            refresh,
         };
         let limit = self.deadlines.facts;
         let call = self.inner.health(request(message, limit));

@@ -14,10 +14,12 @@
 //!   `replica`: cloning replicas, their slots and the `replication` role; `repmgr`: repmgr's
 //!   configuration, registration and repmgrd; `barman`: the Barman server and its roles on the
 //!   primary; `ssh_trust`: the barman and postgres users' SSH keys, pinned host keys and
-//!   authorized_keys; `logserver`: rsyslog shipping every host's logs to the log server.
+//!   authorized_keys; `logserver`: rsyslog shipping every host's logs to the log server;
+//!   `health`: the health spec each host's agent checks on a schedule.
 
 pub mod barman;
 pub mod barman_drill;
+pub mod health;
 pub mod hooks;
 mod input;
 pub mod inspect;
@@ -266,6 +268,11 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
         }
         if let Err(e) = ssh_trust::add_to(input, instance, &mut stages) {
             errors.push(e);
+        }
+        // Last of the host's own stages: what its agent checks from now on.
+        let checks = health::spec(input, instance, host, &stages);
+        if let Some(last) = stages.last_mut() {
+            last.resources.push(health::resource(&checks));
         }
         hooks::add_to(input, instance, &mut stages);
         plan.hosts.insert(instance.name.clone(), stages);

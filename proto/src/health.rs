@@ -1,16 +1,22 @@
 //! Conversions between the Health messages and [`tpa_common::health`]'s types.
 
+use std::collections::BTreeMap;
+
 use tpa_common::health::{HealthCheck, HealthStatus};
 
 use crate::error::ConversionError;
 use crate::pb;
 
 /// A Health RPC's answer in domain types.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthReport {
     /// The worst status among `checks`.
     pub status: HealthStatus,
     pub checks: Vec<HealthCheck>,
+    /// When the round ran (Unix seconds); 0: made for the request.
+    pub checked_at: i64,
+    /// Reports of the health spec's commands, by name.
+    pub details: BTreeMap<String, String>,
 }
 
 // === impl HealthReport ===
@@ -26,6 +32,8 @@ impl TryFrom<pb::HealthReport> for HealthReport {
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
+            checked_at: report.checked_at,
+            details: report.details.into_iter().collect(),
         })
     }
 }
@@ -35,6 +43,8 @@ impl From<HealthReport> for pb::HealthReport {
         pb::HealthReport {
             status: pb::HealthStatus::from(report.status).into(),
             checks: report.checks.into_iter().map(Into::into).collect(),
+            checked_at: report.checked_at,
+            details: report.details.into_iter().collect(),
         }
     }
 }
@@ -110,6 +120,8 @@ mod tests {
                 check("c", HealthStatus::Critical),
                 check("d", HealthStatus::Unknown),
             ],
+            checked_at: 1_700_000_000,
+            details: BTreeMap::from([("barman".into(), "[]".into())]),
         };
         assert_eq!(
             HealthReport::try_from(pb::HealthReport::from(report.clone())),
@@ -122,6 +134,7 @@ mod tests {
         let err = HealthReport::try_from(pb::HealthReport {
             status: 0,
             checks: vec![],
+            ..Default::default()
         })
         .unwrap_err();
         assert_eq!(

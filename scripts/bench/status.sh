@@ -3,7 +3,8 @@
 # deployed once on fresh containers (not timed), then RUNS (default 10) runs of `status`, each
 # required to exit 0 (every host up, both replicas streaming). Issue 8's bar: under 0.5 s.
 # Then RUNS runs of `test` without pgbench (every check must pass; the users fixture gives it
-# an application user). Issue 11's bar: under 10 s.
+# an application user). Issue 11's bar: under 10 s. Then, on the same four hosts,
+# agent-idle.sh: what the agents' scheduled health checks cost (IDLE_SECONDS, default 60).
 # Usage: scripts/bench/status.sh [runs]
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -41,3 +42,5 @@ done
 echo "last test:"
 tail -n 3 "$BENCH_TMP/test-$runs.log"
 report "test without pgbench, seed (4 hosts)" s "<" 10 "${tests[@]}"
+
+"$BENCH_DIR/agent-idle.sh" "${IDLE_SECONDS:-60}" "$dir" tulb tvub tachel tchimay

@@ -7,9 +7,15 @@
 //! Patroni member is not running/streaming (or its REST API does not answer), or an etcd
 //! member is unhealthy.
 //!
+//! Each host's agent also reports its latest round of scheduled health checks (`Health`,
+//! answered from the agent's cache: see agent/src/health/schedule.rs and docs/health.md):
+//! shown in `--json` and, where not Ok, under the table; a Critical check makes status exit 1
+//! too. Barman's backups, Patroni's member state and etcd's health come from that round, so
+//! nothing slow (`barman check`) runs at status time.
+//!
 //! Read-only: it bootstraps nothing, writes nothing and takes no cluster-directory lock (so it
 //! runs beside a deploy). Every host is asked at once, over the agent's mutual-TLS connection
-//! (`Hello`, then one `Query` that runs one psql); the pure part is in [`view`].
+//! (`Hello`, `Health`, then one `Query` that runs one psql); the pure part is in [`view`].
 
 mod backups;
 mod view;
@@ -20,6 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tpa_common::query::SqlQuery;
+use tpa_proto::HealthReport;
 
 use crate::agent_client::{AgentClient, Deadlines, ExecCommand};
 use crate::commands::deployed::Deployed;
@@ -118,91 +125,150 @@ fn report_problems(hosts: &[HostStatus]) -> ExitCode {
 /// a line that says why.
 pub async fn gather(deployed: &Deployed) -> Vec<HostStatus> {
     let (cluster, inventory) = (&deployed.cluster, &deployed.inventory);
-
-    let probes = futures_util::future::join_all(view::reported(cluster).map(|instance| {
+    let answers = futures_util::future::join_all(view::reported(cluster).map(|instance| {
         let host = inventory.host(&instance.name);
         async move {
-            let probe = match host {
-                Some(_) => probe(deployed, instance).await,
-                None => Probe::NotProvisioned,
+            let answer = match host {
+                Some(_) => ask(deployed, instance).await,
+                None => Answer::from(Probe::NotProvisioned),
             };
-            (instance.name.clone(), probe)
+            (instance.name.clone(), answer)
         }
-    }));
-    // A Barman host that is also a Postgres host (TPA's M1 puts the witness there): its
-    // backups too, asked at the same time as its Postgres.
-    let also_barman = futures_util::future::join_all(
-        view::reported(cluster)
-            .filter(|i| i.has_role(Role::Postgres) && inventory.host(&i.name).is_some())
-            .map(|instance| (instance, barman_servers(deployed, instance)))
-            .filter(|(_, servers)| !servers.is_empty())
-            .map(|(instance, servers)| async move {
-                let health = match deployed.connect_with(&instance.name, DEADLINES).await {
-                    Ok(mut client) => backup_health(&mut client, servers).await,
-                    Err(e) => Err(view::shorten(&format!("{e:#}"))),
-                };
-                (instance.name.clone(), health)
-            }),
-    );
-    // With Patroni: each member's view through its helper, each etcd member's health.
-    let ha =
-        futures_util::future::join_all(
-            view::reported(cluster)
-                .filter(|_| patroni::configured(cluster))
-                .filter(|i| {
-                    (i.has_role(Role::Postgres) || i.has_role(Role::Etcd))
-                        && inventory.host(&i.name).is_some()
-                })
-                .map(|instance| async move {
-                    (instance.name.clone(), ha_probe(deployed, instance).await)
-                }),
-        );
-    let ((probes, also_barman), ha) =
-        futures_util::future::join(futures_util::future::join(probes, also_barman), ha).await;
-    let probes: BTreeMap<String, Probe> = probes.into_iter().collect();
-
+    }))
+    .await;
+    let probes: BTreeMap<String, Probe> = answers
+        .iter()
+        .map(|(host, a)| (host.clone(), a.probe.clone()))
+        .collect();
     let mut hosts = view::merge(cluster, inventory, &probes);
-    for (host, health) in also_barman {
+    for (host, answer) in answers {
         let Some(line) = hosts.iter_mut().find(|h| h.host == host) else {
             continue;
         };
-        match health {
-            Ok(servers) => line.backups = servers,
-            Err(why) => {
+        // A Barman host that is also a Postgres host (TPA's M1 puts the witness there).
+        match answer.also_backups {
+            Some(Ok(servers)) => line.backups = servers,
+            Some(Err(why)) => {
                 let note = format!("backup health unknown: {why}");
                 line.note = Some(match line.note.take() {
                     Some(n) => format!("{n}; {note}"),
                     None => note,
                 });
             }
+            None => {}
         }
-    }
-    for (host, (member, etcd)) in ha {
-        if let Some(line) = hosts.iter_mut().find(|h| h.host == host) {
-            line.patroni = member;
-            line.etcd = etcd;
-        }
+        line.patroni = answer.patroni;
+        line.etcd = answer.etcd;
+        line.health = answer.health.as_ref().map(view::AgentHealth::from_report);
     }
     hosts
 }
 
+/// What one host's agent answered, over one connection.
+#[derive(Debug, Default)]
+struct Answer {
+    probe: Probe,
+    /// The agent's latest round of health checks.
+    health: Option<HealthReport>,
+    /// On a Barman host that is also a Postgres host: its servers' backups.
+    also_backups: Option<Result<Vec<backups::BackupHealth>, String>>,
+    patroni: Option<view::PatroniMember>,
+    etcd: Option<view::EtcdHealth>,
+}
+
+impl From<Probe> for Answer {
+    fn from(probe: Probe) -> Self {
+        Answer {
+            probe,
+            ..Answer::default()
+        }
+    }
+}
+
+/// Asks one host: its agent (`Hello`, part of connecting), its latest health round (cached by
+/// the agent: Barman's, Patroni's and etcd's state come from it), then, on a Postgres host,
+/// the live status query. Never fails: what went wrong is the answer.
+async fn ask(deployed: &Deployed, instance: &Instance) -> Answer {
+    let mut client = match deployed.connect_with(&instance.name, DEADLINES).await {
+        Ok(client) => client,
+        Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))).into(),
+    };
+    let settings = PostgresSettings::resolve(&deployed.cluster.name, &instance.vars);
+    let postgres = instance.has_role(Role::Postgres);
+    let data_dir = postgres.then_some(settings.data_dir.as_str());
+    let health = client.health(data_dir, settings.port, false).await.ok();
+    let detail = |name: &str| health.as_ref().and_then(|h| h.details.get(name)).cloned();
+
+    let servers = barman_servers(deployed, instance);
+    let backups = if servers.is_empty() {
+        None
+    } else {
+        Some(match detail("barman") {
+            Some(report) => backups::parse(&report),
+            // An agent without a health spec (deployed by an older version): ask now.
+            None => backup_health(&mut client, servers).await,
+        })
+    };
+    let (patroni, etcd) = if patroni::configured(&deployed.cluster) {
+        ha_probe(deployed, instance, &mut client, health.as_ref()).await
+    } else {
+        (None, None)
+    };
+    let (probe, also_backups) = if postgres {
+        let probe = match client
+            .query(SqlQuery::postgres(
+                settings.port,
+                view::status_sql(&instance.name),
+            ))
+            .await
+        {
+            Ok(rows) => match view::parse_rows(&rows) {
+                Ok(state) => Probe::Postgres(state),
+                Err(why) => Probe::Down(view::shorten(&why)),
+            },
+            Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
+        };
+        (probe, backups)
+    } else {
+        match backups {
+            Some(b) => (Probe::Barman(b), None),
+            None => (Probe::Reachable, None),
+        }
+    };
+    Answer {
+        probe,
+        health,
+        also_backups,
+        patroni,
+        etcd,
+    }
+}
+
 /// One Patroni cluster host's HA view: on a Postgres host, Patroni's view of its member
 /// (`patroni-tpa state`); on an etcd member, `etcdctl endpoint health` over TLS with the
-/// host's certificate, against its own client URL. Never fails: why a view is unknown is its
-/// answer (an unreachable agent is the host line's problem already).
+/// host's certificate, against its own client URL. Both from the agent's latest health round
+/// when it has them, else asked now. Never fails: why a view is unknown is its answer.
 async fn ha_probe(
     deployed: &Deployed,
     instance: &Instance,
+    client: &mut AgentClient,
+    health: Option<&HealthReport>,
 ) -> (Option<view::PatroniMember>, Option<view::EtcdHealth>) {
-    let Ok(mut client) = deployed.connect_with(&instance.name, DEADLINES).await else {
-        return (None, None);
-    };
     let cluster = &deployed.cluster.name;
     let member = if instance.has_role(Role::Postgres) {
-        let argv = [patroni::HELPER, "state", cluster]
-            .map(String::from)
-            .to_vec();
-        Some(match exec(&mut client, argv).await {
+        let said = match health.and_then(|h| h.details.get("patroni")) {
+            Some(out) => Ok(out.clone()),
+            None => match health.and_then(|h| h.checks.iter().find(|c| c.name == "patroni")) {
+                Some(failed) => Err(view::shorten(&failed.message)),
+                None => {
+                    let argv = [patroni::HELPER, "state", cluster]
+                        .map(String::from)
+                        .to_vec();
+                    exec(client, argv).await
+                }
+            },
+        };
+        Some(match said {
             Ok(out) => serde_json::from_str(&out).unwrap_or_else(|e| view::PatroniMember {
                 error: Some(format!(
                     "patroni-tpa state printed {}: {e}",
@@ -219,30 +285,40 @@ async fn ha_probe(
         None
     };
     let etcd = if instance.has_role(Role::Etcd) {
-        let address = deployed
-            .host(&instance.name)
-            .map(|h| h.address.to_string())
-            .unwrap_or_default();
-        let argv = patroni::etcdctl(
-            &address,
-            cluster,
-            &[
-                "--dial-timeout=3s",
-                "--command-timeout=5s",
-                "endpoint",
-                "health",
-            ],
-        );
-        Some(match exec(&mut client, argv).await {
-            Ok(said) => view::EtcdHealth {
-                healthy: true,
-                message: view::shorten(&said),
+        Some(
+            match health.and_then(|h| h.checks.iter().find(|c| c.name == "etcd")) {
+                Some(check) => view::EtcdHealth {
+                    healthy: check.status == tpa_common::health::HealthStatus::Ok,
+                    message: view::shorten(&check.message),
+                },
+                None => {
+                    let address = deployed
+                        .host(&instance.name)
+                        .map(|h| h.address.to_string())
+                        .unwrap_or_default();
+                    let argv = patroni::etcdctl(
+                        &address,
+                        cluster,
+                        &[
+                            "--dial-timeout=3s",
+                            "--command-timeout=5s",
+                            "endpoint",
+                            "health",
+                        ],
+                    );
+                    match exec(client, argv).await {
+                        Ok(said) => view::EtcdHealth {
+                            healthy: true,
+                            message: view::shorten(&said),
+                        },
+                        Err(why) => view::EtcdHealth {
+                            healthy: false,
+                            message: why,
+                        },
+                    }
+                }
             },
-            Err(why) => view::EtcdHealth {
-                healthy: false,
-                message: why,
-            },
-        })
+        )
     } else {
         None
     };
@@ -277,34 +353,6 @@ async fn exec(client: &mut AgentClient, argv: Vec<String>) -> Result<String, Str
         return Err(view::shorten(&format!("{why} (exit {})", out.exit_code)));
     }
     Ok(stdout)
-}
-
-/// Asks one host: its agent (`Hello`, part of connecting), then, on a Postgres host, the status
-/// query. Never fails: what went wrong is the probe's answer.
-async fn probe(deployed: &Deployed, instance: &Instance) -> Probe {
-    let connected = deployed.connect_with(&instance.name, DEADLINES).await;
-    let mut client = match connected {
-        Ok(client) => client,
-        Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))),
-    };
-    if !instance.has_role(Role::Postgres) {
-        let servers = barman_servers(deployed, instance);
-        if !servers.is_empty() {
-            return Probe::Barman(backup_health(&mut client, servers).await);
-        }
-        return Probe::Reachable;
-    }
-    let port = PostgresSettings::resolve(&deployed.cluster.name, &instance.vars).port;
-    match client
-        .query(SqlQuery::postgres(port, view::status_sql(&instance.name)))
-        .await
-    {
-        Ok(rows) => match view::parse_rows(&rows) {
-            Ok(state) => Probe::Postgres(state),
-            Err(why) => Probe::Down(view::shorten(&why)),
-        },
-        Err(e) => Probe::Down(view::down_reason(&format!("{e:#}"))),
-    }
 }
 
 /// The servers `instance` backs up, when it is a Barman host.

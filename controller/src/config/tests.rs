@@ -1171,3 +1171,35 @@ fn even_or_single_etcd_membership_is_refused() {
         "- {Name: one, node: 1, role: [primary, etcd]}\n- {Name: two, node: 2, role: [replica, etcd], upstream: one}\n- {Name: three, node: 3, role: [replica, etcd], upstream: one}\n",
     ));
 }
+
+#[test]
+fn agent_health_and_metrics_variables_are_checked() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  agent_metrics_port: \"9187; rm -rf /\"\n  \
+             agent_metrics_listen: \"0.0.0.0\\nx\"\n  agent_health_interval: 1\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_metrics_port: expected an integer, found a string
+            config.yml:5: cluster_vars.agent_metrics_listen: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:6: cluster_vars.agent_health_interval: must be from 5 to 3600 (got 1)"#]],
+    );
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  agent_metrics_port: 7443\n",
+        ),
+        expect![
+            "config.yml:4: cluster_vars.agent_metrics_port: 7443 is the agent's gRPC port; choose another port for its metrics, e.g. 9187"
+        ],
+    );
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  agent_metrics_port: 9187\n  agent_metrics_listen: tls\n  \
+             agent_health_interval: 30\n",
+        ),
+        expect!["ok"],
+    );
+}

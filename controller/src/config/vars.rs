@@ -82,6 +82,13 @@ pub struct Vars {
     pub barman: BarmanVars,
     /// `hook_timeout`: seconds (1–86400) a hook may run before it is killed; default 600.
     pub hook_timeout: Option<u32>,
+    /// `agent_health_interval`: seconds (5–3600) between two rounds of the agent's health
+    /// checks; default 15.
+    pub agent_health_interval: Option<u32>,
+    /// `agent_metrics_port`: the agent serves Prometheus metrics on this port (opt-in).
+    pub agent_metrics_port: Option<u16>,
+    /// `agent_metrics_listen`: where; default `localhost`.
+    pub agent_metrics_listen: Option<tpa_common::health_spec::MetricsListen>,
 }
 
 /// `repmgr_failover`.
@@ -300,6 +307,15 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("hook_timeout", |v, n, p, d| {
         v.hook_timeout = int_in(n, p, d, 1, 86_400)
+    }),
+    ("agent_health_interval", |v, n, p, d| {
+        v.agent_health_interval = int_in(n, p, d, 5, 3600)
+    }),
+    ("agent_metrics_port", |v, n, p, d| {
+        v.agent_metrics_port = metrics_port(n, p, d)
+    }),
+    ("agent_metrics_listen", |v, n, p, d| {
+        v.agent_metrics_listen = metrics_listen(n, p, d)
     }),
     ("repmgr_failover", |v, n, p, d| {
         v.repmgr_failover = repmgr_failover(n, p, d)
@@ -550,6 +566,44 @@ fn port(n: &Node, p: &str, d: &mut Diag) -> Option<u16> {
             None
         }
         v => Some(v),
+    }
+}
+
+/// A port for the agent's `/metrics`: not 0 and not the agent's own gRPC port.
+fn metrics_port(n: &Node, p: &str, d: &mut Diag) -> Option<u16> {
+    let v = port(n, p, d)?;
+    if v == tpa_proto::DEFAULT_AGENT_PORT {
+        d.err(
+            n.line,
+            p,
+            format!("{v} is the agent's gRPC port; choose another port for its metrics, e.g. 9187"),
+        );
+        return None;
+    }
+    Some(v)
+}
+
+fn metrics_listen(
+    n: &Node,
+    p: &str,
+    d: &mut Diag,
+) -> Option<tpa_common::health_spec::MetricsListen> {
+    use tpa_common::health_spec::MetricsListen;
+    match text(n, p, d)?.as_str() {
+        "localhost" => Some(MetricsListen::Localhost),
+        "tls" => Some(MetricsListen::Tls),
+        other => {
+            d.err(
+                n.line,
+                p,
+                format!(
+                    "unknown agent_metrics_listen `{}`; use `localhost` (plain HTTP on 127.0.0.1) \
+                     or `tls` (HTTPS on the cluster address, client certificate from the cluster CA)",
+                    other.escape_debug()
+                ),
+            );
+            None
+        }
     }
 }
 

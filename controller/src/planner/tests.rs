@@ -1241,3 +1241,46 @@ fn log_shipping_reuses_the_ha_certificate() {
         .collect();
     assert!(!ids.contains(&"file:/etc/tpa/fosdem-log.crt"), "{ids:?}");
 }
+
+/// Each host's health spec (`/etc/tpa-agent/health.json`, the last resource of its own
+/// stages): the seed's replica and Barman host, the Patroni seed's etcd member, and
+/// `agent_health_interval` / `agent_metrics_*` from config.yml.
+#[test]
+fn health_specs() {
+    let spec_path = tpa_common::health_spec::SPEC_PATH;
+    let plan = plan_for(SEED, "12").unwrap();
+    for host in ["ulb", "vub", "achel", "chimay"] {
+        let own = plan.hosts[host]
+            .iter()
+            .rfind(|s| s.name != StageName::PostDeploy)
+            .expect("a stage");
+        assert_eq!(
+            own.resources.last().map(|r| r.id.as_str()),
+            Some(format!("file:{spec_path}").as_str()),
+            "{host}"
+        );
+    }
+    expect_file!["golden/health-vub.json"].assert_eq(&file_content(&plan, "vub", spec_path));
+    expect_file!["golden/health-chimay.json"].assert_eq(&file_content(&plan, "chimay", spec_path));
+    let patroni = plan_for(&patroni_seed(), "12").unwrap();
+    expect_file!["golden/health-patroni-vub.json"]
+        .assert_eq(&file_content(&patroni, "vub", spec_path));
+
+    let source = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  agent_health_interval: 30\n  agent_metrics_port: 9187\n  \
+         agent_metrics_listen: tls\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let spec: tpa_common::health_spec::HealthSpec =
+        serde_json::from_str(&file_content(&plan, "achel", spec_path)).expect("JSON");
+    assert_eq!(spec.interval_secs, 30);
+    assert_eq!(
+        spec.metrics,
+        Some(tpa_common::health_spec::MetricsSpec {
+            port: 9187,
+            listen: tpa_common::health_spec::MetricsListen::Tls,
+        })
+    );
+    assert!(spec.problems().is_empty(), "{:?}", spec.problems());
+}

@@ -452,12 +452,15 @@ pub mod exec_output {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthRequest {
-    /// Postgres data directory to check; empty means "agent checks only".
+    /// Without a health spec on the host: the Postgres data directory to check; empty means "agent checks only".
     #[prost(string, tag = "1")]
     pub data_dir: ::prost::alloc::string::String,
     /// Postgres port; 0 means 5432.
     #[prost(uint32, tag = "2")]
     pub port: u32,
+    /// Run a round of checks now and answer with it, instead of the cached round.
+    #[prost(bool, tag = "3")]
+    pub refresh: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthCheck {
@@ -475,6 +478,16 @@ pub struct HealthReport {
     pub status: i32,
     #[prost(message, repeated, tag = "2")]
     pub checks: ::prost::alloc::vec::Vec<HealthCheck>,
+    /// When the round ran, Unix seconds; 0 when the report was made for this request.
+    #[prost(int64, tag = "3")]
+    pub checked_at: i64,
+    /// Reports of the spec's commands, by command name (e.g. "barman": the drill program's JSON), for the
+    /// controller to show; never secret.
+    #[prost(map = "string, string", tag = "4")]
+    pub details: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 #[prost(skip_debug)]
@@ -799,7 +812,8 @@ pub mod agent_client {
             req.extensions_mut().insert(GrpcMethod::new("tpa.agent.v1.Agent", "Exec"));
             self.inner.server_streaming(req, path, codec).await
         }
-        /// Health checks of the agent and the Postgres instance at the requested data dir.
+        /// The latest health checks of the host, as the agent's scheduled round left them (what deploy's health spec
+        /// asks for), or a fresh round when asked; with no spec, the agent's own checks and the Postgres at data_dir.
         pub async fn health(
             &mut self,
             request: impl tonic::IntoRequest<super::HealthRequest>,
@@ -883,7 +897,8 @@ pub mod agent_server {
             &self,
             request: tonic::Request<super::ExecRequest>,
         ) -> std::result::Result<tonic::Response<Self::ExecStream>, tonic::Status>;
-        /// Health checks of the agent and the Postgres instance at the requested data dir.
+        /// The latest health checks of the host, as the agent's scheduled round left them (what deploy's health spec
+        /// asks for), or a fresh round when asked; with no spec, the agent's own checks and the Postgres at data_dir.
         async fn health(
             &self,
             request: tonic::Request<super::HealthRequest>,

@@ -17,9 +17,10 @@ use crate::planner::topology::member_named;
 pub const CATCHING_UP_BYTES: u64 = 16 << 20;
 
 /// What one host's agent answered.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Probe {
     /// config.yml names the host but inventory.json does not: config changed since deploy.
+    #[default]
     NotProvisioned,
     /// No answer from the agent (connection, TLS or Hello failed): why.
     Unreachable(String),
@@ -133,6 +134,72 @@ pub struct HostStatus {
     /// On an etcd member: its health.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdHealth>,
+    /// The latest round of the host agent's own health checks (its schedule's, not made for
+    /// this status); None when the agent did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<AgentHealth>,
+}
+
+/// One agent's latest round of health checks, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentHealth {
+    /// The worst check's status: `ok`, `warning`, `critical`, `unknown`.
+    pub status: &'static str,
+    /// When the round ran (Unix seconds); None: checked for this request (an agent that has
+    /// no health spec yet).
+    pub checked_at: Option<i64>,
+    pub checks: Vec<AgentCheck>,
+}
+
+/// One named check of an agent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentCheck {
+    pub name: String,
+    pub status: &'static str,
+    pub message: String,
+}
+
+/// Checks whose verdict `status` already reaches from the same report's details (Barman's
+/// servers, Patroni's member, etcd): not repeated among the problems.
+const SHOWN_ELSEWHERE: &[&str] = &["barman", "patroni", "etcd"];
+
+// === impl AgentHealth ===
+
+impl AgentHealth {
+    pub fn from_report(report: &tpa_proto::HealthReport) -> AgentHealth {
+        AgentHealth {
+            status: status_name(report.status),
+            checked_at: Some(report.checked_at).filter(|t| *t > 0),
+            checks: report
+                .checks
+                .iter()
+                .map(|c| AgentCheck {
+                    name: c.name.clone(),
+                    status: status_name(c.status),
+                    message: c.message.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The Critical checks, as problems of `host`.
+    fn problems(&self, host: &str) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| c.status == "critical" && !SHOWN_ELSEWHERE.contains(&c.name.as_str()))
+            .map(|c| format!("{host}: {}: {}", c.name, c.message))
+            .collect()
+    }
+}
+
+fn status_name(status: tpa_common::health::HealthStatus) -> &'static str {
+    use tpa_common::health::HealthStatus;
+    match status {
+        HealthStatus::Ok => "ok",
+        HealthStatus::Warning => "warning",
+        HealthStatus::Critical => "critical",
+        HealthStatus::Unknown => "unknown",
+    }
 }
 
 /// Tags of the status query's rows.
@@ -307,6 +374,7 @@ pub fn merge(
             backups: vec![],
             patroni: None,
             etcd: None,
+            health: None,
         };
         let mut notes = Vec::new();
         let mut differs = Vec::new();
@@ -453,6 +521,15 @@ pub fn problems(hosts: &[HostStatus]) -> Vec<String> {
             problems.push(format!("{}: etcd member unhealthy: {}", h.host, e.message));
         }
     }
+    for h in hosts {
+        // A host whose Postgres is down already says so: its cached checks would repeat it.
+        if h.role == "down" {
+            continue;
+        }
+        if let Some(health) = &h.health {
+            problems.extend(health.problems(&h.host));
+        }
+    }
     let postgres_cluster = hosts
         .iter()
         .any(|h| matches!(h.config_role.as_str(), "primary" | "replica"));
@@ -550,6 +627,23 @@ pub fn render_table(hosts: &[HostStatus]) -> String {
     }
     for h in hosts {
         out.push_str(&backups::render(&h.host, &h.backups));
+    }
+    for h in hosts {
+        for c in h
+            .health
+            .iter()
+            .flat_map(|a| &a.checks)
+            .filter(|c| c.status != "ok")
+        {
+            let _ = writeln!(
+                out,
+                "{} health: {} {}: {}",
+                h.host,
+                c.name,
+                c.status.to_uppercase(),
+                c.message
+            );
+        }
     }
     out
 }

@@ -210,6 +210,7 @@ mod tests {
             backups: vec![],
             patroni: None,
             etcd: None,
+            health: None,
         }
     }
 
