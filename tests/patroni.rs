@@ -10,11 +10,15 @@
 //! 2. `status` (table and `--json`) shows each member's Patroni role and state, the leader and
 //!    each etcd member's health, and exits 0.
 //! 3. `work_mem` changed in config.yml: deploy applies it through Patroni's DCS; every member
-//!    shows it, and no postmaster restarted.
+//!    shows it, and no postmaster restarted. Then a `postgres_hba_settings` line: every
+//!    member reloads it (Patroni does not watch pg_hba.conf), still without a restart.
 //! 4. Switchover to pat2 and back to pat1 through Patroni, with a writer committing rows all
 //!    along: every committed row is on the new leader (count asserted); a switchover to the
 //!    leader or to an unknown instance is refused.
-//! 5. Failover: pat1's container stopped; Patroni promotes pat2 or pat3 within 60 s, a write
+//! 5. `max_connections` changed, under a writer: every member restarts through Patroni, one
+//!    at a time and the leader last, the leader stays; the etcd members (their files touched)
+//!    restart one at a time in the same deploy; `patroni_conf_settings` reaches Patroni's file.
+//! 6. Failover: pat1's container stopped; Patroni promotes pat2 or pat3 within 60 s, a write
 //!    succeeds there, the other replica streams from it; pat1's container started again and
 //!    deploy run: pat1 streams from the new leader, `status` exits 0, no row lost.
 //!
@@ -22,7 +26,9 @@
 //! cached), a no-op re-deploy (a few seconds), a deploy that changes `work_mem` (about 20 s:
 //! Patroni applies a DCS change within a loop_wait), two switchovers (about 15 s each), a
 //! failover (Patroni's ttl bounds it: under 40 s), a container restart and a deploy (about
-//! 40 s): about 4.5 min in all.
+//! 40 s), a pg_hba deploy (a few seconds) and the max_connections deploy (three restarts
+//! through Patroni, each waiting a loop_wait, and three etcd restarts: about 30 s): 202 s
+//! in all on a quiet machine (2026-12-06).
 
 use tpa_e2e::*;
 
@@ -323,6 +329,38 @@ fn patroni_with_etcd_over_tls() {
     let after: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
     assert_eq!(before, after, "the work_mem change restarted Postgres");
 
+    // 3b. A pg_hba.conf change is reloaded (Patroni does not watch the file), with no restart.
+    let load_time = |host: &str| psql(ssh_config, host, "select pg_conf_load_time()");
+    let loads: Vec<String> = ["pat1", "pat2", "pat3"].map(load_time).to_vec();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        config(
+            "  postgres_conf_settings:\n    work_mem: 7MB\n  postgres_hba_settings:\n    \
+             - hostssl e2e_hba e2e_hba 192.0.2.0/24 scram-sha-256\n",
+        ),
+    )
+    .expect("config.yml");
+    let out = controller(&["deploy", path]);
+    assert!(out.status.success(), "pg_hba deploy");
+    for (host, before) in ["pat1", "pat2", "pat3"].into_iter().zip(&loads) {
+        assert_ne!(
+            &load_time(host),
+            before,
+            "pg_hba.conf not reloaded on {host}"
+        );
+        let rule = psql(
+            ssh_config,
+            host,
+            "select count(*) from pg_hba_file_rules where 'e2e_hba' = any(database)",
+        );
+        assert_eq!(rule, "1", "{host}");
+    }
+    assert_eq!(
+        ["pat1", "pat2", "pat3"].map(start_times).to_vec(),
+        after,
+        "the pg_hba change restarted Postgres"
+    );
+
     // 4. Switchover and back, a writer committing all along.
     psql(ssh_config, "pat1", "create table e2e_count (v int)");
     let refused = controller(&["switchover", path, "pat1"]);
@@ -369,7 +407,100 @@ fn patroni_with_etcd_over_tls() {
         wait_status_ok(path);
     }
 
-    // 5. Failover: the leader's container stops.
+    // 5. A `max_connections` change restarts every member through Patroni, one at a time
+    // and the leader last, under a writer; in the same deploy, etcd members whose files
+    // changed (touched here) restart one at a time, and `patroni_conf_settings` is merged into
+    // Patroni's file.
+    let before: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
+    for host in ["pat1", "pat2", "pat3"] {
+        assert!(ssh(ssh_config, host, "touch /etc/tpa/etcd.yml").0, "{host}");
+    }
+    std::fs::write(
+        dir.path().join("config.yml"),
+        config(
+            "  postgres_conf_settings:\n    work_mem: 7MB\n  postgres_hba_settings:\n    \
+             - hostssl e2e_hba e2e_hba 192.0.2.0/24 scram-sha-256\n  max_connections: 300\n  \
+             patroni_conf_settings:\n    log: {level: WARNING}\n",
+        ),
+    )
+    .expect("config.yml");
+    let writer = Writer::start(ssh_config, ["pat1", "pat1"]);
+    let started = std::time::Instant::now();
+    let out = controller(&["deploy", path]);
+    let took = started.elapsed().as_secs_f64();
+    let (committed, attempted) = writer.stop();
+    assert!(out.status.success(), "max_connections deploy");
+    eprintln!(
+        "max_connections through Patroni: deploy {took:.1}s, {committed} of {attempted} inserts \
+         committed meanwhile"
+    );
+    assert!(
+        committed > 0,
+        "the writer committed nothing during the restarts"
+    );
+    let after: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
+    for (i, host) in ["pat1", "pat2", "pat3"].into_iter().enumerate() {
+        assert_eq!(
+            psql(ssh_config, host, "show max_connections"),
+            "300",
+            "{host}"
+        );
+        assert_ne!(before[i], after[i], "{host} was not restarted");
+    }
+    // (Timestamps of one format sort as text.)
+    assert!(
+        after[0] > after[1] && after[0] > after[2],
+        "the leader restarted before a replica: {after:?}"
+    );
+    let leaders: Vec<_> = members(ssh_config, "pat2")
+        .into_iter()
+        .filter(|(_, role, _)| role == "Leader")
+        .map(|(m, _, _)| m)
+        .collect();
+    assert_eq!(leaders, ["pat1"], "the restarts moved the leader");
+    let (_, conf) = ssh(
+        ssh_config,
+        "pat3",
+        &format!("cat /etc/patroni/{CLUSTER}.yml"),
+    );
+    assert!(
+        conf.contains("\"WARNING\""),
+        "patroni_conf_settings: {conf}"
+    );
+    // etcd: each member's restart [stop began, running again] (monotonic clock, shared by the
+    // containers' kernel) ends before the next one begins.
+    let mut spans: Vec<(u64, u64)> = ["pat1", "pat2", "pat3"]
+        .map(|host| {
+            let (_, out) = ssh(
+                ssh_config,
+                host,
+                "systemctl show etcd.service -p ActiveExitTimestampMonotonic \
+                 -p ActiveEnterTimestampMonotonic",
+            );
+            let value = |name: &str| -> u64 {
+                out.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("{host}: no {name} in {out}"))
+            };
+            (
+                value("ActiveExitTimestampMonotonic"),
+                value("ActiveEnterTimestampMonotonic"),
+            )
+        })
+        .to_vec();
+    spans.sort();
+    assert!(
+        spans.iter().all(|(stop, start)| stop < start && *stop > 0),
+        "etcd members were not all restarted: {spans:?}"
+    );
+    assert!(
+        spans.windows(2).all(|w| w[0].1 < w[1].0),
+        "etcd members restarted at the same time: {spans:?}"
+    );
+    wait_status_ok(path);
+
+    // 6. Failover: the leader's container stops.
     let rows_before: u64 = psql(ssh_config, "pat1", "select count(*) from e2e_count")
         .parse()
         .expect("a count");

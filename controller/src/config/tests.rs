@@ -1020,6 +1020,26 @@ fn conf_settings_reject_line_breaks_and_invalid_names() {
 }
 
 #[test]
+fn patroni_settings_are_mappings_without_control_characters() {
+    check(
+        &with_vars(
+            r#"    patroni_conf_settings:
+      log: {level: "INFO\nx: 1"}
+      "bad\nkey": 1
+      tags: [{nofailover: "a\tb"}]
+      restapi: {http_extra_headers: {X-Ok: "it's \"fine\""}}
+    patroni_dynamic_conf_settings: "loop_wait: 5"
+"#,
+        ),
+        expect![[r#"
+            config.yml:13: instances[0].vars.patroni_conf_settings.log.level: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:14: instances[0].vars.patroni_conf_settings.bad\nkey: the value contains the control character '\n'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:15: instances[0].vars.patroni_conf_settings.tags[0].nofailover: the value contains the control character '\t'; values are written into files on the hosts, where it would start a line or setting of its own: remove it
+            config.yml:17: instances[0].vars.patroni_dynamic_conf_settings: expected a mapping, found a string"#]],
+    );
+}
+
+#[test]
 fn hba_lines_and_preload_libraries_hold_one_entry_each() {
     check(
         &with_vars(

@@ -89,6 +89,11 @@ pub struct Vars {
     pub agent_metrics_port: Option<u16>,
     /// `agent_metrics_listen`: where; default `localhost`.
     pub agent_metrics_listen: Option<tpa_common::health_spec::MetricsListen>,
+    /// `patroni_conf_settings`: merged last into `/etc/patroni/<cluster>.yml` (a mapping;
+    /// strings free of control characters).
+    pub patroni_conf_settings: Option<serde_json::Value>,
+    /// `patroni_dynamic_conf_settings`: merged last into the DCS configuration.
+    pub patroni_dynamic_conf_settings: Option<serde_json::Value>,
 }
 
 /// `repmgr_failover`.
@@ -305,6 +310,12 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("repmgr_reconnect_interval", |v, n, p, d| {
         v.repmgr_reconnect_interval = int_in(n, p, d, 1, 600)
     }),
+    ("patroni_conf_settings", |v, n, p, d| {
+        v.patroni_conf_settings = json_mapping(n, p, d)
+    }),
+    ("patroni_dynamic_conf_settings", |v, n, p, d| {
+        v.patroni_dynamic_conf_settings = json_mapping(n, p, d)
+    }),
     ("hook_timeout", |v, n, p, d| {
         v.hook_timeout = int_in(n, p, d, 1, 86_400)
     }),
@@ -416,7 +427,7 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     "repmgr_client_dsn_attributes",
     // Patroni, etcd, HAProxy, PgBouncer, EFM.
     "patroni_dcs", "patroni_dcs_namespace", "patroni_watchdog_enabled", "patroni_ssl_enabled",
-    "patroni_conf_settings", "patroni_dynamic_conf_settings", "patroni_repl_max_lag",
+    "patroni_repl_max_lag",
     "patroni_installation_method", "haproxy_port", "haproxy_maxconn", "haproxy_server_options",
     "haproxy_default_server_extra_options", "haproxy_read_only_load_balancer_enabled",
     "pgbouncer_port", "pgbouncer_pool_mode", "pgbouncer_auth_user", "pgbouncer_auth_database",
@@ -726,6 +737,62 @@ fn conf_settings(n: &Node, p: &str, d: &mut Diag) -> BTreeMap<String, String> {
         out.insert(e.key.clone(), value);
     }
     out
+}
+
+/// A mapping of any depth as JSON (Patroni's files are JSON), for settings passed through as
+/// they are. Keys and strings must be free of control characters; floats must be finite.
+fn json_mapping(n: &Node, p: &str, d: &mut Diag) -> Option<serde_json::Value> {
+    use super::yaml::Value as Y;
+    use serde_json::Value as J;
+    fn convert(n: &Node, p: &str, d: &mut Diag) -> Option<J> {
+        Some(match &n.value {
+            Y::Null => J::Null,
+            Y::Bool(b) => J::Bool(*b),
+            Y::Int(i) => J::from(*i),
+            Y::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(x) => J::Number(x),
+                None => {
+                    d.err(n.line, p, format!("{f} is not a finite number"));
+                    return None;
+                }
+            },
+            Y::Str(s) => {
+                if let Some(message) = values::control_char_message(s) {
+                    d.err(n.line, p, message);
+                    return None;
+                }
+                J::String(s.clone())
+            }
+            Y::Seq(items) => J::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| convert(item, &index_path(p, i), d))
+                    .collect::<Option<_>>()?,
+            ),
+            Y::Map(entries) => {
+                let mut map = serde_json::Map::new();
+                let mut ok = true;
+                for e in entries {
+                    let shown = key_path(p, &e.key.escape_debug().to_string());
+                    if let Some(message) = values::control_char_message(&e.key) {
+                        d.err(e.line, &shown, message);
+                        ok = false;
+                    } else if let Some(v) = convert(&e.value, &shown, d) {
+                        map.insert(e.key.clone(), v);
+                    } else {
+                        ok = false;
+                    }
+                }
+                if !ok {
+                    return None;
+                }
+                J::Object(map)
+            }
+        })
+    }
+    n.map(d, p)?;
+    convert(n, p, d)
 }
 
 /// Checks the keys of a list entry: known ones are returned, the rest reported.

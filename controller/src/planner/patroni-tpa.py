@@ -14,6 +14,11 @@
 #   patroni-tpa state CLUSTER               print this member's Patroni state as JSON (state,
 #                                           role, timeline, lag, leader); exit 1 when the REST
 #                                           API does not answer
+#   patroni-tpa loaded CLUSTER              exit 0 when Postgres does not run, or has loaded every
+#                                           file of ours it reads on reload (pg_hba.conf,
+#                                           pg_ident.conf, postgresql.conf, conf.d, its certificate)
+#   patroni-tpa reload CLUSTER              make Postgres reload them (pg_reload_conf(): Patroni
+#                                           does not watch files it does not manage)
 #   patroni-tpa switchover CLUSTER LEADER CANDIDATE
 #                                           POST /switchover to the leader's REST API (refused
 #                                           unless LEADER is Patroni's leader)
@@ -22,6 +27,7 @@
 # the user and password of the restapi section of /etc/patroni/CLUSTER.yml (never printed).
 import base64
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -153,6 +159,40 @@ def sync(conf, cluster):
         print(f"restarted {m['name']} through Patroni")
 
 
+def psql(conf, sql):
+    port = conf["postgresql"]["connect_address"].rsplit(":", 1)[1]
+    r = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-h",
+                        "/var/run/postgresql", "-p", port, "-d", "postgres", "-c", sql],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def reload_files(conf, cert):
+    data = conf["postgresql"]["data_dir"]
+    files = [f"{data}/pg_hba.conf", f"{data}/pg_ident.conf", f"{data}/postgresql.conf", cert]
+    confd = f"{data}/conf.d"
+    if os.path.isdir(confd):
+        files += [os.path.join(confd, f) for f in sorted(os.listdir(confd))]
+    return [f for f in files if f and os.path.isfile(f)]
+
+
+def loaded(conf):
+    row = psql(conf, "select extract(epoch from pg_conf_load_time()), "
+                     "current_setting('ssl_cert_file')")
+    if row is None:
+        return True  # Postgres does not run: nothing to reload
+    load_time, cert = row.split("|", 1)
+    cert = cert if cert.startswith("/") else os.path.join(conf["postgresql"]["data_dir"], cert)
+    stale = [f for f in reload_files(conf, cert) if os.path.getmtime(f) > float(load_time)]
+    return not stale
+
+
+def reload(conf):
+    if psql(conf, "select pg_reload_conf()") != "t":
+        sys.exit("pg_reload_conf() failed: is Postgres running?")
+    print("Postgres reloaded its configuration files")
+
+
 def leader_of(members):
     return next((m for m in members if m.get("role") in ("leader", "standby_leader")), None)
 
@@ -215,6 +255,10 @@ def main():
         sys.exit(0 if synced(conf, cluster) else 1)
     elif command == "sync":
         sync(conf, cluster)
+    elif command == "loaded":
+        sys.exit(0 if loaded(conf) else 1)
+    elif command == "reload":
+        reload(conf)
     elif command == "state":
         try:
             state(conf)

@@ -41,6 +41,9 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// Our etcd unit: the Debian package's name, so that only one etcd runs.
 pub const ETCD_UNIT: &str = "etcd.service";
 const ETCD_CONF: &str = "/etc/tpa/etcd.yml";
+/// Restarts a member after its files changed, one member at a time (`etcdctl lock`).
+const ETCD_HELPER: &str = "/etc/tpa/etcd-tpa";
+const ETCD_HELPER_SOURCE: &str = include_str!("etcd-tpa.sh");
 /// The program beside Patroni (takeover, DCS comparison).
 pub const HELPER: &str = "/etc/tpa/patroni-tpa";
 const HELPER_SOURCE: &str = include_str!("patroni-tpa.py");
@@ -219,12 +222,31 @@ pub fn etcd_stage(
         "root",
         0o644,
     );
-    let mut restart_on = vec![conf_file.id.clone(), unit.id.clone()];
-    if host.ha_cert.is_some() {
-        restart_on.push(id("file", &cert));
-    }
+    // Our unit replaces the one of Debian's package, whose etcd (its default configuration)
+    // may run since the package was installed: restarted when the unit file changes. After
+    // that, a member that runs is restarted after a change by the helper, under a
+    // cluster-wide lock, so the members never restart all at once.
+    let restart_on = vec![unit.id.clone()];
     resources.extend([conf_file, unit]);
     resources.push(running_service(ETCD_UNIT, vec![], restart_on));
+    resources.push(owned_file(
+        ETCD_HELPER,
+        etcd_helper(&members, &cert, &key, &[ETCD_CONF, &unit_path]),
+        "root",
+        0o755,
+    ));
+    resources.push(ResourceSpec {
+        id: id("etcd", "restart-after-change"),
+        kind: Resource::Command(Command {
+            argv: vec![ETCD_HELPER.into(), "restart".into()],
+            creates: None,
+            unless: Some(vec![ETCD_HELPER.into(), "current".into()]),
+            run_as: None,
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(600),
+        }),
+    });
     let health = etcdctl(&address, cluster, &["endpoint", "health"]);
     resources.push(ResourceSpec {
         id: id("etcd", "endpoint-health"),
@@ -243,6 +265,25 @@ pub fn etcd_stage(
         resources,
         after: vec![],
     })
+}
+
+/// The restart helper with this cluster's endpoints and files filled in. Every value is an
+/// address, a port or a path made from the validated cluster name, single-quoted for sh.
+fn etcd_helper(members: &[(String, String)], cert: &str, key: &str, files: &[&str]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let endpoints = members
+        .iter()
+        .map(|(_, a)| format!("https://{a}:{ETCD_CLIENT_PORT}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut watched: Vec<&str> = files.to_vec();
+    watched.extend([cert, key, CA_FILE]);
+    ETCD_HELPER_SOURCE
+        .replace("@ENDPOINTS@", &quote(&endpoints))
+        .replace("@CACERT@", &quote(CA_FILE))
+        .replace("@CERT@", &quote(cert))
+        .replace("@KEY@", &quote(key))
+        .replace("@FILES@", &quote(&watched.join(" ")))
 }
 
 /// `etcdctl` against the member at `address`, over TLS with the host's HA certificate.
@@ -297,7 +338,7 @@ pub fn dynamic(input: &PlanInput<'_>, instance: &Instance) -> Value {
     if super::barman::wanted(input.cluster) {
         ignore.push(json!({"name": super::barman::SLOT, "type": "physical"}));
     }
-    json!({
+    let mut dcs = json!({
         "ttl": 30,
         "loop_wait": 10,
         "retry_timeout": 10,
@@ -308,7 +349,24 @@ pub fn dynamic(input: &PlanInput<'_>, instance: &Instance) -> Value {
             "use_pg_rewind": true,
             "parameters": parameters(input, instance),
         },
-    })
+    });
+    if let Some(extra) = &instance.vars.patroni_dynamic_conf_settings {
+        merge(&mut dcs, extra);
+    }
+    dcs
+}
+
+/// Merges `extra` into `base` as TPA does with `patroni_*conf_settings`: mappings key by key,
+/// at any depth; anything else (a value, a list) replaces what `base` had.
+fn merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(base), Value::Object(extra)) => {
+            for (k, v) in extra {
+                merge(base.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (base, extra) => *base = extra.clone(),
+    }
 }
 
 /// `/etc/patroni/<cluster>.yml` (JSON: a subset of YAML, so every value is quoted for us).
@@ -337,7 +395,7 @@ pub fn conf(
         .iter()
         .map(|(_, a)| format!("{a}:{ETCD_CLIENT_PORT}"))
         .collect();
-    let conf = json!({
+    let mut conf = json!({
         "scope": cluster,
         "namespace": "/tpa/",
         "name": instance.name,
@@ -395,6 +453,9 @@ pub fn conf(
             "nosync": false,
         },
     });
+    if let Some(extra) = &instance.vars.patroni_conf_settings {
+        merge(&mut conf, extra);
+    }
     Ok(format!(
         "{}\n",
         serde_json::to_string_pretty(&conf).expect("JSON")
@@ -506,6 +567,20 @@ pub fn stage(
     });
     let unit = unit(cluster);
     resources.push(running_service(&unit, vec![conf_id], vec![]));
+    // Files of ours that Postgres reads on reload (pg_hba.conf, conf.d, the certificate):
+    // Patroni does not watch them, so a change is reloaded here.
+    resources.push(ResourceSpec {
+        id: id("patroni", "postgres-reload"),
+        kind: Resource::Command(Command {
+            argv: vec![HELPER.into(), "reload".into(), cluster.clone()],
+            creates: None,
+            unless: Some(vec![HELPER.into(), "loaded".into(), cluster.clone()]),
+            run_as: None,
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(60),
+        }),
+    });
     if leader {
         resources.push(ResourceSpec {
             id: id("patroni", "dcs-config"),

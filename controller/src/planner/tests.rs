@@ -1147,6 +1147,50 @@ fn patroni_plan_outline_and_files() {
     // The REST password is in the (secret) file, and nowhere in the outline.
     assert!(file_content(&plan, "ulb", "/etc/patroni/fosdem.yml").contains("PATRONI-PASSWORD"));
     assert!(!outline(&plan).contains("PATRONI-PASSWORD"));
+    // The etcd restart helper: every placeholder filled, each value single-quoted for sh.
+    let helper = file_content(&plan, "vub", "/etc/tpa/etcd-tpa");
+    assert!(
+        !helper.contains("@ENDPOINTS@") && !helper.contains("@FILES@"),
+        "{helper}"
+    );
+    assert!(helper.contains(
+        "ENDPOINTS='https://10.33.7.2:2379,https://10.33.7.3:2379,https://10.33.7.4:2379'\n"
+    ));
+    assert!(helper.contains(
+        "FILES='/etc/tpa/etcd.yml /etc/systemd/system/etcd.service /etc/tpa/fosdem-ha.crt \
+         /etc/tpa/fosdem-ha.key /etc/tpa/ca.crt'\n"
+    ));
+}
+
+/// `patroni_conf_settings` and `patroni_dynamic_conf_settings` are merged last, key by key:
+/// what they name wins, what they leave out stays tpa's.
+#[test]
+fn patroni_conf_settings_are_merged_last() {
+    let source = patroni_seed().replace(
+        "  failover_manager: patroni\n",
+        "  failover_manager: patroni\n  patroni_conf_settings:\n    restapi:\n      \
+         http_extra_headers: {X-Frame-Options: DENY}\n    tags: {nofailover: true}\n    \
+         log: {level: WARNING}\n  patroni_dynamic_conf_settings:\n    loop_wait: 5\n    \
+         postgresql:\n      parameters: {work_mem: 8MB}\n",
+    );
+    let plan = plan_for(&source, "12").unwrap();
+    let conf: serde_json::Value =
+        serde_json::from_str(&file_content(&plan, "vub", "/etc/patroni/fosdem.yml")).unwrap();
+    assert_eq!(
+        conf["restapi"]["http_extra_headers"]["X-Frame-Options"],
+        "DENY"
+    );
+    assert_eq!(conf["restapi"]["certfile"], "/etc/tpa/fosdem-ha.crt");
+    assert_eq!(conf["tags"]["nofailover"], true);
+    assert_eq!(conf["tags"]["noloadbalance"], false);
+    assert_eq!(conf["log"]["level"], "WARNING");
+    let dcs: serde_json::Value =
+        serde_json::from_str(&file_content(&plan, "ulb", "/etc/patroni/fosdem.dcs.json")).unwrap();
+    assert_eq!(dcs["loop_wait"], 5);
+    assert_eq!(dcs["ttl"], 30);
+    assert_eq!(dcs["postgresql"]["parameters"]["work_mem"], "8MB");
+    assert_eq!(dcs["postgresql"]["parameters"]["wal_level"], "logical");
+    assert_eq!(dcs["postgresql"]["use_pg_rewind"], true);
 }
 
 /// TPA's M1 shape with the log server beside Barman and the witness.
