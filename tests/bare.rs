@@ -5,6 +5,9 @@
 //! anything is written or touched; provision checks SSH strictly; deploy (primary + replica)
 //! gets its packages shipped through the agents; a re-deploy changes and ships nothing;
 //! `deprovision --uninstall` leaves no agent and no shipped package, and the machines running.
+//!
+//! Costs about 115 s with the image and the package cache warm (the first deploy, 96 s of it,
+//! on a loaded 2-core machine; shipping 77 MB to each host takes under 4 s).
 
 use std::path::Path;
 
