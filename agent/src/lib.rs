@@ -12,6 +12,8 @@
 //! - [`exec`]: the Exec RPC's streaming command runner (for people: hooks, `cmd`), bounded in time.
 //! - [`query`]: the Query RPC: one SQL query through the `Sql` resource's psql runner.
 //! - [`server_key`]: the ServerKey RPC: the Postgres server key made on the host, its public half, a CSR.
+//! - [`repo`]: the RepoSync/RepoPut RPCs: the cluster's package repository shipped to hosts that cannot
+//!   mount it.
 //! - [`binary`]: the SHA-256 of the agent's binary file, for Hello.
 //! - [`health`]: the scheduled health checks, their cache, and the opt-in Prometheus `/metrics`.
 //! - [`resource`]: the resource engine (check, diff, apply), one file per kind.
@@ -26,6 +28,7 @@ pub mod exec;
 pub mod facts;
 pub mod health;
 pub mod query;
+pub mod repo;
 pub mod resource;
 pub mod server;
 pub mod server_key;

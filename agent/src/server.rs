@@ -37,6 +37,7 @@ use tracing::Instrument as _;
 use crate::config::AgentConfig;
 use crate::enrol::{EnrolError, Enrolment};
 use crate::exec::{self, ExecChunk, ExecError, ExecSpec};
+use crate::repo::{self, RepoError, RepoFile, Upload};
 use crate::resource::run::Timeouts;
 use crate::resource::{BatchOptions, ResourceError};
 use crate::server_key::{ServerKeyError, ServerKeyRequest};
@@ -609,6 +610,79 @@ impl Agent for AgentRpc {
         };
         Ok(Response::new(report.into()))
     }
+
+    #[tracing::instrument(name = "rpc.repo_sync", skip_all, fields(files = request.get_ref().files.len()))]
+    async fn repo_sync(
+        &self,
+        request: Request<pb::RepoSyncRequest>,
+    ) -> Result<Response<pb::RepoSyncResponse>, Status> {
+        let request = request.into_inner();
+        let files: Vec<RepoFile> = request.files.into_iter().map(repo_file).collect();
+        let dir = std::path::PathBuf::from(repo::REPO_DIR);
+        let report =
+            tokio::task::spawn_blocking(move || repo::sync(&dir, &files, request.check_only))
+                .await
+                .map_err(|e| RpcError::Internal(e.to_string()))?
+                .map_err(RpcError::Repo)?;
+        tracing::info!(
+            missing = report.missing.len(),
+            removed = report.removed.len(),
+            "repository synced"
+        );
+        Ok(Response::new(pb::RepoSyncResponse {
+            dir: repo::REPO_DIR.to_string(),
+            missing: report.missing,
+            removed: report.removed,
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.repo_put", skip_all)]
+    async fn repo_put(
+        &self,
+        request: Request<tonic::Streaming<pb::RepoChunk>>,
+    ) -> Result<Response<pb::RepoPutResponse>, Status> {
+        let mut chunks = request.into_inner();
+        let header = match chunks.message().await? {
+            Some(pb::RepoChunk {
+                part: Some(pb::repo_chunk::Part::Header(header)),
+            }) => repo_file(header),
+            _ => {
+                return Err(RpcError::BadRequest(
+                    "RepoPut must start with the file's header".into(),
+                )
+                .into());
+            }
+        };
+        let name = header.name.clone();
+        let mut upload =
+            Upload::start(std::path::Path::new(repo::REPO_DIR), header).map_err(RpcError::Repo)?;
+        while let Some(chunk) = chunks.message().await? {
+            match chunk.part {
+                Some(pb::repo_chunk::Part::Data(data)) => {
+                    upload.write(&data).map_err(RpcError::Repo)?;
+                }
+                _ => {
+                    return Err(
+                        RpcError::BadRequest("RepoPut takes one header, then data".into()).into(),
+                    );
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))?
+            .map_err(RpcError::Repo)?;
+        tracing::info!(%name, "repository file written");
+        Ok(Response::new(pb::RepoPutResponse {}))
+    }
+}
+
+fn repo_file(f: pb::RepoFile) -> RepoFile {
+    RepoFile {
+        name: f.name,
+        sha256: f.sha256,
+        size: f.size,
+    }
 }
 
 /// Forwards batch events to the caller until the batch ends or the caller goes away. When the caller
@@ -659,6 +733,8 @@ enum RpcError {
     Query(ResourceError),
     #[error(transparent)]
     ServerKey(ServerKeyError),
+    #[error("package repository: {0}")]
+    Repo(RepoError),
     #[error("invalid request: {0}")]
     BadRequest(String),
     #[error("internal error in the agent: {0}; see its journal (journalctl -u tpa-agent)")]
@@ -685,11 +761,13 @@ impl From<RpcError> for Status {
             }
             RpcError::Exec(ExecError::EmptyArgv | ExecError::BadTimeout { .. })
             | RpcError::BadRequest(_)
+            | RpcError::Repo(RepoError::BadName(_) | RepoError::BadContent { .. })
             | RpcError::ServerKey(ServerKeyError::NotAbsolute(_)) => {
                 Status::invalid_argument(message)
             }
             RpcError::Exec(ExecError::Spawn { .. })
             | RpcError::Query(_)
+            | RpcError::Repo(RepoError::Io { .. })
             | RpcError::ServerKey(_) => Status::failed_precondition(message),
             RpcError::Internal(_) => {
                 tracing::error!(%message, "internal error");

@@ -632,6 +632,18 @@ impl pb::agent_server::Agent for FutureAgent {
     ) -> Result<Response<pb::HealthReport>, Status> {
         Err(Status::unimplemented("future"))
     }
+    async fn repo_sync(
+        &self,
+        _: Request<pb::RepoSyncRequest>,
+    ) -> Result<Response<pb::RepoSyncResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn repo_put(
+        &self,
+        _: Request<tonic::Streaming<pb::RepoChunk>>,
+    ) -> Result<Response<pb::RepoPutResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
 }
 
 #[tokio::test]
@@ -735,6 +747,28 @@ async fn exec_streams_output_and_exit_code() {
         "{missing}"
     );
     agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_package_repository_takes_file_names_never_paths() {
+    let controller = controller();
+    let (agent, mut client) = enrolled_agent(&controller).await;
+    let file = |name: &str| pb::RepoFile {
+        name: name.into(),
+        sha256: "00".into(),
+        size: 2,
+    };
+    let sync = error_text(client.repo_sync(vec![file("../../etc/passwd")], true).await);
+    assert!(
+        sync.contains("InvalidArgument") && sync.contains("not a plain file name"),
+        "{sync}"
+    );
+    let put = error_text(client.repo_put(file("/etc/shadow"), b"xx".to_vec()).await);
+    assert!(
+        put.contains("InvalidArgument") && put.contains("not a plain file name"),
+        "{put}"
+    );
+    drop(agent);
 }
 
 #[tokio::test]
@@ -1165,6 +1199,18 @@ impl pb::agent_server::Agent for StuckAgent {
         &self,
         _: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthReport>, Status> {
+        std::future::pending().await
+    }
+    async fn repo_sync(
+        &self,
+        _: Request<pb::RepoSyncRequest>,
+    ) -> Result<Response<pb::RepoSyncResponse>, Status> {
+        std::future::pending().await
+    }
+    async fn repo_put(
+        &self,
+        _: Request<tonic::Streaming<pb::RepoChunk>>,
+    ) -> Result<Response<pb::RepoPutResponse>, Status> {
         std::future::pending().await
     }
 }

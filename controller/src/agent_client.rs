@@ -489,6 +489,41 @@ impl AgentClient {
         HealthReport::try_from(report.into_inner())
             .with_context(|| format!("invalid Health report from the agent on {}", self.host))
     }
+
+    /// Tells the agent every file its package repository must hold (it removes the others
+    /// unless `check_only`); returns its directory and the files it lacks.
+    pub async fn repo_sync(
+        &mut self,
+        files: Vec<pb::RepoFile>,
+        check_only: bool,
+    ) -> anyhow::Result<pb::RepoSyncResponse> {
+        let message = pb::RepoSyncRequest { files, check_only };
+        // The agent may hash a whole repository it has not seen since it started.
+        let limit = self.deadlines.facts;
+        let call = self.inner.repo_sync(request(message, limit));
+        Ok(within(&self.host, "RepoSync", limit, call)
+            .await?
+            .into_inner())
+    }
+
+    /// Sends one file of the package repository, in chunks well below gRPC's message limit.
+    pub async fn repo_put(&mut self, file: pb::RepoFile, content: Vec<u8>) -> anyhow::Result<()> {
+        const CHUNK: usize = 1 << 20;
+        let header = pb::RepoChunk {
+            part: Some(pb::repo_chunk::Part::Header(file)),
+        };
+        let data: Vec<pb::RepoChunk> = content
+            .chunks(CHUNK)
+            .map(|c| pb::RepoChunk {
+                part: Some(pb::repo_chunk::Part::Data(c.to_vec())),
+            })
+            .collect();
+        let chunks = futures_util::stream::iter(std::iter::once(header).chain(data));
+        let limit = self.deadlines.apply;
+        let call = self.inner.repo_put(request(chunks, limit));
+        within(&self.host, "RepoPut", limit, call).await?;
+        Ok(())
+    }
 }
 
 /// The error for an agent of another protocol version.

@@ -40,8 +40,83 @@ pub struct Bootstrap<'a> {
     pub pki: &'a Pki,
     pub identity: &'a CertifiedKey,
     pub ssh: Ssh,
+    /// The agent for hosts of the controller's own architecture.
     pub agent_binary: Vec<u8>,
     pub agent_sha256: String,
+    /// Hashes of the agents for other architectures found beside it: an agent running one of
+    /// them is current too.
+    pub foreign_sha256: Vec<String>,
+}
+
+/// The architecture the built agent runs on (`uname -m` of the hosts it suits).
+pub const NATIVE_ARCH: &str = std::env::consts::ARCH;
+
+/// Removes what deploy installed for tpa itself (`deprovision --uninstall` on machines that
+/// stay): the agent's unit, binary, configuration and keys, the shipped package repository and
+/// its apt source. Fixed paths only. Postgres, its data and installed packages stay.
+pub fn uninstall_script() -> String {
+    format!(
+        "systemctl disable --now tpa-agent.service >/dev/null 2>&1 || true; \
+         rm -f /etc/systemd/system/tpa-agent.service; systemctl daemon-reload; \
+         rm -rf /etc/tpa-agent /var/lib/tpa-agent {AGENT_PATH} {AGENT_PATH}.new {repo} \
+         /etc/apt/sources.list.d/tpa-local-repo.list; rmdir /var/opt/tpa 2>/dev/null; true",
+        repo = crate::platform::docker::LOCAL_REPO_MOUNT
+    )
+}
+
+/// `tpa-agent-<arch>` files beside the native agent at `native`.
+fn foreign_agents(native: &Path) -> Vec<PathBuf> {
+    let Some(dir) = native.parent() else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("tpa-agent-") && !n.ends_with(".d"))
+                && p.is_file()
+        })
+        .collect()
+}
+
+/// The agent binary for a host whose `uname -m` says `arch`: the built one for the
+/// controller's own architecture, else `tpa-agent-<arch>` beside the controller or in
+/// /usr/lib/tpa (tpa cannot cross-build; whoever builds one for aarch64 puts it there).
+pub fn agent_for_arch(arch: &str, host: &str) -> anyhow::Result<Option<PathBuf>> {
+    let arch = match arch {
+        "arm64" => "aarch64",
+        "amd64" => "x86_64",
+        a => a,
+    };
+    if arch == NATIVE_ARCH {
+        return Ok(None);
+    }
+    if arch.is_empty() || !arch.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("{host} reported an unreadable architecture {arch:?} (uname -m)");
+    }
+    let name = format!("tpa-agent-{arch}");
+    let mut looked = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        looked.push(exe.with_file_name(&name));
+    }
+    looked.push(Path::new(PACKAGED_AGENT).with_file_name(&name));
+    if let Some(found) = looked.iter().find(|p| p.is_file()) {
+        return Ok(Some(found.clone()));
+    }
+    bail!(
+        "{host} runs on {arch} (uname -m) and this controller has no agent for it (it ships the \
+         {NATIVE_ARCH} agent): build tpa-agent for {arch} and put it at {}",
+        looked
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    )
 }
 
 impl<'a> Bootstrap<'a> {
@@ -54,12 +129,18 @@ impl<'a> Bootstrap<'a> {
         let agent_binary = std::fs::read(&path)
             .with_context(|| format!("reading the agent binary {}", path.display()))?;
         let agent_sha256 = sha256_hex(&agent_binary);
+        let foreign_sha256 = foreign_agents(&path)
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(|bytes| sha256_hex(&bytes))
+            .collect();
         Ok(Bootstrap {
             pki,
             identity,
             ssh: Ssh::new(ssh_config)?,
             agent_binary,
             agent_sha256,
+            foreign_sha256,
         })
     }
 
@@ -79,7 +160,11 @@ impl<'a> Bootstrap<'a> {
         )
         .await;
         if let Ok(Ok(client)) = current
-            && client.binary_sha256() == self.agent_sha256
+            && (client.binary_sha256() == self.agent_sha256
+                || self
+                    .foreign_sha256
+                    .iter()
+                    .any(|h| h == client.binary_sha256()))
         {
             return Ok((client, AgentChange::Unchanged));
         }
@@ -96,12 +181,25 @@ impl<'a> Bootstrap<'a> {
 
     async fn install(&self, host: &Host, addr: SocketAddr) -> anyhow::Result<AgentChange> {
         let name = &host.name;
+        let arch = self
+            .ssh
+            .run(name, "uname -m", b"")
+            .await
+            .with_context(|| format!("asking {name} for its architecture"))?;
+        let foreign = match agent_for_arch(arch.trim(), name)? {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(&path)
+                    .with_context(|| format!("reading the agent binary {}", path.display()))?,
+            ),
+        };
+        let binary = foreign.as_deref().unwrap_or(&self.agent_binary);
         let upload = format!(
             "set -e; umask 022; mkdir -p /usr/local/bin; cat > {AGENT_PATH}.new; \
              chmod 755 {AGENT_PATH}.new; mv -f {AGENT_PATH}.new {AGENT_PATH}"
         );
         self.ssh
-            .run(name, &upload, &self.agent_binary)
+            .run(name, &upload, binary)
             .await
             .with_context(|| format!("uploading tpa-agent to {name}"))?;
         let token = JoinToken::generate();
@@ -203,6 +301,34 @@ async fn connect_with_retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_another_architecture_get_a_clear_error() {
+        assert_eq!(agent_for_arch(NATIVE_ARCH, "ulb").unwrap(), None);
+        if NATIVE_ARCH == "x86_64" {
+            assert_eq!(agent_for_arch("amd64", "ulb").unwrap(), None);
+        }
+        let err = agent_for_arch("riscv64", "ulb").unwrap_err().to_string();
+        assert!(err.starts_with("ulb runs on riscv64"), "{err}");
+        assert!(err.contains("tpa-agent-riscv64"), "{err}");
+        let err = agent_for_arch("x86;rm", "ulb").unwrap_err().to_string();
+        assert!(err.contains("unreadable architecture"), "{err}");
+    }
+
+    #[test]
+    fn uninstall_removes_only_tpas_own_files() {
+        let script = uninstall_script();
+        for path in [
+            "/usr/local/bin/tpa-agent",
+            "/etc/tpa-agent",
+            "/var/lib/tpa-agent",
+            "/var/opt/tpa/local-repo",
+            "tpa-local-repo.list",
+        ] {
+            assert!(script.contains(path), "{path}: {script}");
+        }
+        assert!(!script.contains("postgres"), "{script}");
+    }
 
     #[test]
     fn init_listens_on_the_host_address() {

@@ -12,6 +12,7 @@ pub mod gather;
 mod passwords;
 pub mod report;
 pub mod run;
+pub mod ship;
 
 pub use gather::{Gathered, gather};
 pub use report::{DeployLog, DeployOutcome};

@@ -52,8 +52,16 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Remove this cluster's hosts and network, and the files provision generated.
-    Deprovision { cluster_dir: PathBuf },
+    /// Remove this cluster's hosts and network (docker), and the files provision generated.
+    /// Bare machines are never removed.
+    Deprovision {
+        cluster_dir: PathBuf,
+        /// On platforms whose machines stay (bare): also remove what deploy installed for tpa
+        /// itself from every host: the agent (unit, binary, keys) and the shipped packages.
+        /// Postgres, its data and the installed packages stay.
+        #[arg(long)]
+        uninstall: bool,
+    },
     /// Show each host's live role, upstream, replication state, lag, timeline and repmgr view.
     /// Read-only. Exit 1 (reason on stderr) when a host is down or unreachable, a replica does
     /// not stream, or more than one host is a live primary.
@@ -234,7 +242,7 @@ fn main() -> ExitCode {
         let _lock = match &cli.command {
             Command::Provision { cluster_dir, .. }
             | Command::Deploy { cluster_dir, .. }
-            | Command::Deprovision { cluster_dir }
+            | Command::Deprovision { cluster_dir, .. }
             | Command::StorePassword { cluster_dir, .. }
             | Command::Switchover { cluster_dir, .. }
             | Command::VerifyBackup { cluster_dir, .. }
@@ -286,7 +294,10 @@ fn main() -> ExitCode {
                     Err(e) => Err(e),
                 }
             }
-            Command::Deprovision { cluster_dir } => commands::deprovision::run(&cluster_dir).await,
+            Command::Deprovision {
+                cluster_dir,
+                uninstall,
+            } => commands::deprovision::run(&cluster_dir, uninstall).await,
             Command::Status {
                 cluster_dir,
                 json,

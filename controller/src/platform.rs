@@ -12,15 +12,16 @@
 //!   travels over SSH (bootstrap), which is why provision must make SSH work;
 //! - **deprovision**: remove what provision created, and only that.
 //!
-//! `docker` is the first implementation. `bare` (addresses from config.yml, host keys by
-//! `ssh-keyscan`, nothing to create or remove) and `aws` add a variant to [`AnyPlatform`] and
-//! implement the trait; nothing in the trait assumes containers, images or networks.
+//! `docker` and `bare` (addresses from config.yml, host keys from the operator's known_hosts,
+//! nothing to create or remove; see `bare.rs`) implement it; `aws` adds a variant to
+//! [`AnyPlatform`] the same way. Nothing in the trait assumes containers, images or networks.
 //!
 //! Dispatch is a closed enum, [`AnyPlatform`], not `Box<dyn Platform>`: the set of platforms
 //! is closed (config.yml names exactly `docker`, `bare` and `aws`), a `match` makes the
 //! compiler point at every place a new platform must be handled, and the trait's async
 //! methods need no boxing or macro crate (native `async fn` in traits is not object safe).
 
+pub mod bare;
 pub mod docker;
 
 use std::future::Future;
@@ -132,6 +133,9 @@ pub struct DeprovisionRequest<'a> {
     pub dir: &'a ClusterDir,
     /// What the last provision recorded (see [`ProvisionRequest::previous`]).
     pub previous: Option<&'a Inventory>,
+    /// `--uninstall`: on hosts deprovision does not remove (bare), also remove what deploy
+    /// installed for tpa itself (the agent, the shipped packages).
+    pub uninstall: bool,
 }
 
 /// What deprovision removed, and what it left because another directory owns it.
@@ -147,6 +151,7 @@ pub struct Deprovisioned {
 #[derive(Debug)]
 pub enum AnyPlatform {
     Docker(docker::DockerPlatform),
+    Bare(bare::BarePlatform),
 }
 
 /// The platform that provisions `cluster`. `mirror` is the Debian mirror host images are
@@ -162,7 +167,8 @@ pub fn for_cluster(cluster: &Cluster, mirror: Option<&str>) -> anyhow::Result<An
     {
         bail!(
             "instance {} uses platform {} and instance {} uses {}: one cluster on several \
-             platforms is not supported yet",
+             platforms is not supported yet; put every instance on one platform (set \
+             `platform` in instance_defaults) or split the hosts into two clusters",
             first.name,
             first.platform,
             other.name,
@@ -182,9 +188,10 @@ pub fn for_inventory(inventory: &Inventory) -> anyhow::Result<AnyPlatform> {
 fn for_kind(kind: Kind, instance: &str, mirror: Option<&str>) -> anyhow::Result<AnyPlatform> {
     match kind {
         Kind::Docker => Ok(AnyPlatform::Docker(docker::DockerPlatform::new(mirror))),
-        Kind::Bare | Kind::Aws => bail!(
-            "instance {instance} uses platform {kind}: only the docker platform can be \
-             provisioned so far"
+        Kind::Bare => Ok(AnyPlatform::Bare(bare::BarePlatform::new())),
+        Kind::Aws => bail!(
+            "instance {instance} uses platform {kind}: only the docker and bare platforms can \
+             be provisioned so far"
         ),
     }
 }
@@ -193,12 +200,14 @@ impl Platform for AnyPlatform {
     fn kind(&self) -> Kind {
         match self {
             AnyPlatform::Docker(p) => p.kind(),
+            AnyPlatform::Bare(p) => p.kind(),
         }
     }
 
     async fn provision(&self, request: &ProvisionRequest<'_>) -> anyhow::Result<Provisioned> {
         match self {
             AnyPlatform::Docker(p) => p.provision(request).await,
+            AnyPlatform::Bare(p) => p.provision(request).await,
         }
     }
 
@@ -209,30 +218,35 @@ impl Platform for AnyPlatform {
     ) -> anyhow::Result<Host> {
         match self {
             AnyPlatform::Docker(p) => p.add_host(request, instance).await,
+            AnyPlatform::Bare(p) => p.add_host(request, instance).await,
         }
     }
 
     async fn host_key(&self, host: &Host) -> anyhow::Result<String> {
         match self {
             AnyPlatform::Docker(p) => p.host_key(host).await,
+            AnyPlatform::Bare(p) => p.host_key(host).await,
         }
     }
 
     async fn deprovision(&self, request: &DeprovisionRequest<'_>) -> anyhow::Result<Deprovisioned> {
         match self {
             AnyPlatform::Docker(p) => p.deprovision(request).await,
+            AnyPlatform::Bare(p) => p.deprovision(request).await,
         }
     }
 
     fn local_repo_on_host(&self) -> Option<PathBuf> {
         match self {
             AnyPlatform::Docker(p) => p.local_repo_on_host(),
+            AnyPlatform::Bare(p) => p.local_repo_on_host(),
         }
     }
 
     fn agent_endpoint(&self, host: &Host) -> SocketAddr {
         match self {
             AnyPlatform::Docker(p) => p.agent_endpoint(host),
+            AnyPlatform::Bare(p) => p.agent_endpoint(host),
         }
     }
 }
@@ -257,10 +271,11 @@ mod tests {
         let err = for_cluster(&mixed, None).unwrap_err().to_string();
         assert!(err.contains("one uses platform docker"), "{err}");
         assert!(err.contains("two uses bare"), "{err}");
+        assert!(err.contains("put every instance on one platform"), "{err}");
     }
 
     #[test]
-    fn docker_clusters_get_docker_and_others_are_refused_for_now() {
+    fn each_platform_says_where_hosts_see_the_local_repo() {
         let docker = cluster("- {Name: one, node: 1, platform: docker, image: tpa/debian}\n");
         let platform = for_cluster(&docker, None).unwrap();
         assert_eq!(platform.kind(), Kind::Docker);
@@ -268,8 +283,10 @@ mod tests {
             platform.local_repo_on_host(),
             Some(PathBuf::from("/var/opt/tpa/local-repo"))
         );
+        // Bare hosts cannot see the controller's directory: deploy ships the packages.
         let bare = cluster("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.2}\n");
-        let err = for_cluster(&bare, None).unwrap_err().to_string();
-        assert!(err.contains("only the docker platform"), "{err}");
+        let platform = for_cluster(&bare, None).unwrap();
+        assert_eq!(platform.kind(), Kind::Bare);
+        assert_eq!(platform.local_repo_on_host(), None);
     }
 }

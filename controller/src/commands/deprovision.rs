@@ -8,7 +8,7 @@ use crate::commands::provision::load_cluster;
 use crate::inventory::Inventory;
 use crate::platform::{self, DeprovisionRequest, Platform};
 
-pub async fn run(dir: &Path) -> anyhow::Result<()> {
+pub async fn run(dir: &Path, uninstall: bool) -> anyhow::Result<()> {
     let (dir, cluster) = load_cluster(dir)?;
     let previous = Inventory::load(&dir.inventory())?;
     let platform = match &previous {
@@ -20,6 +20,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             cluster: &cluster,
             dir: &dir,
             previous: previous.as_ref(),
+            uninstall,
         })
         .await?;
     for object in &done.removed {
@@ -34,7 +35,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
             println!("removed {}", path.display());
         }
     }
-    if done.removed.is_empty() {
+    if done.removed.is_empty() && done.kept.is_empty() {
         println!(
             "cluster {} had no hosts or networks to remove",
             cluster.name

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use tpa_common::facts::Facts;
 use tpa_common::query::SqlQuery;
 use tpa_common::resource::Secret;
 
 use super::passwords;
 use super::report::DeployLog;
+use super::ship;
 use crate::agent_client::AgentClient;
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
@@ -60,14 +61,23 @@ pub async fn gather(
     let repo_mount = platform.local_repo_on_host();
     let facts = all_facts(cluster, &agents).await?;
     let topology = topology::resolve(cluster, inventory, &facts)?;
+    // Hosts that cannot see local-repo/ get it through their agent.
+    let mut shipped = match repo_mount {
+        Some(_) => BTreeMap::new(),
+        None => ship_repos(dir, &agents, &facts, check, log).await?,
+    };
     let mut hosts = BTreeMap::new();
     for (name, facts) in facts {
         let instance = deployed_instance(cluster, &name);
+        let local_repo = match &repo_mount {
+            Some(mount) => host_local_repo(dir, Some(mount), &facts),
+            None => shipped.remove(&name),
+        };
         hosts.insert(
             name,
             HostState {
                 settings: HostSettings::resolve(cluster, instance, facts.os_major()),
-                local_repo: host_local_repo(dir, repo_mount.as_deref(), &facts),
+                local_repo,
                 facts,
                 server_cert: None,
                 ha_cert: None,
@@ -457,6 +467,68 @@ fn host_local_repo(dir: &ClusterDir, mount: Option<&Path>, facts: &Facts) -> Opt
     )?;
     let on_host = local_repo::host_repo_dir(dir.root(), &repo, mount?)?;
     Some(on_host.display().to_string())
+}
+
+/// Ships each host's local repository (the directory TPA's lookup picks for its OS) through
+/// its agent, all hosts at once; returns where each host holds it. Hosts with no repository
+/// for their OS get none (they use the sources they already have).
+async fn ship_repos(
+    dir: &ClusterDir,
+    agents: &BTreeMap<String, AgentClient>,
+    facts: &BTreeMap<String, Facts>,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let started = Instant::now();
+    let mut listings: BTreeMap<std::path::PathBuf, ship::RepoListing> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for (name, facts) in facts {
+        let Some(repo) = facts.os_major().and_then(|major| {
+            local_repo::find_repo_for_host(
+                dir.root(),
+                major,
+                &facts.os_codename,
+                &facts.os_version_id,
+            )
+        }) else {
+            continue;
+        };
+        if !listings.contains_key(&repo) {
+            let at = repo.clone();
+            let listing = tokio::task::spawn_blocking(move || ship::list(&at)).await??;
+            listings.insert(repo.clone(), listing);
+        }
+        let Some(client) = agents.get(name) else {
+            continue;
+        };
+        jobs.push((name.clone(), client.clone(), repo));
+    }
+    let listings = &listings;
+    let results = futures_util::future::join_all(jobs.into_iter().map(
+        |(name, mut client, repo)| async move {
+            let shipped = ship::ship(&mut client, &listings[&repo], check)
+                .await
+                .with_context(|| format!("shipping the local repository to {name}"));
+            (name, shipped)
+        },
+    ))
+    .await;
+    let mut on_host = BTreeMap::new();
+    for (name, shipped) in results {
+        let shipped = shipped?;
+        if shipped.sent > 0 || shipped.removed > 0 {
+            log.line(format!(
+                "[{name}] local-repo: {} file(s), {:.1} MB {}, {} removed ({:.1}s)",
+                shipped.sent,
+                shipped.bytes as f64 / 1e6,
+                if check { "would be shipped" } else { "shipped" },
+                shipped.removed,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        on_host.insert(name, shipped.host_dir);
+    }
+    Ok(on_host)
 }
 
 /// The config.yml instance of a host that bootstrap reached (every one is an instance).

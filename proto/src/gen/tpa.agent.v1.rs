@@ -490,6 +490,55 @@ pub struct HealthReport {
     >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RepoFile {
+    /// A plain file name: no `/`, not starting with `.`.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Hex SHA-256 of the content.
+    #[prost(string, tag = "2")]
+    pub sha256: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RepoSyncRequest {
+    /// Every file the repository must hold; others are removed (unless check_only).
+    #[prost(message, repeated, tag = "1")]
+    pub files: ::prost::alloc::vec::Vec<RepoFile>,
+    /// Check only: report what is missing, remove nothing.
+    #[prost(bool, tag = "2")]
+    pub check_only: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RepoSyncResponse {
+    /// The directory on the host (for the apt source).
+    #[prost(string, tag = "1")]
+    pub dir: ::prost::alloc::string::String,
+    /// Names of listed files that are absent or differ: the controller sends them with RepoPut.
+    #[prost(string, repeated, tag = "2")]
+    pub missing: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Names of files removed because the controller no longer lists them.
+    #[prost(string, repeated, tag = "3")]
+    pub removed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RepoChunk {
+    #[prost(oneof = "repo_chunk::Part", tags = "1, 2")]
+    pub part: ::core::option::Option<repo_chunk::Part>,
+}
+/// Nested message and enum types in `RepoChunk`.
+pub mod repo_chunk {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Part {
+        #[prost(message, tag = "1")]
+        Header(super::RepoFile),
+        #[prost(bytes, tag = "2")]
+        Data(::prost::alloc::vec::Vec<u8>),
+    }
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RepoPutResponse {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 #[prost(skip_debug)]
 pub struct RequestCsrRequest {
     /// The single-use join token handed to `tpa-agent init` over SSH; never logged.
@@ -834,6 +883,59 @@ pub mod agent_client {
             req.extensions_mut().insert(GrpcMethod::new("tpa.agent.v1.Agent", "Health"));
             self.inner.unary(req, path, codec).await
         }
+        /// The cluster's package repository on platforms that cannot mount the controller's `local-repo/` (bare, aws):
+        /// the agent keeps it in one directory of its own (`/var/opt/tpa/local-repo`), removes files the controller no
+        /// longer lists, and says which listed files it lacks or holds with another SHA-256.
+        pub async fn repo_sync(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RepoSyncRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RepoSyncResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/RepoSync",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "RepoSync"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Writes one file of that repository, sent in chunks (first message: RepoFile header, then data). The file
+        /// replaces the old one only when the bytes received have the announced size and SHA-256.
+        pub async fn repo_put(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::RepoChunk>,
+        ) -> std::result::Result<
+            tonic::Response<super::RepoPutResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/RepoPut",
+            );
+            let mut req = request.into_streaming_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "RepoPut"));
+            self.inner.client_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -903,6 +1005,22 @@ pub mod agent_server {
             &self,
             request: tonic::Request<super::HealthRequest>,
         ) -> std::result::Result<tonic::Response<super::HealthReport>, tonic::Status>;
+        /// The cluster's package repository on platforms that cannot mount the controller's `local-repo/` (bare, aws):
+        /// the agent keeps it in one directory of its own (`/var/opt/tpa/local-repo`), removes files the controller no
+        /// longer lists, and says which listed files it lacks or holds with another SHA-256.
+        async fn repo_sync(
+            &self,
+            request: tonic::Request<super::RepoSyncRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RepoSyncResponse>,
+            tonic::Status,
+        >;
+        /// Writes one file of that repository, sent in chunks (first message: RepoFile header, then data). The file
+        /// replaces the old one only when the bytes received have the announced size and SHA-256.
+        async fn repo_put(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::RepoChunk>>,
+        ) -> std::result::Result<tonic::Response<super::RepoPutResponse>, tonic::Status>;
     }
     /// Served ONLY after enrolment, over mutual TLS: the client must present a certificate issued by the cluster CA
     /// with the controller identity.
@@ -1285,6 +1403,94 @@ pub mod agent_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/RepoSync" => {
+                    #[allow(non_camel_case_types)]
+                    struct RepoSyncSvc<T: Agent>(pub Arc<T>);
+                    impl<T: Agent> tonic::server::UnaryService<super::RepoSyncRequest>
+                    for RepoSyncSvc<T> {
+                        type Response = super::RepoSyncResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RepoSyncRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::repo_sync(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RepoSyncSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/RepoPut" => {
+                    #[allow(non_camel_case_types)]
+                    struct RepoPutSvc<T: Agent>(pub Arc<T>);
+                    impl<
+                        T: Agent,
+                    > tonic::server::ClientStreamingService<super::RepoChunk>
+                    for RepoPutSvc<T> {
+                        type Response = super::RepoPutResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::RepoChunk>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::repo_put(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RepoPutSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
