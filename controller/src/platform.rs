@@ -21,6 +21,7 @@
 //! compiler point at every place a new platform must be handled, and the trait's async
 //! methods need no boxing or macro crate (native `async fn` in traits is not object safe).
 
+pub mod aws;
 pub mod docker;
 
 use std::future::Future;
@@ -147,6 +148,7 @@ pub struct Deprovisioned {
 #[derive(Debug)]
 pub enum AnyPlatform {
     Docker(docker::DockerPlatform),
+    Aws(aws::AwsPlatform),
 }
 
 /// The platform that provisions `cluster`. `mirror` is the Debian mirror host images are
@@ -182,9 +184,10 @@ pub fn for_inventory(inventory: &Inventory) -> anyhow::Result<AnyPlatform> {
 fn for_kind(kind: Kind, instance: &str, mirror: Option<&str>) -> anyhow::Result<AnyPlatform> {
     match kind {
         Kind::Docker => Ok(AnyPlatform::Docker(docker::DockerPlatform::new(mirror))),
-        Kind::Bare | Kind::Aws => bail!(
-            "instance {instance} uses platform {kind}: only the docker platform can be \
-             provisioned so far"
+        Kind::Aws => Ok(AnyPlatform::Aws(aws::AwsPlatform::new())),
+        Kind::Bare => bail!(
+            "instance {instance} uses platform {kind}: the bare platform cannot be \
+             provisioned yet"
         ),
     }
 }
@@ -193,12 +196,14 @@ impl Platform for AnyPlatform {
     fn kind(&self) -> Kind {
         match self {
             AnyPlatform::Docker(p) => p.kind(),
+            AnyPlatform::Aws(p) => p.kind(),
         }
     }
 
     async fn provision(&self, request: &ProvisionRequest<'_>) -> anyhow::Result<Provisioned> {
         match self {
             AnyPlatform::Docker(p) => p.provision(request).await,
+            AnyPlatform::Aws(p) => p.provision(request).await,
         }
     }
 
@@ -209,30 +214,35 @@ impl Platform for AnyPlatform {
     ) -> anyhow::Result<Host> {
         match self {
             AnyPlatform::Docker(p) => p.add_host(request, instance).await,
+            AnyPlatform::Aws(p) => p.add_host(request, instance).await,
         }
     }
 
     async fn host_key(&self, host: &Host) -> anyhow::Result<String> {
         match self {
             AnyPlatform::Docker(p) => p.host_key(host).await,
+            AnyPlatform::Aws(p) => p.host_key(host).await,
         }
     }
 
     async fn deprovision(&self, request: &DeprovisionRequest<'_>) -> anyhow::Result<Deprovisioned> {
         match self {
             AnyPlatform::Docker(p) => p.deprovision(request).await,
+            AnyPlatform::Aws(p) => p.deprovision(request).await,
         }
     }
 
     fn local_repo_on_host(&self) -> Option<PathBuf> {
         match self {
             AnyPlatform::Docker(p) => p.local_repo_on_host(),
+            AnyPlatform::Aws(p) => p.local_repo_on_host(),
         }
     }
 
     fn agent_endpoint(&self, host: &Host) -> SocketAddr {
         match self {
             AnyPlatform::Docker(p) => p.agent_endpoint(host),
+            AnyPlatform::Aws(p) => p.agent_endpoint(host),
         }
     }
 }
@@ -270,6 +280,9 @@ mod tests {
         );
         let bare = cluster("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.2}\n");
         let err = for_cluster(&bare, None).unwrap_err().to_string();
-        assert!(err.contains("only the docker platform"), "{err}");
+        assert!(
+            err.contains("bare platform cannot be provisioned yet"),
+            "{err}"
+        );
     }
 }
