@@ -11,12 +11,14 @@
 //! - `keys`: registries of top-level/instance keys and roles (supported, or TPA's but not yet ours).
 //! - `vars`: the registry of cluster/host variables and the typed [`Vars`].
 //! - `build`: the walk from tree to [`Cluster`], including default merging.
+//! - `aws`: the AWS settings (`ec2_*`, `cluster_rules`, EBS volumes).
 //! - `values`: what values that reach files on the hosts may contain (names, paths, no control
 //!   characters).
 //! - `checks`: rules across instances (names, nodes, upstreams, backups, networks, the Postgres
 //!   version each host's OS ships).
 //! - `model`: the public types; `error`: [`ConfigError`] and [`ConfigErrors`].
 
+pub mod aws;
 mod barman;
 mod build;
 mod checks;

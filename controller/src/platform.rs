@@ -21,6 +21,7 @@
 //! compiler point at every place a new platform must be handled, and the trait's async
 //! methods need no boxing or macro crate (native `async fn` in traits is not object safe).
 
+pub mod aws;
 pub mod bare;
 pub mod docker;
 
@@ -152,6 +153,8 @@ pub struct Deprovisioned {
 pub enum AnyPlatform {
     Docker(docker::DockerPlatform),
     Bare(bare::BarePlatform),
+    // Boxed: the SDK client makes it much larger than the others.
+    Aws(Box<aws::AwsPlatform>),
 }
 
 /// The platform that provisions `cluster`. `mirror` is the Debian mirror host images are
@@ -175,24 +178,20 @@ pub fn for_cluster(cluster: &Cluster, mirror: Option<&str>) -> anyhow::Result<An
             other.platform
         );
     }
-    for_kind(first.platform, &first.name, mirror)
+    for_kind(first.platform, mirror)
 }
 
 /// The platform that provisioned `inventory`, for commands that work on existing hosts
 /// (deploy asks it where `local-repo/` is visible). Does not contact the platform.
 pub fn for_inventory(inventory: &Inventory) -> anyhow::Result<AnyPlatform> {
-    let host = inventory.hosts.first().map_or("", |h| h.name.as_str());
-    for_kind(inventory.platform, host, None)
+    for_kind(inventory.platform, None)
 }
 
-fn for_kind(kind: Kind, instance: &str, mirror: Option<&str>) -> anyhow::Result<AnyPlatform> {
+fn for_kind(kind: Kind, mirror: Option<&str>) -> anyhow::Result<AnyPlatform> {
     match kind {
         Kind::Docker => Ok(AnyPlatform::Docker(docker::DockerPlatform::new(mirror))),
         Kind::Bare => Ok(AnyPlatform::Bare(bare::BarePlatform::new())),
-        Kind::Aws => bail!(
-            "instance {instance} uses platform {kind}: only the docker and bare platforms can \
-             be provisioned so far"
-        ),
+        Kind::Aws => Ok(AnyPlatform::Aws(Box::new(aws::AwsPlatform::new()))),
     }
 }
 
@@ -201,6 +200,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.kind(),
             AnyPlatform::Bare(p) => p.kind(),
+            AnyPlatform::Aws(p) => p.kind(),
         }
     }
 
@@ -208,6 +208,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.provision(request).await,
             AnyPlatform::Bare(p) => p.provision(request).await,
+            AnyPlatform::Aws(p) => p.provision(request).await,
         }
     }
 
@@ -219,6 +220,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.add_host(request, instance).await,
             AnyPlatform::Bare(p) => p.add_host(request, instance).await,
+            AnyPlatform::Aws(p) => p.add_host(request, instance).await,
         }
     }
 
@@ -226,6 +228,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.host_key(host).await,
             AnyPlatform::Bare(p) => p.host_key(host).await,
+            AnyPlatform::Aws(p) => p.host_key(host).await,
         }
     }
 
@@ -233,6 +236,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.deprovision(request).await,
             AnyPlatform::Bare(p) => p.deprovision(request).await,
+            AnyPlatform::Aws(p) => p.deprovision(request).await,
         }
     }
 
@@ -240,6 +244,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.local_repo_on_host(),
             AnyPlatform::Bare(p) => p.local_repo_on_host(),
+            AnyPlatform::Aws(p) => p.local_repo_on_host(),
         }
     }
 
@@ -247,6 +252,7 @@ impl Platform for AnyPlatform {
         match self {
             AnyPlatform::Docker(p) => p.agent_endpoint(host),
             AnyPlatform::Bare(p) => p.agent_endpoint(host),
+            AnyPlatform::Aws(p) => p.agent_endpoint(host),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+use super::aws::{self, AwsCluster};
 use super::error::{Diag, closest, unknown_key, unsupported, unsupported_value};
 use super::keys::{
     ARCHITECTURES_NOT_YET, KeyUse, MERGED_MAPPINGS, ROLES_NOT_YET, TOP_LEVEL, TOP_LEVEL_NOT_YET,
@@ -179,6 +180,18 @@ pub(crate) fn build(root: &Node, diag: &mut Diag) -> Built {
             .get("cluster_ssh_port")
             .and_then(|f| ssh_port(f, diag))
             .unwrap_or(22),
+        aws: AwsCluster {
+            ami: top.get("ec2_ami").and_then(|f| aws::ami(f, diag)),
+            vpcs: top
+                .get("ec2_vpc")
+                .map(|f| aws::vpcs(f, diag))
+                .unwrap_or_default(),
+            reachability: top
+                .get("ec2_instance_reachability")
+                .map(|f| aws::reachability(f, diag))
+                .unwrap_or_default(),
+            rules: top.get("cluster_rules").map(|f| aws::rules(f, diag)),
+        },
     };
     let location_names = locations.into_iter().map(|l| l.name).collect();
     Built {
@@ -546,9 +559,14 @@ fn instance(
             "a bare instance needs `ip_address` (or `public_ip`/`private_ip`) to be reached at",
         );
     }
+    let mut aws_volumes = Vec::new();
     let volumes = match get("volumes") {
         None => Vec::new(),
         Some(f) if platform == Platform::Docker => f.value.string_list(diag, &f.path),
+        Some(f) if platform == Platform::Aws => {
+            aws_volumes = aws::volumes(f, diag);
+            Vec::new()
+        }
         Some(f) => {
             diag.err(f.line, &f.path, format!("`volumes` on {platform} instances is a TPA setting that tpa does not support yet; remove it"));
             Vec::new()
@@ -577,7 +595,33 @@ fn instance(
         instance_type: string("type", diag),
         subnet: string("subnet", diag),
         az: string("az", diag),
+        volumes: aws::effective_volumes(
+            &get("default_volumes").map_or_else(Vec::new, |f| aws::volumes(f, diag)),
+            &aws_volumes,
+        ),
+        assign_public_ip: bool_key("assign_public_ip", diag),
     };
+    for (key, ok) in [
+        (
+            "region",
+            aws.region.as_deref().is_none_or(aws::valid_region),
+        ),
+        (
+            "type",
+            aws.instance_type
+                .as_deref()
+                .is_none_or(aws::valid_instance_type),
+        ),
+        (
+            "subnet",
+            aws.subnet.as_deref().is_none_or(aws::valid_subnet),
+        ),
+        ("az", aws.az.as_deref().is_none_or(aws::valid_az)),
+    ] {
+        if let (false, Some(f)) = (ok, get(key)) {
+            diag.err(f.line, &f.path, aws::invalid_message(key));
+        }
+    }
     // Mapping-valued keys that are not mappings get their type error here.
     for k in MERGED_MAPPINGS {
         if let Some(f) = get(k)

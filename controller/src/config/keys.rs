@@ -9,6 +9,8 @@ pub(crate) const TOP_LEVEL: &[&str] = &[
     "architecture", "cluster_name", "cluster_tags", "cluster_vars", "locations",
     "instance_defaults", "instances", "docker_networks", "keyring_backend", "vault_name",
     "ssh_key_file", "cluster_ssh_port",
+    // AWS (config::aws).
+    "ec2_ami", "ec2_vpc", "ec2_instance_reachability", "cluster_rules",
 ];
 
 /// Top-level keys TPA knows that we do not support yet.
@@ -17,8 +19,7 @@ pub(crate) const TOP_LEVEL_NOT_YET: &[&str] = &[
     "compliance", "use_ssh_agent", "forward_ssh_agent", "ansible_tower",
     "docker_images",
     // AWS infrastructure.
-    "ec2_vpc", "ec2_ami", "ec2_vpc_subnets", "ec2_groups", "cluster_rules",
-    "ec2_instance_reachability", "ec2_vpc_igw", "ec2_key_name", "ec2_instance_key",
+    "ec2_vpc_subnets", "ec2_groups", "ec2_vpc_igw", "ec2_key_name", "ec2_instance_key",
     "cluster_bucket", "cluster_profile", "instance_profile_name", "s3_uploads", "pre_user_data",
     "extra_user_data", "user_data_environment", "install_authorized_key", "route53_zone",
     "route53_hosted_zone_id",
@@ -84,12 +85,12 @@ pub(crate) const INSTANCE_KEYS: &[(&str, KeyUse)] = &[
     ("subnet", Only(&[Aws])),
     ("az", Only(&[Aws])),
     ("subnet_name", NotYet),
-    ("default_volumes", NotYet),
+    ("default_volumes", Only(&[Aws])),
     ("spot_price", NotYet),
     ("spot_wait_timeout", NotYet),
     ("spot_launch_group", NotYet),
     ("termination_protection", NotYet),
-    ("assign_public_ip", NotYet),
+    ("assign_public_ip", Only(&[Aws])),
     ("assign_elastic_ip", NotYet),
     ("elastic_ip", NotYet),
     ("route53_hosted_zone_id", NotYet),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+use super::aws::{AwsCluster, Volume};
 use super::vars::Vars;
 
 /// Typed `cluster_vars` (what every host gets unless its own `vars` override it).
@@ -40,6 +41,8 @@ pub struct Cluster {
     pub ssh_key_file: Option<PathBuf>,
     /// `cluster_ssh_port` (default 22).
     pub ssh_port: u16,
+    /// `ec2_ami`, `ec2_vpc`, `ec2_instance_reachability`, `cluster_rules`.
+    pub aws: AwsCluster,
 }
 
 /// One entry of `locations`.
@@ -145,6 +148,10 @@ pub struct AwsOptions {
     pub subnet: Option<String>,
     /// `az`: availability zone.
     pub az: Option<String>,
+    /// EBS volumes: `default_volumes` overlaid by `volumes` (same `device_name` wins).
+    pub volumes: Vec<Volume>,
+    /// `assign_public_ip` (`None`: TPA's default, true).
+    pub assign_public_ip: Option<bool>,
 }
 
 /// Where an instance runs.

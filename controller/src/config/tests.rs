@@ -122,11 +122,11 @@ fn unknown_top_level_key_suggests_closest() {
 fn tpa_top_level_key_not_supported_yet() {
     check(
         &format!(
-            "{}ec2_vpc: {{}}\ncompliance: cis\ndocker_images: {{}}\n",
+            "{}ec2_groups: {{}}\ncompliance: cis\ndocker_images: {{}}\n",
             with_base(ONE)
         ),
         expect![[r#"
-            config.yml:9: ec2_vpc: `ec2_vpc` is a TPA setting that tpa does not support yet; remove it
+            config.yml:9: ec2_groups: `ec2_groups` is a TPA setting that tpa does not support yet; remove it
             config.yml:10: compliance: `compliance` is a TPA setting that tpa does not support yet; remove it
             config.yml:11: docker_images: `docker_images` is a TPA setting that tpa does not support yet; remove it"#]],
     );
@@ -1221,5 +1221,63 @@ fn agent_health_and_metrics_variables_are_checked() {
              agent_health_interval: 30\n",
         ),
         expect!["ok"],
+    );
+}
+
+#[test]
+fn aws_settings_are_read_and_hostile_values_refused() {
+    let source = "cluster_name: cloud\ncluster_vars: {postgres_version: '15'}\n\
+        ec2_ami: {Name: 'debian-12-*', Owner: '136693071363'}\n\
+        ec2_vpc: {eu-west-1: {Name: Test, cidr: 10.33.0.0/16}}\n\
+        ec2_instance_reachability: private\n\
+        cluster_rules: [{proto: tcp, cidr_ip: 0.0.0.0/0, ports: [22, 5432-5433]}]\n\
+        instance_defaults:\n  platform: aws\n  region: eu-west-1\n  type: t3.micro\n\
+        \x20 subnet: 10.33.0.0/28\n\
+        \x20 default_volumes: [{device_name: root, volume_size: 16}, {device_name: /dev/sdf, volume_size: 16}]\n\
+        instances:\n- {Name: one, node: 1, assign_public_ip: false, \
+        volumes: [{device_name: /dev/sdf, volume_type: gp3, volume_size: 64, encrypted: true}]}\n";
+    let c = parse_ok(source);
+    let i = &c.instances[0];
+    assert_eq!(
+        c.aws.ami.as_ref().map(|a| a.name.as_str()),
+        Some("debian-12-*")
+    );
+    assert_eq!(
+        c.aws.reachability,
+        crate::config::aws::Reachability::Private
+    );
+    assert_eq!(
+        c.aws.rules.as_ref().unwrap()[0].ports,
+        vec![(22, 22), (5432, 5433)]
+    );
+    assert_eq!(i.aws.assign_public_ip, Some(false));
+    let volumes: Vec<(&str, u32, &str)> = i
+        .aws
+        .volumes
+        .iter()
+        .map(|v| (v.device_name.as_str(), v.size_gb, v.volume_type.as_str()))
+        .collect();
+    assert_eq!(volumes, vec![("root", 16, "gp2"), ("/dev/sdf", 64, "gp3")]);
+
+    check(
+        "cluster_name: cloud\ncluster_vars: {postgres_version: '15'}\n\
+         ec2_vpc: {'eu-west-1; x': {Name: Test}, eu-west-2: {cidr: 10.0.0.1/16}}\n\
+         cluster_rules: [{proto: gre, cidr_ip: 0.0.0.0/0, ports: ['22; x']}]\n\
+         instances:\n- {Name: one, node: 1, platform: aws, region: 'eu west', type: 't3 micro', \
+         subnet: 10.0.0.1/28, az: 'x\\ny', volumes: [{device_name: /dev/../sda, volume_size: 1, snapshot_id: s}]}\n",
+        expect![[r#"
+            config.yml:3: ec2_vpc.eu-west-1; x: `eu-west-1; x` is not an AWS region name (e.g. eu-west-1)
+            config.yml:3: ec2_vpc.eu-west-2: missing required key `Name` (the VPC's Name tag)
+            config.yml:3: ec2_vpc.eu-west-2.cidr: `10.0.0.1/16` has host bits set; did you mean `10.0.0.0/16`?
+            config.yml:4: cluster_rules[0]: a rule needs `proto`, `cidr_ip` and `ports` (e.g. {proto: tcp, cidr_ip: 0.0.0.0/0, ports: [22]})
+            config.yml:4: cluster_rules[0].ports[0]: `22; x` is not a port or a range of ports (e.g. 22 or 0-65535)
+            config.yml:4: cluster_rules[0].proto: unknown proto `gre`; use tcp, udp or icmp
+            config.yml:6: instances[0].az: not an availability zone (e.g. eu-west-1a)
+            config.yml:6: instances[0].region: not an AWS region name (e.g. eu-west-1)
+            config.yml:6: instances[0].subnet: not an IPv4 subnet in CIDR form without host bits (e.g. 10.33.0.0/28)
+            config.yml:6: instances[0].type: not an EC2 instance type (e.g. t3.micro)
+            config.yml:6: instances[0].volumes[0]: missing required key `device_name`
+            config.yml:6: instances[0].volumes[0].device_name: `/dev/../sda` is not a device name; use root, /dev/sdX or /dev/xvdX
+            config.yml:6: instances[0].volumes[0].snapshot_id: `snapshot_id` is a TPA setting that tpa does not support yet; remove it"#]],
     );
 }

@@ -131,7 +131,7 @@ fn bare_with_hostnames_from_file() {
 }
 
 #[test]
-fn aws_writes_tpa_keys_our_validation_does_not_take_yet() {
+fn aws_writes_tpa_keys_that_provision_takes() {
     let a = args("/c/cloud -a M1 --postgresql 15 --failover-manager repmgr --platform aws");
     let o = options(&a).unwrap();
     let names = |n| {
@@ -147,8 +147,12 @@ fn aws_writes_tpa_keys_our_validation_does_not_take_yet() {
     };
     let (_, text) = generate(&o, names, "cmd").unwrap();
     expect_file!["golden/aws.yml"].assert_eq(&text);
-    let errors = Cluster::parse(&text, "config.yml").unwrap_err().to_string();
-    assert!(errors.contains("ec2_ami"), "{errors}");
+    let cluster = Cluster::parse(&text, "config.yml").unwrap();
+    let first = &cluster.instances[0];
+    assert_eq!(first.aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(first.aws.subnet.as_deref(), Some("10.33.0.0/28"));
+    assert_eq!(first.aws.volumes[0].device_name, "/dev/sdf");
+    assert_eq!(cluster.aws.vpcs["eu-west-1"].name, "Test");
 }
 
 #[test]
