@@ -477,7 +477,7 @@ fn barman(a: &mut Assessment, name: &str, out: &str) {
         let age = s
             .last_backup_age_seconds
             .map_or("no backup".to_string(), |s| {
-                format!("last backup {} ago", duration(s))
+                format!("last backup {} ago", tpa_common::health::age_text(s))
             });
         fine.push(format!(
             "{}: {age}, receive-wal {}",
@@ -514,15 +514,6 @@ fn bytes(b: u64) -> String {
         format!("{b} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn duration(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} days", s / 86400),
     }
 }
 

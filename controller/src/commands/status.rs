@@ -296,16 +296,7 @@ async fn ha_probe(
                         .host(&instance.name)
                         .map(|h| h.address.to_string())
                         .unwrap_or_default();
-                    let argv = patroni::etcdctl(
-                        &address,
-                        cluster,
-                        &[
-                            "--dial-timeout=3s",
-                            "--command-timeout=5s",
-                            "endpoint",
-                            "health",
-                        ],
-                    );
+                    let argv = patroni::etcd_health(&address, cluster);
                     match exec(client, argv).await {
                         Ok(said) => view::EtcdHealth {
                             healthy: true,

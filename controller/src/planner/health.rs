@@ -88,16 +88,7 @@ pub fn spec(
             .host(&instance.name)
             .map(|h| h.address.to_string())
             .unwrap_or_default();
-        let argv = patroni::etcdctl(
-            &address,
-            cluster,
-            &[
-                "--dial-timeout=3s",
-                "--command-timeout=5s",
-                "endpoint",
-                "health",
-            ],
-        );
+        let argv = patroni::etcd_health(&address, cluster);
         spec.commands
             .push(command("etcd", argv, CommandOutput::Exit));
     }

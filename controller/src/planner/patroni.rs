@@ -286,6 +286,21 @@ fn etcd_helper(members: &[(String, String)], cert: &str, key: &str, files: &[&st
         .replace("@FILES@", &quote(&watched.join(" ")))
 }
 
+/// `etcdctl endpoint health` against the member at `address`, bounded to a few seconds (what
+/// `status` and the agents' health checks ask).
+pub fn etcd_health(address: &str, cluster: &str) -> Vec<String> {
+    etcdctl(
+        address,
+        cluster,
+        &[
+            "--dial-timeout=3s",
+            "--command-timeout=5s",
+            "endpoint",
+            "health",
+        ],
+    )
+}
+
 /// `etcdctl` against the member at `address`, over TLS with the host's HA certificate.
 pub fn etcdctl(address: &str, cluster: &str, args: &[&str]) -> Vec<String> {
     let (cert, key) = ha_cert_paths(cluster);

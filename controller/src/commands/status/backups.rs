@@ -63,7 +63,10 @@ pub fn render(host: &str, servers: &[BackupHealth]) -> String {
     let mut out = String::new();
     for s in servers {
         let backup = match (&s.last_backup_id, s.last_backup_age_seconds) {
-            (Some(id), Some(age)) => format!("last backup {id} ({} ago)", age_text(age)),
+            (Some(id), Some(age)) => format!(
+                "last backup {id} ({} ago)",
+                tpa_common::health::age_text(age)
+            ),
             (Some(id), None) => format!("last backup {id}"),
             _ => "no backup".to_string(),
         };
@@ -92,15 +95,6 @@ pub fn render(host: &str, servers: &[BackupHealth]) -> String {
         );
     }
     out
-}
-
-fn age_text(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} days", s / 86400),
-    }
 }
 
 #[cfg(test)]
