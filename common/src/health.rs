@@ -25,6 +25,16 @@ pub fn overall(checks: &[HealthCheck]) -> HealthStatus {
     checks.iter().map(|c| c.status).max().unwrap_or_default()
 }
 
+/// An age for people: `45 s`, `12 min`, `5 h`, `3 days`.
+pub fn age_text(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,15 +55,5 @@ mod tests {
             overall(&[c(HealthStatus::Critical), c(HealthStatus::Unknown)]),
             HealthStatus::Critical
         );
-    }
-}
-
-/// An age for people: `45 s`, `12 min`, `5 h`, `3 days`.
-pub fn age_text(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} days", s / 86400),
     }
 }
