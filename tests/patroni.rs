@@ -4,7 +4,8 @@
 //! 1. Deploy: `patronictl -c /etc/patroni/<cluster>.yml list`, as postgres with no other
 //!    flag, shows one leader and two streaming replicas; a row written on the leader reaches
 //!    both replicas; etcd refuses a client without a certificate and the Patroni REST API an
-//!    unauthenticated write (both asked directly); our postgres.service is disabled; a
+//!    unauthenticated write (both asked directly); our postgres.service is disabled; the
+//!    rewind role reaches the leader from a replica and may run pg_rewind's functions; a
 //!    re-deploy changes nothing.
 //!
 //! 2. `status` (table and `--json`) shows each member's Patroni role and state, the leader and
@@ -270,6 +271,27 @@ fn patroni_with_etcd_over_tls() {
         rest("PATCH", "patroni:wrong"),
         "401",
         "a write with a wrong password"
+    );
+
+    // pg_rewind's role (authentication.rewind): from pat2, over TLS verify-full, with the
+    // password Patroni has, it may run the functions pg_rewind calls on the leader, and is no
+    // superuser.
+    let (ok, out) = ssh(
+        ssh_config,
+        "pat2",
+        &format!(
+            "export PGPASSWORD=\"$(python3 -c 'import json; print(json.load(open(\"/etc/patroni/{CLUSTER}.yml\"))[\"postgresql\"][\"authentication\"][\"rewind\"][\"password\"])')\"; \
+             psql -XAt \"host={pat1} dbname=postgres user=rewind sslmode=verify-full \
+             sslrootcert=/etc/tpa/ca.crt\" -c \"select count(*) > 0 from pg_ls_dir('global', \
+             false, false)\" -c \"select length(pg_read_binary_file('global/pg_control', 0, 8, \
+             false))\" -c \"select rolsuper from pg_roles where rolname = current_user\" 2>&1"
+        ),
+    );
+    assert!(ok, "the rewind role on pat1: {out}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["t", "8", "f"],
+        "the rewind role on pat1"
     );
 
     // A re-deploy changes nothing and restarts nothing.

@@ -179,6 +179,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                             instance.name, user.username
                         ));
                     }
+                    if user.username == patroni::REWIND_USER && patroni::enabled(input) {
+                        errors.push(format!(
+                            "{}: postgres_users {}: tpa manages this role for Patroni's \
+                             pg_rewind; remove it from postgres_users",
+                            instance.name, user.username
+                        ));
+                    }
                     if user.username == replica::REPLICATION_USER && has_replicas(topology) {
                         errors.push(format!(
                             "{}: postgres_users {}: tpa manages this role for replicas; remove \
@@ -217,6 +224,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                         None,
                     ));
                     users.resources.push(repmgr::daemon(host));
+                }
+                if patroni::enabled(input) {
+                    users.resources.extend(patroni::rewind_role(
+                        verifiers.get(patroni::REWIND_USER).map(String::as_str),
+                        port,
+                    ));
                 }
                 if barman::wanted(input.cluster) {
                     match barman::primary_resources(

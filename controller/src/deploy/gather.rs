@@ -158,6 +158,9 @@ pub async fn gather(
             if backed_up {
                 users.extend(barman::users());
             }
+            if planner::patroni::configured(cluster) {
+                users.push(planner::patroni::rewind_user());
+            }
             primary_state(
                 &mut client,
                 &mut secrets,
@@ -187,6 +190,10 @@ pub async fn gather(
             Some((u.username, Secret::new(p.to_string())))
         })
         .collect();
+    let rewind_password = planner::patroni::configured(cluster)
+        .then(|| secrets.get(&password_key(planner::patroni::REWIND_USER)))
+        .flatten()
+        .map(|p| Secret::new(p.to_string()));
     let patroni_password = if planner::patroni::configured(cluster) {
         let (password, generated) = if check {
             match secrets.get(&password_key(planner::patroni::REST_USER)) {
@@ -224,6 +231,7 @@ pub async fn gather(
             ssh_keys,
             hooks: Vec::new(),
             patroni_password,
+            rewind_password,
         },
     })
 }

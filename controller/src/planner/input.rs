@@ -40,6 +40,8 @@ pub struct ClusterState {
     pub hooks: Vec<crate::hooks::HookFile>,
     /// Patroni's REST API password (`failover_manager: patroni`).
     pub patroni_password: Option<Secret<String>>,
+    /// The password of Patroni's rewind role (`failover_manager: patroni`).
+    pub rewind_password: Option<Secret<String>>,
 }
 
 /// One deployed host.

@@ -59,7 +59,7 @@ impl fmt::Display for Drift {
 }
 
 /// The objects among the rows of [`OBJECTS_SQL`] that the primary's `vars` do not declare
-/// (tpa's own `replication` role, Barman's roles and repmgr's role and database are declared
+/// (tpa's own `replication` and `rewind` roles, Barman's roles and repmgr's role and database are declared
 /// by tpa, whichever host is the primary now).
 pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
     rows.iter()
@@ -70,6 +70,7 @@ pub fn drift(rows: &[Row], vars: &Vars) -> Vec<Drift> {
                     DriftKind::Role,
                     name == super::replica::REPLICATION_USER
                         || name == super::repmgr::USER
+                        || name == super::patroni::REWIND_USER
                         || super::barman::users().iter().any(|u| &u.username == name)
                         || vars.postgres_users.iter().any(|u| &u.username == name),
                 ),

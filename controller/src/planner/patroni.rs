@@ -26,10 +26,11 @@ use serde_json::{Map, Value, json};
 use tpa_common::resource::{Command, File, Permissions, Resource, ResourceSpec};
 
 use super::postgres::{dir, owned_file};
-use super::replica::{CA_FILE, REPLICATION_USER};
+use super::replica::{CA_FILE, REPLICATION_USER, sql};
 use super::topology::PostgresRole;
+use super::users::{self, literal};
 use super::{HostState, PlanInput, Stage, StageName, id, running_service};
-use crate::config::{Cluster, FailoverManager, Instance, Role};
+use crate::config::{Cluster, FailoverManager, Instance, PostgresUser, Role};
 
 /// The REST API's user for writes.
 pub const REST_USER: &str = "patroni";
@@ -50,6 +51,54 @@ const HELPER_SOURCE: &str = include_str!("patroni-tpa.py");
 const UNIT_TEMPLATE: &str = "/etc/systemd/system/patroni@.service";
 /// Patroni's own passfile (it rewrites it; ours is replica::PASSFILE).
 const PATRONI_PGPASS: &str = "/var/lib/postgresql/.pgpass_patroni";
+
+/// The role Patroni runs pg_rewind as (`authentication.rewind`), so that a former leader that
+/// diverged rejoins by rewinding instead of a new clone.
+pub const REWIND_USER: &str = "rewind";
+
+/// The functions pg_rewind calls on its source: the rewind role may execute them and has no
+/// other privilege (PostgreSQL's documented least privilege for pg_rewind).
+const REWIND_FUNCTIONS: &[&str] = &[
+    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+    "pg_catalog.pg_stat_file(text, boolean)",
+    "pg_catalog.pg_read_binary_file(text)",
+    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+];
+
+/// The rewind role as a user the users stage renders (a SCRAM verifier from the secrets store).
+pub fn rewind_user() -> PostgresUser {
+    PostgresUser {
+        username: REWIND_USER.into(),
+        generate_password: true,
+        role_attrs: vec!["LOGIN".into()],
+        granted_roles: vec![],
+        conn_limit: None,
+        password_encryption: None,
+    }
+}
+
+/// On the primary: the rewind role and its grants (replicated like every role).
+pub fn rewind_role(verifier: Option<&str>, port: u16) -> Vec<ResourceSpec> {
+    let user = literal(REWIND_USER);
+    let check = REWIND_FUNCTIONS
+        .iter()
+        .map(|f| format!("has_function_privilege({user}, {}, 'EXECUTE')", literal(f)))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let apply: String = REWIND_FUNCTIONS
+        .iter()
+        .map(|f| format!("grant execute on function {f} to {REWIND_USER};\n"))
+        .collect();
+    vec![
+        users::role(&rewind_user(), verifier, port),
+        sql(
+            id("grant", "rewind_functions:rewind"),
+            format!("select {check}"),
+            apply,
+            port,
+        ),
+    ]
+}
 
 /// True when config.yml's failover manager is Patroni.
 pub fn configured(cluster: &Cluster) -> bool {
@@ -405,6 +454,12 @@ pub fn conf(
         .as_ref()
         .map(|p| p.expose().clone())
         .unwrap_or_default();
+    let rewind_password = input
+        .state
+        .rewind_password
+        .as_ref()
+        .map(|p| p.expose().clone())
+        .unwrap_or_default();
     let pg = &host.settings.postgres;
     let hosts: Vec<String> = etcd_members(input)
         .iter()
@@ -448,6 +503,12 @@ pub fn conf(
                 "replication": {
                     "username": REPLICATION_USER,
                     "password": replication_password,
+                    "sslmode": "verify-full",
+                    "sslrootcert": CA_FILE,
+                },
+                "rewind": {
+                    "username": REWIND_USER,
+                    "password": rewind_password,
                     "sslmode": "verify-full",
                     "sslrootcert": CA_FILE,
                 },

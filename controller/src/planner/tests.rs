@@ -139,6 +139,9 @@ pub(crate) fn state(
         patroni_password: Some(tpa_common::resource::Secret::new(
             "PATRONI-PASSWORD".to_string(),
         )),
+        rewind_password: Some(tpa_common::resource::Secret::new(
+            "REWIND-PASSWORD".to_string(),
+        )),
         ssh_keys: Some(ssh_trust::SshKeys {
             barman: ssh_trust::KeyPair {
                 private: tpa_common::resource::Secret::new("BARMAN-PRIVATE-KEY\n".into()),
@@ -1146,6 +1149,8 @@ fn patroni_plan_outline_and_files() {
     assert_runs_no_shell(&plan);
     // The REST password is in the (secret) file, and nowhere in the outline.
     assert!(file_content(&plan, "ulb", "/etc/patroni/fosdem.yml").contains("PATRONI-PASSWORD"));
+    assert!(file_content(&plan, "vub", "/etc/patroni/fosdem.yml").contains("REWIND-PASSWORD"));
+    assert!(!outline(&plan).contains("REWIND-PASSWORD"));
     assert!(!outline(&plan).contains("PATRONI-PASSWORD"));
     // The etcd restart helper: every placeholder filled, each value single-quoted for sh.
     let helper = file_content(&plan, "vub", "/etc/tpa/etcd-tpa");
