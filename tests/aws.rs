@@ -95,23 +95,15 @@ impl Moto {
 
     /// `tpa-controller <args>` against moto, with its own secrets key directory.
     fn controller(&self, keys: &Path, args: &[&str]) -> Output {
-        let output = Command::new(controller_bin())
-            .args(args)
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env("XDG_CONFIG_HOME", keys)
-            .output()
-            .expect("run tpa-controller");
-        eprintln!(
-            "$ tpa-controller {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        controller_with(args, |command| {
+            command
+                .env("AWS_ENDPOINT_URL", &self.endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE")
+                .env("XDG_CONFIG_HOME", keys);
+        })
     }
 }
 

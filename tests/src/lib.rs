@@ -111,10 +111,15 @@ pub fn primary_cluster(
 
 /// Runs `tpa-controller <args>` and returns its output (printed for the test log).
 pub fn controller(args: &[&str]) -> Output {
-    let output = Command::new(controller_bin())
-        .args(args)
-        .output()
-        .expect("run tpa-controller");
+    controller_with(args, |_| {})
+}
+
+/// [`controller`], with `setup` adjusting the command first (environment, for example).
+pub fn controller_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> Output {
+    let mut command = Command::new(controller_bin());
+    command.args(args);
+    setup(&mut command);
+    let output = command.output().expect("run tpa-controller");
     eprintln!(
         "$ tpa-controller {}\n{}{}",
         args.join(" "),
