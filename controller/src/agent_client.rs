@@ -490,6 +490,13 @@ impl AgentClient {
             .with_context(|| format!("invalid Health report from the agent on {}", self.host))
     }
 
+    /// Asks the agent for a fresh round of its scheduled health checks and waits for it (at
+    /// most its own bound), after a command changed what they report: a backup, a restore
+    /// drill, a switchover. `status` right after then reads the new state, not the cached one.
+    pub async fn recheck_health(&mut self) -> anyhow::Result<()> {
+        self.health(None, 5432, true).await.map(|_| ())
+    }
+
     /// Tells the agent every file its package repository must hold (it removes the others
     /// unless `check_only`); returns its directory and the files it lacks.
     pub async fn repo_sync(

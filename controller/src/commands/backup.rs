@@ -32,6 +32,10 @@ pub async fn run(dir: &Path, list: bool, json: bool) -> anyhow::Result<()> {
                 failures.push(format!("{e:#}"));
             }
         }
+        // status reads the newest backup from the agent's health round: renew it now.
+        if !list && let Err(e) = client.recheck_health().await {
+            tracing::debug!("[{host}] health recheck after the backup: {e:#}");
+        }
     }
     if list {
         print_list(&backups, json)?;

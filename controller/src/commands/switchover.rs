@@ -346,6 +346,7 @@ pub async fn run(dir: &Path, target: &str) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    recheck_health(&mut nodes).await;
     let show = nodes
         .get_mut(target)
         .expect("the target is a node")
@@ -468,6 +469,7 @@ async fn through_patroni(
             dir.display()
         );
     }
+    recheck_health(nodes).await;
     let list = vec![
         "patronictl".to_string(),
         "-c".into(),
@@ -488,6 +490,18 @@ async fn through_patroni(
         unavailable.as_secs_f64()
     );
     Ok(())
+}
+
+/// Every node re-runs its health checks (the roles changed), so `status` right after the
+/// switchover shows them, not the cached round from before it. A node that does not answer
+/// is left to its next scheduled round.
+async fn recheck_health(nodes: &mut BTreeMap<String, Node>) {
+    let rechecks = nodes.values_mut().map(|node| node.client.recheck_health());
+    for result in futures_util::future::join_all(rechecks).await {
+        if let Err(e) = result {
+            tracing::debug!("health recheck after the switchover: {e:#}");
+        }
+    }
 }
 
 /// Barman's WAL streaming and backups moved to the new primary, as deploy's barman stage

@@ -110,6 +110,10 @@ pub async fn run(dir: &Path, backup: Option<&str>) -> anyhow::Result<()> {
                 result,
             });
         }
+        // status reads the drill's result from the agent's health round: renew it now.
+        if let Err(e) = client.recheck_health().await {
+            tracing::debug!("[{}] health recheck after the drill: {e:#}", host.name);
+        }
     }
     let path = write_report(dir, &reports, &failures)?;
     println!("report: {}", path.display());
