@@ -5,6 +5,9 @@
 //! anything is written or touched; provision checks SSH strictly; deploy (primary + replica)
 //! gets its packages shipped through the agents; a re-deploy changes and ships nothing;
 //! `deprovision --uninstall` leaves no agent and no shipped package, and the machines running.
+//! Then `manage_ssh_hostkeys: true` without known_hosts: trust on first use, tpa's key installed
+//! and pinned, a changed key refused until the operator lists it, the machines' own keys
+//! restored by `deprovision --uninstall` (about 10 s more).
 //!
 //! Costs about 115 s with the image and the package cache warm (the first deploy, 96 s of it,
 //! on a loaded 2-core machine; shipping 77 MB to each host takes under 4 s).
@@ -295,5 +298,108 @@ fn bare_machines_are_checked_strictly_deployed_with_shipped_packages_and_uninsta
         dir.path().join("known_hosts").exists(),
         "the operator's known_hosts stays"
     );
+
+    // manage_ssh_hostkeys, with no operator known_hosts: provision trusts each new host's key
+    // on first use and says so with its fingerprint, installs tpa's generated key, and from
+    // then on trusts only that one.
+    std::fs::remove_file(dir.path().join("known_hosts")).unwrap();
+    std::fs::write(
+        dir.path().join("config.yml"),
+        config(&addresses).replace(
+            "  use_local_repo_only: true\n",
+            "  use_local_repo_only: true\n  manage_ssh_hostkeys: true\n",
+        ),
+    )
+    .unwrap();
+    let key_of = |host: &str| {
+        let (ok, key) = exec(host, "cut -d ' ' -f 1-2 /etc/ssh/ssh_host_ed25519_key.pub");
+        assert!(ok, "{host}: no ed25519 host key");
+        key.trim().to_string()
+    };
+    let own_keys: Vec<String> = host_keys
+        .iter()
+        .map(|k| k.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    let managed = controller(&["provision", path]);
+    assert!(
+        managed.status.success(),
+        "provision with manage_ssh_hostkeys failed: {}",
+        String::from_utf8_lossy(&managed.stderr)
+    );
+    let pinned = std::fs::read_to_string(dir.path().join("tpa_known_hosts")).unwrap();
+    for (i, host) in HOSTS.iter().enumerate() {
+        assert!(
+            stdout(&managed).contains(&format!(
+                "host {host} {}: trusted its SSH host key on first use (SHA256:",
+                addresses[i]
+            )),
+            "{}",
+            stdout(&managed)
+        );
+        let now = key_of(host);
+        assert_ne!(now, own_keys[i], "{host} kept its own key");
+        assert!(
+            pinned.contains(&now),
+            "tpa_known_hosts does not pin {host}: {pinned}"
+        );
+        let (ok, _) = run(
+            "ssh",
+            &["-F", &ssh_config, "-o", "BatchMode=yes", host, "true"],
+        );
+        assert!(ok, "strict SSH to {host} through tpa's key");
+    }
+    let again = controller(&["provision", path]);
+    assert!(again.status.success(), "re-provision failed");
+    assert!(!stdout(&again).contains("first use"), "{}", stdout(&again));
+
+    // A recorded host that presents another key is refused; once the operator lists that key
+    // (a reinstalled machine), provision puts tpa's key back.
+    let (ok, replaced) = exec(
+        HOSTS[1],
+        "set -e; rm -f /tmp/k /tmp/k.pub; ssh-keygen -q -t ed25519 -N '' -f /tmp/k; \
+         mv /tmp/k /etc/ssh/ssh_host_ed25519_key; mv /tmp/k.pub /etc/ssh/ssh_host_ed25519_key.pub; \
+         systemctl reload ssh; cut -d ' ' -f 1-2 /etc/ssh/ssh_host_ed25519_key.pub",
+    );
+    assert!(ok, "replacing {}'s key", HOSTS[1]);
+    let refused = controller(&["provision", path]);
+    assert!(!refused.status.success(), "a changed key was accepted");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: the host at {} no longer presents the SSH host key tpa installed",
+            HOSTS[1], addresses[1]
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        format!("{} {}\n", addresses[1], replaced.trim()),
+    )
+    .unwrap();
+    let vouched = controller(&["provision", path]);
+    assert!(
+        vouched.status.success(),
+        "provision after listing the new key"
+    );
+    assert!(
+        stdout(&vouched).contains(&format!(
+            "host {} {}: now presents tpa's SSH host key",
+            HOSTS[1], addresses[1]
+        )),
+        "{}",
+        stdout(&vouched)
+    );
+    assert!(pinned.contains(&key_of(HOSTS[1])));
+
+    // deprovision --uninstall puts each machine's own key back.
+    let gone = controller(&["deprovision", path, "--uninstall"]);
+    assert!(gone.status.success(), "deprovision --uninstall failed");
+    for (i, host) in HOSTS.iter().enumerate() {
+        assert_eq!(
+            key_of(host),
+            own_keys[i],
+            "{host}'s own key was not restored"
+        );
+    }
     eprintln!("bare scenario: {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -1,5 +1,7 @@
 //! Deploy scenario: one Postgres primary on Debian 12 (PostgreSQL 15) and on Debian 13
 //! (PostgreSQL 17), from the local package repository, with agents bootstrapped over SSH.
+//! The Debian 13 one also survives an agent killed mid-deploy, a failed resource, the
+//! controller killed mid-deploy (about 15 s more) and a reboot (about 20 s more).
 
 use tpa_e2e::*;
 
@@ -417,9 +419,73 @@ fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
         stderr.contains(&format!("{host} postgres-install: command:initdb failed")),
         "{stderr}"
     );
+    // The controller itself killed (SIGKILL) mid-deploy, once initdb has begun: what the agent
+    // was applying finishes or is redone, the cluster lock dies with the process, and the next
+    // deploy finishes the job; the one after changes nothing.
     std::fs::write(&config_path, good).unwrap();
+    let mut deploy = std::process::Command::new(controller_bin())
+        .args(["deploy", path])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut began = false;
+    for _ in 0..1500 {
+        if run(
+            "docker",
+            &["exec", host, "test", "-e", "/opt/postgres/data/PG_VERSION"],
+        )
+        .0
+        {
+            began = true;
+            break;
+        }
+        if deploy.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(began, "initdb never began, or the deploy ended before it");
+    deploy.kill().unwrap();
+    assert!(
+        !deploy.wait().unwrap().success(),
+        "the killed deploy succeeded"
+    );
     let fixed = controller(&["deploy", path]);
-    assert!(fixed.status.success(), "deploy after the fix failed");
+    assert!(
+        fixed.status.success(),
+        "deploy after the killed one failed:\n{}",
+        String::from_utf8_lossy(&fixed.stderr)
+    );
+    let again = controller(&["deploy", path]);
+    assert!(
+        stdout(&again).contains(": 0 changed,"),
+        "the deploy after completing one changed something:\n{}",
+        stdout(&again)
+    );
+
+    // A reboot of the host (the container restarted: systemd brings up the agent and
+    // Postgres): status is healthy again and a deploy changes nothing.
+    assert!(run("docker", &["restart", host]).0, "docker restart {host}");
+    let mut healthy = String::new();
+    for _ in 0..60 {
+        let out = controller(&["status", path]);
+        if out.status.success() {
+            healthy = stdout(&out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(
+        healthy.contains(" up "),
+        "status did not exit 0 within 60 s of the reboot"
+    );
+    let after_reboot = controller(&["deploy", path]);
+    assert!(
+        stdout(&after_reboot).contains(": 0 changed,"),
+        "the deploy after the reboot changed something:\n{}",
+        stdout(&after_reboot)
+    );
 
     assert_eq!(
         psql(

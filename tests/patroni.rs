@@ -431,8 +431,8 @@ fn patroni_with_etcd_over_tls() {
 
     // 5. A `max_connections` change restarts every member through Patroni, one at a time
     // and the leader last, under a writer; in the same deploy, etcd members whose files
-    // changed (touched here) restart one at a time, and `patroni_conf_settings` is merged into
-    // Patroni's file.
+    // changed (touched here) restart one at a time, `patroni_conf_settings` is merged into
+    // Patroni's file, and `work_mem`, no longer in config.yml, leaves the DCS.
     let before: Vec<String> = ["pat1", "pat2", "pat3"].map(start_times).to_vec();
     for host in ["pat1", "pat2", "pat3"] {
         assert!(ssh(ssh_config, host, "touch /etc/tpa/etcd.yml").0, "{host}");
@@ -440,7 +440,7 @@ fn patroni_with_etcd_over_tls() {
     std::fs::write(
         dir.path().join("config.yml"),
         config(
-            "  postgres_conf_settings:\n    work_mem: 7MB\n  postgres_hba_settings:\n    \
+            "  postgres_hba_settings:\n    \
              - hostssl e2e_hba e2e_hba 192.0.2.0/24 scram-sha-256\n  max_connections: 300\n  \
              patroni_conf_settings:\n    log: {level: WARNING}\n",
         ),
@@ -468,6 +468,11 @@ fn patroni_with_etcd_over_tls() {
             "{host}"
         );
         assert_ne!(before[i], after[i], "{host} was not restarted");
+        assert_ne!(
+            psql(ssh_config, host, "show work_mem"),
+            "7MB",
+            "{host}: work_mem left config.yml but not the DCS"
+        );
     }
     // (Timestamps of one format sort as text.)
     assert!(

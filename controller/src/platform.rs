@@ -25,6 +25,12 @@ pub mod aws;
 pub mod bare;
 pub mod docker;
 
+/// The secrets-store name of a host's private SSH host key, for the platforms that install a
+/// key tpa generated (aws through user data, bare with `manage_ssh_hostkeys`).
+pub fn host_key_secret(host: &str) -> String {
+    format!("ssh_host_ed25519_key_{host}")
+}
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -27,6 +27,9 @@ pub struct Vars {
     pub use_volatile_subscriptions: Option<bool>,
     /// `use_local_repo_only`: use only the cluster's local package repository.
     pub use_local_repo_only: Option<bool>,
+    /// `manage_ssh_hostkeys` (bare): tpa installs host keys it generated, trusting a new
+    /// host's own key on first use when `known_hosts` does not list it.
+    pub manage_ssh_hostkeys: Option<bool>,
     /// `ansible_user`: the user to log in to the host as.
     pub ansible_user: Option<String>,
     /// `postgres_conf_settings`: GUC name → value (names checked, values free of control
@@ -238,6 +241,9 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     ("use_local_repo_only", |v, n, p, d| {
         v.use_local_repo_only = n.bool(d, p)
     }),
+    ("manage_ssh_hostkeys", |v, n, p, d| {
+        v.manage_ssh_hostkeys = n.bool(d, p)
+    }),
     ("ansible_user", |v, n, p, d| {
         v.ansible_user = checked(n, p, d, values::posix_user_name)
     }),
@@ -417,7 +423,7 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     "excluded_tasks", "included_tasks", "yum_repository_list", "suse_repository_list",
     "apt_repositories", "yum_repositories", "suse_repositories", "packages",
     "optional_packages", "unwanted_packages", "allow_package_upgrades", "sysctl_values",
-    "artifacts", "manage_ssh_hostkeys", "logrotate_maxsize", "logrotate_rotate",
+    "artifacts", "logrotate_maxsize", "logrotate_rotate",
     "logrotate_maxage", "cluster_networks", "install_from_source", "enable_pg_backup_api",
     "enable_pem",
     // Barman: the ones tpa refuses are in barman::REFUSED, with what to do.

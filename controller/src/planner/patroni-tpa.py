@@ -7,10 +7,12 @@
 #                                           is disabled
 #   patroni-tpa takeover CLUSTER ROLE       stop and disable postgres.service, start Patroni, wait
 #                                           until this member is ROLE (leader or replica)
-#   patroni-tpa synced CLUSTER              exit 0 when the DCS holds /etc/patroni/CLUSTER.dcs.json
-#                                           and no member waits for a restart
-#   patroni-tpa sync CLUSTER                PATCH /config with it, then restart the members that
-#                                           report pending_restart, one at a time (leader last)
+#   patroni-tpa synced CLUSTER              exit 0 when the DCS holds /etc/patroni/CLUSTER.dcs.json,
+#                                           no Postgres parameter it does not set, and no member
+#                                           waits for a restart
+#   patroni-tpa sync CLUSTER                PATCH /config with it (parameters it lacks set to null:
+#                                           removed), then restart the members that report
+#                                           pending_restart, one at a time (leader last)
 #   patroni-tpa state CLUSTER               print this member's Patroni state as JSON (state,
 #                                           role, timeline, lag, leader); exit 1 when the REST
 #                                           API does not answer
@@ -113,11 +115,21 @@ def cluster_state(conf):
     return body
 
 
+def parameters(config):
+    return ((config or {}).get("postgresql") or {}).get("parameters") or {}
+
+
+def stale(want, have):
+    """The Postgres parameters the DCS holds that config.yml no longer sets: deploy owns
+    postgresql.parameters, so a setting removed from config.yml is removed from the DCS."""
+    return sorted(k for k in parameters(have) if k not in parameters(want))
+
+
 def synced(conf, cluster):
     with open(f"/etc/patroni/{cluster}.dcs.json") as f:
         want = json.load(f)
     status, have = api(conf, "GET", local_url(conf, "/config"))
-    if status != 200 or not subset(want, have):
+    if status != 200 or not subset(want, have) or stale(want, have):
         return False
     return not any(m.get("pending_restart") for m in cluster_state(conf).get("members", []))
 
@@ -133,8 +145,13 @@ def sync(conf, cluster):
         status, have = api(conf, "GET", local_url(conf, "/config"))
     if status != 200:
         sys.exit(f"GET /config: {status} (after 60 s)")
-    if not subset(want, have):
-        status, body = api(conf, "PATCH", local_url(conf, "/config"), want, auth=True)
+    removed = stale(want, have)
+    if not subset(want, have) or removed:
+        patch = json.loads(json.dumps(want))
+        # PATCH merges; a null removes the key (Patroni's documented reset).
+        for key in removed:
+            patch.setdefault("postgresql", {}).setdefault("parameters", {})[key] = None
+        status, body = api(conf, "PATCH", local_url(conf, "/config"), patch, auth=True)
         if status != 200:
             sys.exit(f"PATCH /config: {status} {body}")
         # Members apply it (and notice what needs a restart) on their next loop.

@@ -34,6 +34,7 @@ use tokio::sync::OnceCell;
 use self::network::SubnetWant;
 use super::{
     DeprovisionRequest, Deprovisioned, HostChange, Platform, ProvisionRequest, Provisioned, Say,
+    host_key_secret,
 };
 use crate::config::aws::{AwsCluster, Reachability};
 use crate::config::{Instance, Platform as Kind};
@@ -259,11 +260,6 @@ impl AwsPlatform {
             keys.insert(host.to_string(), public.trim().to_string());
         }
     }
-}
-
-/// The secrets-store name of a host's private SSH host key.
-pub fn host_key_secret(host: &str) -> String {
-    format!("ssh_host_ed25519_key_{host}")
 }
 
 /// The inventory's host for a running instance: reached at its public address, or its

@@ -30,6 +30,8 @@ use crate::inventory::Host;
 use crate::process::tokio_command;
 use crate::ssh::Ssh;
 
+mod hostkeys;
+
 /// The operator's known-hosts file in the cluster directory: the keys provision trusts.
 pub const KNOWN_HOSTS: &str = "known_hosts";
 
@@ -68,10 +70,23 @@ impl Platform for BarePlatform {
         let root = request.dir.root();
         let known_hosts = root.join(KNOWN_HOSTS);
         let key = request.dir.ssh_key(&cluster.name);
+        let ours = hostkeys::ours(request)?;
         let checks = cluster.instances.iter().map(|instance| {
             let (known_hosts, key) = (&known_hosts, &key);
+            let managed = ours.get(&instance.name).map(|ours| hostkeys::Managed {
+                ours,
+                first_contact: request
+                    .previous
+                    .is_none_or(|inventory| inventory.host(&instance.name).is_none()),
+                say: request.say,
+            });
             async move {
-                let checked = check_host(cluster, instance, known_hosts, key).await;
+                let checked = match managed {
+                    Some(managed) => {
+                        hostkeys::check(cluster, instance, known_hosts, key, managed).await
+                    }
+                    None => check_host(cluster, instance, known_hosts, key).await,
+                };
                 (instance, checked)
             }
         });
@@ -156,11 +171,17 @@ impl Platform for BarePlatform {
             return Ok(done);
         }
         let ssh = Ssh::new(&request.dir.ssh_config())?;
+        // The machine's own SSH host key back, when manage_ssh_hostkeys replaced it.
+        let uninstall = format!(
+            "{}; {}",
+            crate::bootstrap::uninstall_script(),
+            hostkeys::RESTORE
+        );
         let jobs = inventory.hosts.iter().map(|host| {
-            let ssh = &ssh;
+            let (ssh, uninstall) = (&ssh, &uninstall);
             async move {
                 let result = ssh
-                    .run(&host.name, &crate::bootstrap::uninstall_script(), b"")
+                    .run(&host.name, uninstall, b"")
                     .await
                     .with_context(|| format!("uninstalling tpa from {}", host.name));
                 (host.name.clone(), result)
@@ -227,39 +248,7 @@ async fn check_host(
             known_hosts.display()
         );
     }
-    let output = tokio_command("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile=\"{}\"", known_hosts.display()))
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &port.to_string(), "-l", user])
-        .arg(address.to_string())
-        .arg(PROBE)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running ssh (install openssh-client)")?;
+    let output = probe(address, port, user, key, known_hosts, false).await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         bail!(
@@ -274,7 +263,27 @@ async fn check_host(
             )
         );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    ready(
+        instance,
+        cluster,
+        address,
+        &output.stdout,
+        &known,
+        known_hosts,
+    )
+}
+
+/// The host that answered `output` (the [`PROBE`]'s stdout), with the one of its keys that
+/// `known` (read from `known_hosts`) lists.
+fn ready(
+    instance: &Instance,
+    cluster: &Cluster,
+    address: IpAddr,
+    output: &[u8],
+    known: &[(String, String)],
+    known_hosts: &Path,
+) -> anyhow::Result<Ready> {
+    let stdout = String::from_utf8_lossy(output);
     let controller_address = stdout
         .lines()
         .find_map(|l| l.strip_prefix("from "))
@@ -295,8 +304,8 @@ async fn check_host(
             name: instance.name.clone(),
             node: instance.node,
             address,
-            ssh_user: user.to_string(),
-            ssh_port: port,
+            ssh_user: instance.ansible_user().to_string(),
+            ssh_port: cluster.ssh_port,
             platform: Kind::Bare,
             platform_id: None,
             image: None,
@@ -310,6 +319,67 @@ async fn check_host(
     })
 }
 
+/// Runs `remote` on the host over SSH as `user` with the cluster key, checking its host key
+/// strictly against `known_hosts` only; with `accept_new` (manage_ssh_hostkeys' first contact)
+/// a host `known_hosts` does not list is accepted and its key added there.
+fn ssh(
+    address: IpAddr,
+    port: u16,
+    user: &str,
+    key: &Path,
+    known_hosts: &Path,
+    accept_new: bool,
+) -> tokio::process::Command {
+    let mut ssh = tokio_command("ssh");
+    ssh.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+    ])
+    .arg("-o")
+    .arg(if accept_new {
+        "StrictHostKeyChecking=accept-new"
+    } else {
+        "StrictHostKeyChecking=yes"
+    })
+    .args([
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ])
+    .arg("-o")
+    .arg(format!("UserKnownHostsFile=\"{}\"", known_hosts.display()))
+    .arg("-i")
+    .arg(key)
+    .args(["-p", &port.to_string(), "-l", user])
+    .arg(address.to_string())
+    .kill_on_drop(true);
+    ssh
+}
+
+/// Runs the [`PROBE`] on the host (see [`ssh`]).
+async fn probe(
+    address: IpAddr,
+    port: u16,
+    user: &str,
+    key: &Path,
+    known_hosts: &Path,
+    accept_new: bool,
+) -> anyhow::Result<std::process::Output> {
+    ssh(address, port, user, key, known_hosts, accept_new)
+        .arg(PROBE)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running ssh (install openssh-client)")
+}
+
 /// What to do about a failed login, from ssh's exit status and messages.
 fn login_problem(
     code: Option<i32>,
@@ -319,9 +389,7 @@ fn login_problem(
     known_hosts: &Path,
     key: &Path,
 ) -> String {
-    if stderr.contains("HOST IDENTIFICATION HAS CHANGED")
-        || stderr.contains("Host key verification failed")
-    {
+    if hostkeys::key_mismatch(stderr) {
         format!(
             "the host at {address} presents an SSH host key that does not match {}: refused \
              (a changed key may mean another machine answers at this address). If the machine \
