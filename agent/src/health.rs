@@ -16,8 +16,6 @@ pub mod serve;
 use tpa_common::facts::Facts;
 use tpa_common::health::{HealthCheck, HealthStatus};
 
-/// The agent certificate is reported as Warning this long before it expires.
-const CERT_WARN_SECS: i64 = 30 * 24 * 3600;
 /// Free space below these fractions of the filesystem is Warning / Critical.
 const DISK_WARN: f64 = 0.10;
 const DISK_CRITICAL: f64 = 0.05;
@@ -49,25 +47,7 @@ fn check(name: &str, status: HealthStatus, message: String) -> HealthCheck {
 }
 
 fn certificate(not_after: i64, now: i64) -> HealthCheck {
-    let left = not_after - now;
-    let days = left / 86400;
-    match left {
-        l if l <= 0 => check(
-            "certificate",
-            HealthStatus::Critical,
-            "the agent certificate has expired".into(),
-        ),
-        l if l <= CERT_WARN_SECS => check(
-            "certificate",
-            HealthStatus::Warning,
-            format!("the agent certificate expires in {days} days"),
-        ),
-        _ => check(
-            "certificate",
-            HealthStatus::Ok,
-            format!("valid for {days} more days"),
-        ),
-    }
+    assess::certificate_check(not_after, now, assess::CERT_WARN_SECS)
 }
 
 /// Free space on the filesystem holding `path` (the longest mount point that is a prefix of it).
@@ -210,14 +190,14 @@ mod tests {
             0,
         );
         expect![[r#"
-            certificate Warning: the agent certificate expires in 10 days
+            certificate Warning: the agent certificate expires in 10 days: run deploy to renew
             disk Critical: 3% free on /opt/postgres (holding /opt/postgres/data)
             postgres Critical: the instance in /opt/postgres/data is not running
         "#]]
         .assert_eq(&render(&checks));
         let agent_only = evaluate(&facts(8, None), None, -1, 0);
         expect![[r#"
-            certificate Critical: the agent certificate has expired
+            certificate Critical: the agent certificate has expired: re-run deploy (its bootstrap re-enrols the agent over SSH)
             disk Ok: 50% free on / (holding /)
         "#]]
         .assert_eq(&render(&agent_only));

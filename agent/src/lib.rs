@@ -8,6 +8,7 @@
 //! - [`tls`]: the agent's key (generated on the host), certificates, the two TLS configurations and the
 //!   controller-identity check.
 //! - [`enrol`]: `tpa-agent init` and the enrolment RPCs' logic (join token, CSR, certificate install).
+//! - [`renew`]: certificate renewal over the mutual-TLS channel (new key on the host, CSR, atomic install).
 //! - [`server`]: the gRPC server: enrolment phase, then the `Agent` service over mutual TLS.
 //! - [`exec`]: the Exec RPC's streaming command runner (for people: hooks, `cmd`), bounded in time.
 //! - [`query`]: the Query RPC: one SQL query through the `Sql` resource's psql runner.
@@ -28,6 +29,7 @@ pub mod exec;
 pub mod facts;
 pub mod health;
 pub mod query;
+pub mod renew;
 pub mod repo;
 pub mod resource;
 pub mod server;

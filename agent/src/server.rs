@@ -4,7 +4,8 @@
 //! 2. Enrolled: only the `Agent` service, mutual TLS; every RPC first passes [`controller_only`].
 //!
 //! After a successful `InstallCertificate` the server drains the enrolment phase and switches to phase 2 in
-//! process, on the same socket (no restart, no rebind). Errors become `tonic::Status` in one place, the
+//! process, on the same socket (no restart, no rebind). A successful `InstallRenewal` restarts phase 2 the
+//! same way with the new key and certificate (the health checks and `/metrics` keep running and follow). Errors become `tonic::Status` in one place, the
 //! `RpcError` section at the end of this file.
 //!
 //! The listener is bounded ([`Limits`]): a TLS handshake must finish within a timeout, at most so many
@@ -14,6 +15,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ use tracing::Instrument as _;
 use crate::config::AgentConfig;
 use crate::enrol::{EnrolError, Enrolment};
 use crate::exec::{self, ExecChunk, ExecError, ExecSpec};
+use crate::renew::{RenewError, Renewal};
 use crate::repo::{self, RepoError, RepoFile, Upload};
 use crate::resource::run::Timeouts;
 use crate::resource::{BatchOptions, ResourceError};
@@ -49,6 +52,8 @@ pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// How long the enrolment phase may take to drain after the certificate is installed before the switch to
 /// mutual TLS goes ahead anyway (a client holding its connection open must not block it).
 const ENROLMENT_DRAIN: Duration = Duration::from_secs(5);
+/// The same after `InstallRenewal`, before the agent service restarts with the new certificate.
+const RENEWAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// Bounds of the listener. [`Limits::default`] is what `tpa-agent serve` uses; tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +113,11 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let files = StateFiles::new(&config.state_dir);
-    let key = AgentKey::load(&files).map_err(ServeError::NotInitialised)?;
     let ca_pem = files.read(&files.ca).map_err(ServeError::NotInitialised)?;
+    if files.key.exists() {
+        crate::renew::recover(&files, &ca_pem, &config.name)?;
+    }
+    let key = AgentKey::load(&files).map_err(ServeError::NotInitialised)?;
     let listener = Arc::new(Listener {
         socket: listener,
         slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -117,15 +125,52 @@ pub async fn serve_with(
     });
     let shutdown = shutdown.boxed().shared();
 
-    let cert = match installed_cert(&config, &files, &ca_pem, &key) {
+    let mut cert = match installed_cert(&config, &files, &ca_pem, &key) {
         Some(cert) => cert,
         None => match serve_enrolment(&config, &files, key, &listener, shutdown.clone()).await? {
             Some(cert) => cert,
             None => return Ok(()),
         },
     };
-    let key = AgentKey::load(&files)?;
-    serve_agent(config, &key, &cert, &ca_pem, listener, timeouts, shutdown).await
+    let mut key = AgentKey::load(&files)?;
+    // Started once: a renewal updates what they read instead of starting them again.
+    let not_after = Arc::new(AtomicI64::new(cert.not_after));
+    let health = crate::health::schedule::start(config.health_spec.clone(), not_after.clone());
+    let (metrics_tls, metrics_tls_rx) = watch::channel(metrics_material(&key, &cert, &ca_pem));
+    crate::health::serve::start(health.clone(), config.listen.ip(), metrics_tls_rx);
+    let agent = AgentPhase {
+        config,
+        files,
+        ca_pem,
+        listener,
+        timeouts,
+        health,
+        not_after,
+    };
+    loop {
+        match serve_agent(&agent, &key, &cert, shutdown.clone()).await? {
+            None => return Ok(()),
+            Some(renewed) => {
+                key = AgentKey::load(&agent.files)?;
+                cert = renewed;
+                agent.not_after.store(cert.not_after, Ordering::SeqCst);
+                metrics_tls.send_replace(metrics_material(&key, &cert, &agent.ca_pem));
+            }
+        }
+    }
+}
+
+/// What `/metrics` over TLS presents and trusts.
+fn metrics_material(
+    key: &AgentKey,
+    cert: &AgentCert,
+    ca_pem: &str,
+) -> crate::health::serve::TlsMaterial {
+    crate::health::serve::TlsMaterial {
+        cert_pem: cert.cert_pem.clone(),
+        key_pem: key.private_pem(),
+        ca_pem: ca_pem.to_string(),
+    }
 }
 
 /// The installed certificate, if it is still valid for this key, name and CA.
@@ -194,42 +239,67 @@ async fn serve_enrolment(
     Ok(cert)
 }
 
-/// Phase 2: the agent service over mutual TLS, until `shutdown`.
-async fn serve_agent(
+/// What phase 2 keeps across renewals.
+struct AgentPhase {
     config: AgentConfig,
-    key: &AgentKey,
-    cert: &AgentCert,
-    ca_pem: &str,
+    files: StateFiles,
+    ca_pem: String,
     listener: Arc<Listener>,
     timeouts: Timeouts,
+    health: crate::health::schedule::Health,
+    /// Expiry of the certificate being served (Unix seconds), for the health checks.
+    not_after: Arc<AtomicI64>,
+}
+
+/// Phase 2: the agent service over mutual TLS with `key` and `cert`, until `shutdown` (None) or until a
+/// renewal installed a new certificate (Some(it)): the caller then serves again with it.
+async fn serve_agent(
+    phase: &AgentPhase,
+    key: &AgentKey,
+    cert: &AgentCert,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
-    tracing::info!(listen = %local_addr(&listener.socket), name = %config.name, "enrolled: serving the agent over mutual TLS");
-    let health = crate::health::schedule::start(config.health_spec.clone(), cert.not_after);
-    crate::health::serve::start(
-        health.clone(),
-        config.listen.ip(),
-        crate::health::serve::TlsMaterial {
-            cert_pem: cert.cert_pem.clone(),
-            key_pem: key.private_pem(),
-            ca_pem: ca_pem.to_string(),
-        },
+) -> Result<Option<AgentCert>, ServeError> {
+    let listener = &phase.listener;
+    tracing::info!(
+        listen = %local_addr(&listener.socket), name = %phase.config.name, not_after = cert.not_after,
+        "enrolled: serving the agent over mutual TLS"
     );
+    let (renewed_tx, renewed_rx) = watch::channel(None);
     let service = AgentRpc {
-        config,
-        cert_not_after: cert.not_after,
+        config: phase.config.clone(),
+        cert_pem: cert.cert_pem.clone(),
+        cert_not_after: phase.not_after.clone(),
         apply_lock: Arc::new(Mutex::new(())),
-        timeouts,
-        health,
+        timeouts: phase.timeouts,
+        health: phase.health.clone(),
+        renewal: Arc::new(Renewal::new(phase.config.clone(), phase.files.clone())),
+        renewed: renewed_tx,
     };
-    let tls_config =
-        tls::mutual_tls(key, &cert.cert_pem, ca_pem).timeout(listener.limits.handshake_timeout);
-    server_builder(&listener.limits)
+    let mut renewed = renewed_rx.clone();
+    let stop = futures_util::future::select(
+        Box::pin(shutdown),
+        Box::pin(async move {
+            let _ = renewed.wait_for(Option::is_some).await;
+        }),
+    )
+    .map(|_| ());
+    let tls_config = tls::mutual_tls(key, &cert.cert_pem, &phase.ca_pem)
+        .timeout(listener.limits.handshake_timeout);
+    let server = server_builder(&listener.limits)
         .tls_config(tls_config)?
         .add_service(AgentServer::with_interceptor(service, controller_only))
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await?;
-    Ok(())
+        .serve_with_incoming_shutdown(incoming(listener.clone()), stop);
+    // Once renewed, open connections (the renewing controller's among them) get a few seconds to finish.
+    let mut drained = renewed_rx.clone();
+    tokio::select! {
+        result = server => result?,
+        _ = async move {
+            let _ = drained.wait_for(Option::is_some).await;
+            tokio::time::sleep(RENEWAL_DRAIN).await;
+        } => tracing::warn!("connections still open after the renewal; restarting with the new certificate anyway"),
+    }
+    let renewed = renewed_rx.borrow().clone();
+    Ok(renewed)
 }
 
 /// HTTP/2 pings on every connection, so a controller that vanished is noticed.
@@ -406,14 +476,20 @@ impl Enrol for EnrolRpc {
 
 struct AgentRpc {
     config: AgentConfig,
+    /// The certificate served, for Hello.
+    cert_pem: String,
     /// Expiry of the agent's certificate (Unix seconds), for the health check.
-    cert_not_after: i64,
+    cert_not_after: Arc<AtomicI64>,
     /// One Apply batch at a time: two concurrent batches would race on apt, files and services.
     apply_lock: Arc<Mutex<()>>,
     /// Time limits of the tools the agent runs.
     timeouts: Timeouts,
     /// The scheduled health checks' latest round.
     health: crate::health::schedule::Health,
+    /// RenewCsr / InstallRenewal.
+    renewal: Arc<Renewal>,
+    /// Set once a renewed certificate is installed: the service restarts with it.
+    renewed: watch::Sender<Option<AgentCert>>,
 }
 
 type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -434,6 +510,7 @@ impl Agent for AgentRpc {
             protocol_version: PROTOCOL_VERSION,
             host_name: self.config.name.clone(),
             binary_sha256,
+            cert_pem: self.cert_pem.clone(),
         }))
     }
 
@@ -601,7 +678,8 @@ impl Agent for AgentRpc {
         let data_dir = non_empty(request.data_dir);
         let facts = crate::facts::gather(data_dir.clone(), port).await;
         let now = crate::health::schedule::unix_now();
-        let checks = crate::health::evaluate(&facts, data_dir.as_deref(), self.cert_not_after, now);
+        let not_after = self.cert_not_after.load(Ordering::SeqCst);
+        let checks = crate::health::evaluate(&facts, data_dir.as_deref(), not_after, now);
         let report = HealthReport {
             status: tpa_common::health::overall(&checks),
             checks,
@@ -675,6 +753,37 @@ impl Agent for AgentRpc {
         tracing::info!(%name, "repository file written");
         Ok(Response::new(pb::RepoPutResponse {}))
     }
+
+    #[tracing::instrument(name = "rpc.renew_csr", skip_all)]
+    async fn renew_csr(
+        &self,
+        _request: Request<pb::RenewCsrRequest>,
+    ) -> Result<Response<pb::RenewCsrResponse>, Status> {
+        if self.renewed.borrow().is_some() {
+            return Err(RpcError::Renewing.into());
+        }
+        let csr_pem = self.renewal.csr().await.map_err(RpcError::Renew)?;
+        Ok(Response::new(pb::RenewCsrResponse { csr_pem }))
+    }
+
+    #[tracing::instrument(name = "rpc.install_renewal", skip_all)]
+    async fn install_renewal(
+        &self,
+        request: Request<pb::InstallRenewalRequest>,
+    ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
+        if self.renewed.borrow().is_some() {
+            return Err(RpcError::Renewing.into());
+        }
+        let cert = self
+            .renewal
+            .install(&request.get_ref().cert_pem)
+            .await
+            .map_err(RpcError::Renew)?;
+        let not_after = cert.not_after;
+        // Ends this phase once the answer is out; `serve_with` serves again with the new pair.
+        self.renewed.send_replace(Some(cert));
+        Ok(Response::new(pb::InstallRenewalResponse { not_after }))
+    }
 }
 
 fn repo_file(f: pb::RepoFile) -> RepoFile {
@@ -735,6 +844,10 @@ enum RpcError {
     ServerKey(ServerKeyError),
     #[error("package repository: {0}")]
     Repo(RepoError),
+    #[error("certificate renewal: {0}")]
+    Renew(RenewError),
+    #[error("a renewed certificate was just installed; reconnect to use it")]
+    Renewing,
     #[error("invalid request: {0}")]
     BadRequest(String),
     #[error("internal error in the agent: {0}; see its journal (journalctl -u tpa-agent)")]
@@ -769,6 +882,17 @@ impl From<RpcError> for Status {
             | RpcError::Query(_)
             | RpcError::Repo(RepoError::Io { .. })
             | RpcError::ServerKey(_) => Status::failed_precondition(message),
+            RpcError::Renew(RenewError::BadCertificate(_)) => {
+                tracing::warn!(%message, "renewal refused");
+                Status::invalid_argument(message)
+            }
+            RpcError::Renew(RenewError::NothingPending) | RpcError::Renewing => {
+                Status::failed_precondition(message)
+            }
+            RpcError::Renew(RenewError::Tls(_)) => {
+                tracing::error!(%message, "renewal failed");
+                Status::internal(message)
+            }
             RpcError::Internal(_) => {
                 tracing::error!(%message, "internal error");
                 Status::internal(message)

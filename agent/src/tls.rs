@@ -7,6 +7,7 @@
 //! - `ca.crt`: the cluster CA, pinned by `tpa-agent init`.
 //! - `agent.crt`: the certificate the controller issued at enrolment.
 //! - `join-token`: SHA-256 of the single-use join token and its expiry (see `enrol`); removed once used.
+//! - `agent.key.next`, `agent.crt.next`: a renewal under way (see `renew`); gone once it is installed.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -56,6 +57,10 @@ pub struct StateFiles {
     pub cert: PathBuf,
     pub ca: PathBuf,
     pub token: PathBuf,
+    /// The new key of a renewal, until its certificate is installed.
+    pub next_key: PathBuf,
+    /// The new certificate of a renewal, between its two renames.
+    pub next_cert: PathBuf,
 }
 
 // === impl StateFiles ===
@@ -68,6 +73,8 @@ impl StateFiles {
             cert: dir.join("agent.crt"),
             ca: dir.join("ca.crt"),
             token: dir.join("join-token"),
+            next_key: dir.join("agent.key.next"),
+            next_cert: dir.join("agent.crt.next"),
         }
     }
 
@@ -127,11 +134,23 @@ impl AgentKey {
 
     /// Loads the existing key from `files.key`.
     pub fn load(files: &StateFiles) -> Result<AgentKey, TlsError> {
-        let pem = files.read(&files.key)?;
+        AgentKey::load_from(files, &files.key)
+    }
+
+    /// Loads a key from `path` in the state directory.
+    pub fn load_from(files: &StateFiles, path: &Path) -> Result<AgentKey, TlsError> {
+        let pem = files.read(path)?;
         let key = KeyPair::from_pem(&pem).map_err(|source| TlsError::BadKey {
-            path: files.key.clone(),
+            path: path.to_path_buf(),
             source,
         })?;
+        Ok(AgentKey { key })
+    }
+
+    /// A new key written to `path` (mode 0600 from the first byte), replacing what was there.
+    pub fn generate_at(files: &StateFiles, path: &Path) -> Result<AgentKey, TlsError> {
+        let key = KeyPair::generate()?;
+        files.write(path, key.serialize_pem().as_bytes(), 0o600)?;
         Ok(AgentKey { key })
     }
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of the agent's gRPC server and the controller's client, in process, over real TLS on
 //! 127.0.0.1 (no Docker): enrolment with a pinned key and a join token, the mutual-TLS identity checks, the
-//! protocol version check, the Hello / Apply / Query / ServerKey / Exec / Facts / Health RPCs, the
-//! controller's deadlines, and the listener's bounds.
+//! protocol version check, the Hello / Apply / Query / ServerKey / Exec / Facts / Health RPCs, certificate
+//! renewal over the mutual-TLS channel, the controller's deadlines, and the listener's bounds.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -293,6 +293,128 @@ async fn enrolment_end_to_end_then_mutual_tls() {
     connect(&controller, &restarted)
         .await
         .expect("restarted agent serves mTLS");
+    restarted.shutdown().await;
+}
+
+#[tokio::test]
+async fn certificate_renewal_over_the_channel_swaps_key_and_certificate_in_process() {
+    use tpa_controller::agent_client::renew::{Renewal, renew_if_due};
+    use tpa_controller::pki::{CertPolicy, RenewReason};
+
+    let mut controller = controller();
+    controller.pki = controller.pki.with_policy(CertPolicy {
+        lifetime: Duration::from_secs(90),
+        renew_before: Duration::from_secs(60),
+    });
+    let (agent, client) = enrolled_agent(&controller).await;
+    let files = agent.files();
+    let old_key = std::fs::read_to_string(&files.key).expect("key");
+    let old_cert = std::fs::read_to_string(&files.cert).expect("cert");
+    assert_eq!(
+        client.cert_pem(),
+        old_cert,
+        "Hello reports the served certificate"
+    );
+    let not_after = Pki::not_after(&old_cert).expect("not_after");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(
+        (not_after - now - 90).abs() < 10,
+        "enrolment follows the policy"
+    );
+    let renew = |client, now, check| {
+        renew_if_due(
+            client,
+            agent.addr,
+            &controller.pki,
+            &controller.identity,
+            &[LOCALHOST],
+            now,
+            check,
+        )
+    };
+
+    // Fresh: nothing to do.
+    let (client, outcome) = renew(client, now, false).await.expect("current");
+    assert_eq!(outcome, Renewal::Current);
+    // Within renew_before, in check mode: would renew, changes nothing.
+    let later = not_after - 30;
+    let (client, outcome) = renew(client, later, true).await.expect("check");
+    assert_eq!(
+        outcome,
+        Renewal::WouldRenew(RenewReason::Expiring { not_after })
+    );
+    assert_eq!(std::fs::read_to_string(&files.key).expect("key"), old_key);
+
+    // Renewed: a new key and certificate on the host, served at once on the same address.
+    let (mut client, outcome) = renew(client, later, false).await.expect("renew");
+    let Renewal::Renewed { not_after: renewed } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let new_key = std::fs::read_to_string(&files.key).expect("key");
+    let new_cert = std::fs::read_to_string(&files.cert).expect("cert");
+    assert_ne!(new_key, old_key);
+    assert_ne!(new_cert, old_cert);
+    assert_eq!(client.cert_pem(), new_cert);
+    assert_eq!(Pki::not_after(&new_cert), Some(renewed));
+    assert!(!files.next_key.exists() && !files.next_cert.exists());
+    assert_eq!(client.hello().await.expect("hello"), server::AGENT_VERSION);
+    // The agent's own check (no health spec: it warns 30 days ahead) says what to do.
+    let report = client.health(None, 0, false).await.expect("health");
+    let cert_check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "certificate")
+        .expect("certificate check");
+    assert_eq!(cert_check.status, HealthStatus::Warning);
+    assert!(
+        cert_check.message.ends_with(": run deploy to renew"),
+        "{}",
+        cert_check.message
+    );
+
+    // A certificate for another key is refused and changes nothing.
+    let csr = client.renew_csr().await.expect("csr");
+    let (stranger, _) = {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![HOST.to_string()]).expect("params");
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, HOST);
+        let req = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        (req, key)
+    };
+    let foreign = controller
+        .pki
+        .sign_agent_csr(&stranger, &[HOST.into()], &[LOCALHOST])
+        .expect("signed");
+    let refused = error_text(client.install_renewal(foreign).await);
+    assert!(
+        refused.contains("the renewed certificate was refused"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&files.key).expect("key"), new_key);
+    assert!(csr.contains("CERTIFICATE REQUEST"));
+
+    // A restarted agent serves the renewed pair.
+    drop(client);
+    let Agent {
+        state,
+        args,
+        fingerprint,
+        token,
+        ..
+    } = agent.shutdown_keep_state().await;
+    let restarted = start(args, state, fingerprint, token).await;
+    let client = connect(&controller, &restarted)
+        .await
+        .expect("restarted agent serves mTLS");
+    assert_eq!(client.cert_pem(), new_cert);
     restarted.shutdown().await;
 }
 
@@ -595,6 +717,7 @@ impl pb::agent_server::Agent for FutureAgent {
             protocol_version: 99,
             host_name: HOST.into(),
             binary_sha256: String::new(),
+            cert_pem: String::new(),
         }))
     }
     async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
@@ -642,6 +765,18 @@ impl pb::agent_server::Agent for FutureAgent {
         &self,
         _: Request<tonic::Streaming<pb::RepoChunk>>,
     ) -> Result<Response<pb::RepoPutResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn renew_csr(
+        &self,
+        _: Request<pb::RenewCsrRequest>,
+    ) -> Result<Response<pb::RenewCsrResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn install_renewal(
+        &self,
+        _: Request<pb::InstallRenewalRequest>,
+    ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
         Err(Status::unimplemented("future"))
     }
 }
@@ -1163,6 +1298,7 @@ impl pb::agent_server::Agent for StuckAgent {
             protocol_version: tpa_proto::PROTOCOL_VERSION,
             host_name: HOST.into(),
             binary_sha256: String::new(),
+            cert_pem: String::new(),
         }))
     }
     async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
@@ -1211,6 +1347,18 @@ impl pb::agent_server::Agent for StuckAgent {
         &self,
         _: Request<tonic::Streaming<pb::RepoChunk>>,
     ) -> Result<Response<pb::RepoPutResponse>, Status> {
+        std::future::pending().await
+    }
+    async fn renew_csr(
+        &self,
+        _: Request<pb::RenewCsrRequest>,
+    ) -> Result<Response<pb::RenewCsrResponse>, Status> {
+        std::future::pending().await
+    }
+    async fn install_renewal(
+        &self,
+        _: Request<pb::InstallRenewalRequest>,
+    ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
         std::future::pending().await
     }
 }

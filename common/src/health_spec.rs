@@ -46,6 +46,10 @@ pub struct HealthSpec {
     /// Prometheus metrics, when config.yml opts in (`agent_metrics_port`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSpec>,
+    /// The agent's certificate is reported as Warning ("run deploy to renew") this many seconds before it
+    /// expires: what config.yml sets as `agent_cert_renew_before`; absent means 30 days, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_renew_before_secs: Option<u64>,
 }
 
 /// The local Postgres: the agent connects over its unix socket as `postgres`.
@@ -128,6 +132,7 @@ impl Default for HealthSpec {
             disks: vec![],
             commands: vec![],
             metrics: None,
+            cert_renew_before_secs: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`connect`] then gives an [`AgentClient`] over mutual TLS: the agent's certificate is verified against
 //!   the cluster CA for the host's name, the controller presents its own identity (`pki`), and the agent's
 //!   protocol version is checked before anything else.
+//! - [`renew`]: the agent's certificate renewed over that channel when it is close to expiry (deploy).
 //!
 //! Every call has a deadline ([`Deadlines`]): an agent that stops answering fails the call with a message
 //! naming the host and the call, instead of hanging the controller.
@@ -13,6 +14,7 @@
 
 mod enrol;
 mod pinned;
+pub mod renew;
 
 use std::error::Error as _;
 use std::future::Future;
@@ -73,6 +75,8 @@ pub struct AgentClient {
     host: String,
     agent_version: String,
     binary_sha256: String,
+    /// The certificate the agent serves, from `Hello` (empty from agents older than renewal).
+    cert_pem: String,
     deadlines: Deadlines,
     inner: PbAgentClient<Channel>,
 }
@@ -194,6 +198,7 @@ pub async fn connect_with(
         host: host_name.to_string(),
         agent_version: String::new(),
         binary_sha256: String::new(),
+        cert_pem: String::new(),
         deadlines,
         inner: PbAgentClient::new(channel),
     };
@@ -286,6 +291,30 @@ impl AgentClient {
         &self.binary_sha256
     }
 
+    /// The certificate the agent serves (PEM), from `Hello`; empty from an agent older than renewal.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// `RenewCsr`: the agent makes a new key on its host and returns a CSR for it (see [`renew`]).
+    pub async fn renew_csr(&mut self) -> anyhow::Result<String> {
+        let limit = self.deadlines.call;
+        let call = self.inner.renew_csr(request(pb::RenewCsrRequest {}, limit));
+        let response = within(&self.host, "RenewCsr", limit, call).await?;
+        Ok(response.into_inner().csr_pem)
+    }
+
+    /// `InstallRenewal`: the agent installs `cert_pem` with the key of the last `RenewCsr` and restarts its
+    /// service with them; returns the certificate's expiry (Unix seconds). Reconnect afterwards.
+    pub async fn install_renewal(&mut self, cert_pem: String) -> anyhow::Result<i64> {
+        let limit = self.deadlines.call;
+        let call = self
+            .inner
+            .install_renewal(request(pb::InstallRenewalRequest { cert_pem }, limit));
+        let response = within(&self.host, "InstallRenewal", limit, call).await?;
+        Ok(response.into_inner().not_after)
+    }
+
     /// `Hello`: returns the agent's version (and records its binary's hash); fails if it speaks another
     /// protocol version.
     pub async fn hello(&mut self) -> anyhow::Result<String> {
@@ -300,6 +329,7 @@ impl AgentClient {
         }
         self.agent_version = hello.agent_version.clone();
         self.binary_sha256 = hello.binary_sha256;
+        self.cert_pem = hello.cert_pem;
         Ok(hello.agent_version)
     }
 

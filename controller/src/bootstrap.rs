@@ -282,7 +282,9 @@ pub fn agent_binary_path() -> anyhow::Result<PathBuf> {
     )
 }
 
-async fn connect_with_retry(
+/// Connects to the agent at `addr`, retrying while it (re)starts (after an install, or a certificate
+/// renewal), for up to 30 s.
+pub(crate) async fn connect_with_retry(
     addr: SocketAddr,
     name: &str,
     ca: &str,

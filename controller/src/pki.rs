@@ -8,7 +8,12 @@
 //! ([`Secrets::seal_file`], docs/secrets.md), since the cluster directory is meant to live in git:
 //! - `tls/ca.crt`, `tls/ca.key.enc`: the CA.
 //! - `tls/controller.crt`, `tls/controller.key.enc`: the controller's client identity, reissued when it is
-//!   within [`RENEW_BEFORE`] of expiry or was issued by another CA.
+//!   within the [`CertPolicy`]'s `renew_before` of expiry or was issued by another CA.
+//!
+//! Agents' certificates and the controller's identity live [`CertPolicy::lifetime`] (`agent_cert_lifetime`
+//! in config.yml, default [`LEAF_LIFETIME`]) and are renewed within `renew_before` of expiry
+//! (`agent_cert_renew_before`, default [`RENEW_BEFORE`]): [`Pki::renewal_due`] decides, `deploy` renews agents
+//! over their mutual-TLS channel (`agent_client::renew`).
 //!
 //! A plaintext `tls/ca.key` or `tls/controller.key` (what older versions wrote) is sealed on first use, then
 //! removed. Loading checks that each certificate belongs with its key.
@@ -33,13 +38,70 @@ use crate::secrets::Secrets;
 
 /// Lifetime of the cluster CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Lifetime of every certificate the CA issues.
+/// Lifetime of every certificate the CA issues, unless config.yml sets `agent_cert_lifetime` (agents and the
+/// controller's identity).
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
-/// A certificate this close to expiry is reissued.
+/// A certificate this close to expiry is reissued (`agent_cert_renew_before`).
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Certificates start being valid this long before they are issued, so a host whose clock is slightly behind
 /// the controller's accepts them.
 const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// How long agents' certificates and the controller's identity live, and how close to expiry they are
+/// renewed. Config validation guarantees `0 < renew_before < lifetime <= CA_LIFETIME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertPolicy {
+    pub lifetime: Duration,
+    pub renew_before: Duration,
+}
+
+impl Default for CertPolicy {
+    fn default() -> Self {
+        CertPolicy {
+            lifetime: LEAF_LIFETIME,
+            renew_before: RENEW_BEFORE,
+        }
+    }
+}
+
+/// Why a certificate must be issued again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewReason {
+    /// It expires at `not_after` (Unix seconds), within the policy's `renew_before`, or has expired.
+    Expiring { not_after: i64 },
+    /// This CA did not sign it (a CA was replaced).
+    OtherCa,
+    /// It cannot be parsed (or is missing).
+    Unreadable,
+}
+
+impl std::fmt::Display for RenewReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RenewReason::Expiring { not_after } => {
+                write!(f, "it expires {}", unix_text(*not_after))
+            }
+            RenewReason::OtherCa => write!(f, "it was issued by another CA"),
+            RenewReason::Unreadable => write!(f, "it cannot be read"),
+        }
+    }
+}
+
+/// Unix seconds as UTC text, e.g. `2026-12-06 14:05:00 UTC`.
+pub fn unix_text(secs: i64) -> String {
+    let Ok(at) = OffsetDateTime::from_unix_timestamp(secs) else {
+        return format!("at {secs} (Unix time)");
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
 
 /// What a signed certificate may be used for (its extended key usage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +160,8 @@ pub enum PkiError {
 pub struct Pki {
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    /// Lifetime and renewal of agents' certificates and of the controller's identity.
+    policy: CertPolicy,
 }
 
 impl std::fmt::Debug for Pki {
@@ -158,6 +222,7 @@ impl Pki {
         Ok(Pki {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+            policy: CertPolicy::default(),
         })
     }
 
@@ -171,7 +236,20 @@ impl Pki {
         Ok(Pki {
             cert_pem: cert_pem.to_string(),
             issuer,
+            policy: CertPolicy::default(),
         })
+    }
+
+    /// The same CA issuing agents' certificates and the controller's identity under `policy` (from
+    /// config.yml, [`crate::config::Cluster::cert_policy`]).
+    pub fn with_policy(mut self, policy: CertPolicy) -> Pki {
+        self.policy = policy;
+        self
+    }
+
+    /// The lifetime and renewal policy in force.
+    pub fn policy(&self) -> CertPolicy {
+        self.policy
     }
 
     /// The CA certificate (PEM): what agents and Postgres clients trust.
@@ -189,6 +267,28 @@ impl Pki {
         names: &[String],
         ips: &[IpAddr],
         usage: CertUsage,
+    ) -> Result<String, PkiError> {
+        self.sign_checked_csr(csr_pem, names, ips, usage, LEAF_LIFETIME)
+    }
+
+    /// [`Pki::sign_csr`] for an agent's CSR (at enrolment and at renewal): a TLS server certificate that
+    /// lives the policy's lifetime.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        names: &[String],
+        ips: &[IpAddr],
+    ) -> Result<String, PkiError> {
+        self.sign_checked_csr(csr_pem, names, ips, CertUsage::Server, self.policy.lifetime)
+    }
+
+    fn sign_checked_csr(
+        &self,
+        csr_pem: &str,
+        names: &[String],
+        ips: &[IpAddr],
+        usage: CertUsage,
+        lifetime: Duration,
     ) -> Result<String, PkiError> {
         let csr =
             CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
@@ -210,15 +310,19 @@ impl Pki {
                 return Err(PkiError::UnexpectedSan(format!("{san:?}")));
             }
         }
-        let params = leaf_params(names, ips, usage)?;
+        let params = leaf_params(names, ips, usage, lifetime)?;
         Ok(params.signed_by(&csr.public_key, &self.issuer)?.pem())
     }
 
     /// Issues the controller's client identity ([`CONTROLLER_IDENTITY`]) with a fresh key.
     pub fn issue_controller_identity(&self) -> Result<CertifiedKey, PkiError> {
         let key = KeyPair::generate()?;
-        let mut params =
-            leaf_params_unchecked(&[CONTROLLER_IDENTITY.to_string()], &[], CertUsage::Client)?;
+        let mut params = leaf_params_unchecked(
+            &[CONTROLLER_IDENTITY.to_string()],
+            &[],
+            CertUsage::Client,
+            self.policy.lifetime,
+        )?;
         params
             .distinguished_name
             .push(DnType::OrganizationName, "tpa");
@@ -230,7 +334,7 @@ impl Pki {
     }
 
     /// The controller's client identity from `<cluster_root>/tls/controller.{crt,key.enc}`, issued (again)
-    /// when missing, within [`RENEW_BEFORE`] of expiry, or not issued by this CA. A certificate that does
+    /// when missing, within the policy's `renew_before` of expiry, or not issued by this CA. A certificate that does
     /// not belong with the key is an error that says what to do.
     pub fn controller_identity(
         &self,
@@ -294,23 +398,44 @@ impl Pki {
         Ok(Some((read(&files.ca_cert)?, identity)))
     }
 
-    /// True when `cert_pem` was signed by this CA and is not within [`RENEW_BEFORE`] of expiry.
+    /// True when `cert_pem` was signed by this CA and is not within the policy's `renew_before` of expiry.
     fn is_current(&self, cert_pem: &str) -> bool {
+        self.renewal_due(cert_pem, OffsetDateTime::now_utc().unix_timestamp())
+            .is_none()
+    }
+
+    /// Why `cert_pem` (an agent's certificate, or the controller's) must be renewed at `now` (Unix seconds),
+    /// or None while it is current: signed by this CA and further than the policy's `renew_before` from
+    /// expiry. How long it was issued for does not matter.
+    pub fn renewal_due(&self, cert_pem: &str, now: i64) -> Option<RenewReason> {
         let Ok((_, ca_pem)) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()) else {
-            return false;
+            return Some(RenewReason::OtherCa);
         };
         let Ok(ca) = ca_pem.parse_x509() else {
-            return false;
+            return Some(RenewReason::OtherCa);
         };
         let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
-            return false;
+            return Some(RenewReason::Unreadable);
         };
         let Ok(cert) = pem.parse_x509() else {
-            return false;
+            return Some(RenewReason::Unreadable);
         };
-        let renew_at = OffsetDateTime::now_utc() + RENEW_BEFORE;
-        cert.verify_signature(Some(ca.public_key())).is_ok()
-            && cert.validity().not_after.timestamp() > renew_at.unix_timestamp()
+        if cert.verify_signature(Some(ca.public_key())).is_err() {
+            return Some(RenewReason::OtherCa);
+        }
+        let not_after = cert.validity().not_after.timestamp();
+        let renew_before = i64::try_from(self.policy.renew_before.as_secs()).unwrap_or(i64::MAX);
+        if not_after <= now.saturating_add(renew_before) {
+            return Some(RenewReason::Expiring { not_after });
+        }
+        None
+    }
+
+    /// Expiry of `cert_pem` (Unix seconds), if it parses.
+    pub fn not_after(cert_pem: &str) -> Option<i64> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+        let cert = pem.parse_x509().ok()?;
+        Some(cert.validity().not_after.timestamp())
     }
 }
 
@@ -408,6 +533,7 @@ fn leaf_params(
     names: &[String],
     ips: &[IpAddr],
     usage: CertUsage,
+    lifetime: Duration,
 ) -> Result<CertificateParams, PkiError> {
     if let Some(reserved) = names
         .iter()
@@ -415,13 +541,14 @@ fn leaf_params(
     {
         return Err(PkiError::ReservedName(reserved.clone()));
     }
-    leaf_params_unchecked(names, ips, usage)
+    leaf_params_unchecked(names, ips, usage, lifetime)
 }
 
 fn leaf_params_unchecked(
     names: &[String],
     ips: &[IpAddr],
     usage: CertUsage,
+    lifetime: Duration,
 ) -> Result<CertificateParams, PkiError> {
     let first = names.first().ok_or(PkiError::NoName)?;
     let mut params = CertificateParams::default();
@@ -456,7 +583,7 @@ fn leaf_params_unchecked(
     params.serial_number = Some(random_serial());
     let now = OffsetDateTime::now_utc();
     params.not_before = now - CLOCK_SKEW;
-    params.not_after = now + LEAF_LIFETIME;
+    params.not_after = now + lifetime;
     Ok(params)
 }
 
@@ -553,6 +680,119 @@ mod tests {
         let lifetime =
             cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(lifetime as u64, (LEAF_LIFETIME + CLOCK_SKEW).as_secs());
+    }
+
+    #[test]
+    fn agent_certificates_and_the_controller_identity_follow_the_policy() {
+        let policy = CertPolicy {
+            lifetime: Duration::from_secs(90),
+            renew_before: Duration::from_secs(60),
+        };
+        let pki = Pki::generate("test CA").expect("CA").with_policy(policy);
+        let (csr_pem, _) = csr("kinetic", &["kinetic"]);
+        let names = vec!["kinetic".to_string()];
+        let agent = pki.sign_agent_csr(&csr_pem, &names, &[]).expect("signed");
+        let controller = pki.issue_controller_identity().expect("identity");
+        let server = pki
+            .sign_csr(&csr_pem, &names, &[], CertUsage::Server)
+            .expect("signed");
+        let lifetime = |pem: &str| {
+            let pem = parse(pem);
+            let cert = pem.parse_x509().expect("x509");
+            (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) as u64
+        };
+        assert_eq!(lifetime(&agent), 90 + CLOCK_SKEW.as_secs());
+        assert_eq!(lifetime(&controller.cert_pem), 90 + CLOCK_SKEW.as_secs());
+        // Postgres and other server certificates keep the default lifetime.
+        assert_eq!(lifetime(&server), (LEAF_LIFETIME + CLOCK_SKEW).as_secs());
+        let pem = parse(&agent);
+        let cert = pem.parse_x509().expect("x509");
+        let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
+        assert!(eku.server_auth && !eku.client_auth);
+    }
+
+    #[test]
+    fn renewal_is_due_within_renew_before_of_expiry_or_from_another_ca() {
+        let policy = CertPolicy {
+            lifetime: Duration::from_secs(90),
+            renew_before: Duration::from_secs(60),
+        };
+        let pki = Pki::generate("test CA").expect("CA").with_policy(policy);
+        let (csr_pem, _) = csr("kinetic", &[]);
+        let cert = pki
+            .sign_agent_csr(&csr_pem, &["kinetic".to_string()], &[])
+            .expect("signed");
+        let not_after = Pki::not_after(&cert).expect("not_after");
+        let issued = not_after - 90;
+        assert_eq!(pki.renewal_due(&cert, issued), None, "fresh");
+        assert_eq!(pki.renewal_due(&cert, not_after - 61), None, "61 s left");
+        assert_eq!(
+            pki.renewal_due(&cert, not_after - 60),
+            Some(RenewReason::Expiring { not_after }),
+            "60 s left: renew"
+        );
+        assert_eq!(
+            pki.renewal_due(&cert, not_after + 10),
+            Some(RenewReason::Expiring { not_after }),
+            "expired"
+        );
+        // How long it was issued for does not matter: a year-long certificate is current.
+        let year = Pki::generate("test CA").expect("CA");
+        let long = year
+            .sign_agent_csr(&csr_pem, &["kinetic".to_string()], &[])
+            .expect("signed");
+        let year = year.with_policy(policy);
+        assert_eq!(year.renewal_due(&long, issued), None);
+        // Another CA's certificate, and garbage.
+        let other = Pki::generate("another CA").expect("CA").with_policy(policy);
+        assert_eq!(other.renewal_due(&cert, issued), Some(RenewReason::OtherCa));
+        assert_eq!(
+            pki.renewal_due("not a certificate", issued),
+            Some(RenewReason::Unreadable)
+        );
+        assert_eq!(pki.renewal_due("", issued), Some(RenewReason::Unreadable));
+        // Far-off times do not overflow.
+        assert_eq!(
+            pki.renewal_due(&cert, i64::MAX),
+            Some(RenewReason::Expiring { not_after })
+        );
+        assert!(
+            RenewReason::Expiring { not_after: 0 }
+                .to_string()
+                .contains("1970-01-01 00:00:00 UTC")
+        );
+    }
+
+    #[test]
+    fn the_controller_identity_is_reissued_within_renew_before() {
+        let dir = Dir::new();
+        let short = CertPolicy {
+            lifetime: Duration::from_secs(90),
+            renew_before: Duration::from_secs(60),
+        };
+        let pki = Pki::load_or_create(&dir.root(), &dir.secrets()).expect("create");
+        let first = pki
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        // A year-long identity is current under a short policy too.
+        let pki = pki.with_policy(short);
+        let again = pki
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        assert_eq!(first.cert_pem, again.cert_pem);
+        // A policy that renews a year ahead reissues it, with the policy's lifetime.
+        let pki = pki.with_policy(CertPolicy {
+            lifetime: Duration::from_secs(400 * 86400),
+            renew_before: Duration::from_secs(366 * 86400),
+        });
+        let renewed = pki
+            .controller_identity(&dir.root(), &dir.secrets())
+            .expect("identity");
+        assert_ne!(renewed.cert_pem, first.cert_pem);
+        assert_ne!(renewed.key_pem, first.key_pem, "a new key too");
+        let not_after = Pki::not_after(&renewed.cert_pem).expect("not_after");
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        assert!((not_after - now - 400 * 86400).abs() < 60, "{not_after}");
     }
 
     #[test]

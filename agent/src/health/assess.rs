@@ -10,8 +10,9 @@ use serde::Deserialize;
 use tpa_common::health::{HealthCheck, HealthStatus};
 use tpa_common::health_spec::CommandOutput;
 
-/// The agent certificate is reported as Warning this long before it expires.
-const CERT_WARN_SECS: i64 = 30 * 24 * 3600;
+/// The agent certificate is reported as Warning this long before it expires, unless the health spec
+/// says otherwise (`agent_cert_renew_before`).
+pub const CERT_WARN_SECS: i64 = 30 * 24 * 3600;
 /// Free space below these fractions of the filesystem is Warning / Critical.
 const DISK_WARN: f64 = 0.10;
 const DISK_CRITICAL: f64 = 0.05;
@@ -27,6 +28,8 @@ pub struct Observation {
     /// Unix seconds.
     pub now: i64,
     pub cert_not_after: i64,
+    /// Warning this many seconds before `cert_not_after`: when deploy would renew it.
+    pub cert_warn_secs: i64,
     /// None when the spec names no Postgres.
     pub postgres: Option<Result<PgState, String>>,
     pub disks: Vec<DiskObservation>,
@@ -111,7 +114,16 @@ impl Assessment {
 /// Grades `seen`.
 pub fn assess(seen: &Observation) -> Assessment {
     let mut a = Assessment::default();
-    certificate(&mut a, seen.cert_not_after, seen.now);
+    a.checks.push(certificate_check(
+        seen.cert_not_after,
+        seen.now,
+        seen.cert_warn_secs,
+    ));
+    a.sample(
+        "tpa_agent_certificate_expiry_seconds",
+        &[],
+        (seen.cert_not_after - seen.now) as f64,
+    );
     if let Some(pg) = &seen.postgres {
         postgres(&mut a, pg);
     }
@@ -142,26 +154,36 @@ pub fn status_value(status: HealthStatus) -> f64 {
     }
 }
 
-fn certificate(a: &mut Assessment, not_after: i64, now: i64) {
+/// The `certificate` check: Critical once expired, Warning within `warn_secs` of expiry (deploy renews
+/// it then), else Ok. Shared with the checks of a host without a health spec.
+pub fn certificate_check(not_after: i64, now: i64, warn_secs: i64) -> HealthCheck {
     let left = not_after - now;
-    let days = left / 86400;
-    a.sample("tpa_agent_certificate_expiry_seconds", &[], left as f64);
-    match left {
-        l if l <= 0 => a.check(
-            "certificate",
+    let (status, message) = match left {
+        l if l <= 0 => (
             HealthStatus::Critical,
-            "the agent certificate has expired",
+            "the agent certificate has expired: re-run deploy (its bootstrap re-enrols the agent over SSH)"
+                .to_string(),
         ),
-        l if l <= CERT_WARN_SECS => a.check(
-            "certificate",
+        l if l <= warn_secs => (
             HealthStatus::Warning,
-            format!("the agent certificate expires in {days} days"),
+            format!(
+                "the agent certificate expires in {}: run deploy to renew",
+                tpa_common::health::age_text(l)
+            ),
         ),
-        _ => a.check(
-            "certificate",
+        l if l < 2 * 86400 => (
             HealthStatus::Ok,
-            format!("valid for {days} more days"),
+            format!("valid for {} more", tpa_common::health::age_text(l)),
         ),
+        l => (
+            HealthStatus::Ok,
+            format!("valid for {} more days", l / 86400),
+        ),
+    };
+    HealthCheck {
+        name: "certificate".to_string(),
+        status,
+        message,
     }
 }
 

@@ -40,6 +40,10 @@ pub fn observe(
     Observation {
         now,
         cert_not_after,
+        cert_warn_secs: spec
+            .cert_renew_before_secs
+            .and_then(|s| i64::try_from(s).ok())
+            .unwrap_or(super::assess::CERT_WARN_SECS),
         postgres: spec.postgres.as_ref().map(postgres),
         disks: spec
             .disks

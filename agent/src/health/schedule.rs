@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
@@ -79,8 +79,9 @@ impl Health {
     }
 }
 
-/// Starts the checking task; it runs until the runtime stops.
-pub fn start(spec_path: PathBuf, cert_not_after: i64) -> Health {
+/// Starts the checking task; it runs until the runtime stops. `cert_not_after` is the expiry of the
+/// certificate the agent serves (Unix seconds), read every round: a renewal updates it.
+pub fn start(spec_path: PathBuf, cert_not_after: Arc<AtomicI64>) -> Health {
     let (tx, latest) = watch::channel(Round::default());
     let health = Health {
         latest,
@@ -102,7 +103,7 @@ pub fn start(spec_path: PathBuf, cert_not_after: i64) -> Health {
                 forced,
                 last_run.clone(),
                 previous.clone(),
-                cert_not_after,
+                cert_not_after.load(Ordering::SeqCst),
             )
             .await;
             previous = commands;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tpa_common::health_spec::{MetricsListen, MetricsSpec};
 
@@ -34,8 +34,9 @@ pub struct TlsMaterial {
 }
 
 /// Follows the rounds' metrics setting: (re)binds the listener when it changes, stops it when
-/// it goes away. `cluster_ip` is where the TLS listener binds (the agent's listen address).
-pub fn start(health: Health, cluster_ip: IpAddr, tls: TlsMaterial) {
+/// it goes away. `cluster_ip` is where the TLS listener binds (the agent's listen address); `tls` follows
+/// the agent's certificate (a renewal sends the new one, used from the next connection on).
+pub fn start(health: Health, cluster_ip: IpAddr, tls: watch::Receiver<TlsMaterial>) {
     tokio::spawn(async move {
         let mut rounds = health.subscribe();
         let mut current: Option<(MetricsSpec, JoinHandle<()>)> = None;
@@ -62,21 +63,29 @@ pub fn start(health: Health, cluster_ip: IpAddr, tls: TlsMaterial) {
     });
 }
 
-async fn listen(health: Health, spec: MetricsSpec, cluster_ip: IpAddr, tls: TlsMaterial) {
+async fn listen(
+    health: Health,
+    spec: MetricsSpec,
+    cluster_ip: IpAddr,
+    mut tls: watch::Receiver<TlsMaterial>,
+) {
     let ip = match spec.listen {
         MetricsListen::Localhost => IpAddr::V4(Ipv4Addr::LOCALHOST),
         MetricsListen::Tls => cluster_ip,
     };
     let address = SocketAddr::new(ip, spec.port);
-    let acceptor = match spec.listen {
-        MetricsListen::Localhost => None,
-        MetricsListen::Tls => match server_config(&tls) {
-            Ok(config) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-            Err(error) => {
-                tracing::error!(%error, "metrics: cannot set up TLS; not serving /metrics");
-                return;
-            }
-        },
+    let acceptor = |tls: &TlsMaterial| match spec.listen {
+        MetricsListen::Localhost => Ok(None),
+        MetricsListen::Tls => {
+            server_config(tls).map(|config| Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        }
+    };
+    let mut current = match acceptor(&tls.borrow_and_update()) {
+        Ok(current) => current,
+        Err(error) => {
+            tracing::error!(%error, "metrics: cannot set up TLS; not serving /metrics");
+            return;
+        }
     };
     let socket = match TcpListener::bind(address).await {
         Ok(socket) => socket,
@@ -85,7 +94,7 @@ async fn listen(health: Health, spec: MetricsSpec, cluster_ip: IpAddr, tls: TlsM
             return;
         }
     };
-    tracing::info!(%address, tls = acceptor.is_some(), "metrics: serving /metrics");
+    tracing::info!(%address, tls = current.is_some(), "metrics: serving /metrics");
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -94,8 +103,16 @@ async fn listen(health: Health, spec: MetricsSpec, cluster_ip: IpAddr, tls: TlsM
         let Ok((stream, _)) = socket.accept().await else {
             continue;
         };
+        if tls.has_changed().unwrap_or(false) {
+            match acceptor(&tls.borrow_and_update()) {
+                Ok(renewed) => current = renewed,
+                Err(error) => {
+                    tracing::error!(%error, "metrics: cannot use the renewed certificate")
+                }
+            }
+        }
         let health = health.clone();
-        let acceptor = acceptor.clone();
+        let acceptor = current.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let served = tokio::time::timeout(REQUEST_TIMEOUT, async {

@@ -11,7 +11,7 @@ use tpa_proto::pb;
 use tpa_proto::pb::enrol_client::EnrolClient;
 
 use super::pinned::{self, PinnedKey};
-use crate::pki::{CertUsage, Pki};
+use crate::pki::Pki;
 
 /// How long a join token stays valid after `tpa-agent init` (counted on the host's clock).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -141,7 +141,7 @@ pub async fn enrol(
         bail!(super::protocol_mismatch(host, csr.protocol_version));
     }
     let cert_pem = pki
-        .sign_csr(&csr.csr_pem, names, ips, CertUsage::Server)
+        .sign_agent_csr(&csr.csr_pem, names, ips)
         .with_context(|| format!("signing the certificate request of {host}"))?;
     let call = client.install_certificate(super::request(
         pb::InstallCertificateRequest {

@@ -46,6 +46,18 @@ impl Deployed {
         let Some((ca_pem, identity)) = Pki::existing_identity(cluster_dir.root(), &secrets)? else {
             return Err(never("no controller certificate in tls/"));
         };
+        // Agents refuse an expired client certificate; say what to do before trying every host.
+        if let Some(not_after) = Pki::not_after(&identity.cert_pem)
+            && not_after <= time::OffsetDateTime::now_utc().unix_timestamp()
+        {
+            bail!(
+                "the controller certificate {} expired at {} (agent_cert_lifetime): run \
+                 `tpa-controller deploy {}` to renew it",
+                cluster_dir.root().join("tls/controller.crt").display(),
+                crate::pki::unix_text(not_after),
+                dir.display()
+            );
+        }
         if inventory.hosts.is_empty() {
             bail!("inventory.json lists no hosts: run deploy first");
         }

@@ -101,6 +101,7 @@ pub(crate) fn build(root: &Node, diag: &mut Diag) -> Built {
         }
     };
     let vars = parse_vars(&cluster_var_fields, diag);
+    cert_policy_check(&vars, &cluster_var_fields, diag);
 
     let locations = top
         .get("locations")
@@ -630,6 +631,19 @@ fn instance(
             f.value.map(diag, &f.path);
         }
     }
+    for f in m.map("vars") {
+        if super::vars::CLUSTER_ONLY.contains(&f.key) {
+            diag.err(
+                f.line,
+                &f.path,
+                format!(
+                    "`{}` applies to the whole cluster (the CA issues every agent's certificate under it): \
+                     set it in cluster_vars",
+                    f.key
+                ),
+            );
+        }
+    }
     let var_fields = overlay(ctx.cluster_vars, m.map("vars"));
     pos.postgres_version = var_fields
         .iter()
@@ -874,6 +888,38 @@ fn ipam_config(n: &Node, p: &str, diag: &mut Diag) -> Vec<IpNet> {
         }
     }
     out
+}
+
+/// `agent_cert_renew_before` must be shorter than `agent_cert_lifetime` (each set or at its default), or
+/// every deploy would renew every certificate.
+fn cert_policy_check(vars: &super::vars::Vars, fields: &[Field<'_>], diag: &mut Diag) {
+    let policy = super::model::cert_policy(vars);
+    if policy.renew_before < policy.lifetime {
+        return;
+    }
+    let text = |d: std::time::Duration, set: bool| {
+        let shown = tpa_common::health::age_text(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if set {
+            shown
+        } else {
+            format!("{shown}, the default")
+        }
+    };
+    let message = format!(
+        "agent_cert_renew_before ({}) must be shorter than agent_cert_lifetime ({}), or every deploy \
+         would renew every certificate: set both, e.g. agent_cert_lifetime: 365d and \
+         agent_cert_renew_before: 30d",
+        text(policy.renew_before, vars.agent_cert_renew_before.is_some()),
+        text(policy.lifetime, vars.agent_cert_lifetime.is_some()),
+    );
+    let at = fields
+        .iter()
+        .find(|f| f.key == "agent_cert_renew_before")
+        .or_else(|| fields.iter().find(|f| f.key == "agent_cert_lifetime"));
+    match at {
+        Some(f) => diag.err(f.line, &f.path, message),
+        None => diag.err(1, "cluster_vars", message),
+    }
 }
 
 #[cfg(test)]

@@ -247,7 +247,22 @@ impl Instance {
     }
 }
 
+/// The certificate lifetime and renewal that `vars` (cluster_vars) ask for, defaults filled in.
+pub fn cert_policy(vars: &Vars) -> crate::pki::CertPolicy {
+    let default = crate::pki::CertPolicy::default();
+    crate::pki::CertPolicy {
+        lifetime: vars.agent_cert_lifetime.unwrap_or(default.lifetime),
+        renew_before: vars.agent_cert_renew_before.unwrap_or(default.renew_before),
+    }
+}
+
 impl Cluster {
+    /// `agent_cert_lifetime` and `agent_cert_renew_before`, defaults filled in: how long agents'
+    /// certificates and the controller's identity live, and when deploy renews them.
+    pub fn cert_policy(&self) -> crate::pki::CertPolicy {
+        cert_policy(&self.vars)
+    }
+
     pub fn instance(&self, name: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.name == name)
     }

@@ -1225,6 +1225,108 @@ fn agent_health_and_metrics_variables_are_checked() {
 }
 
 #[test]
+fn certificate_lifetime_and_renewal_are_read_with_defaults() {
+    let default = parse_ok(&with_base(ONE)).cert_policy();
+    assert_eq!(default, crate::pki::CertPolicy::default());
+    let set = |vars: &str| {
+        with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            &format!("  postgres_version: '15'\n{vars}"),
+        )
+    };
+    let short = parse_ok(&set(
+        "  agent_cert_lifetime: 90s\n  agent_cert_renew_before: 60\n",
+    ));
+    assert_eq!(
+        short.cert_policy(),
+        crate::pki::CertPolicy {
+            lifetime: std::time::Duration::from_secs(90),
+            renew_before: std::time::Duration::from_secs(60),
+        }
+    );
+    let long = parse_ok(&set(
+        "  agent_cert_lifetime: 730d\n  agent_cert_renew_before: 12h\n",
+    ));
+    assert_eq!(long.cert_policy().lifetime.as_secs(), 730 * 86400);
+    assert_eq!(long.cert_policy().renew_before.as_secs(), 12 * 3600);
+    // The instances see the cluster's values (the health spec warns from renew_before on).
+    assert_eq!(
+        short.instances[0].vars.agent_cert_renew_before,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(super::vars::duration_secs("15m"), Ok(900));
+    assert_eq!(super::vars::duration_secs("3650d"), Ok(3650 * 86400));
+}
+
+#[test]
+fn hostile_certificate_durations_are_refused_naming_the_key() {
+    let set = |vars: &str| {
+        with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            &format!("  postgres_version: '15'\n{vars}"),
+        )
+    };
+    check(
+        &set("  agent_cert_lifetime: -90\n  agent_cert_renew_before: 0\n"),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_cert_lifetime: -90 is negative; use a duration such as 90s, 12h or 365d
+            config.yml:5: cluster_vars.agent_cert_renew_before: must be from 1 s to 3650d (got 0 s); use a duration such as 90s, 12h or 365d"#]],
+    );
+    check(
+        &set(
+            "  agent_cert_lifetime: 99999999999999999d\n  agent_cert_renew_before: \"60\\nrm -rf /\"\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_cert_lifetime: `99999999999999999d` is too long; at most 3650d
+            config.yml:5: cluster_vars.agent_cert_renew_before: `60\nrm -rf /` is not a duration: write whole seconds (90) or a number with a unit s, m, h or d (90s, 15m, 12h, 365d)"#]],
+    );
+    check(
+        &set("  agent_cert_lifetime: 3651d\n  agent_cert_renew_before: 1.5\n"),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_cert_lifetime: must be from 60 s to 3650d (got 315446400 s); use a duration such as 90s, 12h or 365d
+            config.yml:5: cluster_vars.agent_cert_renew_before: must be a duration: whole seconds (90) or a number with a unit s, m, h or d (90s, 15m, 12h, 365d)"#]],
+    );
+    check(
+        &set("  agent_cert_lifetime: 30s\n  agent_cert_renew_before: 10 s\n"),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_cert_lifetime: must be from 60 s to 3650d (got 30 s); use a duration such as 90s, 12h or 365d
+            config.yml:5: cluster_vars.agent_cert_renew_before: `10 s` is not a duration: write whole seconds (90) or a number with a unit s, m, h or d (90s, 15m, 12h, 365d)"#]],
+    );
+    check(
+        &set("  agent_cert_lifetime: [90]\n  agent_cert_renew_before: 5w\n"),
+        expect![[r#"
+            config.yml:4: cluster_vars.agent_cert_lifetime: must be a duration: whole seconds (90) or a number with a unit s, m, h or d (90s, 15m, 12h, 365d)
+            config.yml:5: cluster_vars.agent_cert_renew_before: `5w` is not a duration: write whole seconds (90) or a number with a unit s, m, h or d (90s, 15m, 12h, 365d)"#]],
+    );
+    // renew_before must be shorter than the lifetime, set or at its default.
+    check(
+        &set("  agent_cert_lifetime: 90s\n  agent_cert_renew_before: 90s\n"),
+        expect![
+            "config.yml:5: cluster_vars.agent_cert_renew_before: agent_cert_renew_before (90 s) must be shorter than agent_cert_lifetime (90 s), or every deploy would renew every certificate: set both, e.g. agent_cert_lifetime: 365d and agent_cert_renew_before: 30d"
+        ],
+    );
+    check(
+        &set("  agent_cert_lifetime: 90s\n"),
+        expect![
+            "config.yml:4: cluster_vars.agent_cert_lifetime: agent_cert_renew_before (30 days, the default) must be shorter than agent_cert_lifetime (90 s), or every deploy would renew every certificate: set both, e.g. agent_cert_lifetime: 365d and agent_cert_renew_before: 30d"
+        ],
+    );
+    check(
+        &set("  agent_cert_renew_before: 400d\n"),
+        expect![
+            "config.yml:4: cluster_vars.agent_cert_renew_before: agent_cert_renew_before (400 days) must be shorter than agent_cert_lifetime (365 days, the default), or every deploy would renew every certificate: set both, e.g. agent_cert_lifetime: 365d and agent_cert_renew_before: 30d"
+        ],
+    );
+    // Cluster-wide: not per instance.
+    check(
+        &with_base("- {Name: one, node: 1, role: [primary], vars: {agent_cert_lifetime: 90s}}\n"),
+        expect![
+            "config.yml:8: instances[0].vars.agent_cert_lifetime: `agent_cert_lifetime` applies to the whole cluster (the CA issues every agent's certificate under it): set it in cluster_vars"
+        ],
+    );
+}
+
+#[test]
 fn aws_settings_are_read_and_hostile_values_refused() {
     let source = "cluster_name: cloud\ncluster_vars: {postgres_version: '15'}\n\
         ec2_ami: {Name: 'debian-12-*', Owner: '136693071363'}\n\

@@ -97,6 +97,12 @@ pub struct Vars {
     pub patroni_conf_settings: Option<serde_json::Value>,
     /// `patroni_dynamic_conf_settings`: merged last into the DCS configuration.
     pub patroni_dynamic_conf_settings: Option<serde_json::Value>,
+    /// `agent_cert_lifetime` (cluster_vars only): how long agents' certificates and the controller's
+    /// identity live; default 365 days.
+    pub agent_cert_lifetime: Option<std::time::Duration>,
+    /// `agent_cert_renew_before` (cluster_vars only): deploy renews a certificate this close to its expiry;
+    /// default 30 days; less than the lifetime.
+    pub agent_cert_renew_before: Option<std::time::Duration>,
 }
 
 /// `repmgr_failover`.
@@ -330,6 +336,12 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("agent_metrics_port", |v, n, p, d| {
         v.agent_metrics_port = metrics_port(n, p, d)
+    }),
+    ("agent_cert_lifetime", |v, n, p, d| {
+        v.agent_cert_lifetime = duration(n, p, d, MIN_CERT_LIFETIME_SECS)
+    }),
+    ("agent_cert_renew_before", |v, n, p, d| {
+        v.agent_cert_renew_before = duration(n, p, d, 1)
     }),
     ("agent_metrics_listen", |v, n, p, d| {
         v.agent_metrics_listen = metrics_listen(n, p, d)
@@ -647,6 +659,76 @@ fn repmgr_failover(n: &Node, p: &str, d: &mut Diag) -> Option<RepmgrFailover> {
             None
         }
     }
+}
+
+/// The shortest `agent_cert_lifetime`: a minute (renewing more often than deploys run is pointless).
+pub(crate) const MIN_CERT_LIFETIME_SECS: u64 = 60;
+/// The longest certificate duration: the CA's own lifetime (10 years).
+pub(crate) const MAX_CERT_SECS: u64 = 3650 * 86_400;
+/// Variables that apply to the whole cluster and may only be set in `cluster_vars`.
+pub(crate) const CLUSTER_ONLY: &[&str] = &["agent_cert_lifetime", "agent_cert_renew_before"];
+
+/// A duration for the certificate settings: whole seconds (`90`) or a number with a unit, `s`, `m`, `h`
+/// or `d` (`90s`, `15m`, `12h`, `365d`); at least `min` seconds, at most 3650 days.
+fn duration(n: &Node, p: &str, d: &mut Diag, min: u64) -> Option<std::time::Duration> {
+    use super::yaml::Value;
+    let parsed = match &n.value {
+        Value::Int(i) => u64::try_from(*i)
+            .map_err(|_| format!("{i} is negative; use a duration such as 90s, 12h or 365d")),
+        Value::Str(text) => duration_secs(text),
+        _ => Err(
+            "must be a duration: whole seconds (90) or a number with a unit s, m, h or d \
+                  (90s, 15m, 12h, 365d)"
+                .to_string(),
+        ),
+    };
+    let checked = parsed.and_then(|secs| {
+        if secs < min || secs > MAX_CERT_SECS {
+            Err(format!(
+                "must be from {min} s to 3650d (got {secs} s); use a duration such as 90s, 12h or 365d"
+            ))
+        } else {
+            Ok(secs)
+        }
+    });
+    match checked {
+        Ok(secs) => Some(std::time::Duration::from_secs(secs)),
+        Err(message) => {
+            d.err(n.line, p, message);
+            None
+        }
+    }
+}
+
+/// Seconds of `90`, `90s`, `15m`, `12h` or `365d`.
+pub(crate) fn duration_secs(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "`{}` is not a duration: write whole seconds (90) or a number with a unit s, m, h or d \
+             (90s, 15m, 12h, 365d)",
+            text.escape_debug()
+        )
+    };
+    let (digits, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        Some(_) => (text, 's'),
+        None => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{}` is too long; at most 3650d", text.escape_debug()))
 }
 
 /// A whole number from `min` to `max`, or an error naming the range.

@@ -16,6 +16,7 @@ use super::passwords;
 use super::report::DeployLog;
 use super::ship;
 use crate::agent_client::AgentClient;
+use crate::agent_client::renew::{self, Renewal};
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
 use crate::config::{Cluster, Instance, PostgresUser};
@@ -48,7 +49,7 @@ pub async fn gather(
 ) -> anyhow::Result<Gathered> {
     let root = dir.root();
     let mut secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
-    let pki = Pki::load_or_create(root, &secrets)?;
+    let pki = Pki::load_or_create(root, &secrets)?.with_policy(cluster.cert_policy());
     let identity = pki.controller_identity(root, &secrets)?;
     // Clients verify Postgres with this file: sslrootcert=<dir>/ca.crt.
     write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
@@ -56,6 +57,8 @@ pub async fn gather(
     let bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
     let platform = platform::for_inventory(inventory)?;
     let agents = bootstrap_agents(&bootstrap, &platform, cluster, inventory, check, log).await?;
+    let agents =
+        renew_certificates(agents, &platform, inventory, &pki, &identity, check, log).await?;
 
     let phase = Instant::now();
     let repo_mount = platform.local_repo_on_host();
@@ -400,6 +403,63 @@ async fn bootstrap_agents(
         phase.elapsed().as_secs_f64()
     ));
     Ok(agents)
+}
+
+/// Renews the certificate of every agent that needs it ([`agent_client::renew`]), all at once, over the
+/// channel bootstrap opened; returns the clients to use from then on.
+async fn renew_certificates(
+    agents: BTreeMap<String, AgentClient>,
+    platform: &AnyPlatform,
+    inventory: &Inventory,
+    pki: &Pki,
+    identity: &crate::pki::CertifiedKey,
+    check: bool,
+    log: &mut DeployLog,
+) -> anyhow::Result<BTreeMap<String, AgentClient>> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let results = futures_util::future::join_all(agents.into_iter().map(|(name, client)| {
+        let host = inventory.host(&name);
+        let addr = host.map(|h| platform.agent_endpoint(h));
+        let ips: Vec<_> = host.map(|h| vec![h.address]).unwrap_or_default();
+        async move {
+            let Some(addr) = addr else {
+                return (name, Ok((client, Renewal::Current)));
+            };
+            let result = renew::renew_if_due(client, addr, pki, identity, &ips, now, check).await;
+            (name, result)
+        }
+    }))
+    .await;
+    let mut renewed = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok((client, outcome)) => {
+                match outcome {
+                    Renewal::Current => {}
+                    Renewal::Renewed { not_after } => log.line(format!(
+                        "[{name}] agent certificate renewed (expires {})",
+                        crate::pki::unix_text(not_after)
+                    )),
+                    Renewal::WouldRenew(reason) => log.line(format!(
+                        "[{name}] agent certificate would be renewed ({reason})"
+                    )),
+                    Renewal::Unknown => log.line(format!(
+                        "[{name}] agent certificate not checked: the agent does not report it"
+                    )),
+                }
+                renewed.insert(name, client);
+            }
+            Err(e) => failures.push(format!("{name}: {e:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "renewing agent certificates failed:\n  {}\nfix the cause and deploy again",
+            failures.join("\n  ")
+        );
+    }
+    Ok(renewed)
 }
 
 /// Facts from every agent, in parallel, each with the state of the Postgres at the host's

@@ -10,6 +10,7 @@
 //!   last restore drill; slow, so at most every [`BARMAN_EVERY_SECS`]); with Patroni each
 //!   member's `patroni-tpa state`, and on etcd members `etcdctl endpoint health`.
 //! - `agent_health_interval`, `agent_metrics_port` and `agent_metrics_listen`.
+//! - `agent_cert_renew_before`: the certificate check warns ("run deploy to renew") from then on.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,8 @@ pub fn spec(
                 .unwrap_or(MetricsListen::Localhost),
         }),
         units: running_units(stages),
+        // Warn when deploy would renew the agent's certificate (the agent's default: 30 days).
+        cert_renew_before_secs: vars.agent_cert_renew_before.map(|d| d.as_secs()),
         ..HealthSpec::default()
     };
     let cluster = &input.cluster.name;

@@ -16,6 +16,10 @@ pub struct HelloResponse {
     /// cannot be read.
     #[prost(string, tag = "4")]
     pub binary_sha256: ::prost::alloc::string::String,
+    /// The certificate (PEM) the agent serves with: the controller renews it when it is close to expiry or was
+    /// issued by another CA. Empty from agents older than renewal.
+    #[prost(string, tag = "5")]
+    pub cert_pem: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FactsRequest {
@@ -566,6 +570,26 @@ pub struct InstallCertificateRequest {
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct InstallCertificateResponse {}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewCsrRequest {}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewCsrResponse {
+    /// PKCS#10 CSR (PEM) for a new key generated on the host; subject CN = the host name. The CA decides the names.
+    #[prost(string, tag = "1")]
+    pub csr_pem: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InstallRenewalRequest {
+    /// The new certificate (PEM), issued by the cluster CA for the key of the last RenewCsr.
+    #[prost(string, tag = "1")]
+    pub cert_pem: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InstallRenewalResponse {
+    /// Expiry of the installed certificate, seconds since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub not_after: i64,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Outcome {
@@ -936,6 +960,59 @@ pub mod agent_client {
                 .insert(GrpcMethod::new("tpa.agent.v1.Agent", "RepoPut"));
             self.inner.client_streaming(req, path, codec).await
         }
+        /// Certificate renewal over this channel, in two steps like enrolment: a NEW key generated on the host (kept
+        /// beside the current one until the certificate comes) and a CSR for it; the private key never leaves the host.
+        pub async fn renew_csr(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RenewCsrRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RenewCsrResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/RenewCsr",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "RenewCsr"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Installs the certificate for the key of the last RenewCsr (checked against the cluster CA, the host name and
+        /// that key), key and certificate together, then serves with them: the agent service restarts in process on the
+        /// same socket after this answer (open connections are drained for a few seconds), so the caller reconnects.
+        pub async fn install_renewal(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InstallRenewalRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InstallRenewalResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/InstallRenewal",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "InstallRenewal"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1021,6 +1098,25 @@ pub mod agent_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::RepoChunk>>,
         ) -> std::result::Result<tonic::Response<super::RepoPutResponse>, tonic::Status>;
+        /// Certificate renewal over this channel, in two steps like enrolment: a NEW key generated on the host (kept
+        /// beside the current one until the certificate comes) and a CSR for it; the private key never leaves the host.
+        async fn renew_csr(
+            &self,
+            request: tonic::Request<super::RenewCsrRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RenewCsrResponse>,
+            tonic::Status,
+        >;
+        /// Installs the certificate for the key of the last RenewCsr (checked against the cluster CA, the host name and
+        /// that key), key and certificate together, then serves with them: the agent service restarts in process on the
+        /// same socket after this answer (open connections are drained for a few seconds), so the caller reconnects.
+        async fn install_renewal(
+            &self,
+            request: tonic::Request<super::InstallRenewalRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InstallRenewalResponse>,
+            tonic::Status,
+        >;
     }
     /// Served ONLY after enrolment, over mutual TLS: the client must present a certificate issued by the cluster CA
     /// with the controller identity.
@@ -1491,6 +1587,94 @@ pub mod agent_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.client_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/RenewCsr" => {
+                    #[allow(non_camel_case_types)]
+                    struct RenewCsrSvc<T: Agent>(pub Arc<T>);
+                    impl<T: Agent> tonic::server::UnaryService<super::RenewCsrRequest>
+                    for RenewCsrSvc<T> {
+                        type Response = super::RenewCsrResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RenewCsrRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::renew_csr(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RenewCsrSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/InstallRenewal" => {
+                    #[allow(non_camel_case_types)]
+                    struct InstallRenewalSvc<T: Agent>(pub Arc<T>);
+                    impl<
+                        T: Agent,
+                    > tonic::server::UnaryService<super::InstallRenewalRequest>
+                    for InstallRenewalSvc<T> {
+                        type Response = super::InstallRenewalResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InstallRenewalRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::install_renewal(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InstallRenewalSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -15,6 +15,7 @@ fn healthy() -> Observation {
     Observation {
         now: 0,
         cert_not_after: 100 * 86400,
+        cert_warn_secs: CERT_WARN_SECS,
         postgres: None,
         disks: vec![DiskObservation {
             name: "data".into(),
@@ -198,7 +199,34 @@ fn slots_disks_certificate_and_units_are_graded() {
             .clone()
     };
     assert_eq!(cert(10 * 86400).status, HealthStatus::Warning);
-    assert_eq!(cert(0).message, "the agent certificate has expired");
+    assert_eq!(
+        cert(10 * 86400).message,
+        "the agent certificate expires in 10 days: run deploy to renew"
+    );
+    assert_eq!(cert(0).status, HealthStatus::Critical);
+    assert!(
+        cert(0)
+            .message
+            .starts_with("the agent certificate has expired")
+    );
+
+    // A short lifetime (`agent_cert_renew_before: 60s` in the spec): Warning only in the last minute.
+    let short = |not_after: i64| {
+        assess(&Observation {
+            cert_not_after: not_after,
+            cert_warn_secs: 60,
+            ..healthy()
+        })
+        .checks[0]
+            .clone()
+    };
+    assert_eq!(short(90).status, HealthStatus::Ok);
+    assert_eq!(short(90).message, "valid for 90 s more");
+    assert_eq!(short(45).status, HealthStatus::Warning);
+    assert_eq!(
+        short(45).message,
+        "the agent certificate expires in 45 s: run deploy to renew"
+    );
 
     // A failed unit nobody watches is worth a look; a watched one is the `units` check's.
     let seen = Observation {
