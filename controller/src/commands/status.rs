@@ -50,7 +50,7 @@ const DEADLINES: Deadlines = Deadlines {
 /// exit status: 0 when healthy, 1 (reason on stderr) otherwise.
 pub async fn run(dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let deployed = Deployed::open(dir)?;
-    let hosts = gather(&deployed).await;
+    let hosts = gather(&deployed, false).await;
     print!("{}", render(&hosts, json));
     Ok(report_problems(&hosts))
 }
@@ -72,7 +72,7 @@ pub async fn watch(
     loop {
         round += 1;
         let started = tokio::time::Instant::now();
-        let hosts = gather(&deployed).await;
+        let hosts = gather(&deployed, false).await;
         let screen = render(&hosts, json);
         if terminal {
             // Home, then clear: one write, so the table does not flicker.
@@ -122,14 +122,15 @@ fn report_problems(hosts: &[HostStatus]) -> ExitCode {
 
 /// Asks every host of `deployed` at once and merges the answers with config.yml: one
 /// [`HostStatus`] per host, in config.yml order. Never fails: a host that does not answer is
-/// a line that says why.
-pub async fn gather(deployed: &Deployed) -> Vec<HostStatus> {
+/// a line that says why. `refresh` has each agent run its health checks now (`test`), instead
+/// of answering with its latest scheduled round (`status`).
+pub async fn gather(deployed: &Deployed, refresh: bool) -> Vec<HostStatus> {
     let (cluster, inventory) = (&deployed.cluster, &deployed.inventory);
     let answers = futures_util::future::join_all(view::reported(cluster).map(|instance| {
         let host = inventory.host(&instance.name);
         async move {
             let answer = match host {
-                Some(_) => ask(deployed, instance).await,
+                Some(_) => ask(deployed, instance, refresh).await,
                 None => Answer::from(Probe::NotProvisioned),
             };
             (instance.name.clone(), answer)
@@ -188,7 +189,7 @@ impl From<Probe> for Answer {
 /// Asks one host: its agent (`Hello`, part of connecting), its latest health round (cached by
 /// the agent: Barman's, Patroni's and etcd's state come from it), then, on a Postgres host,
 /// the live status query. Never fails: what went wrong is the answer.
-async fn ask(deployed: &Deployed, instance: &Instance) -> Answer {
+async fn ask(deployed: &Deployed, instance: &Instance, refresh: bool) -> Answer {
     let mut client = match deployed.connect_with(&instance.name, DEADLINES).await {
         Ok(client) => client,
         Err(e) => return Probe::Unreachable(view::shorten(&format!("{e:#}"))).into(),
@@ -196,7 +197,7 @@ async fn ask(deployed: &Deployed, instance: &Instance) -> Answer {
     let settings = PostgresSettings::resolve(&deployed.cluster.name, &instance.vars);
     let postgres = instance.has_role(Role::Postgres);
     let data_dir = postgres.then_some(settings.data_dir.as_str());
-    let health = client.health(data_dir, settings.port, false).await.ok();
+    let health = client.health(data_dir, settings.port, refresh).await.ok();
     let detail = |name: &str| health.as_ref().and_then(|h| h.details.get(name)).cloned();
 
     let servers = barman_servers(deployed, instance);

@@ -58,7 +58,9 @@ pub async fn run(dir: &Path, pgbench_seconds: Option<u32>) -> anyhow::Result<Exi
         .join(crate::cluster_dir::utc_stamp(started_at));
 
     let t = Instant::now();
-    let hosts = status::gather(&deployed).await;
+    // Live checks: every agent runs its health checks now (barman check included), so a
+    // fault from a moment ago is not hidden by a cached round.
+    let hosts = status::gather(&deployed, true).await;
     let problems = status::problems(&hosts);
     let mut checks = report::from_status(&hosts, &problems, t.elapsed().as_secs_f64());
 
