@@ -49,15 +49,16 @@ write_ha_config() {
   } >"$dir/config.yml"
 }
 
-# The local repository of the Patroni cluster holds everything the repmgr one needs too.
-repo="$BENCH_TMP/repo"
-write_ha_config "$repo" bench-pdrepo patroni bpq
+# One local repository per failover manager (repmgr's packages are not Patroni's).
 echo "download-packages (not timed)"
-run_quiet download-packages "$TPA" download-packages "$repo"
+for manager in repmgr patroni; do
+  write_ha_config "$BENCH_TMP/repo-$manager" "bench-pdrepo-$manager" "$manager" bpq
+  run_quiet "download-packages-$manager" "$TPA" download-packages "$BENCH_TMP/repo-$manager"
+done
 
 new_cluster() {
   write_ha_config "$1" "$2" "$3" "$4"
-  cp -al "$repo/local-repo" "$1/"
+  cp -al "$BENCH_TMP/repo-$3/local-repo" "$1/"
   bench_cluster "$1"
   run_quiet "provision-$2-$i" "$TPA" provision "$1"
 }
