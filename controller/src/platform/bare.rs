@@ -249,19 +249,8 @@ async fn check_host(
         );
     }
     let output = probe(address, port, user, key, known_hosts, false).await?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        bail!(
-            "{}",
-            login_problem(
-                output.status.code(),
-                &stderr,
-                user,
-                address,
-                known_hosts,
-                key
-            )
-        );
+        return Err(refused(&output, user, address, known_hosts, key));
     }
     ready(
         instance,
@@ -380,6 +369,27 @@ async fn probe(
         .context("running ssh (install openssh-client)")
 }
 
+/// The error for a failed [`probe`]: [`login_problem`] of its exit status and messages.
+fn refused(
+    output: &std::process::Output,
+    user: &str,
+    address: IpAddr,
+    known_hosts: &Path,
+    key: &Path,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}",
+        login_problem(
+            output.status.code(),
+            &String::from_utf8_lossy(&output.stderr),
+            user,
+            address,
+            known_hosts,
+            key
+        )
+    )
+}
+
 /// What to do about a failed login, from ssh's exit status and messages.
 fn login_problem(
     code: Option<i32>,
@@ -430,10 +440,7 @@ async fn known_keys(
             known_hosts.display()
         );
     }
-    let name = match port {
-        22 => address.to_string(),
-        p => format!("[{address}]:{p}"),
-    };
+    let name = host_pattern(address, port);
     // ssh-keygen -F understands hashed entries and patterns, as ssh itself does.
     let output = tokio_command("ssh-keygen")
         .arg("-F")
@@ -453,6 +460,14 @@ async fn known_keys(
             Some((fields.next()?.to_string(), fields.next()?.to_string()))
         })
         .collect())
+}
+
+/// The known-hosts name of a host (`[address]:port` off port 22).
+fn host_pattern(address: IpAddr, port: u16) -> String {
+    match port {
+        22 => address.to_string(),
+        p => format!("[{address}]:{p}"),
+    }
 }
 
 /// `ssh-ed25519 AAAA… comment` as (type, base64).

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{Ready, address, key_blob, known_keys, login_problem, probe, ready, ssh};
+use super::{Ready, address, host_pattern, key_blob, known_keys, probe, ready, refused, ssh};
 use crate::config::{Cluster, Instance};
 use crate::platform::{ProvisionRequest, Say, host_key_secret};
 use crate::process::tokio_command;
@@ -109,19 +109,8 @@ pub(super) async fn check(
             pinned.path(),
         );
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !key_mismatch(&stderr) {
-        bail!(
-            "{}",
-            login_problem(
-                output.status.code(),
-                &stderr,
-                user,
-                address,
-                known_hosts,
-                key
-            )
-        );
+    if !key_mismatch(&String::from_utf8_lossy(&output.stderr)) {
+        return Err(refused(&output, user, address, known_hosts, key));
     }
 
     // Not tpa's key (yet): how is the host's current key trusted?
@@ -149,17 +138,7 @@ pub(super) async fn check(
     };
     let output = probe(address, port, user, key, trusted_by, first_use).await?;
     if !output.status.success() {
-        bail!(
-            "{}",
-            login_problem(
-                output.status.code(),
-                &String::from_utf8_lossy(&output.stderr),
-                user,
-                address,
-                known_hosts,
-                key
-            )
-        );
+        return Err(refused(&output, user, address, known_hosts, key));
     }
     if first_use {
         (managed.say)(&format!(
@@ -194,14 +173,6 @@ pub(super) async fn check(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     bail!("after installing tpa's host key, the host does not present it: {last}")
-}
-
-/// The known-hosts name of a host (`[address]:port` off port 22).
-fn host_pattern(address: IpAddr, port: u16) -> String {
-    match port {
-        22 => address.to_string(),
-        p => format!("[{address}]:{p}"),
-    }
 }
 
 /// Whether ssh refused the host's key (as opposed to the login).
