@@ -106,6 +106,14 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     let first = controller(&["deploy", path]);
     assert!(first.status.success(), "first deploy failed");
     assert!(stdout(&first).contains("agent installed and enrolled"));
+    // The host started from a package layer (docs/platforms.md): its packages were in place.
+    let (_, image) = run("docker", &["inspect", "-f", "{{.Config.Image}}", host]);
+    assert!(image.trim().starts_with("tpa/debian:12-pkgs-"), "{image}");
+    let log = std::fs::read_to_string(dir.path().join("deploy.log")).unwrap();
+    assert!(
+        log.contains(&format!("[{host}] sys unchanged packages:base")),
+        "deploy installed packages on a layered host:\n{log}"
+    );
     for point in HOOK_POINTS {
         assert!(
             stdout(&first).contains(&format!(
@@ -369,6 +377,14 @@ fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
     };
     let (dir, host, path) = (&scenario.dir, scenario.host.as_str(), scenario.path());
     let ssh_config = &scenario.ssh_config();
+    // This host starts from the plain image, so deploy installs its packages (the path of a
+    // host without a package layer) and the agent can be killed in the middle of dpkg.
+    let config = dir.path().join("config.yml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  docker_package_layer: false\n",
+    );
+    std::fs::write(&config, text).unwrap();
     assert!(controller(&["download-packages", path]).status.success());
 
     // The agent killed while dpkg is installing packages: the deploy fails naming the host and

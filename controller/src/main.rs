@@ -51,6 +51,11 @@ enum Command {
         /// Show the plan (per host, what would change) without changing anything.
         #[arg(long)]
         check: bool,
+        /// How many hosts bootstrap at once, and how many stages apply at once across the
+        /// hosts (TPA's --forks). The hosts do the work; the controller only waits on them.
+        #[arg(long, default_value_t = tpa_controller::orchestrator::DEFAULT_FORKS,
+              value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=1024), usize::from))]
+        forks: usize,
     },
     /// Remove this cluster's hosts and network (docker), and the files provision generated.
     /// Bare machines are never removed.
@@ -281,10 +286,15 @@ fn main() -> ExitCode {
             } => {
                 commands::download_packages::run(&cluster_dir, os_version, mirror.as_deref()).await
             }
-            Command::Deploy { cluster_dir, check } => {
+            Command::Deploy {
+                cluster_dir,
+                check,
+                forks,
+            } => {
                 let options = commands::deploy::DeployOptions {
                     check,
                     verbose: verbose > 0,
+                    forks,
                 };
                 match commands::deploy::run(&cluster_dir, &options).await {
                     Ok(commands::deploy::DeployOutcome::Pending { .. }) => {

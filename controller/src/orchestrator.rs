@@ -1,5 +1,5 @@
-//! Runs a [`Plan`]: every host in parallel, stages in order on each host, and a stage that
-//! depends on another host's stage waits for it. A failed stage stops the rest of its host
+//! Runs a [`Plan`]: every host in parallel (at most `forks` stages applying at once), stages
+//! in order on each host, and a stage that depends on another host's stage waits for it. A failed stage stops the rest of its host
 //! and every stage that depends on it, naming the host and resource that failed.
 //!
 //! The work of applying one stage is injected (`apply`), so the scheduling is tested on
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tpa_common::event::{BatchSummary, Outcome, ResourceEvent};
 
 use crate::planner::{Plan, Stage, StageName};
@@ -40,8 +40,14 @@ pub struct StageReport {
 /// What applying one stage produced: the per-resource events, or a transport error.
 pub type ApplyResult = Result<Vec<ResourceEvent>, String>;
 
-/// Runs every stage of `plan`, calling `apply(host, stage)` for each when its turn comes.
-pub async fn run<F, Fut>(plan: &Plan, apply: F) -> Vec<StageReport>
+/// How many stages apply at once unless `--forks` says otherwise: every host of a 24-host
+/// cluster at once. The controller only waits on the agents; the hosts do the work.
+pub const DEFAULT_FORKS: usize = 32;
+
+/// Runs every stage of `plan`, calling `apply(host, stage)` for each when its turn comes; at
+/// most `forks` calls run at once. A stage takes its slot only once its prerequisites are
+/// done, so waiting stages never hold slots the stages they wait for need.
+pub async fn run<F, Fut>(plan: &Plan, forks: usize, apply: F) -> Vec<StageReport>
 where
     F: Fn(String, Stage) -> Fut + Clone,
     Fut: Future<Output = ApplyResult>,
@@ -56,10 +62,12 @@ where
             receivers.insert((host.clone(), stage.name), rx);
         }
     }
+    let slots = Semaphore::new(forks.max(1));
     let jobs = plan.hosts.iter().map(|(host, stages)| {
         let apply = apply.clone();
         let receivers = &receivers;
         let senders = &senders;
+        let slots = &slots;
         async move {
             let mut reports = Vec::new();
             let mut blocked: Option<String> = None;
@@ -70,10 +78,16 @@ where
                 }
                 let (status, events) = match &blocked {
                     Some(reason) => (StageStatus::Skipped(reason.clone()), Vec::new()),
-                    None => match apply(host.clone(), stage.clone()).await {
-                        Ok(events) => (status_of(&events), events),
-                        Err(e) => (StageStatus::Error(e), Vec::new()),
-                    },
+                    None => {
+                        let _slot = slots
+                            .acquire()
+                            .await
+                            .expect("the semaphore is never closed");
+                        match apply(host.clone(), stage.clone()).await {
+                            Ok(events) => (status_of(&events), events),
+                            Err(e) => (StageStatus::Error(e), Vec::new()),
+                        }
+                    }
                 };
                 let ok = status == StageStatus::Done;
                 if !ok && blocked.is_none() {
@@ -180,7 +194,7 @@ mod tests {
         );
         let order = Arc::new(Mutex::new(Vec::new()));
         let log = order.clone();
-        let reports = run(&plan, move |host, stage| {
+        let reports = run(&plan, 8, move |host, stage| {
             let log = log.clone();
             async move {
                 // The primary's config is slow: the replica must still wait for it.
@@ -206,7 +220,7 @@ mod tests {
         assert!(primary < replica, "{order:?}");
         assert!(reports.iter().all(|r| r.status == StageStatus::Done));
 
-        let failing = run(&plan, |host, stage| async move {
+        let failing = run(&plan, 8, |host, stage| async move {
             if host == "primary" && stage.name == StageName::Sys {
                 Ok(vec![event("packages:base", Outcome::Failed)])
             } else {
@@ -235,5 +249,40 @@ mod tests {
             StageStatus::Skipped("primary postgres-config did not succeed".into())
         );
         assert_eq!(status("replica", StageName::Sys), StageStatus::Done);
+    }
+
+    #[tokio::test]
+    async fn forks_bounds_how_many_stages_apply_at_once() {
+        let mut plan = Plan::default();
+        for host in ["a", "b", "c", "d", "e"] {
+            plan.hosts.insert(
+                host.into(),
+                vec![
+                    stage(StageName::Sys, &[]),
+                    stage(StageName::PostgresConfig, &[("a", StageName::Sys)]),
+                ],
+            );
+        }
+        for forks in [1, 2, 5] {
+            let running = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
+            let seen = running.clone();
+            let reports = run(&plan, forks, move |_, _| {
+                let seen = seen.clone();
+                async move {
+                    {
+                        let mut r = seen.lock().unwrap();
+                        r.0 += 1;
+                        r.1 = r.1.max(r.0);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    seen.lock().unwrap().0 -= 1;
+                    Ok(vec![])
+                }
+            })
+            .await;
+            assert_eq!(reports.len(), 10);
+            assert!(reports.iter().all(|r| r.status == StageStatus::Done));
+            assert_eq!(running.lock().unwrap().1, forks, "forks {forks}");
+        }
     }
 }

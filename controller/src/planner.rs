@@ -30,7 +30,7 @@ mod postgres_conf;
 pub mod replica;
 pub mod repmgr;
 pub mod ssh_trust;
-mod sys;
+pub mod sys;
 pub mod topology;
 pub(crate) mod users;
 

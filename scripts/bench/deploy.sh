@@ -2,7 +2,8 @@
 # Benchmark: the first `tpa-controller deploy` of a single primary (Postgres 15 from the
 # local repository) on a fresh container, against plain-primary.sh doing the essential steps
 # over SSH on an identical fresh container; RUNS times (default 3), alternating which goes
-# first. Provision and download-packages are outside the timing.
+# first. Provision and download-packages are outside the timing. Both start from the plain
+# image (docker_package_layer: false), so both install the packages.
 # Then, on the converged cluster, NOOP_RUNS (default 5) no-op re-deploys and deploy --check.
 # Needs the image tpa/debian:12 and Debian's archive (download-packages, once).
 # Usage: scripts/bench/deploy.sh [runs] [noop_runs]
@@ -24,6 +25,8 @@ run_quiet download-packages "$TPA" download-packages "$repo"
 # new_cluster DIR NAME INSTANCE: a fresh single-primary cluster dir, provisioned.
 new_cluster() {
   write_config "$1" "$2" "$3"
+  # Both sides install the packages on the plain image (scale.sh measures package layers).
+  sed -i 's/^  use_local_repo_only: true$/&\n  docker_package_layer: false/' "$1/config.yml"
   cp -al "$repo/local-repo" "$1/"
   bench_cluster "$1"
   run_quiet "provision-$2-$i" "$TPA" provision "$1"

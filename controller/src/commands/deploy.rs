@@ -18,6 +18,8 @@ pub use crate::deploy::DeployOutcome;
 pub struct DeployOptions {
     pub check: bool,
     pub verbose: bool,
+    /// How many hosts bootstrap, and how many stages apply, at once (`--forks`).
+    pub forks: usize,
 }
 
 pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOutcome> {
@@ -34,8 +36,15 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     let inventory = current_inventory(&cluster_dir, &cluster, options.check).await?;
     let mut log = DeployLog::start(&cluster.name, options.check);
 
-    let Gathered { agents, mut state } =
-        deploy::gather(&cluster_dir, &cluster, &inventory, options.check, &mut log).await?;
+    let Gathered { agents, mut state } = deploy::gather(
+        &cluster_dir,
+        &cluster,
+        &inventory,
+        options.check,
+        options.forks,
+        &mut log,
+    )
+    .await?;
     state.hooks = hooks;
     let plan = planner::plan(&PlanInput {
         cluster: &cluster,
@@ -46,7 +55,14 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     for note in &plan.notes {
         log.line(format!("note: {note}"));
     }
-    let reports = deploy::run::apply(&plan, &agents, options.check, options.verbose).await;
+    let reports = deploy::run::apply(
+        &plan,
+        &agents,
+        options.check,
+        options.verbose,
+        options.forks,
+    )
+    .await;
     deploy::report::finish(&cluster_dir, log, &reports, options.check, started)
 }
 

@@ -21,6 +21,7 @@
 
 mod args;
 
+use crate::orchestrator::DEFAULT_FORKS;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -380,9 +381,10 @@ async fn create_host(deployed: &Deployed, instance: &Instance, server: &str) -> 
     let mut cluster = deployed.cluster.clone();
     cluster.instances = vec![instance.clone()];
     let mut log = DeployLog::start(&cluster.name, false);
-    let Gathered { agents, state } = deploy::gather(dir, &cluster, &inventory, false, &mut log)
-        .await
-        .with_context(|| format!("preparing {}", instance.name))?;
+    let Gathered { agents, state } =
+        deploy::gather(dir, &cluster, &inventory, false, DEFAULT_FORKS, &mut log)
+            .await
+            .with_context(|| format!("preparing {}", instance.name))?;
     let mut plan = planner::plan(&PlanInput {
         cluster: &cluster,
         inventory: &inventory,
@@ -395,7 +397,7 @@ async fn create_host(deployed: &Deployed, instance: &Instance, server: &str) -> 
     for stages in plan.hosts.values_mut() {
         stages.retain(|s| s.name != StageName::PostgresUsers);
     }
-    let reports = deploy::run::apply(&plan, &agents, false, false).await;
+    let reports = deploy::run::apply(&plan, &agents, false, false, DEFAULT_FORKS).await;
     let failed: Vec<String> = reports
         .iter()
         .filter_map(|r| match &r.status {

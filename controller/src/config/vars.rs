@@ -30,6 +30,9 @@ pub struct Vars {
     /// `manage_ssh_hostkeys` (bare): tpa installs host keys it generated, trusting a new
     /// host's own key on first use when `known_hosts` does not list it.
     pub manage_ssh_hostkeys: Option<bool>,
+    /// `docker_package_layer` (docker, tpa's own): a new host starts from an image that
+    /// already holds its packages (see platform/docker/layer.rs); default true.
+    pub docker_package_layer: Option<bool>,
     /// `ansible_user`: the user to log in to the host as.
     pub ansible_user: Option<String>,
     /// `postgres_conf_settings`: GUC name → value (names checked, values free of control
@@ -249,6 +252,9 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("manage_ssh_hostkeys", |v, n, p, d| {
         v.manage_ssh_hostkeys = n.bool(d, p)
+    }),
+    ("docker_package_layer", |v, n, p, d| {
+        v.docker_package_layer = n.bool(d, p)
     }),
     ("ansible_user", |v, n, p, d| {
         v.ansible_user = checked(n, p, d, values::posix_user_name)

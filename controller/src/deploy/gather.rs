@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
 use tpa_common::facts::Facts;
 use tpa_common::query::SqlQuery;
 use tpa_common::resource::Secret;
@@ -39,12 +40,13 @@ pub struct Gathered {
 }
 
 /// Gathers the live state of every deployed host (`check`: install, enrol and generate
-/// nothing), printing what it does to `log`.
+/// nothing; at most `forks` bootstraps at once), printing what it does to `log`.
 pub async fn gather(
     dir: &ClusterDir,
     cluster: &Cluster,
     inventory: &Inventory,
     check: bool,
+    forks: usize,
     log: &mut DeployLog,
 ) -> anyhow::Result<Gathered> {
     let root = dir.root();
@@ -56,7 +58,8 @@ pub async fn gather(
 
     let bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
     let platform = platform::for_inventory(inventory)?;
-    let agents = bootstrap_agents(&bootstrap, &platform, cluster, inventory, check, log).await?;
+    let agents =
+        bootstrap_agents(&bootstrap, &platform, cluster, inventory, check, forks, log).await?;
     let agents =
         renew_certificates(agents, &platform, inventory, &pki, &identity, check, log).await?;
 
@@ -361,6 +364,7 @@ async fn bootstrap_agents(
     cluster: &Cluster,
     inventory: &Inventory,
     check: bool,
+    forks: usize,
     log: &mut DeployLog,
 ) -> anyhow::Result<BTreeMap<String, AgentClient>> {
     let phase = Instant::now();
@@ -369,11 +373,14 @@ async fn bootstrap_agents(
         .iter()
         .filter(|h| cluster.instance(&h.name).is_some_and(|i| !i.provision_only))
         .collect();
-    let results = futures_util::future::join_all(
+    // Each bootstrap runs ssh (and may copy the agent binary): bounded by --forks.
+    let results: Vec<_> = futures_util::stream::iter(
         hosts
             .iter()
             .map(|h| bootstrap.host(h, platform.agent_endpoint(h), check)),
     )
+    .buffered(forks.max(1))
+    .collect()
     .await;
     let mut agents = BTreeMap::new();
     let mut failures = Vec::new();

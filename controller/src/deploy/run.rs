@@ -11,16 +11,18 @@ use crate::orchestrator::{self, StageReport};
 use crate::planner::{Plan, Stage};
 use crate::progress::Progress;
 
-/// Applies every stage of `plan` on its host's agent (`check`: report only).
+/// Applies every stage of `plan` on its host's agent (`check`: report only), at most `forks`
+/// stages at once.
 pub async fn apply(
     plan: &Plan,
     agents: &BTreeMap<String, AgentClient>,
     check: bool,
     verbose: bool,
+    forks: usize,
 ) -> Vec<StageReport> {
     let progress = Progress::new(plan.hosts.keys().map(String::as_str));
     let progress = &progress;
-    let reports = orchestrator::run(plan, |host: String, stage: Stage| {
+    let reports = orchestrator::run(plan, forks, |host: String, stage: Stage| {
         let mut client = agents.get(&host).cloned();
         async move {
             progress.stage(&host, stage.name.as_str());

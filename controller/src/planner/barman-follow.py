@@ -6,6 +6,7 @@ by deploy's barman stage and by `tpa-controller switchover`.
     barman-follow check SERVER TARGET
     barman-follow follow SERVER TARGET
     barman-follow nudged TARGET BARMAN-COMMAND...
+    barman-follow has-backup SERVER
 
 TARGET is the libpq connection string of the live primary without user and dbname (host, port,
 passfile, TLS); /etc/barman.d/SERVER.conf already names the same host. `check` exits 0 when the
@@ -27,6 +28,10 @@ passfile, TLS); /etc/barman.d/SERVER.conf already names the same host. `check` e
 exits with its status. Barman archives a streamed segment only once the next segment's
 .partial exists (StreamingWalArchiver.get_next_batch); on an idle primary nothing writes into
 the next segment until the next checkpoint, so the command would wait that long.
+
+`has-backup` exits 0 when SERVER has a completed backup (a backup.info saying status=DONE):
+what `barman show-backup SERVER latest` says, without Barman's start-up time (a third of a
+second, three times in every re-deploy).
 """
 
 import binascii
@@ -225,7 +230,25 @@ def nudged(target, command):
             pass
 
 
+def has_backup(server):
+    base = os.path.join(HOME, server, "base")
+    try:
+        ids = os.listdir(base)
+    except OSError:
+        return False
+    for backup in ids:
+        try:
+            with open(os.path.join(base, backup, "backup.info")) as info:
+                if any(line.strip() == "status=DONE" for line in info):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "has-backup":
+        return 0 if has_backup(argv[2]) else 1
     if len(argv) >= 4 and argv[1] == "nudged" and argv[3] == BARMAN:
         return nudged(argv[2], argv[3:])
     if len(argv) != 4 or argv[1] not in ("check", "follow"):

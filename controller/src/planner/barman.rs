@@ -499,7 +499,11 @@ fn server_up(
     minimum_redundancy: u32,
 ) -> Vec<ResourceSpec> {
     let conninfo = format!("{target} dbname=postgres user={BARMAN_USER}");
-    let no_backup_yet = Some(argv(&["show-backup", server, "latest"]));
+    let no_backup_yet = Some(vec![
+        FOLLOW_PROGRAM.to_string(),
+        "has-backup".into(),
+        server.to_string(),
+    ]);
     let check = argv(&["check", server]);
     let more_backups = (2..=minimum_redundancy.min(3)).map(|n| {
         command(

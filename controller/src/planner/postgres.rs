@@ -292,6 +292,19 @@ fn config(
         }
         reload_files.push((conf_d(l, super::ssh_trust::RESTORE_CONF), content));
     }
+    // A replica cloned by this deploy first starts without restore_command: in standby mode
+    // Postgres asks the archive before pg_wal for every segment, and each `barman-wal-restore`
+    // is an SSH round trip (about 1 s), while pg_basebackup already streamed the WAL it needs.
+    // The file follows once it streams, with a reload (not under Patroni, which takes over
+    // the server right after: tpa's unit is not reloaded then).
+    let fresh_replica = replication.is_some()
+        && !super::patroni::enabled(input)
+        && !host.facts.postgres.as_ref().is_some_and(|p| p.initialised);
+    let restore_conf = conf_d(l, super::ssh_trust::RESTORE_CONF);
+    let late_restore = match reload_files.iter().position(|(p, _)| *p == restore_conf) {
+        Some(i) if fresh_replica => Some(reload_files.remove(i)),
+        _ => None,
+    };
     let restart_files = [
         (
             conf_d(l, "0001-tpa_restart.conf"),
@@ -342,6 +355,26 @@ fn config(
             mode: 0o600,
         }),
     });
+    if late_restore.is_some() {
+        // The clone copied the upstream's file: out of the way until the replica streams.
+        resources.push(ResourceSpec {
+            id: id("command", &format!("rm {restore_conf}")),
+            kind: Resource::Command(tpa_common::resource::Command {
+                argv: vec!["rm".into(), "-f".into(), restore_conf.clone()],
+                creates: None,
+                unless: Some(vec![
+                    "test".into(),
+                    "!".into(),
+                    "-e".into(),
+                    restore_conf.clone(),
+                ]),
+                run_as: Some("postgres".into()),
+                env: vec![],
+                secret_env: false,
+                timeout_secs: Some(30),
+            }),
+        });
+    }
     let unit = owned_file(
         unit_path,
         postgres_conf::service_unit(&host.settings.bin_dir, &l.data_dir),
@@ -362,6 +395,20 @@ fn config(
         // Done only when streaming; then the slots of its own (cascaded) replicas.
         resources.push(replica::no_auto_conf_override(l.port));
         resources.push(replica::streaming(l.port));
+        if let Some((path, content)) = late_restore {
+            let spec = owned_file(&path, content, "postgres", 0o600);
+            resources.push(ResourceSpec {
+                id: id("reload", "postgres.service"),
+                kind: Resource::Service(tpa_common::resource::Service {
+                    unit: "postgres.service".into(),
+                    enabled: true,
+                    running: true,
+                    reload_on: vec![spec.id.clone()],
+                    restart_on: vec![],
+                }),
+            });
+            resources.insert(resources.len() - 1, spec);
+        }
         resources.extend(replica::slots(input, &instance.name, l.port));
         if super::barman::wanted(input.cluster) {
             resources.push(super::barman::stale_slot(l.port));

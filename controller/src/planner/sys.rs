@@ -10,6 +10,9 @@ use crate::local_repo::HOST_APT_SOURCE;
 /// postgresql-common creates a `main` cluster when a server package is installed unless told
 /// not to; tpa owns the data directory, so the switch goes in before any package.
 pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa.conf";
+/// What [`CREATECLUSTER_CONF`] holds (package layers write the same before their install).
+pub const CREATECLUSTER_CONTENT: &str =
+    "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n";
 
 pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> super::Stage {
     let mut resources = Vec::new();
@@ -37,24 +40,17 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
             mode: 0o755,
         }),
     });
-    resources.push(file(
-        CREATECLUSTER_CONF,
-        "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n"
-            .to_string(),
-    ));
-    let server = packages.iter().any(|p| is_server_package(p));
+    resources.push(file(CREATECLUSTER_CONF, CREATECLUSTER_CONTENT.to_string()));
+    let disabled = units_disabled_after(&packages);
     resources.push(ResourceSpec {
         id: id("packages", "base"),
         kind: Resource::Packages(Packages { names: packages }),
     });
-    if server {
-        // Debian's umbrella unit for its own clusters (there are none: tpa's postgres.service
-        // runs the server). Stopped here, right after the packages, so that its slow
-        // `disable` (systemd-sysv-install) is off a new replica's clone-to-streaming path.
+    for unit in disabled {
         resources.push(ResourceSpec {
-            id: id("service", "postgresql.service"),
+            id: id("service", unit),
             kind: Resource::Service(Service {
-                unit: "postgresql.service".into(),
+                unit: unit.into(),
                 enabled: false,
                 running: false,
                 reload_on: vec![],
@@ -66,6 +62,19 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
         name: super::StageName::Sys,
         resources,
         after: vec![],
+    }
+}
+
+/// The units the packages bring that tpa stops and disables right after installing them (and
+/// that package layers disable when they are built): Debian's umbrella `postgresql.service`
+/// for its own clusters, when a server package is installed (there are none: tpa's
+/// postgres.service runs the server). Right after the packages, so that its slow `disable`
+/// (systemd-sysv-install) is off a new replica's clone-to-streaming path.
+pub fn units_disabled_after(packages: &[String]) -> Vec<&'static str> {
+    if packages.iter().any(|p| is_server_package(p)) {
+        vec!["postgresql.service"]
+    } else {
+        vec![]
     }
 }
 

@@ -1333,3 +1333,50 @@ fn health_specs() {
     );
     assert!(spec.problems().is_empty(), "{:?}", spec.problems());
 }
+
+/// The 24-host fixture (scripts/bench/scale.sh deploys it): every replica clones from its own
+/// upstream, cascaded ones from their location's first replica, and the primary has WAL
+/// senders for its seven direct replicas cloning at once (two each) and Barman's stream.
+#[test]
+fn the_24_host_fixture_plans_each_clone_from_its_upstream() {
+    let source = include_str!("../../../tests/fixtures/scale24/config.yml");
+    let cluster = Cluster::parse(source, "config.yml").expect("valid config");
+    let plan = plan_for(source, "12").unwrap();
+    assert_eq!(plan.hosts.len(), 24);
+    let inventory = inventory(&cluster);
+    let mut cascaded = 0;
+    for instance in &cluster.instances {
+        let clone = plan.hosts[&instance.name]
+            .iter()
+            .flat_map(|s| &s.resources)
+            .find_map(|r| match &r.kind {
+                Resource::Command(c) if r.id == "command:pg_basebackup" => Some(c.argv.join(" ")),
+                _ => None,
+            });
+        match &instance.upstream {
+            Some(upstream) => {
+                let address = inventory.host(upstream).unwrap().address;
+                let clone = clone.unwrap_or_else(|| panic!("{} is not cloned", instance.name));
+                assert!(
+                    clone.contains(&format!("host={address} ")),
+                    "{}: {clone}",
+                    instance.name
+                );
+                cascaded += usize::from(upstream != "bru1");
+            }
+            None => assert_eq!(clone, None, "{} is cloned", instance.name),
+        }
+    }
+    assert_eq!(cascaded, 15);
+    let conf = file_content(
+        &plan,
+        "bru1",
+        "/opt/postgres/data/conf.d/0001-tpa_restart.conf",
+    );
+    let senders: u32 = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("max_wal_senders = "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no max_wal_senders in\n{conf}"));
+    assert!(senders > 2 * 7, "max_wal_senders = {senders}");
+}

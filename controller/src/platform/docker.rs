@@ -4,12 +4,14 @@
 //!
 //! # Layout
 //! - `image`: host images built with debootstrap and imported into Docker.
+//! - `layer`: package layers, host images that already hold a host's packages.
 //! - `network`: the cluster's bridge network and each host's address on it.
 //! - `container`: one host's container, its SSH login, and running commands in it.
 //! - `owner`: which cluster directory owns a container or network (labels).
 
 pub mod container;
 pub mod image;
+pub mod layer;
 pub mod network;
 pub mod owner;
 
@@ -79,10 +81,7 @@ impl Platform for DockerPlatform {
         let instances: Vec<&Instance> = cluster.instances.iter().collect();
         let mut changed = false;
 
-        let images: BTreeSet<String> = instances
-            .iter()
-            .map(|i| ImageRef::parse(i.image.as_deref().unwrap_or("tpa/debian")).full())
-            .collect();
+        let images: BTreeSet<String> = instances.iter().map(|i| image_of(i).full()).collect();
         for name in images {
             changed |=
                 image::ensure(docker, &ImageRef::parse(&name), &self.mirror, request.say).await?;
@@ -100,6 +99,8 @@ impl Platform for DockerPlatform {
         let addresses = network::assign_addresses(&net, &instances, previous_hosts)?;
         std::fs::create_dir_all(request.dir.local_repo())?;
         let cgroup_v2 = cgroup_v2(docker).await;
+        let new = missing(docker, &instances).await;
+        let images = layer::images_for(docker, cluster, request.dir, &new, request.say).await;
 
         let jobs = instances.iter().map(|instance| {
             let spec = ContainerSpec {
@@ -107,6 +108,10 @@ impl Platform for DockerPlatform {
                 dir,
                 previous: request.previous,
                 instance,
+                image: images
+                    .get(&instance.name)
+                    .cloned()
+                    .unwrap_or_else(|| image_of(instance).full()),
                 network: &net,
                 address: addresses[&instance.name],
                 local_repo: request.dir.local_repo(),
@@ -141,8 +146,16 @@ impl Platform for DockerPlatform {
     ) -> anyhow::Result<Host> {
         let docker = self.docker().await?;
         let dir = request.dir.root();
-        let image = ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"));
+        let image = image_of(instance);
         image::ensure(docker, &image, &self.mirror, request.say).await?;
+        let mut images = layer::images_for(
+            docker,
+            request.cluster,
+            request.dir,
+            &[instance],
+            request.say,
+        )
+        .await;
         let net = network::ensure(docker, request.cluster, dir, request.previous).await?;
         let previous_hosts = request.previous.map_or(&[][..], |p| &p.hosts[..]);
         // Every other container on the network holds its address: the next free one is new.
@@ -153,6 +166,9 @@ impl Platform for DockerPlatform {
             dir,
             previous: request.previous,
             instance,
+            image: images
+                .remove(&instance.name)
+                .unwrap_or_else(|| image.full()),
             network: &net,
             address,
             local_repo: request.dir.local_repo(),
@@ -275,6 +291,30 @@ fn kept(object: &str, owner: &Owner) -> String {
         }
         _ => format!("left {object}: another cluster directory of the same cluster_name owns it"),
     }
+}
+
+/// The image config.yml names for `instance` (`tpa/debian:12` when it names none).
+fn image_of(instance: &Instance) -> ImageRef {
+    ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"))
+}
+
+/// The instances that have no container yet (only those need a package layer).
+async fn missing<'a>(docker: &Docker, instances: &[&'a Instance]) -> Vec<&'a Instance> {
+    let probes = instances.iter().map(|i| async move {
+        let absent = matches!(
+            docker.inspect_container(&i.name, None).await,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })
+        );
+        absent.then_some(*i)
+    });
+    futures_util::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Whether the engine runs containers under cgroup v2 (systemd in a container needs to know).

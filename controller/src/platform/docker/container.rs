@@ -32,6 +32,8 @@ pub struct ContainerSpec<'a> {
     pub dir: &'a Path,
     pub previous: Option<&'a Inventory>,
     pub instance: &'a Instance,
+    /// The image a new container starts from: the instance's image or its package layer.
+    pub image: String,
     pub network: &'a ClusterNetwork,
     pub address: IpAddr,
     pub local_repo: PathBuf,
@@ -111,7 +113,7 @@ pub async fn provision_host(
         }) => {
             let options = CreateContainerOptionsBuilder::new().name(name).build();
             let created = docker
-                .create_container(Some(options), container_body(spec, &image))
+                .create_container(Some(options), container_body(spec, &spec.image))
                 .await
                 .with_context(|| format!("creating container {name}"))?;
             docker

@@ -19,7 +19,7 @@ use crate::platform::Say;
 
 /// Bump when the recipe below changes: images carrying an older label are rebuilt.
 pub const RECIPE_VERSION: &str = "2";
-const RECIPE_LABEL: &str = "tpa.image.recipe";
+pub const RECIPE_LABEL: &str = "tpa.image.recipe";
 /// The Debian major a bare `tpa/debian` means.
 pub const DEFAULT_DEBIAN_MAJOR: u32 = 12;
 /// The Debian archive debootstrap reads from, the same one download-packages uses.
@@ -38,7 +38,7 @@ const INCLUDE: &[&str] = &[
 ];
 
 /// A Debian host image tpa knows how to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ImageRef {
     /// Repository, e.g. `tpa/debian`.
     pub repo: String,
