@@ -52,10 +52,11 @@ enum Command {
         #[arg(long)]
         check: bool,
         /// How many hosts bootstrap at once, and how many stages apply at once across the
-        /// hosts (TPA's --forks). The hosts do the work; the controller only waits on them.
-        #[arg(long, default_value_t = tpa_controller::orchestrator::DEFAULT_FORKS,
-              value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=1024), usize::from))]
-        forks: usize,
+        /// hosts (TPA's --forks). Default: 4 per CPU of this machine on docker (the hosts
+        /// share it), 32 on bare and aws (the hosts do the work, the controller waits).
+        #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u16).range(1..=1024), usize::from))]
+        forks: Option<usize>,
     },
     /// Remove this cluster's hosts and network (docker), and the files provision generated.
     /// Bare machines are never removed.

@@ -67,13 +67,14 @@ impl Ssh {
             .spawn()
             .context("running ssh (install openssh-client)")?;
         let mut input = child.stdin.take().context("ssh has no stdin")?;
-        let data = stdin.to_vec();
-        let writer = tokio::spawn(async move {
-            let _ = input.write_all(&data).await;
+        // Written beside the wait, from the caller's buffer: no copy of the agent binary
+        // (8 MB) per host being bootstrapped.
+        let writer = async move {
+            let _ = input.write_all(stdin).await;
             let _ = input.shutdown().await;
-        });
-        let output = child.wait_with_output().await.context("waiting for ssh")?;
-        let _ = writer.await;
+        };
+        let ((), output) = tokio::join!(writer, child.wait_with_output());
+        let output = output.context("waiting for ssh")?;
         if !output.status.success() {
             bail!(
                 "ssh {host} failed ({}): {}",

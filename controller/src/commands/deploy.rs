@@ -18,8 +18,9 @@ pub use crate::deploy::DeployOutcome;
 pub struct DeployOptions {
     pub check: bool,
     pub verbose: bool,
-    /// How many hosts bootstrap, and how many stages apply, at once (`--forks`).
-    pub forks: usize,
+    /// How many hosts bootstrap, and how many stages apply, at once (`--forks`); `None`: the
+    /// platform's default ([`crate::orchestrator::default_forks`]).
+    pub forks: Option<usize>,
 }
 
 pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOutcome> {
@@ -35,13 +36,16 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     })?;
     let inventory = current_inventory(&cluster_dir, &cluster, options.check).await?;
     let mut log = DeployLog::start(&cluster.name, options.check);
+    let forks = options
+        .forks
+        .unwrap_or_else(|| crate::orchestrator::default_forks(inventory.platform));
 
     let Gathered { agents, mut state } = deploy::gather(
         &cluster_dir,
         &cluster,
         &inventory,
         options.check,
-        options.forks,
+        forks,
         &mut log,
     )
     .await?;
@@ -55,14 +59,7 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
     for note in &plan.notes {
         log.line(format!("note: {note}"));
     }
-    let reports = deploy::run::apply(
-        &plan,
-        &agents,
-        options.check,
-        options.verbose,
-        options.forks,
-    )
-    .await;
+    let reports = deploy::run::apply(&plan, &agents, options.check, options.verbose, forks).await;
     deploy::report::finish(&cluster_dir, log, &reports, options.check, started)
 }
 

@@ -23,8 +23,9 @@ use crate::config::{Cluster, Instance, Platform};
 use crate::inventory::{Host, Inventory};
 use crate::platform::HostChange;
 
-/// How long a host may take from container start to accepting SSH.
-const SSH_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a host may take from container start to accepting SSH (24 hosts starting at once
+/// on two CPUs, each making its SSH host keys, took over 90 s once).
+const SSH_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What a host's container must look like.
 pub struct ContainerSpec<'a> {
@@ -134,12 +135,25 @@ pub async fn provision_host(
     .await
     .with_context(|| format!("setting up SSH login for {user} on {name}"))?;
     let port = spec.cluster.ssh_port;
-    wait_for_ssh(spec.address, port).await.with_context(|| {
-        format!(
-            "{name} did not start accepting SSH on {}:{port}",
-            spec.address
-        )
-    })?;
+    if let Err(e) = wait_for_ssh(spec.address, port).await {
+        // What systemd in the container says, so the cause is in the message.
+        let state = exec_output(docker, &id, &["sh", "-c", BOOT_STATE])
+            .await
+            .unwrap_or_else(|e| format!("(the container could not be asked: {e:#})"));
+        let hint = if state.contains("inotify") {
+            "\nsystemd in the container ran out of inotify instances, which every container of \
+             this machine's root shares: raise them (scripts/install-deps does: sysctl -w \
+             fs.inotify.max_user_instances=8192), then provision again"
+        } else {
+            ""
+        };
+        bail!(
+            "{name} did not start accepting SSH on {}:{port}: {e:#}; provision again to \
+             finish it. In the container:\n{}{hint}",
+            spec.address,
+            state.trim_end()
+        );
+    }
     let host = Host {
         name: name.clone(),
         node: spec.instance.node,
@@ -171,6 +185,11 @@ if [ "$u" != root ]; then
   printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$u" > /etc/sudoers.d/tpa-login; chmod 440 /etc/sudoers.d/tpa-login
 fi
 "#;
+
+/// The container's boot state, for a host that does not answer SSH.
+const BOOT_STATE: &str = "systemctl is-system-running 2>&1; \
+    systemctl --no-pager --lines=5 status ssh.service tpa-ssh-hostkeys.service 2>&1 | tail -n 20; \
+    journalctl -b --no-pager 2>&1 | grep -m 1 'inotify object: Too many open files'";
 
 /// Prints the host's SSH public key once the first-boot unit made it.
 pub const HOST_KEY: &str = r#"i=0

@@ -364,4 +364,34 @@ mod tests {
             assert_ne!(layer, other);
         }
     }
+
+    #[test]
+    fn each_role_gets_its_own_package_set_unless_layers_are_off() {
+        let seed = include_str!("../../../../tests/fixtures/seed/config.yml");
+        let source = seed.replace(
+            "  role: [barman]\n",
+            "  role: [barman]\n  vars:\n    docker_package_layer: false\n",
+        );
+        let cluster = Cluster::parse(&source, "config.yml").unwrap();
+        let want = |name: &str| {
+            let instance = cluster.instance(name).unwrap();
+            want_for(&cluster, instance, &ImageRef::debian(12))
+        };
+        let primary = want("ulb").unwrap();
+        assert_eq!(
+            primary,
+            want("achel").unwrap(),
+            "one layer for every Postgres node"
+        );
+        assert!(
+            primary
+                .packages
+                .contains(&"postgresql-15-repmgr".to_string())
+        );
+        assert!(!primary.packages.contains(&"barman".to_string()));
+        assert_eq!(want("chimay"), None, "docker_package_layer: false");
+        // Only images tpa builds get layers.
+        let ulb = cluster.instance("ulb").unwrap();
+        assert_eq!(want_for(&cluster, ulb, &ImageRef::parse("acme/os:1")), None);
+    }
 }
