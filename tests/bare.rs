@@ -381,6 +381,20 @@ fn bare_machines_are_checked_strictly_deployed_with_shipped_packages_and_uninsta
          systemctl reload ssh; cut -d ' ' -f 1-2 /etc/ssh/ssh_host_ed25519_key.pub",
     );
     assert!(ok, "replacing {}'s key", HOSTS[1]);
+    // sshd re-executes itself on reload and refuses connections for a moment: wait until it
+    // serves the new key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !run("ssh-keyscan", &["-t", "ed25519", &addresses[1]])
+        .1
+        .contains(replaced.trim().split(' ').nth(1).unwrap_or("-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} does not serve its new key",
+            HOSTS[1]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let refused = controller(&["provision", path]);
     assert!(!refused.status.success(), "a changed key was accepted");
     let err = String::from_utf8_lossy(&refused.stderr);
