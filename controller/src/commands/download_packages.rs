@@ -21,9 +21,7 @@ pub fn os_majors(cluster: &Cluster) -> BTreeSet<u32> {
         .instances
         .iter()
         .filter(|i| i.platform == Platform::Docker)
-        .filter_map(|i| {
-            ImageRef::parse(i.image.as_deref().unwrap_or("tpa/debian")).buildable_debian_major()
-        })
+        .filter_map(|i| ImageRef::of(i).buildable_debian_major())
         .collect()
 }
 

@@ -280,6 +280,15 @@ fn config(
     if let Some((conninfo, slot)) = &replication {
         reload_files.push((conf_d(l, replica::CONF_FILE), replica::conf(conninfo, slot)));
     }
+    // A replica cloned by this deploy first starts without restore_command: in standby mode
+    // Postgres asks the archive before pg_wal for every segment, and each `barman-wal-restore`
+    // is an SSH round trip (about 1 s), while pg_basebackup already streamed the WAL it needs.
+    // The file follows once it streams, with a reload (not under Patroni, which takes over
+    // the server right after: tpa's unit is not reloaded then).
+    let fresh_replica = replication.is_some()
+        && !super::patroni::enabled(input)
+        && !host.facts.postgres.as_ref().is_some_and(|p| p.initialised);
+    let mut late_restore = None;
     // Issue 9: WAL from Barman's archive (planner/ssh_trust.rs).
     if let Some((barman, server)) = super::ssh_trust::archive(input) {
         let address = barman.address.to_string();
@@ -290,21 +299,13 @@ fn config(
         {
             content.push_str(&postgres_conf::archive_command(&address, server));
         }
-        reload_files.push((conf_d(l, super::ssh_trust::RESTORE_CONF), content));
+        let file = (conf_d(l, super::ssh_trust::RESTORE_CONF), content);
+        if fresh_replica {
+            late_restore = Some(file);
+        } else {
+            reload_files.push(file);
+        }
     }
-    // A replica cloned by this deploy first starts without restore_command: in standby mode
-    // Postgres asks the archive before pg_wal for every segment, and each `barman-wal-restore`
-    // is an SSH round trip (about 1 s), while pg_basebackup already streamed the WAL it needs.
-    // The file follows once it streams, with a reload (not under Patroni, which takes over
-    // the server right after: tpa's unit is not reloaded then).
-    let fresh_replica = replication.is_some()
-        && !super::patroni::enabled(input)
-        && !host.facts.postgres.as_ref().is_some_and(|p| p.initialised);
-    let restore_conf = conf_d(l, super::ssh_trust::RESTORE_CONF);
-    let late_restore = match reload_files.iter().position(|(p, _)| *p == restore_conf) {
-        Some(i) if fresh_replica => Some(reload_files.remove(i)),
-        _ => None,
-    };
     let restart_files = [
         (
             conf_d(l, "0001-tpa_restart.conf"),
@@ -355,7 +356,7 @@ fn config(
             mode: 0o600,
         }),
     });
-    if late_restore.is_some() {
+    if let Some((restore_conf, _)) = &late_restore {
         // The clone copied the upstream's file: out of the way until the replica streams.
         resources.push(ResourceSpec {
             id: id("command", &format!("rm {restore_conf}")),
@@ -397,17 +398,11 @@ fn config(
         resources.push(replica::streaming(l.port));
         if let Some((path, content)) = late_restore {
             let spec = owned_file(&path, content, "postgres", 0o600);
-            resources.push(ResourceSpec {
-                id: id("reload", "postgres.service"),
-                kind: Resource::Service(tpa_common::resource::Service {
-                    unit: "postgres.service".into(),
-                    enabled: true,
-                    running: true,
-                    reload_on: vec![spec.id.clone()],
-                    restart_on: vec![],
-                }),
-            });
-            resources.insert(resources.len() - 1, spec);
+            // A second postgres.service resource, so it needs its own id.
+            let mut reload = running_service("postgres.service", vec![spec.id.clone()], vec![]);
+            reload.id = id("reload", "postgres.service");
+            resources.push(spec);
+            resources.push(reload);
         }
         resources.extend(replica::slots(input, &instance.name, l.port));
         if super::barman::wanted(input.cluster) {

@@ -81,7 +81,7 @@ impl Platform for DockerPlatform {
         let instances: Vec<&Instance> = cluster.instances.iter().collect();
         let mut changed = false;
 
-        let images: BTreeSet<String> = instances.iter().map(|i| image_of(i).full()).collect();
+        let images: BTreeSet<String> = instances.iter().map(|i| ImageRef::of(i).full()).collect();
         for name in images {
             changed |=
                 image::ensure(docker, &ImageRef::parse(&name), &self.mirror, request.say).await?;
@@ -111,7 +111,7 @@ impl Platform for DockerPlatform {
                 image: images
                     .get(&instance.name)
                     .cloned()
-                    .unwrap_or_else(|| image_of(instance).full()),
+                    .unwrap_or_else(|| ImageRef::of(instance).full()),
                 network: &net,
                 address: addresses[&instance.name],
                 local_repo: request.dir.local_repo(),
@@ -146,7 +146,7 @@ impl Platform for DockerPlatform {
     ) -> anyhow::Result<Host> {
         let docker = self.docker().await?;
         let dir = request.dir.root();
-        let image = image_of(instance);
+        let image = ImageRef::of(instance);
         image::ensure(docker, &image, &self.mirror, request.say).await?;
         let mut images = layer::images_for(
             docker,
@@ -291,11 +291,6 @@ fn kept(object: &str, owner: &Owner) -> String {
         }
         _ => format!("left {object}: another cluster directory of the same cluster_name owns it"),
     }
-}
-
-/// The image config.yml names for `instance` (`tpa/debian:12` when it names none).
-fn image_of(instance: &Instance) -> ImageRef {
-    ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"))
 }
 
 /// The instances that have no container yet (only those need a package layer).

@@ -49,7 +49,7 @@ pub async fn provision_host(
     public_key: &str,
 ) -> anyhow::Result<(Host, HostChange)> {
     let name = &spec.instance.name;
-    let image = ImageRef::parse(spec.instance.image.as_deref().unwrap_or("tpa/debian")).full();
+    let image = ImageRef::of(spec.instance).full();
     let network = &spec.network.network.name;
     let (id, change) = match docker.inspect_container(name, None).await {
         Ok(existing) => {

@@ -58,6 +58,11 @@ impl ImageRef {
         ImageRef { repo, tag }
     }
 
+    /// The image config.yml names for `instance` (`tpa/debian:12` when it names none).
+    pub fn of(instance: &crate::config::Instance) -> ImageRef {
+        ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"))
+    }
+
     pub fn debian(major: u32) -> ImageRef {
         ImageRef {
             repo: "tpa/debian".into(),

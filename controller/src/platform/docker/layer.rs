@@ -48,9 +48,9 @@ pub struct LayerWant {
     pub packages: Vec<String>,
 }
 
-/// The image each instance should start from: its layer, or its plain image when there is no
-/// layer for it (no local repository, layers switched off, or the build failed, which is
-/// said). Only instances of buildable `tpa/debian` images get layers.
+/// The package layer each of `instances` starts from, by instance name; an instance without
+/// one (no local repository, layers switched off, or the build failed, which is said) starts
+/// from its plain image. Only instances of buildable `tpa/debian` images get layers.
 pub async fn images_for(
     docker: &Docker,
     cluster: &Cluster,
@@ -61,9 +61,7 @@ pub async fn images_for(
     let mut images = HashMap::new();
     let mut wanted: BTreeMap<LayerWant, Vec<String>> = BTreeMap::new();
     for instance in instances {
-        let base = ImageRef::parse(instance.image.as_deref().unwrap_or("tpa/debian"));
-        images.insert(instance.name.clone(), base.full());
-        if let Some(want) = want_for(cluster, instance, &base) {
+        if let Some(want) = want_for(cluster, instance, &ImageRef::of(instance)) {
             wanted.entry(want).or_default().push(instance.name.clone());
         }
     }
