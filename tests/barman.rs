@@ -119,6 +119,22 @@ fn seed_is_backed_up_by_barman() {
             "barman check lacks {line:?}:\n{check}"
         );
     }
+    // receive-wal, started through the agent, outlives an agent restart (an upgrade, a
+    // renewal): it is not in the agent's cgroup's kill list.
+    let receiver = "pgrep -u barman -f 'receive-wal ulb$'";
+    let (_, before) = ssh_with_stdin(ssh_config, "chimay", receiver, "");
+    let (restarted, _) = ssh_with_stdin(
+        ssh_config,
+        "chimay",
+        "systemctl restart tpa-agent && sleep 1 && systemctl is-active tpa-agent",
+        "",
+    );
+    assert!(restarted, "restarting the agent on chimay");
+    let (_, after) = ssh_with_stdin(ssh_config, "chimay", receiver, "");
+    assert!(
+        !before.trim().is_empty() && before == after,
+        "receive-wal did not survive the agent's restart: pid {before:?}, then {after:?}"
+    );
     // Least privilege on the primary: neither role is a superuser.
     let (_, roles) = ssh_with_stdin(
         ssh_config,

@@ -234,8 +234,9 @@ const STATUS_SQL: &[u8] = b"with s as (select pg_is_in_recovery() as r), \
 
 fn query_status(user: &str, port: u16) -> Option<Status> {
     let port = port.to_string();
+    let psql = crate::resource::psql::program();
     let argv: Vec<String> = [
-        "psql", "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres",
+        &psql, "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres",
     ]
     .iter()
     .map(|s| (*s).to_owned())

@@ -20,6 +20,7 @@ pub mod nofollow;
 pub mod owner;
 pub mod packages;
 pub mod permissions;
+mod prefetch;
 pub mod psql;
 pub mod run;
 pub mod service;
@@ -221,6 +222,9 @@ impl Ctx {
 #[derive(Debug, Clone, Default)]
 pub struct BatchOptions {
     pub check_only: bool,
+    /// With `check_only`: the first resource out of state ends the batch (a probe asks only
+    /// whether all of it is in state); the rest are `Skipped`.
+    pub stop_at_first_change: bool,
     pub timeouts: Timeouts,
 }
 
@@ -276,8 +280,10 @@ pub fn apply_batch_blocking(
     let mut batch = Batch {
         ctx: Ctx::new(options.check_only, options.timeouts),
         failed: None,
+        stopped: false,
+        stop_at_first_change: options.check_only && options.stop_at_first_change,
         hung_up: false,
-        sql_in_state: sql::prefetch_checks(resources, &options.timeouts),
+        prefetched: prefetch::in_state(resources, options.check_only, &options.timeouts),
         last: None,
     };
     let mut summary = BatchSummary::default();
@@ -303,11 +309,14 @@ struct Batch {
     ctx: Ctx,
     /// The first failure; everything after it is skipped.
     failed: Option<String>,
+    /// A probe found a resource out of state; everything from then on is skipped.
+    stopped: bool,
+    stop_at_first_change: bool,
     /// The caller went away; everything from then on is skipped.
     hung_up: bool,
-    /// Ids of SQL resources whose check, run together before the batch, returned true: in
-    /// state as long as nothing earlier in the batch changed.
-    sql_in_state: HashSet<String>,
+    /// Ids of resources whose check, run before the walk (`prefetch`), found them in state:
+    /// in state as long as nothing earlier in the batch changed.
+    prefetched: HashSet<String>,
     /// The last resource processed, for the log.
     last: Option<String>,
 }
@@ -327,6 +336,13 @@ impl Batch {
                 Outcome::Skipped,
                 None,
                 format!("skipped: `{failed}` failed earlier in this batch"),
+            );
+        }
+        if self.stopped {
+            return event(
+                Outcome::Skipped,
+                None,
+                "skipped: the probe stopped at the first change".to_owned(),
             );
         }
         if self.hung_up {
@@ -367,6 +383,7 @@ impl Batch {
         };
         match outcome {
             Outcome::Changed | Outcome::WouldChange => {
+                self.stopped = self.stop_at_first_change;
                 self.ctx.changed.insert(spec.id.clone());
                 if is_unit_file(&spec.kind) {
                     self.ctx.units_dirty = true;
@@ -385,11 +402,11 @@ impl Batch {
         &mut self,
         spec: &ResourceSpec,
     ) -> Result<(Outcome, Option<String>, String), ResourceError> {
-        if self.ctx.changed.is_empty() && self.sql_in_state.contains(&spec.id) {
+        if self.ctx.changed.is_empty() && self.prefetched.contains(&spec.id) {
             return Ok((
                 Outcome::Unchanged,
                 None,
-                "check query returned true".to_owned(),
+                "in state (checked before the batch)".to_owned(),
             ));
         }
         let resource = kind(&spec.kind);
@@ -479,6 +496,45 @@ mod tests {
 
     fn outcomes(events: &[ResourceEvent]) -> Vec<Outcome> {
         events.iter().map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn a_probe_stops_at_the_first_change() {
+        let command = |id: &str, unless: &str| ResourceSpec {
+            id: id.into(),
+            kind: Resource::Command(tpa_common::resource::Command {
+                argv: vec!["false".into()],
+                creates: None,
+                unless: Some(vec![unless.into()]),
+                run_as: None,
+                env: vec![],
+                secret_env: false,
+                timeout_secs: None,
+            }),
+        };
+        let batch = [
+            command("command:a", "true"),
+            command("command:b", "false"),
+            command("command:c", "true"),
+        ];
+        let options = BatchOptions {
+            check_only: true,
+            stop_at_first_change: true,
+            ..BatchOptions::default()
+        };
+        let mut events = Vec::new();
+        let summary = apply_batch_blocking(&batch, &options, &mut |e| events.push(e), &|| false);
+        assert_eq!(
+            outcomes(&events),
+            [Outcome::Unchanged, Outcome::WouldChange, Outcome::Skipped]
+        );
+        assert_eq!(summary.skipped, 1);
+        // A plain check goes on to the end.
+        let (events, _) = run(&batch, true);
+        assert_eq!(
+            outcomes(&events),
+            [Outcome::Unchanged, Outcome::WouldChange, Outcome::Unchanged]
+        );
     }
 
     #[test]
@@ -619,8 +675,10 @@ mod tests {
         let mut batch = Batch {
             ctx: Ctx::new(true, Timeouts::default()),
             failed: None,
+            stopped: false,
+            stop_at_first_change: false,
             hung_up: false,
-            sql_in_state: HashSet::new(),
+            prefetched: HashSet::new(),
             last: None,
         };
         let events: Vec<_> = [

@@ -544,6 +544,7 @@ impl Agent for AgentRpc {
             .map_err(|e| RpcError::BadRequest(e.to_string()))?;
         let options = BatchOptions {
             check_only: request.check_only,
+            stop_at_first_change: request.check_only && request.stop_at_first_change,
             timeouts: self.timeouts,
         };
         let lock = self.apply_lock.clone();
@@ -570,8 +571,9 @@ impl Agent for AgentRpc {
                     }
                 });
                 tracing::info!(?summary, "batch done");
-                // What was applied may change what is checked, or how it fares.
-                if !check_only {
+                // What was applied may change what is checked, or how it fares; a batch that
+                // changed nothing leaves the latest round as true as it was.
+                if !check_only && summary.changed > 0 {
                     health.request();
                 }
                 let _ = out_tx.send(Ok(ApplyEvent::Summary(summary).into())).await;
@@ -670,6 +672,10 @@ impl Agent for AgentRpc {
     ) -> Result<Response<pb::HealthReport>, Status> {
         let request = request.into_inner();
         let port = postgres_port(request.port)?;
+        if request.request_only {
+            self.health.request();
+            return Ok(Response::new(pb::HealthReport::default()));
+        }
         let round = self.health.report(request.refresh).await;
         if let Some(report) = round.report.filter(|_| round.has_spec) {
             return Ok(Response::new(report.into()));

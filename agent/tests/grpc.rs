@@ -22,7 +22,7 @@ use tpa_common::health::HealthStatus;
 use tpa_common::query::SqlQuery;
 use tpa_common::resource::{Command, Content, Directory, File, Resource, ResourceSpec, SqlText};
 use tpa_controller::agent_client::{
-    self, Deadlines, ExecCommand, InitOutcome, JoinToken, TOKEN_LIFETIME,
+    self, ApplyMode, Deadlines, ExecCommand, InitOutcome, JoinToken, TOKEN_LIFETIME,
 };
 use tpa_controller::pki::{CertUsage, CertifiedKey, Pki};
 use tpa_proto::pb;
@@ -812,7 +812,10 @@ async fn apply_streams_events_and_check_only_mutates_nothing() {
         },
     ];
 
-    let check = client.apply(resources.clone(), true).await.expect("check");
+    let check = client
+        .apply(resources.clone(), ApplyMode::Check)
+        .await
+        .expect("check");
     let outcomes: Vec<_> = check
         .events
         .iter()
@@ -831,7 +834,10 @@ async fn apply_streams_events_and_check_only_mutates_nothing() {
         "check mode mutated nothing"
     );
 
-    let applied = client.apply(resources.clone(), false).await.expect("apply");
+    let applied = client
+        .apply(resources.clone(), ApplyMode::Apply)
+        .await
+        .expect("apply");
     assert!(
         applied.events.iter().all(|e| e.outcome == Outcome::Changed),
         "{:?}",
@@ -843,7 +849,10 @@ async fn apply_streams_events_and_check_only_mutates_nothing() {
     );
     assert_eq!((applied.summary.changed, applied.summary.failed), (2, 0));
 
-    let again = client.apply(resources, false).await.expect("re-apply");
+    let again = client
+        .apply(resources, ApplyMode::Apply)
+        .await
+        .expect("re-apply");
     assert_eq!(again.summary.unchanged, 2, "{:?}", again.events);
     agent.shutdown().await;
 }
@@ -1114,7 +1123,7 @@ async fn an_apply_whose_caller_went_away_stops_and_frees_the_agent() {
         command("after", &["touch", &marker_str]),
     ];
     let stream = client
-        .apply_stream(batch, false)
+        .apply_stream(batch, ApplyMode::Apply)
         .await
         .expect("apply starts");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1125,7 +1134,7 @@ async fn an_apply_whose_caller_went_away_stops_and_frees_the_agent() {
     // The apply lock was released: the next batch runs at once.
     let next = tokio::time::timeout(
         Duration::from_secs(5),
-        client.apply(vec![command("next", &["true"])], false),
+        client.apply(vec![command("next", &["true"])], ApplyMode::Apply),
     )
     .await
     .expect("the agent is free")
@@ -1183,9 +1192,12 @@ async fn calls_to_an_agent_that_stops_answering_fail_at_their_deadline() {
         "Facts on the agent of kinetic did not finish within 0.3 s: check the host (is it overloaded or \
          unreachable?) and the agent's journal (journalctl -u tpa-agent), then retry"
     );
-    let apply = tokio::time::timeout(Duration::from_secs(10), client.apply(vec![], false))
-        .await
-        .expect("the deadline fired first");
+    let apply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.apply(vec![], ApplyMode::Apply),
+    )
+    .await
+    .expect("the deadline fired first");
     assert!(
         error_text(apply).starts_with("Apply on the agent of kinetic did not finish within 0.3 s")
     );

@@ -139,6 +139,17 @@ pub struct ExecResult {
     pub exit_code: i32,
 }
 
+/// How an Apply batch runs on the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyMode {
+    /// Make every resource so.
+    Apply,
+    /// Report what would change, change nothing.
+    Check,
+    /// Check, stopping at the first resource out of state (the rest come back Skipped).
+    Probe,
+}
+
 /// The result of an Apply batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyResult {
@@ -387,11 +398,12 @@ impl AgentClient {
     pub async fn apply_stream(
         &mut self,
         resources: Vec<ResourceSpec>,
-        check_only: bool,
+        mode: ApplyMode,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<ApplyEvent>> + use<>> {
         let message = pb::ApplyRequest {
             resources: resources.into_iter().map(Into::into).collect(),
-            check_only,
+            check_only: mode != ApplyMode::Apply,
+            stop_at_first_change: mode == ApplyMode::Probe,
         };
         let host = self.host.clone();
         let limit = self.deadlines.apply;
@@ -416,9 +428,9 @@ impl AgentClient {
     pub async fn apply(
         &mut self,
         resources: Vec<ResourceSpec>,
-        check_only: bool,
+        mode: ApplyMode,
     ) -> anyhow::Result<ApplyResult> {
-        let mut stream = std::pin::pin!(self.apply_stream(resources, check_only).await?);
+        let mut stream = std::pin::pin!(self.apply_stream(resources, mode).await?);
         let mut events = Vec::new();
         while let Some(event) = stream.next().await {
             match event? {
@@ -512,6 +524,7 @@ impl AgentClient {
             data_dir: data_dir.unwrap_or_default().to_string(),
             port: port.into(),
             refresh,
+            request_only: false,
         };
         let limit = self.deadlines.facts;
         let call = self.inner.health(request(message, limit));
@@ -525,6 +538,18 @@ impl AgentClient {
     /// drill, a switchover. `status` right after then reads the new state, not the cached one.
     pub async fn recheck_health(&mut self) -> anyhow::Result<()> {
         self.health(None, 5432, true).await.map(|_| ())
+    }
+
+    /// Asks the agent for a round of its health checks soon, without waiting for it: a
+    /// `Health` call after this one waits for that round.
+    pub async fn request_health_round(&mut self) -> anyhow::Result<()> {
+        let message = pb::HealthRequest {
+            request_only: true,
+            ..Default::default()
+        };
+        let limit = self.deadlines.facts;
+        let call = self.inner.health(request(message, limit));
+        within(&self.host, "Health", limit, call).await.map(|_| ())
     }
 
     /// Tells the agent every file its package repository must hold (it removes the others

@@ -2,6 +2,13 @@
 //! in order on each host, and a stage that depends on another host's stage waits for it. A failed stage stops the rest of its host
 //! and every stage that depends on it, naming the host and resource that failed.
 //!
+//! A stage whose prerequisites are still running is probed first: checked, stopping at the
+//! first resource out of state. When every resource is in state, applying it would do nothing,
+//! so it is done without waiting; otherwise it waits and applies. A re-deploy that changes
+//! nothing therefore costs the slowest host, not the longest chain of hosts (a cascade of
+//! replicas, the Barman host after the primary). `deploy --check` changes nothing, so it waits
+//! for nothing.
+//!
 //! The work of applying one stage is injected (`apply`), so the scheduling is tested on
 //! its own and the deploy command supplies the agent calls.
 
@@ -12,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use tpa_common::event::{BatchSummary, Outcome, ResourceEvent};
 
+use crate::agent_client::ApplyMode;
 use crate::planner::{Plan, Stage, StageName};
 
 /// How one stage ended.
@@ -56,12 +64,14 @@ pub fn default_forks(platform: crate::config::Platform) -> usize {
     }
 }
 
-/// Runs every stage of `plan`, calling `apply(host, stage)` for each when its turn comes; at
-/// most `forks` calls run at once. A stage takes its slot only once its prerequisites are
-/// done, so waiting stages never hold slots the stages they wait for need.
-pub async fn run<F, Fut>(plan: &Plan, forks: usize, apply: F) -> Vec<StageReport>
+/// Runs every stage of `plan`, calling `apply(host, stage, mode)` for each when its turn
+/// comes; at most `forks` calls run at once. With `check`, every stage is checked at once.
+/// Otherwise a stage takes its slot only once its prerequisites are done, so waiting stages
+/// never hold slots the stages they wait for need; before it waits, it is probed (see the
+/// module's documentation).
+pub async fn run<F, Fut>(plan: &Plan, forks: usize, check: bool, apply: F) -> Vec<StageReport>
 where
-    F: Fn(String, Stage) -> Fut + Clone,
+    F: Fn(String, Stage, ApplyMode) -> Fut + Clone,
     Fut: Future<Output = ApplyResult>,
 {
     // One channel per (host, stage): None while pending, Some(ok) once finished.
@@ -85,21 +95,38 @@ where
             let mut blocked: Option<String> = None;
             for stage in stages {
                 let started = Instant::now();
-                if blocked.is_none() {
-                    blocked = wait_for(&stage.after, receivers).await;
-                }
-                let (status, events) = match &blocked {
-                    Some(reason) => (StageStatus::Skipped(reason.clone()), Vec::new()),
-                    None => {
-                        let _slot = slots
-                            .acquire()
-                            .await
-                            .expect("the semaphore is never closed");
-                        match apply(host.clone(), stage.clone()).await {
-                            Ok(events) => (status_of(&events), events),
-                            Err(e) => (StageStatus::Error(e), Vec::new()),
+                let apply = &apply;
+                let run_stage = |mode| async move {
+                    let _slot = slots
+                        .acquire()
+                        .await
+                        .expect("the semaphore is never closed");
+                    apply(host.clone(), stage.clone(), mode).await
+                };
+                let mut probed = None;
+                if check {
+                    if blocked.is_none() {
+                        probed = Some(run_stage(ApplyMode::Check).await);
+                    }
+                } else if blocked.is_none() {
+                    if pending(&stage.after, receivers) {
+                        match run_stage(ApplyMode::Probe).await {
+                            Ok(events) if in_state(&events) => probed = Some(Ok(events)),
+                            _ => {}
                         }
                     }
+                    if probed.is_none() {
+                        blocked = wait_for(&stage.after, receivers).await;
+                    }
+                }
+                let (status, events) = match (&blocked, probed) {
+                    (_, Some(Ok(events))) => (status_of(&events), events),
+                    (_, Some(Err(e))) => (StageStatus::Error(e), Vec::new()),
+                    (Some(reason), None) => (StageStatus::Skipped(reason.clone()), Vec::new()),
+                    (None, None) => match run_stage(ApplyMode::Apply).await {
+                        Ok(events) => (status_of(&events), events),
+                        Err(e) => (StageStatus::Error(e), Vec::new()),
+                    },
                 };
                 let ok = status == StageStatus::Done;
                 if !ok && blocked.is_none() {
@@ -127,6 +154,21 @@ where
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// True when every resource of a probed stage is in state: applying it would do nothing.
+pub fn in_state(events: &[ResourceEvent]) -> bool {
+    events.iter().all(|e| e.outcome == Outcome::Unchanged)
+}
+
+/// True while some prerequisite has not finished.
+fn pending(
+    after: &[(String, StageName)],
+    receivers: &BTreeMap<(String, StageName), watch::Receiver<Option<bool>>>,
+) -> bool {
+    after
+        .iter()
+        .any(|key| receivers.get(key).is_some_and(|rx| rx.borrow().is_none()))
 }
 
 /// Waits until every prerequisite finished; returns why the stage must be skipped, if so.
@@ -206,9 +248,13 @@ mod tests {
         );
         let order = Arc::new(Mutex::new(Vec::new()));
         let log = order.clone();
-        let reports = run(&plan, 8, move |host, stage| {
+        let reports = run(&plan, 8, false, move |host, stage, mode| {
             let log = log.clone();
             async move {
+                if mode == ApplyMode::Probe {
+                    // Something to do: the probe cannot finish the stage.
+                    return Ok(vec![event("x", Outcome::WouldChange)]);
+                }
                 // The primary's config is slow: the replica must still wait for it.
                 if host == "primary" && stage.name == StageName::PostgresConfig {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -232,8 +278,10 @@ mod tests {
         assert!(primary < replica, "{order:?}");
         assert!(reports.iter().all(|r| r.status == StageStatus::Done));
 
-        let failing = run(&plan, 8, |host, stage| async move {
-            if host == "primary" && stage.name == StageName::Sys {
+        let failing = run(&plan, 8, false, |host, stage, mode| async move {
+            if mode == ApplyMode::Probe {
+                Ok(vec![event("x", Outcome::WouldChange)])
+            } else if host == "primary" && stage.name == StageName::Sys {
                 Ok(vec![event("packages:base", Outcome::Failed)])
             } else {
                 Ok(vec![])
@@ -263,6 +311,72 @@ mod tests {
         assert_eq!(status("replica", StageName::Sys), StageStatus::Done);
     }
 
+    /// A replica behind a slow primary, as a re-deploy sees them.
+    fn chain() -> Plan {
+        let mut plan = Plan::default();
+        plan.hosts.insert(
+            "primary".into(),
+            vec![stage(StageName::PostgresConfig, &[])],
+        );
+        plan.hosts.insert(
+            "replica".into(),
+            vec![stage(
+                StageName::PostgresConfig,
+                &[("primary", StageName::PostgresConfig)],
+            )],
+        );
+        plan
+    }
+
+    /// Runs `chain()`; the primary's stage takes 100 ms; the replica's is in state unless
+    /// `replica_changes`. Returns what ran, in order, and the reports.
+    async fn run_chain(check: bool, replica_changes: bool) -> (Vec<String>, Vec<StageReport>) {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        let reports = run(&chain(), 8, check, move |host, _, mode| {
+            let log = log.clone();
+            async move {
+                if host == "primary" {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                log.lock().unwrap().push(format!("{host} {mode:?}"));
+                let outcome = match (host.as_str(), mode) {
+                    ("replica", ApplyMode::Probe | ApplyMode::Check) if replica_changes => {
+                        Outcome::WouldChange
+                    }
+                    ("replica", ApplyMode::Apply) => Outcome::Changed,
+                    _ => Outcome::Unchanged,
+                };
+                Ok(vec![event("x", outcome)])
+            }
+        })
+        .await;
+        let order = order.lock().unwrap().clone();
+        (order, reports)
+    }
+
+    #[tokio::test]
+    async fn a_stage_in_state_does_not_wait_and_one_with_changes_does() {
+        // Nothing to do on the replica: its probe finishes it while the primary still runs.
+        let (order, reports) = run_chain(false, false).await;
+        assert_eq!(order, ["replica Probe", "primary Apply"]);
+        assert!(reports.iter().all(|r| r.status == StageStatus::Done));
+        let replica = reports.iter().find(|r| r.host == "replica").unwrap();
+        assert_eq!(replica.summary.unchanged, 1);
+
+        // Something to do: the probe finds it, the stage waits for the primary, then applies.
+        let (order, reports) = run_chain(false, true).await;
+        assert_eq!(order, ["replica Probe", "primary Apply", "replica Apply"]);
+        let replica = reports.iter().find(|r| r.host == "replica").unwrap();
+        assert_eq!(replica.summary.changed, 1);
+
+        // --check changes nothing, so nothing waits.
+        let (order, reports) = run_chain(true, true).await;
+        assert_eq!(order, ["replica Check", "primary Check"]);
+        let replica = reports.iter().find(|r| r.host == "replica").unwrap();
+        assert_eq!(replica.summary.would_change, 1);
+    }
+
     #[tokio::test]
     async fn forks_bounds_how_many_stages_apply_at_once() {
         let mut plan = Plan::default();
@@ -278,7 +392,7 @@ mod tests {
         for forks in [1, 2, 5] {
             let running = Arc::new(Mutex::new((0usize, 0usize))); // (now, most)
             let seen = running.clone();
-            let reports = run(&plan, forks, move |_, _| {
+            let reports = run(&plan, forks, false, move |_, _, _| {
                 let seen = seen.clone();
                 async move {
                     {

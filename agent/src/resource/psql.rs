@@ -46,10 +46,36 @@ impl Target<'_> {
     }
 }
 
+/// Where Debian's PostgreSQL packages put each major version (`<major>/bin/psql`).
+const PACKAGES_DIR: &str = "/usr/lib/postgresql";
+
+/// The psql to run: the newest major version's binary, which talks to every older server.
+/// Not `psql` from PATH: on Debian that is pg_wrapper, a Perl script that costs more CPU than
+/// the query it runs (a no-op deploy runs dozens). PATH's `psql` when no package is installed.
+pub fn program() -> String {
+    newest_psql(std::path::Path::new(PACKAGES_DIR))
+        .map_or_else(|| "psql".to_owned(), |p| p.display().to_string())
+}
+
+/// `<dir>/<major>/bin/psql` of the highest numeric major that has one.
+fn newest_psql(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let psql = entry.path().join("bin/psql");
+            psql.is_file().then_some((major, psql))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, psql)| psql)
+}
+
 /// `psql -X -q -v ON_ERROR_STOP=1 <format> -h SOCKET_DIR -p PORT -d DATABASE`; the SQL goes to stdin.
 pub fn argv(database: &str, port: u16, format: Format) -> Vec<String> {
     let port = port.to_string();
-    let mut argv = vec!["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"];
+    let program = program();
+    let mut argv = vec![program.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"];
     argv.extend(match format {
         Format::Unaligned => ["-A", "-t"],
         Format::Csv => ["--csv", "-t"],
@@ -112,13 +138,32 @@ mod tests {
 
     #[test]
     fn sql_never_appears_in_argv() {
+        let unaligned = argv("postgres", 5432, Format::Unaligned);
+        assert!(unaligned[0].ends_with("psql"), "{unaligned:?}");
         assert_eq!(
-            argv("postgres", 5432, Format::Unaligned).join(" "),
-            "psql -X -q -v ON_ERROR_STOP=1 -A -t -h /var/run/postgresql -p 5432 -d postgres"
+            unaligned[1..].join(" "),
+            "-X -q -v ON_ERROR_STOP=1 -A -t -h /var/run/postgresql -p 5432 -d postgres"
         );
         assert_eq!(
-            argv("app", 5444, Format::Csv).join(" "),
-            "psql -X -q -v ON_ERROR_STOP=1 --csv -t -h /var/run/postgresql -p 5444 -d app"
+            argv("app", 5444, Format::Csv)[1..].join(" "),
+            "-X -q -v ON_ERROR_STOP=1 --csv -t -h /var/run/postgresql -p 5444 -d app"
+        );
+    }
+
+    #[test]
+    fn the_newest_installed_psql_is_preferred_to_pg_wrapper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(newest_psql(dir.path()), None);
+        for major in ["9.6", "13", "15", "16"] {
+            std::fs::create_dir_all(dir.path().join(major).join("bin")).expect("mkdir");
+        }
+        for major in ["9.6", "13", "15"] {
+            std::fs::write(dir.path().join(major).join("bin/psql"), "").expect("psql");
+        }
+        // 16 has no psql (only a server package's leftovers); 9.6 is not a number.
+        assert_eq!(
+            newest_psql(dir.path()),
+            Some(dir.path().join("15/bin/psql"))
         );
     }
 

@@ -40,7 +40,7 @@ pub fn trigger(reload_on: &[String], restart_on: &[String], changed: &HashSet<St
     Trigger::None
 }
 
-/// What `systemctl is-enabled` says, reduced to what matters here.
+/// What `systemctl is-enabled` (UnitFileState) says, reduced to what matters here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enablement {
     Enabled,
@@ -180,22 +180,42 @@ fn with_pending_daemon_reload(state: State, units_dirty: bool) -> State {
 
 fn observe(unit: &str, ctx: &Ctx) -> Result<Observed, ResourceError> {
     require_systemd()?;
-    // Both exit non-zero for disabled/inactive units; the text is what counts.
-    let probe = |verb: &str| {
-        run::run_for(
-            &run::Invocation {
-                argv: &strings(&["systemctl", verb, unit]),
-                ..Default::default()
-            },
-            ctx.timeouts.probe,
-        )
+    // One process for both: what `is-enabled` and `is-active` would say.
+    let output = run::run_for(
+        &run::Invocation {
+            argv: &strings(&[
+                "systemctl",
+                "show",
+                "--property=UnitFileState,ActiveState",
+                unit,
+            ]),
+            ..Default::default()
+        },
+        ctx.timeouts.probe,
+    )?;
+    if !output.success() {
+        return Err(ResourceError::Failed(format!(
+            "`systemctl show {unit}` failed ({}): {}",
+            output.status_text(),
+            output.tail()
+        )));
+    }
+    Ok(parse_show(&output.stdout_text()))
+}
+
+/// Parses `systemctl show --property=UnitFileState,ActiveState` (`Key=value` lines, in any
+/// order); a unit that does not exist has an empty UnitFileState and is disabled.
+pub fn parse_show(output: &str) -> Observed {
+    let value = |key: &str| {
+        output
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
     };
-    let enabled = probe("is-enabled")?;
-    let active = probe("is-active")?;
-    Ok(Observed {
-        enablement: parse_is_enabled(&enabled.stdout_text()),
-        active: parse_is_active(&active.stdout_text()),
-    })
+    Observed {
+        enablement: parse_is_enabled(value("UnitFileState")),
+        active: parse_is_active(value("ActiveState")),
+    }
 }
 
 /// True when systemd is PID 1 (`sd_booted()`'s test).
@@ -324,6 +344,28 @@ mod tests {
         assert!(parse_is_active("active\n"));
         assert!(!parse_is_active("inactive\n"));
         assert!(!parse_is_active("failed\n"));
+        assert_eq!(
+            parse_show("ActiveState=active\nUnitFileState=enabled\n"),
+            Observed {
+                enablement: Enablement::Enabled,
+                active: true
+            }
+        );
+        // A unit that does not exist.
+        assert_eq!(
+            parse_show("UnitFileState=\nActiveState=inactive\n"),
+            Observed {
+                enablement: Enablement::Disabled,
+                active: false
+            }
+        );
+        assert_eq!(
+            parse_show("UnitFileState=static\nActiveState=activating\n"),
+            Observed {
+                enablement: Enablement::Fixed,
+                active: true
+            }
+        );
     }
 
     #[test]

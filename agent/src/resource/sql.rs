@@ -7,7 +7,7 @@
 //! psql runs through [`psql::run`]: SQL on stdin, never in argv, with connect and lock timeouts.
 //! Secret SQL text (it carries password verifiers) and psql's error output for it are masked.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use tpa_common::resource::{Resource, ResourceSpec, Sql, SqlText};
 
@@ -86,13 +86,16 @@ pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
     }
 }
 
-/// Runs the check queries of a batch's SQL resources that share database, port and user in one
-/// psql session each, and returns the ids of those whose check returned true.
-///
-/// A no-op deploy then costs one psql per database instead of one per resource. Only a hint:
-/// any trouble (psql fails, a query errors, the rows do not line up) leaves a group out, and
-/// its resources are checked on their own as usual.
-pub fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashSet<String> {
+/// SQL resources that share database, port and user: their checks run in one psql session.
+pub struct Group<'a> {
+    database: &'a str,
+    port: u16,
+    user: &'a str,
+    members: Vec<(&'a String, &'a Sql)>,
+}
+
+/// The batch's SQL resources among `resources`, grouped by (database, port, user).
+pub fn groups<'a>(resources: impl Iterator<Item = &'a ResourceSpec>) -> Vec<Group<'a>> {
     // (database, port, user) -> the (id, resource) pairs that share one psql session.
     type Shared<'a> = (&'a str, u16, &'a str);
     let mut groups: BTreeMap<Shared<'_>, Vec<(&String, &Sql)>> = BTreeMap::new();
@@ -109,20 +112,30 @@ pub fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashS
                 .push((&spec.id, sql));
         }
     }
-    let mut found = HashSet::new();
-    for ((database, port, user), members) in groups {
-        if members.len() < 2 {
-            continue;
-        }
-        let script: String = members
-            .iter()
-            .map(|(_, sql)| format!("{};\n", sql.check.expose().trim_end().trim_end_matches(';')))
-            .collect();
-        let secret = members.iter().any(|(_, sql)| sql.check.is_secret());
-        let target = Target {
+    groups
+        .into_iter()
+        .map(|((database, port, user), members)| Group {
             database,
             port,
             user,
+            members,
+        })
+        .collect()
+}
+
+impl Group<'_> {
+    /// The ids of the members whose check returned true; none on any trouble.
+    pub fn in_state(&self, timeouts: &Timeouts) -> Vec<String> {
+        let script: String = self
+            .members
+            .iter()
+            .map(|(_, sql)| format!("{};\n", sql.check.expose().trim_end().trim_end_matches(';')))
+            .collect();
+        let secret = self.members.iter().any(|(_, sql)| sql.check.is_secret());
+        let target = Target {
+            database: self.database,
+            port: self.port,
+            user: self.user,
         };
         let Ok(stdout) = psql::run(
             target,
@@ -132,25 +145,24 @@ pub fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashS
             timeouts.psql,
             timeouts,
         ) else {
-            continue;
+            return vec![];
         };
         let rows: Vec<&str> = stdout.lines().collect();
-        if rows.len() != members.len() {
-            continue;
+        if rows.len() != self.members.len() {
+            return vec![];
         }
-        found.extend(
-            members
-                .iter()
-                .zip(rows)
-                .filter(|(_, row)| row.trim() == "t")
-                .map(|((id, _), _)| (*id).clone()),
-        );
+        self.members
+            .iter()
+            .zip(rows)
+            .filter(|(_, row)| row.trim() == "t")
+            .map(|((id, _), _)| (*id).clone())
+            .collect()
     }
-    found
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
     use tpa_common::event::Outcome;
@@ -158,6 +170,14 @@ mod tests {
     use super::*;
     use crate::resource::{BatchOptions, apply_batch_blocking};
     use crate::testing::start_postgres;
+
+    /// Every group's checks, one session per group, as the batch's prefetch runs them.
+    fn prefetch_checks(resources: &[ResourceSpec], timeouts: &Timeouts) -> HashSet<String> {
+        groups(resources.iter())
+            .iter()
+            .flat_map(|group| group.in_state(timeouts))
+            .collect()
+    }
 
     fn sql(port: u16, check: &str, apply: SqlText) -> Sql {
         Sql {

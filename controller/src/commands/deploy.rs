@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 
+use crate::agent_client::AgentClient;
 use crate::cluster_dir::ClusterDir;
 use crate::commands::provision::{self, load_cluster};
 use crate::config::Cluster;
@@ -60,7 +61,27 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         log.line(format!("note: {note}"));
     }
     let reports = deploy::run::apply(&plan, &agents, options.check, options.verbose, forks).await;
+    if !options.check && reports.iter().any(|r| r.summary.changed > 0) {
+        request_health_rounds(&agents).await;
+    }
     deploy::report::finish(&cluster_dir, log, &reports, options.check, started)
+}
+
+/// Each agent ran a health round after its host's last stage, but other hosts' stages may
+/// have changed what it sees since (a replica that streams now, Barman's slot in use): every
+/// agent is asked for one more, so that `status` right after waits for it instead of showing
+/// warnings the deploy already resolved. Best effort: a host that does not answer now keeps
+/// its scheduled rounds.
+async fn request_health_rounds(agents: &std::collections::BTreeMap<String, AgentClient>) {
+    let requests = agents.iter().map(|(host, client)| {
+        let mut client = client.clone();
+        async move {
+            if let Err(e) = client.request_health_round().await {
+                tracing::debug!(%host, "asking for a health round failed: {e:#}");
+            }
+        }
+    });
+    futures_util::future::join_all(requests).await;
 }
 
 /// The inventory deploy works on: provision first when the hosts were never provisioned,

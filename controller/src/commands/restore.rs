@@ -35,7 +35,7 @@ use args::{
     check_backup_id, check_host_name, choose_backup, recover_argv, stop_line, switch_wal_argv,
 };
 
-use crate::agent_client::{AgentClient, ExecCommand};
+use crate::agent_client::{AgentClient, ApplyMode, ExecCommand};
 use crate::cluster_dir::{self, write_if_changed};
 use crate::commands::backup::as_barman;
 use crate::commands::deployed::Deployed;
@@ -483,7 +483,7 @@ async fn apply(
     host: &str,
     resources: Vec<ResourceSpec>,
 ) -> anyhow::Result<()> {
-    let result = client.apply(resources, false).await?;
+    let result = client.apply(resources, ApplyMode::Apply).await?;
     let failed: Vec<String> = result
         .events
         .iter()

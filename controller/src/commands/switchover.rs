@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use tpa_common::facts::Facts;
 use tpa_common::query::SqlQuery;
 
-use crate::agent_client::{AgentClient, ExecCommand};
+use crate::agent_client::{AgentClient, ApplyMode, ExecCommand};
 use crate::commands::deployed::Deployed;
 use crate::config::{FailoverManager, Role};
 use crate::planner::topology::{self, PostgresRole, Topology};
@@ -547,7 +547,7 @@ async fn applied(
     client: &mut AgentClient,
     resources: Vec<tpa_common::resource::ResourceSpec>,
 ) -> anyhow::Result<Vec<String>> {
-    let result = client.apply(resources, false).await?;
+    let result = client.apply(resources, ApplyMode::Apply).await?;
     let mut messages = Vec::new();
     for event in result.events {
         match event.outcome {

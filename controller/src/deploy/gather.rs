@@ -500,11 +500,29 @@ async fn primary_state(
 ) -> anyhow::Result<(Verifiers, Vec<Drift>)> {
     let running = host.facts.postgres.as_ref().is_some_and(|p| p.running);
     let port = host.settings.postgres.port;
-    let existing = if running && !users.is_empty() {
-        inspect::stored_verifiers(query(client, port, inspect::STORED_VERIFIERS_SQL).await?)
-    } else {
-        BTreeMap::new()
-    };
+    // Both queries at once: each is a psql on the primary, and a no-op deploy waits for them.
+    let mut second = client.clone();
+    let (stored, objects) = tokio::try_join!(
+        async {
+            if running && !users.is_empty() {
+                query(client, port, inspect::STORED_VERIFIERS_SQL)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+        async {
+            if running {
+                query(&mut second, port, inspect::OBJECTS_SQL)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    )?;
+    let existing = stored.map(inspect::stored_verifiers).unwrap_or_default();
     let (verifiers, generated) = passwords::verifiers(secrets, users, &existing, check)?;
     for user in generated {
         log.line(format!(
@@ -512,14 +530,9 @@ async fn primary_state(
             instance.name
         ));
     }
-    let drift = if running {
-        inspect::drift(
-            &query(client, port, inspect::OBJECTS_SQL).await?,
-            &instance.vars,
-        )
-    } else {
-        Vec::new()
-    };
+    let drift = objects
+        .map(|rows| inspect::drift(&rows, &instance.vars))
+        .unwrap_or_default();
     for d in &drift {
         log.line(format!("[{}] drift: {d}", instance.name));
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use tpa_common::event::Outcome;
 
 use super::report;
-use crate::agent_client::{AgentClient, ApplyResult};
+use crate::agent_client::{AgentClient, ApplyMode, ApplyResult};
 use crate::orchestrator::{self, StageReport};
 use crate::planner::{Plan, Stage};
 use crate::progress::Progress;
@@ -22,20 +22,26 @@ pub async fn apply(
 ) -> Vec<StageReport> {
     let progress = Progress::new(plan.hosts.keys().map(String::as_str));
     let progress = &progress;
-    let reports = orchestrator::run(plan, forks, |host: String, stage: Stage| {
+    let reports = orchestrator::run(plan, forks, check, |host: String, stage: Stage, mode| {
         let mut client = agents.get(&host).cloned();
         async move {
-            progress.stage(&host, stage.name.as_str());
+            let name = stage.name.as_str();
+            match mode {
+                ApplyMode::Probe => progress.stage(&host, &format!("{name} (checking)")),
+                _ => progress.stage(&host, name),
+            }
             let client = client
                 .as_mut()
                 .ok_or_else(|| format!("no agent connection to {host}"))?;
-            let name = stage.name.as_str();
             let result = client
-                .apply(stage.resources, check)
+                .apply(stage.resources, mode)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
-            // One print per stage, so hosts' lines never interleave.
-            progress.println(&stage_lines(&host, name, &result, check, verbose).join("\n"));
+            // A probe that found work says nothing: the stage waits, then applies and prints.
+            if mode != ApplyMode::Probe || orchestrator::in_state(&result.events) {
+                // One print per stage, so hosts' lines never interleave.
+                progress.println(&stage_lines(&host, name, &result, check, verbose).join("\n"));
+            }
             Ok(result.events)
         }
     })

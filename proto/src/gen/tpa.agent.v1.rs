@@ -104,6 +104,10 @@ pub struct ApplyRequest {
     /// Check only: report WOULD_CHANGE, mutate nothing.
     #[prost(bool, tag = "2")]
     pub check_only: bool,
+    /// With check_only: stop at the first resource that would change, the rest SKIPPED (a probe: is the whole batch in
+    /// state?).
+    #[prost(bool, tag = "3")]
+    pub stop_at_first_change: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ResourceSpec {
@@ -465,6 +469,11 @@ pub struct HealthRequest {
     /// Run a round of checks now and answer with it, instead of the cached round.
     #[prost(bool, tag = "3")]
     pub refresh: bool,
+    /// Ask for a round soon and answer at once with an empty report; a later Health call waits
+    /// for that round (deploy asks this of every host at its end, so that `status` right after
+    /// sees the cluster as the deploy left it, not as each host's last stage did).
+    #[prost(bool, tag = "4")]
+    pub request_only: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HealthCheck {
