@@ -131,7 +131,8 @@ for n in "${sizes[@]}"; do
   done
   printf '| %s | %s | %s | %s | %s | %s | %s / %s MiB |\n' "$n" "$(cell "${prov[@]}")" \
     "$(cell "${first[@]}")" "$(cell "${noop[@]}")" "$(cell "${check[@]}")" \
-    "$(cell "${status[@]}")" "$(median_of "${rss_first[@]}")" "$(median_of "${rss_noop[@]}")" >>"$table"
+    "$(cell "${status[@]}")" "$(printf '%.1f' "$(median_of "${rss_first[@]}")")" \
+    "$(printf '%.1f' "$(median_of "${rss_noop[@]}")")" >>"$table"
   printf '%s %s %s %s %s %s\n' "$n" "$(median_of "${prov[@]}")" "$(median_of "${first[@]}")" \
     "$(median_of "${noop[@]}")" "$(median_of "${check[@]}")" "$(median_of "${status[@]}")" >>"$data"
   info "$n hosts, provision" s "${prov[@]}"
