@@ -4,7 +4,9 @@
 //!
 //! A stage whose prerequisites are still running is probed first: checked, stopping at the
 //! first resource out of state. When every resource is in state, applying it would do nothing,
-//! so it is done without waiting; otherwise it waits and applies. A re-deploy that changes
+//! so it is done without waiting, and the host's next stage inherits what it did not wait
+//! for (a stage that changes something still runs after everything the stages before it on
+//! its host waited for); otherwise it waits and applies. A re-deploy that changes
 //! nothing therefore costs the slowest host, not the longest chain of hosts (a cascade of
 //! replicas, the Barman host after the primary). `deploy --check` changes nothing, so it waits
 //! for nothing.
@@ -93,8 +95,13 @@ where
         async move {
             let mut reports = Vec::new();
             let mut blocked: Option<String> = None;
+            // Prerequisites a stage finished by its probe did not wait for: the host's next
+            // stages wait for them instead, unless they are in state too.
+            let mut carried: Vec<(String, StageName)> = Vec::new();
             for stage in stages {
                 let started = Instant::now();
+                let mut after = std::mem::take(&mut carried);
+                after.extend(stage.after.iter().cloned());
                 let apply = &apply;
                 let run_stage = |mode| async move {
                     let _slot = slots
@@ -109,14 +116,17 @@ where
                         probed = Some(run_stage(ApplyMode::Check).await);
                     }
                 } else if blocked.is_none() {
-                    if pending(&stage.after, receivers) {
+                    if pending(&after, receivers) {
                         match run_stage(ApplyMode::Probe).await {
-                            Ok(events) if in_state(&events) => probed = Some(Ok(events)),
+                            Ok(events) if in_state(&events) => {
+                                probed = Some(Ok(events));
+                                carried = after.clone();
+                            }
                             _ => {}
                         }
                     }
                     if probed.is_none() {
-                        blocked = wait_for(&stage.after, receivers).await;
+                        blocked = wait_for(&after, receivers).await;
                     }
                 }
                 let (status, events) = match (&blocked, probed) {
@@ -369,6 +379,46 @@ mod tests {
         assert_eq!(order, ["replica Probe", "primary Apply", "replica Apply"]);
         let replica = reports.iter().find(|r| r.host == "replica").unwrap();
         assert_eq!(replica.summary.changed, 1);
+
+        // A later stage of the replica that changes something still waits for the primary,
+        // though the stage before it was in state and did not.
+        let mut plan = chain();
+        plan.hosts
+            .get_mut("replica")
+            .unwrap()
+            .push(stage(StageName::PostgresUsers, &[]));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let log = order.clone();
+        run(&plan, 8, false, move |host, stage, mode| {
+            let log = log.clone();
+            async move {
+                if host == "primary" {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                log.lock()
+                    .unwrap()
+                    .push(format!("{host} {} {mode:?}", stage.name.as_str()));
+                let changes = stage.name == StageName::PostgresUsers;
+                Ok(vec![event(
+                    "x",
+                    match mode {
+                        ApplyMode::Apply if changes => Outcome::Changed,
+                        _ if changes => Outcome::WouldChange,
+                        _ => Outcome::Unchanged,
+                    },
+                )])
+            }
+        })
+        .await;
+        assert_eq!(
+            *order.lock().unwrap(),
+            [
+                "replica postgres-config Probe",
+                "replica postgres-users Probe",
+                "primary postgres-config Apply",
+                "replica postgres-users Apply"
+            ]
+        );
 
         // --check changes nothing, so nothing waits.
         let (order, reports) = run_chain(true, true).await;

@@ -2,7 +2,8 @@
 # Managed by tpa: the deploy's helper beside Patroni (planner/patroni.rs).
 #
 #   patroni-tpa postgres-up CLUSTER         exit 0 when Postgres runs under postgres.service or
-#                                           Patroni runs
+#                                           Patroni runs (then once Postgres accepts connections,
+#                                           waiting up to 60 s)
 #   patroni-tpa owned CLUSTER               exit 0 when patroni@CLUSTER runs and postgres.service
 #                                           is disabled
 #   patroni-tpa takeover CLUSTER ROLE       stop and disable postgres.service, start Patroni, wait
@@ -184,6 +185,12 @@ def psql(conf, sql):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def wait_accepting(conf, seconds):
+    deadline = time.monotonic() + seconds
+    while psql(conf, "select 1") != "1" and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def reload_files(conf, cert):
     data = conf["postgresql"]["data_dir"]
     files = [f"{data}/pg_hba.conf", f"{data}/pg_ident.conf", f"{data}/postgresql.conf", cert]
@@ -256,7 +263,14 @@ def main():
     command, cluster = sys.argv[1], sys.argv[2]
     unit = f"patroni@{cluster}.service"
     if command == "postgres-up":
-        sys.exit(0 if active("postgres.service") or active(unit) else 1)
+        if active("postgres.service"):
+            sys.exit(0)
+        if not active(unit):
+            sys.exit(1)
+        # Patroni runs Postgres, and may still be starting it (after a reboot, or rejoining):
+        # wait until it accepts connections, so that the stage's SQL after this can use it.
+        wait_accepting(load(cluster), 60)
+        sys.exit(0)
     if command == "owned":
         sys.exit(0 if active(unit) and not enabled("postgres.service") else 1)
     conf = load(cluster)
