@@ -548,7 +548,7 @@ impl Agent for AgentRpc {
             .map_err(|e| RpcError::BadRequest(e.to_string()))?;
         let options = BatchOptions {
             check_only: request.check_only,
-            stop_at_first_change: request.check_only && request.stop_at_first_change,
+            stop_at_first_change: request.stop_at_first_change,
             timeouts: self.timeouts,
         };
         let lock = self.apply_lock.clone();

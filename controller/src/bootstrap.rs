@@ -19,6 +19,8 @@ use crate::ssh::{Ssh, shell_quote};
 
 /// Where the agent binary lives on hosts.
 pub const AGENT_PATH: &str = "/usr/local/bin/tpa-agent";
+/// Where the agent's systemd unit is installed on hosts.
+pub const AGENT_UNIT_PATH: &str = "/etc/systemd/system/tpa-agent.service";
 /// The agent's systemd unit, shipped as is.
 pub const AGENT_UNIT: &str = include_str!("../../packaging/systemd/tpa-agent.service");
 /// How long a freshly (re)started agent may take to answer.
@@ -57,7 +59,7 @@ pub const NATIVE_ARCH: &str = std::env::consts::ARCH;
 pub fn uninstall_script() -> String {
     format!(
         "systemctl disable --now tpa-agent.service >/dev/null 2>&1 || true; \
-         rm -f /etc/systemd/system/tpa-agent.service; systemctl daemon-reload; \
+         rm -f {AGENT_UNIT_PATH}; systemctl daemon-reload; \
          rm -rf /etc/tpa-agent /var/lib/tpa-agent {AGENT_PATH} {AGENT_PATH}.new {repo} \
          /etc/apt/sources.list.d/tpa-local-repo.list; rmdir /var/opt/tpa 2>/dev/null; true",
         repo = crate::platform::docker::LOCAL_REPO_MOUNT
@@ -211,10 +213,12 @@ impl<'a> Bootstrap<'a> {
             .await
             .with_context(|| format!("running tpa-agent init on {name}"))?;
         let outcome = agent_client::parse_init_output(name, &out)?;
-        let unit = "set -e; cat > /etc/systemd/system/tpa-agent.service; systemctl daemon-reload; \
-                    systemctl enable --quiet tpa-agent.service; systemctl restart tpa-agent.service";
+        let unit = format!(
+            "set -e; cat > {AGENT_UNIT_PATH}; systemctl daemon-reload; \
+             systemctl enable --quiet tpa-agent.service; systemctl restart tpa-agent.service"
+        );
         self.ssh
-            .run(name, unit, AGENT_UNIT.as_bytes())
+            .run(name, &unit, AGENT_UNIT.as_bytes())
             .await
             .with_context(|| format!("starting the tpa-agent service on {name}"))?;
         match outcome {

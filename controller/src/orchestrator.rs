@@ -110,33 +110,38 @@ where
                         .expect("the semaphore is never closed");
                     apply(host.clone(), stage.clone(), mode).await
                 };
-                let mut probed = None;
-                if check {
-                    if blocked.is_none() {
-                        probed = Some(run_stage(ApplyMode::Check).await);
-                    }
-                } else if blocked.is_none() {
-                    if pending(&after, receivers) {
-                        match run_stage(ApplyMode::Probe).await {
-                            Ok(events) if in_state(&events) => {
-                                probed = Some(Ok(events));
-                                carried = after.clone();
-                            }
-                            _ => {}
+                // The stage's own outcome; None when a prerequisite did not succeed.
+                let result = if blocked.is_some() {
+                    None
+                } else if check {
+                    Some(run_stage(ApplyMode::Check).await)
+                } else {
+                    let probed = if pending(&after, receivers) {
+                        run_stage(ApplyMode::Probe)
+                            .await
+                            .ok()
+                            .filter(|events| in_state(events))
+                    } else {
+                        None
+                    };
+                    if let Some(events) = probed {
+                        carried = after;
+                        Some(Ok(events))
+                    } else {
+                        blocked = wait_for(&after, receivers).await;
+                        match blocked {
+                            None => Some(run_stage(ApplyMode::Apply).await),
+                            Some(_) => None,
                         }
                     }
-                    if probed.is_none() {
-                        blocked = wait_for(&after, receivers).await;
-                    }
-                }
-                let (status, events) = match (&blocked, probed) {
-                    (_, Some(Ok(events))) => (status_of(&events), events),
-                    (_, Some(Err(e))) => (StageStatus::Error(e), Vec::new()),
-                    (Some(reason), None) => (StageStatus::Skipped(reason.clone()), Vec::new()),
-                    (None, None) => match run_stage(ApplyMode::Apply).await {
-                        Ok(events) => (status_of(&events), events),
-                        Err(e) => (StageStatus::Error(e), Vec::new()),
-                    },
+                };
+                let (status, events) = match (result, &blocked) {
+                    (Some(Ok(events)), _) => (status_of(&events), events),
+                    (Some(Err(e)), _) => (StageStatus::Error(e), Vec::new()),
+                    (None, reason) => (
+                        StageStatus::Skipped(reason.clone().unwrap_or_default()),
+                        Vec::new(),
+                    ),
                 };
                 let ok = status == StageStatus::Done;
                 if !ok && blocked.is_none() {

@@ -54,12 +54,11 @@ pub fn in_state(
                     None => jobs.push(Job::Probe(c, vec![&spec.id])),
                 }
             }
-            Resource::Command(c) if c.unless.is_some() => {
-                jobs.push(Job::Check(spec, &resources[..at]));
-            }
-            Resource::Packages(_) | Resource::Service(_) => {
-                jobs.push(Job::Check(spec, &resources[..at]));
-            }
+            Resource::Command(Command {
+                unless: Some(_), ..
+            })
+            | Resource::Packages(_)
+            | Resource::Service(_) => jobs.push(Job::Check(spec, &resources[..at])),
             // Cheap: checked here, and the scan ends where the batch will change something.
             _ => {
                 if !kind(&spec.kind).check(&ctx).is_ok_and(|s| s.in_state) {

@@ -181,25 +181,15 @@ fn with_pending_daemon_reload(state: State, units_dirty: bool) -> State {
 fn observe(unit: &str, ctx: &Ctx) -> Result<Observed, ResourceError> {
     require_systemd()?;
     // One process for both: what `is-enabled` and `is-active` would say.
-    let output = run::run_for(
-        &run::Invocation {
-            argv: &strings(&[
-                "systemctl",
-                "show",
-                "--property=UnitFileState,ActiveState",
-                unit,
-            ]),
-            ..Default::default()
-        },
+    let output = run::run_checked(
+        &[
+            "systemctl",
+            "show",
+            "--property=UnitFileState,ActiveState",
+            unit,
+        ],
         ctx.timeouts.probe,
     )?;
-    if !output.success() {
-        return Err(ResourceError::Failed(format!(
-            "`systemctl show {unit}` failed ({}): {}",
-            output.status_text(),
-            output.tail()
-        )));
-    }
     Ok(parse_show(&output.stdout_text()))
 }
 
@@ -255,16 +245,12 @@ fn describe_state(enabled: bool, running: bool) -> String {
     )
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ids(items: &[&str]) -> Vec<String> {
-        strings(items)
+        items.iter().map(|s| (*s).to_owned()).collect()
     }
 
     fn changed(items: &[&str]) -> HashSet<String> {

@@ -503,24 +503,13 @@ async fn primary_state(
     // Both queries at once: each is a psql on the primary, and a no-op deploy waits for them.
     let mut second = client.clone();
     let (stored, objects) = tokio::try_join!(
-        async {
-            if running && !users.is_empty() {
-                query(client, port, inspect::STORED_VERIFIERS_SQL)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            }
-        },
-        async {
-            if running {
-                query(&mut second, port, inspect::OBJECTS_SQL)
-                    .await
-                    .map(Some)
-            } else {
-                Ok(None)
-            }
-        }
+        query_if(
+            running && !users.is_empty(),
+            client,
+            port,
+            inspect::STORED_VERIFIERS_SQL
+        ),
+        query_if(running, &mut second, port, inspect::OBJECTS_SQL),
     )?;
     let existing = stored.map(inspect::stored_verifiers).unwrap_or_default();
     let (verifiers, generated) = passwords::verifiers(secrets, users, &existing, check)?;
@@ -542,6 +531,20 @@ async fn primary_state(
 /// Runs read-only `sql` as postgres on the host, through the agent's typed query call.
 async fn query(client: &mut AgentClient, port: u16, sql: &str) -> anyhow::Result<Vec<Row>> {
     client.query(SqlQuery::postgres(port, sql)).await
+}
+
+/// [`query`] when `wanted`, else nothing.
+async fn query_if(
+    wanted: bool,
+    client: &mut AgentClient,
+    port: u16,
+    sql: &str,
+) -> anyhow::Result<Option<Vec<Row>>> {
+    if wanted {
+        query(client, port, sql).await.map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// The cluster's local repository for the host's OS, as the host sees it, when the platform

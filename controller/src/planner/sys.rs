@@ -4,6 +4,7 @@
 use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec, Service};
 
 use super::{HostState, id};
+use crate::bootstrap::{AGENT_UNIT, AGENT_UNIT_PATH};
 use crate::config::Instance;
 use crate::local_repo::HOST_APT_SOURCE;
 
@@ -14,25 +15,13 @@ pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa
 pub const CREATECLUSTER_CONTENT: &str =
     "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n";
 
-/// Where bootstrap installs the agent's unit.
-pub const AGENT_UNIT_PATH: &str = "/etc/systemd/system/tpa-agent.service";
-
 pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> super::Stage {
     // The agent's own unit, as bootstrap writes it: a change of it reaches hosts whose agent
     // binary is current too. Reloaded into systemd, never restarted from under the agent; it
     // applies from the agent's next start.
     let mut resources = vec![
-        file(AGENT_UNIT_PATH, crate::bootstrap::AGENT_UNIT.to_string()),
-        ResourceSpec {
-            id: id("service", "tpa-agent.service"),
-            kind: Resource::Service(Service {
-                unit: "tpa-agent.service".into(),
-                enabled: true,
-                running: true,
-                reload_on: vec![],
-                restart_on: vec![],
-            }),
-        },
+        file(AGENT_UNIT_PATH, AGENT_UNIT.to_string()),
+        super::running_service("tpa-agent.service", vec![], vec![]),
     ];
     let only_local = instance.vars.use_local_repo_only.unwrap_or(false);
     if let Some(repo) = &host.local_repo {
