@@ -5,6 +5,9 @@
 //! changes nothing, and the cluster still answers after the first certificate has expired. `status` then
 //! warns "run deploy to renew" for the second one.
 //!
+//! Then `rotate-ca`, trusted and compromised, on the same host, with `/metrics` over TLS scraped with a
+//! `client-cert` certificate (see [`rotate_ca`]).
+//!
 //! Cost in CI: about 150 s (a first deploy, then mostly waiting for the 120 s certificate to expire; the
 //! waits are computed from the certificates' own expiry, so a slow first deploy waits less).
 
@@ -258,4 +261,236 @@ fn agent_certificate_is_renewed_over_its_channel_before_expiry() {
     assert!(dir.join("deploy.log").exists());
     assert_key_stays_on_host(&cert1, dir, &outputs);
     assert_key_stays_on_host(&cert2, dir, &outputs);
+
+    rotate_ca(&scenario, &config);
+}
+
+/// Whether `openssl verify` accepts the certificate `pem` against the CA file `ca`.
+fn verifies(pem: &str, ca: &std::path::Path) -> bool {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), pem).expect("write");
+    run(
+        "openssl",
+        &[
+            "verify",
+            "-CAfile",
+            &ca.display().to_string(),
+            &file.path().display().to_string(),
+        ],
+    )
+    .0
+}
+
+/// Whether Postgres on `address` serves a certificate for `host` that chains to `ca` (what a client
+/// with sslmode=verify-full and sslrootcert=`ca` checks).
+fn postgres_verifies(address: &str, host: &str, ca: &std::path::Path) -> bool {
+    let (_, out) = run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "openssl s_client -starttls postgres -connect {address}:5432 -CAfile {} \
+                 -verify_hostname {host} -verify_return_error </dev/null 2>&1",
+                ca.display()
+            ),
+        ],
+    );
+    out.contains("Verify return code: 0 (ok)")
+}
+
+/// `/metrics` over TLS with the client certificate `name` in `certs` (None: none presented).
+fn scrape(
+    address: &str,
+    ca: &std::path::Path,
+    certs: Option<(&std::path::Path, &str)>,
+) -> (bool, String) {
+    let mut args = vec![
+        "-sS".to_string(),
+        "--max-time".into(),
+        "10".into(),
+        "--cacert".into(),
+        ca.display().to_string(),
+    ];
+    if let Some((dir, name)) = certs {
+        args.extend([
+            "--cert".into(),
+            dir.join(format!("{name}.crt")).display().to_string(),
+            "--key".into(),
+            dir.join(format!("{name}.key")).display().to_string(),
+        ]);
+    }
+    args.push(format!("https://{address}:9187/metrics"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("curl", &args)
+}
+
+/// `rotate-ca` on the running cluster (issue 11): first with the old CA still trusted (three deploys
+/// over the agents' channels), then as if its key had leaked (re-enrolment over SSH). After each, the
+/// agent serves a certificate from the new CA and trusts it alone, Postgres serves one a client verifies
+/// with the new `ca.crt` (and not with the old), `/metrics` over TLS takes a client certificate from the
+/// new CA only, and a deploy changes nothing. Costs four deploys that change certificates (about 40 s).
+fn rotate_ca(scenario: &Scenario, config: &std::path::Path) {
+    let (dir, host, path) = (scenario.dir.path(), scenario.host.as_str(), scenario.path());
+    let ssh_config = &scenario.ssh_config();
+    let address = scenario.address();
+    // Year-long certificates from here on, and /metrics over TLS.
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replace(
+        &format!(
+            "  agent_cert_lifetime: {LIFETIME}s
+  agent_cert_renew_before: {RENEW_BEFORE}s
+"
+        ),
+        "  agent_metrics_port: 9187
+  agent_metrics_listen: tls
+",
+    );
+    std::fs::write(config, text).unwrap();
+    assert!(controller(&["deploy", path]).status.success());
+
+    // A Prometheus client certificate scrapes; no certificate, no scrape.
+    let prom = dir.join("prometheus-old");
+    let issued = controller(&[
+        "client-cert",
+        path,
+        "--name",
+        "prometheus",
+        "--out",
+        prom.to_str().unwrap(),
+    ]);
+    assert!(issued.status.success());
+    let old_ca = dir.join("old-ca.crt");
+    std::fs::copy(dir.join("ca.crt"), &old_ca).unwrap();
+    // The agent opens /metrics with the first health round that reads the new setting (deploy
+    // asked for one as it ended).
+    let deadline = now() + 30;
+    let (ok, metrics) = loop {
+        let (ok, metrics) = scrape(&address, &old_ca, Some((&prom, "prometheus")));
+        if (ok && metrics.contains("tpa_health_up")) || now() > deadline {
+            break (ok, metrics);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(ok && metrics.contains("tpa_health_up"), "{metrics}");
+    assert!(
+        !scrape(&address, &old_ca, None).0,
+        "a client without a certificate scraped"
+    );
+    let refused = controller(&[
+        "client-cert",
+        path,
+        "--name",
+        "tpa-controller",
+        "--out",
+        prom.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(postgres_verifies(&address, host, &old_ca));
+
+    let check_new_ca = |old: &std::path::Path, label: &str| {
+        let new_ca = dir.join("ca.crt");
+        let new_pem = std::fs::read_to_string(&new_ca).unwrap();
+        assert_eq!(
+            new_pem.matches("BEGIN CERTIFICATE").count(),
+            1,
+            "{label}: one CA in ca.crt"
+        );
+        assert_ne!(
+            new_pem,
+            std::fs::read_to_string(old).unwrap(),
+            "{label}: a new CA"
+        );
+        let (ok, agent_pem) = ssh(ssh_config, host, "cat /var/lib/tpa-agent/agent.crt");
+        assert!(ok);
+        assert!(
+            verifies(&agent_pem, &new_ca),
+            "{label}: the agent's certificate is the new CA's"
+        );
+        assert!(
+            !verifies(&agent_pem, old),
+            "{label}: … and not the old CA's"
+        );
+        assert_eq!(
+            served_serial(&address, host),
+            serial_and_expiry(&agent_pem).0,
+            "{label}"
+        );
+        let (ok, trusted) = ssh(ssh_config, host, "cat /var/lib/tpa-agent/ca.crt");
+        assert!(
+            ok && trusted.trim() == new_pem.trim(),
+            "{label}: the agent trusts the new CA alone: {trusted}"
+        );
+        assert!(
+            postgres_verifies(&address, host, &new_ca),
+            "{label}: Postgres, new CA"
+        );
+        assert!(
+            !postgres_verifies(&address, host, old),
+            "{label}: Postgres, old CA"
+        );
+        let status = controller(&["status", path]);
+        assert_eq!(status.status.code(), Some(0), "{label}: status");
+        let quiet = controller(&["deploy", path]);
+        assert!(quiet.status.success());
+        assert!(
+            stdout(&quiet).contains(": 0 changed,"),
+            "{label}: {}",
+            stdout(&quiet)
+        );
+    };
+
+    let rotated = controller(&["rotate-ca", path]);
+    let out = stdout(&rotated);
+    assert!(rotated.status.success(), "rotate-ca failed");
+    for step in [
+        "rotate-ca 1/3",
+        "rotate-ca 2/3",
+        "rotate-ca 3/3",
+        "rotate-ca: done",
+    ] {
+        assert!(out.contains(step), "no {step:?} in {out}");
+    }
+    assert!(
+        out.contains(&format!("[{host}] agent certificate renewed")),
+        "{out}"
+    );
+    assert!(
+        !out.contains("agent installed and enrolled"),
+        "no SSH re-enrolment: {out}"
+    );
+    check_new_ca(&old_ca, "rotate-ca");
+    // The old scrape certificate no longer opens /metrics; a new one does.
+    let new_ca = dir.join("ca.crt");
+    assert!(!scrape(&address, &new_ca, Some((&prom, "prometheus"))).0);
+    let prom = dir.join("prometheus-new");
+    assert!(
+        controller(&[
+            "client-cert",
+            path,
+            "--name",
+            "prometheus",
+            "--out",
+            prom.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let (ok, metrics) = scrape(&address, &new_ca, Some((&prom, "prometheus")));
+    assert!(ok && metrics.contains("tpa_health_up"), "{metrics}");
+
+    // The CA key leaked: the next CA is trusted alone at once, the agent re-enrolled over SSH.
+    let leaked = dir.join("leaked-ca.crt");
+    std::fs::copy(&new_ca, &leaked).unwrap();
+    let replaced = controller(&["rotate-ca", path, "--old-ca-compromised"]);
+    let out = stdout(&replaced);
+    assert!(
+        replaced.status.success(),
+        "rotate-ca --old-ca-compromised failed"
+    );
+    assert!(
+        out.contains(&format!("[{host}] bootstrap: agent installed and enrolled")),
+        "{out}"
+    );
+    assert!(!dir.join("tls/reenrol").exists());
+    check_new_ca(&leaked, "rotate-ca --old-ca-compromised");
 }

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -53,6 +55,9 @@ pub struct InitArgs {
     pub listen: SocketAddr,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
+    /// Re-initialise even when enrolled with a CA the document does not carry (the controller's
+    /// bootstrap passes it after `rotate-ca --old-ca-compromised`, over SSH as root).
+    pub replace_ca: bool,
 }
 
 /// What `init` did; printed on stdout as `<state> <fingerprint>` for the controller to read.
@@ -86,7 +91,8 @@ pub enum EnrolError {
     Tls(#[from] TlsError),
     #[error(
         "this host is already enrolled in a cluster with another CA ({ca}); to move it, stop tpa-agent, \
-         remove {state_dir} and run init again"
+         remove {state_dir} and run init again (after `tpa-controller rotate-ca --old-ca-compromised`, \
+         run that command again: it re-enrols such hosts)"
     )]
     OtherCluster { ca: PathBuf, state_dir: PathBuf },
     #[error(
@@ -227,13 +233,33 @@ fn already_enrolled(
     if verify(&cert_pem, &stored_ca, &args.name, &key).is_err() {
         return Ok(None);
     }
-    if tls::first_cert(&stored_ca)? != tls::first_cert(&doc.ca_cert)? {
+    // The same cluster when the two sets share a CA: during a rotation the agent trusts the old and the
+    // new CA, and the controller sends them in the other order.
+    if !shares_a_certificate(&stored_ca, &doc.ca_cert)? {
+        if args.replace_ca {
+            tracing::warn!(ca = %files.ca.display(), "replacing the CA this agent was enrolled with");
+            return Ok(None);
+        }
         return Err(EnrolError::OtherCluster {
             ca: files.ca.clone(),
             state_dir: files.dir.clone(),
         });
     }
     Ok(Some(key.fingerprint()))
+}
+
+/// True when the two PEM documents have a certificate in common.
+fn shares_a_certificate(a: &str, b: &str) -> Result<bool, TlsError> {
+    let certs = |pem: &str| -> Result<Vec<Vec<u8>>, TlsError> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .map(|c| {
+                c.map(|c| c.to_vec())
+                    .map_err(|e| TlsError::Pem(e.to_string()))
+            })
+            .collect()
+    };
+    let a = certs(a)?;
+    Ok(certs(b)?.iter().any(|c| a.contains(c)))
 }
 
 fn verify(cert_pem: &str, ca_pem: &str, name: &str, key: &AgentKey) -> Result<AgentCert, TlsError> {
@@ -367,6 +393,7 @@ mod tests {
             listen: crate::config::default_listen(),
             config_path: dir.join("etc/agent.toml"),
             state_dir: dir.join("state"),
+            replace_ca: false,
         }
     }
 

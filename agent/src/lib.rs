@@ -9,6 +9,7 @@
 //!   controller-identity check.
 //! - [`enrol`]: `tpa-agent init` and the enrolment RPCs' logic (join token, CSR, certificate install).
 //! - [`renew`]: certificate renewal over the mutual-TLS channel (new key on the host, CSR, atomic install).
+//! - [`trust`]: replacing the CA certificates the agent trusts, for a CA rotation.
 //! - [`server`]: the gRPC server: enrolment phase, then the `Agent` service over mutual TLS.
 //! - [`exec`]: the Exec RPC's streaming command runner (for people: hooks, `cmd`), bounded in time.
 //! - [`query`]: the Query RPC: one SQL query through the `Sql` resource's psql runner.
@@ -37,3 +38,4 @@ pub mod server_key;
 #[cfg(test)]
 mod testing;
 pub mod tls;
+pub mod trust;

@@ -47,6 +47,10 @@ enum Command {
         /// Where to keep the key, certificates and token hash.
         #[arg(long, default_value = config::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Enrol again even when this host is enrolled with a CA the document does not carry: the
+        /// controller passes it after `rotate-ca --old-ca-compromised` (the old CA is no longer trusted).
+        #[arg(long)]
+        replace_ca: bool,
     },
     /// Print the agent and protocol versions.
     Version,
@@ -102,6 +106,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             listen,
             config,
             state_dir,
+            replace_ca,
         } => {
             let args = InitArgs {
                 name,
@@ -109,6 +114,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 listen,
                 config_path: config,
                 state_dir,
+                replace_ca,
             };
             let outcome = enrol::init(&args, std::io::stdin().lock())?;
             println!("{outcome}");

@@ -129,65 +129,16 @@ fn sync_dir(dir: &Path) -> Result<(), TlsError> {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, IsCa, Issuer,
-        KeyPair,
-    };
-
     use super::*;
+    use crate::testing::{TestCa, agent_cert as sign, test_ca};
 
-    struct Ca {
-        pem: String,
-        issuer: Issuer<'static, KeyPair>,
+    fn ca() -> TestCa {
+        test_ca("test CA")
     }
 
-    fn ca() -> Ca {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![]).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        let pem = params.self_signed(&key).expect("ca").pem();
-        Ca {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn sign(ca: &Ca, csr_pem: &str) -> String {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).expect("csr");
-        let mut params = CertificateParams::new(vec!["kinetic".to_string()]).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kinetic");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        params
-            .signed_by(&csr.public_key, &ca.issuer)
-            .expect("sign")
-            .pem()
-    }
-
-    /// An enrolled state directory: key, CA and a certificate from `ca`.
-    fn enrolled(ca: &Ca) -> (tempfile::TempDir, StateFiles, Renewal) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = StateFiles::new(&dir.path().join("state"));
-        files.create_dir().expect("mkdir");
-        let (key, _) = AgentKey::load_or_generate(&files).expect("key");
-        files
-            .write(&files.ca, ca.pem.as_bytes(), 0o644)
-            .expect("ca");
-        let cert = sign(ca, &key.csr("kinetic", &[]).expect("csr"));
-        files
-            .write(&files.cert, cert.as_bytes(), 0o644)
-            .expect("cert");
-        let config = AgentConfig {
-            name: "kinetic".into(),
-            sans: vec![],
-            listen: crate::config::default_listen(),
-            state_dir: files.dir.clone(),
-            health_spec: dir.path().join("health.json"),
-        };
+    /// An enrolled state directory and the renewal logic over it.
+    fn enrolled(ca: &TestCa) -> (tempfile::TempDir, StateFiles, Renewal) {
+        let (dir, config, files) = crate::testing::enrolled(ca);
         let renewal = Renewal::new(config, files.clone());
         (dir, files, renewal)
     }

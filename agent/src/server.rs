@@ -45,6 +45,7 @@ use crate::resource::run::Timeouts;
 use crate::resource::{BatchOptions, ResourceError};
 use crate::server_key::{ServerKeyError, ServerKeyRequest};
 use crate::tls::{self, AgentCert, AgentKey, PeerError, StateFiles, TlsError};
+use crate::trust::TrustError;
 
 /// This agent's version, reported by `Hello`.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -138,7 +139,7 @@ pub async fn serve_with(
     let health = crate::health::schedule::start(config.health_spec.clone(), not_after.clone());
     let (metrics_tls, metrics_tls_rx) = watch::channel(metrics_material(&key, &cert, &ca_pem));
     crate::health::serve::start(health.clone(), config.listen.ip(), metrics_tls_rx);
-    let agent = AgentPhase {
+    let mut agent = AgentPhase {
         config,
         files,
         ca_pem,
@@ -150,10 +151,14 @@ pub async fn serve_with(
     loop {
         match serve_agent(&agent, &key, &cert, shutdown.clone()).await? {
             None => return Ok(()),
-            Some(renewed) => {
+            Some(Restart::Renewed(renewed)) => {
                 key = AgentKey::load(&agent.files)?;
                 cert = renewed;
                 agent.not_after.store(cert.not_after, Ordering::SeqCst);
+                metrics_tls.send_replace(metrics_material(&key, &cert, &agent.ca_pem));
+            }
+            Some(Restart::Trust) => {
+                agent.ca_pem = agent.files.read(&agent.files.ca)?;
                 metrics_tls.send_replace(metrics_material(&key, &cert, &agent.ca_pem));
             }
         }
@@ -251,20 +256,29 @@ struct AgentPhase {
     not_after: Arc<AtomicI64>,
 }
 
+/// Why phase 2 restarts in process.
+#[derive(Debug, Clone)]
+enum Restart {
+    /// A renewal installed this certificate (and its key).
+    Renewed(AgentCert),
+    /// `InstallTrust` replaced `ca.crt`.
+    Trust,
+}
+
 /// Phase 2: the agent service over mutual TLS with `key` and `cert`, until `shutdown` (None) or until a
-/// renewal installed a new certificate (Some(it)): the caller then serves again with it.
+/// renewal or a new trust set asks for a restart: the caller then serves again with what changed.
 async fn serve_agent(
     phase: &AgentPhase,
     key: &AgentKey,
     cert: &AgentCert,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Option<AgentCert>, ServeError> {
+) -> Result<Option<Restart>, ServeError> {
     let listener = &phase.listener;
     tracing::info!(
         listen = %local_addr(&listener.socket), name = %phase.config.name, not_after = cert.not_after,
         "enrolled: serving the agent over mutual TLS"
     );
-    let (renewed_tx, renewed_rx) = watch::channel(None);
+    let (restart_tx, restart_rx) = watch::channel(None);
     let service = AgentRpc {
         config: phase.config.clone(),
         cert_pem: cert.cert_pem.clone(),
@@ -273,13 +287,15 @@ async fn serve_agent(
         timeouts: phase.timeouts,
         health: phase.health.clone(),
         renewal: Arc::new(Renewal::new(phase.config.clone(), phase.files.clone())),
-        renewed: renewed_tx,
+        files: phase.files.clone(),
+        trusted_ca_pem: phase.ca_pem.clone(),
+        restart: restart_tx,
     };
-    let mut renewed = renewed_rx.clone();
+    let mut restart = restart_rx.clone();
     let stop = futures_util::future::select(
         Box::pin(shutdown),
         Box::pin(async move {
-            let _ = renewed.wait_for(Option::is_some).await;
+            let _ = restart.wait_for(Option::is_some).await;
         }),
     )
     .map(|_| ());
@@ -289,17 +305,17 @@ async fn serve_agent(
         .tls_config(tls_config)?
         .add_service(AgentServer::with_interceptor(service, controller_only))
         .serve_with_incoming_shutdown(incoming(listener.clone()), stop);
-    // Once renewed, open connections (the renewing controller's among them) get a few seconds to finish.
-    let mut drained = renewed_rx.clone();
+    // Before a restart, open connections (the calling controller's among them) get a few seconds to finish.
+    let mut drained = restart_rx.clone();
     tokio::select! {
         result = server => result?,
         _ = async move {
             let _ = drained.wait_for(Option::is_some).await;
             tokio::time::sleep(RENEWAL_DRAIN).await;
-        } => tracing::warn!("connections still open after the renewal; restarting with the new certificate anyway"),
+        } => tracing::warn!("connections still open after a renewal or a new trust set; restarting anyway"),
     }
-    let renewed = renewed_rx.borrow().clone();
-    Ok(renewed)
+    let restart = restart_rx.borrow().clone();
+    Ok(restart)
 }
 
 /// HTTP/2 pings on every connection, so a controller that vanished is noticed.
@@ -492,8 +508,12 @@ struct AgentRpc {
     health: crate::health::schedule::Health,
     /// RenewCsr / InstallRenewal.
     renewal: Arc<Renewal>,
-    /// Set once a renewed certificate is installed: the service restarts with it.
-    renewed: watch::Sender<Option<AgentCert>>,
+    /// The state directory, for InstallTrust.
+    files: StateFiles,
+    /// The CA certificates trusted (`ca.crt`), for Hello.
+    trusted_ca_pem: String,
+    /// Set once a renewed certificate or a new trust set is installed: the service restarts with it.
+    restart: watch::Sender<Option<Restart>>,
 }
 
 type RpcStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -515,6 +535,7 @@ impl Agent for AgentRpc {
             host_name: self.config.name.clone(),
             binary_sha256,
             cert_pem: self.cert_pem.clone(),
+            trusted_ca_pem: self.trusted_ca_pem.clone(),
         }))
     }
 
@@ -769,7 +790,7 @@ impl Agent for AgentRpc {
         &self,
         _request: Request<pb::RenewCsrRequest>,
     ) -> Result<Response<pb::RenewCsrResponse>, Status> {
-        if self.renewed.borrow().is_some() {
+        if self.restart.borrow().is_some() {
             return Err(RpcError::Renewing.into());
         }
         let csr_pem = self.renewal.csr().await.map_err(RpcError::Renew)?;
@@ -781,7 +802,7 @@ impl Agent for AgentRpc {
         &self,
         request: Request<pb::InstallRenewalRequest>,
     ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
-        if self.renewed.borrow().is_some() {
+        if self.restart.borrow().is_some() {
             return Err(RpcError::Renewing.into());
         }
         let cert = self
@@ -791,8 +812,34 @@ impl Agent for AgentRpc {
             .map_err(RpcError::Renew)?;
         let not_after = cert.not_after;
         // Ends this phase once the answer is out; `serve_with` serves again with the new pair.
-        self.renewed.send_replace(Some(cert));
+        self.restart.send_replace(Some(Restart::Renewed(cert)));
         Ok(Response::new(pb::InstallRenewalResponse { not_after }))
+    }
+
+    #[tracing::instrument(name = "rpc.install_trust", skip_all)]
+    async fn install_trust(
+        &self,
+        request: Request<pb::InstallTrustRequest>,
+    ) -> Result<Response<pb::InstallTrustResponse>, Status> {
+        if self.restart.borrow().is_some() {
+            return Err(RpcError::Renewing.into());
+        }
+        let caller = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or(RpcError::Peer(PeerError::NoCertificate))?;
+        let (config, files) = (self.config.clone(), self.files.clone());
+        let ca_pem = request.into_inner().ca_pem;
+        let changed = tokio::task::spawn_blocking(move || {
+            crate::trust::install(&config, &files, &ca_pem, &caller)
+        })
+        .await
+        .map_err(|e| RpcError::Internal(e.to_string()))?
+        .map_err(RpcError::Trust)?;
+        if changed {
+            self.restart.send_replace(Some(Restart::Trust));
+        }
+        Ok(Response::new(pb::InstallTrustResponse { changed }))
     }
 }
 
@@ -856,7 +903,9 @@ enum RpcError {
     Repo(RepoError),
     #[error("certificate renewal: {0}")]
     Renew(RenewError),
-    #[error("a renewed certificate was just installed; reconnect to use it")]
+    #[error("trust set: {0}")]
+    Trust(TrustError),
+    #[error("a renewed certificate or trust set was just installed; reconnect to use it")]
     Renewing,
     #[error("invalid request: {0}")]
     BadRequest(String),
@@ -898,6 +947,14 @@ impl From<RpcError> for Status {
             }
             RpcError::Renew(RenewError::NothingPending) | RpcError::Renewing => {
                 Status::failed_precondition(message)
+            }
+            RpcError::Trust(TrustError::Tls(_)) => {
+                tracing::error!(%message, "installing a trust set failed");
+                Status::internal(message)
+            }
+            RpcError::Trust(_) => {
+                tracing::warn!(%message, "trust set refused");
+                Status::invalid_argument(message)
             }
             RpcError::Renew(RenewError::Tls(_)) => {
                 tracing::error!(%message, "renewal failed");

@@ -1,6 +1,7 @@
 //! Test support: a throwaway Postgres instance on the real socket directory, for the tests of
 //! the `Sql` resource and the `Query` RPC (they skip, with a message, where there is no
-//! server), and a process-liveness probe for the tests that kill process groups.
+//! server), a process-liveness probe for the tests that kill process groups, and a test CA with
+//! an agent enrolled by it (renewal and trust tests).
 
 use crate::resource::owner;
 use crate::resource::psql::SOCKET_DIR;
@@ -180,4 +181,68 @@ pub fn alive(pid: &str) -> bool {
             .trim_start()
             .starts_with('Z')
     })
+}
+
+/// A CA for tests: its certificate and what signs with it.
+pub struct TestCa {
+    pub pem: String,
+    pub issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+pub fn test_ca(name: &str) -> TestCa {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec![]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let pem = params.self_signed(&key).expect("ca").pem();
+    TestCa {
+        pem,
+        issuer: rcgen::Issuer::new(params, key),
+    }
+}
+
+/// The agent certificate `ca` issues for host `kinetic` and the key of `csr_pem`.
+pub fn agent_cert(ca: &TestCa, csr_pem: &str) -> String {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).expect("csr");
+    let mut params = rcgen::CertificateParams::new(vec!["kinetic".to_string()]).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kinetic");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params
+        .signed_by(&csr.public_key, &ca.issuer)
+        .expect("sign")
+        .pem()
+}
+
+/// An agent `kinetic` enrolled by `ca`: its key, `ca` as the trusted CA and a certificate from it.
+pub fn enrolled(
+    ca: &TestCa,
+) -> (
+    tempfile::TempDir,
+    crate::config::AgentConfig,
+    crate::tls::StateFiles,
+) {
+    use crate::tls::{AgentKey, StateFiles};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = StateFiles::new(&dir.path().join("state"));
+    files.create_dir().expect("mkdir");
+    let (key, _) = AgentKey::load_or_generate(&files).expect("key");
+    files
+        .write(&files.ca, ca.pem.as_bytes(), 0o644)
+        .expect("ca");
+    let cert = agent_cert(ca, &key.csr("kinetic", &[]).expect("csr"));
+    files
+        .write(&files.cert, cert.as_bytes(), 0o644)
+        .expect("cert");
+    let config = crate::config::AgentConfig {
+        name: "kinetic".into(),
+        sans: vec![],
+        listen: crate::config::default_listen(),
+        state_dir: files.dir.clone(),
+        health_spec: dir.path().join("health.json"),
+    };
+    (dir, config, files)
 }

@@ -95,6 +95,7 @@ fn init_args(state: &Path) -> InitArgs {
         listen: SocketAddr::from((LOCALHOST, 0)),
         config_path: state.join("etc/agent.toml"),
         state_dir: state.join("lib"),
+        replace_ca: false,
     }
 }
 
@@ -280,6 +281,19 @@ async fn enrolment_end_to_end_then_mutual_tls() {
         std::fs::read_to_string(&files.ca).expect("ca"),
         controller.pki.ca_cert_pem()
     );
+    // A set that shares this cluster's CA is the same cluster: a rotation under way sends the new CA
+    // first and the old one after it.
+    let both = format!(
+        "{}{}",
+        other.pki.ca_cert_pem(),
+        controller.pki.ca_cert_pem()
+    );
+    let document = agent_client::init_document(&both, &JoinToken::generate(), TOKEN_LIFETIME);
+    let same = enrol::init(&agent.args, document.as_bytes()).expect("init with both CAs");
+    assert!(
+        matches!(same, enrol::InitOutcome::Enrolled { .. }),
+        "{same:?}"
+    );
 
     // A restarted agent comes straight up enrolled.
     let Agent {
@@ -293,7 +307,31 @@ async fn enrolment_end_to_end_then_mutual_tls() {
     connect(&controller, &restarted)
         .await
         .expect("restarted agent serves mTLS");
-    restarted.shutdown().await;
+
+    // After `rotate-ca --old-ca-compromised`, bootstrap re-initialises with `--replace-ca`: the new CA
+    // replaces the old one and the old certificate goes, so the agent enrols again.
+    let Agent { state, args, .. } = restarted.shutdown_keep_state().await;
+    let replacing = InitArgs {
+        replace_ca: true,
+        ..args.clone()
+    };
+    let document = agent_client::init_document(
+        other.pki.ca_cert_pem(),
+        &JoinToken::generate(),
+        TOKEN_LIFETIME,
+    );
+    let outcome = enrol::init(&replacing, document.as_bytes()).expect("init --replace-ca");
+    assert!(
+        matches!(outcome, enrol::InitOutcome::Pending { .. }),
+        "{outcome:?}"
+    );
+    let files = StateFiles::new(&args.state_dir);
+    assert_eq!(
+        std::fs::read_to_string(&files.ca).expect("ca"),
+        other.pki.ca_cert_pem()
+    );
+    assert!(!files.cert.exists());
+    drop(state);
 }
 
 #[tokio::test]
@@ -718,6 +756,7 @@ impl pb::agent_server::Agent for FutureAgent {
             host_name: HOST.into(),
             binary_sha256: String::new(),
             cert_pem: String::new(),
+            trusted_ca_pem: String::new(),
         }))
     }
     async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
@@ -777,6 +816,12 @@ impl pb::agent_server::Agent for FutureAgent {
         &self,
         _: Request<pb::InstallRenewalRequest>,
     ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
+        Err(Status::unimplemented("future"))
+    }
+    async fn install_trust(
+        &self,
+        _: Request<pb::InstallTrustRequest>,
+    ) -> Result<Response<pb::InstallTrustResponse>, Status> {
         Err(Status::unimplemented("future"))
     }
 }
@@ -1311,6 +1356,7 @@ impl pb::agent_server::Agent for StuckAgent {
             host_name: HOST.into(),
             binary_sha256: String::new(),
             cert_pem: String::new(),
+            trusted_ca_pem: String::new(),
         }))
     }
     async fn facts(&self, _: Request<pb::FactsRequest>) -> Result<Response<pb::Facts>, Status> {
@@ -1371,6 +1417,12 @@ impl pb::agent_server::Agent for StuckAgent {
         &self,
         _: Request<pb::InstallRenewalRequest>,
     ) -> Result<Response<pb::InstallRenewalResponse>, Status> {
+        std::future::pending().await
+    }
+    async fn install_trust(
+        &self,
+        _: Request<pb::InstallTrustRequest>,
+    ) -> Result<Response<pb::InstallTrustResponse>, Status> {
         std::future::pending().await
     }
 }

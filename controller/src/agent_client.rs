@@ -77,6 +77,8 @@ pub struct AgentClient {
     binary_sha256: String,
     /// The certificate the agent serves, from `Hello` (empty from agents older than renewal).
     cert_pem: String,
+    /// The CA certificates the agent trusts, from `Hello` (empty from agents older than rotation).
+    trusted_ca_pem: String,
     deadlines: Deadlines,
     inner: PbAgentClient<Channel>,
 }
@@ -210,6 +212,7 @@ pub async fn connect_with(
         agent_version: String::new(),
         binary_sha256: String::new(),
         cert_pem: String::new(),
+        trusted_ca_pem: String::new(),
         deadlines,
         inner: PbAgentClient::new(channel),
     };
@@ -307,6 +310,22 @@ impl AgentClient {
         &self.cert_pem
     }
 
+    /// The CA certificates the agent trusts (PEM), from `Hello`; empty from an agent older than CA rotation.
+    pub fn trusted_ca_pem(&self) -> &str {
+        &self.trusted_ca_pem
+    }
+
+    /// `InstallTrust`: the agent trusts `ca_pem` (one or more CA certificates) from now on; true when that
+    /// changed something, and the agent's service then restarts: reconnect.
+    pub async fn install_trust(&mut self, ca_pem: String) -> anyhow::Result<bool> {
+        let limit = self.deadlines.call;
+        let call = self
+            .inner
+            .install_trust(request(pb::InstallTrustRequest { ca_pem }, limit));
+        let response = within(&self.host, "InstallTrust", limit, call).await?;
+        Ok(response.into_inner().changed)
+    }
+
     /// `RenewCsr`: the agent makes a new key on its host and returns a CSR for it (see [`renew`]).
     pub async fn renew_csr(&mut self) -> anyhow::Result<String> {
         let limit = self.deadlines.call;
@@ -341,6 +360,7 @@ impl AgentClient {
         self.agent_version = hello.agent_version.clone();
         self.binary_sha256 = hello.binary_sha256;
         self.cert_pem = hello.cert_pem;
+        self.trusted_ca_pem = hello.trusted_ca_pem;
         Ok(hello.agent_version)
     }
 

@@ -48,6 +48,9 @@ pub struct Bootstrap<'a> {
     /// Hashes of the agents for other architectures found beside it: an agent running one of
     /// them is current too.
     pub foreign_sha256: Vec<String>,
+    /// Re-enrol agents that trust another CA (`tpa-agent init --replace-ca`): only while a CA replaced
+    /// with `rotate-ca --old-ca-compromised` has agents left to move ([`crate::pki::rotation`]).
+    pub replace_ca: bool,
 }
 
 /// The architecture the built agent runs on (`uname -m` of the hosts it suits).
@@ -143,6 +146,7 @@ impl<'a> Bootstrap<'a> {
             agent_binary,
             agent_sha256,
             foreign_sha256,
+            replace_ca: false,
         })
     }
 
@@ -206,7 +210,7 @@ impl<'a> Bootstrap<'a> {
             .with_context(|| format!("uploading tpa-agent to {name}"))?;
         let token = JoinToken::generate();
         let document = agent_client::init_document(self.pki.ca_cert_pem(), &token, TOKEN_LIFETIME);
-        let init = init_command(name, addr);
+        let init = init_command(name, addr, self.replace_ca);
         let out = self
             .ssh
             .run(name, &init, document.as_bytes())
@@ -251,13 +255,14 @@ impl<'a> Bootstrap<'a> {
 }
 
 /// `tpa-agent init` for a host: its name, its address as a certificate name, and that address to listen
-/// on (never every interface).
-fn init_command(name: &str, addr: SocketAddr) -> String {
+/// on (never every interface); with `replace_ca`, also over an enrolment with another CA.
+fn init_command(name: &str, addr: SocketAddr, replace_ca: bool) -> String {
     format!(
-        "{AGENT_PATH} init --name {} --san {} --listen {}",
+        "{AGENT_PATH} init --name {} --san {} --listen {}{}",
         shell_quote(name),
         shell_quote(&addr.ip().to_string()),
-        shell_quote(&addr.to_string())
+        shell_quote(&addr.to_string()),
+        if replace_ca { " --replace-ca" } else { "" }
     )
 }
 
@@ -340,8 +345,9 @@ mod tests {
     fn init_listens_on_the_host_address() {
         let addr = SocketAddr::from(([10, 33, 0, 2], tpa_proto::DEFAULT_AGENT_PORT));
         assert_eq!(
-            init_command("ulb", addr),
+            init_command("ulb", addr, false),
             "/usr/local/bin/tpa-agent init --name 'ulb' --san '10.33.0.2' --listen '10.33.0.2:7443'"
         );
+        assert!(init_command("ulb", addr, true).ends_with(" --replace-ca"));
     }
 }

@@ -2,6 +2,7 @@
 //! parses and dispatches.
 
 pub mod backup;
+pub mod client_cert;
 pub mod cmd;
 pub mod configure;
 pub mod deploy;
@@ -12,6 +13,7 @@ pub mod image;
 pub mod passwords;
 pub mod provision;
 pub mod restore;
+pub mod rotate_ca;
 pub mod status;
 pub mod switchover;
 pub mod test;

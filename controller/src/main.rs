@@ -121,6 +121,32 @@ enum Command {
         /// The replica to promote.
         instance: String,
     },
+    /// Replace the cluster CA on a running cluster. With the old CA still trusted: three deploys
+    /// (every host trusts both CAs; the new CA issues every certificate; the old one is dropped),
+    /// over the agents' channels, no SSH; run again to resume an interrupted rotation.
+    RotateCa {
+        cluster_dir: PathBuf,
+        /// The old CA key leaked: trust the new CA alone at once and re-enrol every agent over
+        /// SSH (docs/protocol.md, CA rotation).
+        #[arg(long)]
+        old_ca_compromised: bool,
+        /// As deploy's --forks.
+        #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+            clap::value_parser!(u16).range(1..=1024), usize::from))]
+        forks: Option<usize>,
+    },
+    /// Issue a TLS client certificate from the cluster CA for a client outside the cluster, such
+    /// as a Prometheus scraping the agents' /metrics (agent_metrics_listen: tls). Writes
+    /// NAME.crt, NAME.key (0600) and ca.crt into --out; it cannot drive the agents.
+    ClientCert {
+        cluster_dir: PathBuf,
+        /// The client's name (its certificate's common name), e.g. prometheus.
+        #[arg(long)]
+        name: String,
+        /// Where to write the certificate, its key and the CA.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// An on-demand backup of every instance a Barman host backs up (`backup:` in config.yml),
     /// or with --list the backups Barman holds.
     Backup {
@@ -251,6 +277,7 @@ fn main() -> ExitCode {
             | Command::Deprovision { cluster_dir, .. }
             | Command::StorePassword { cluster_dir, .. }
             | Command::Switchover { cluster_dir, .. }
+            | Command::RotateCa { cluster_dir, .. }
             | Command::VerifyBackup { cluster_dir, .. }
             | Command::Restore { cluster_dir, .. }
             | Command::Backup {
@@ -265,6 +292,7 @@ fn main() -> ExitCode {
             | Command::Status { .. }
             | Command::Test { .. }
             | Command::ShowPassword { .. }
+            | Command::ClientCert { .. }
             | Command::Backup { list: true, .. }
             | Command::Cmd { .. }
             | Command::Ssh { .. }
@@ -328,6 +356,16 @@ fn main() -> ExitCode {
                 cluster_dir,
                 pgbench_seconds,
             } => return commands::test::run(&cluster_dir, pgbench_seconds).await,
+            Command::RotateCa {
+                cluster_dir,
+                old_ca_compromised,
+                forks,
+            } => commands::rotate_ca::run(&cluster_dir, old_ca_compromised, forks).await,
+            Command::ClientCert {
+                cluster_dir,
+                name,
+                out,
+            } => commands::client_cert::run(&cluster_dir, &name, &out),
             Command::ShowPassword { cluster_dir, user } => {
                 commands::passwords::show(&cluster_dir, &user)
             }

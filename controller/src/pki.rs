@@ -36,6 +36,8 @@ use zeroize::Zeroizing;
 use crate::cluster_dir::{self, write_file};
 use crate::secrets::Secrets;
 
+pub mod rotation;
+
 /// Lifetime of the cluster CA.
 pub const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Lifetime of every certificate the CA issues, unless config.yml sets `agent_cert_lifetime` (agents and the
@@ -185,6 +187,16 @@ impl Pki {
             let loaded = read(&files.ca_cert)
                 .and_then(|cert| Ok((cert, open_key(&files.ca_key, secrets)?)))
                 .and_then(|(cert, key)| Ok(Pki::from_pem(&cert, &key)?));
+            if files.ca_next_key.exists() {
+                return loaded.with_context(|| {
+                    format!(
+                        "loading the cluster CA from {}: a CA rotation was interrupted; run `tpa-controller \
+                         rotate-ca {}` again to finish it",
+                        files.dir.display(),
+                        cluster_root.display()
+                    )
+                });
+            }
             return loaded.with_context(|| {
                 format!(
                     "loading the cluster CA from {}: restore ca.crt and ca.key.enc from version control (both \
@@ -333,6 +345,23 @@ impl Pki {
         })
     }
 
+    /// A client certificate named `name` with a fresh key, for a client outside the cluster (a Prometheus
+    /// scraping the agents' `/metrics`): clientAuth only, the policy's lifetime; never the controller's name.
+    pub fn issue_client_cert(&self, name: &str) -> Result<CertifiedKey, PkiError> {
+        let key = KeyPair::generate()?;
+        let params = leaf_params(
+            &[name.to_string()],
+            &[],
+            CertUsage::Client,
+            self.policy.lifetime,
+        )?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     /// The controller's client identity from `<cluster_root>/tls/controller.{crt,key.enc}`, issued (again)
     /// when missing, within the policy's `renew_before` of expiry, or not issued by this CA. A certificate that does
     /// not belong with the key is an error that says what to do.
@@ -450,6 +479,11 @@ struct TlsFiles {
     controller_cert: PathBuf,
     controller_key: PathBuf,
     controller_key_plaintext: PathBuf,
+    /// A rotation's new CA while the old one still signs (`rotation`).
+    ca_next_cert: PathBuf,
+    ca_next_key: PathBuf,
+    /// Present while deploy must re-enrol agents of a replaced CA over SSH (`rotation`).
+    reenrol: PathBuf,
 }
 
 impl TlsFiles {
@@ -462,6 +496,9 @@ impl TlsFiles {
             controller_cert: dir.join("controller.crt"),
             controller_key: dir.join("controller.key.enc"),
             controller_key_plaintext: dir.join("controller.key"),
+            ca_next_cert: dir.join("ca.next.crt"),
+            ca_next_key: dir.join("ca.next.key.enc"),
+            reenrol: dir.join("reenrol"),
             dir,
         }
     }
@@ -855,23 +892,23 @@ mod tests {
     }
 
     /// A cluster directory and, outside it, a key directory; and the secrets store they make.
-    struct Dir {
+    pub(super) struct Dir {
         tmp: tempfile::TempDir,
     }
 
     impl Dir {
-        fn new() -> Dir {
+        pub(super) fn new() -> Dir {
             let tmp = tempfile::tempdir().expect("tempdir");
             std::fs::create_dir(tmp.path().join("cluster")).expect("mkdir");
             Dir { tmp }
         }
-        fn root(&self) -> PathBuf {
+        pub(super) fn root(&self) -> PathBuf {
             self.tmp.path().join("cluster")
         }
         fn path(&self, name: &str) -> PathBuf {
             self.root().join(name)
         }
-        fn secrets(&self) -> Secrets {
+        pub(super) fn secrets(&self) -> Secrets {
             let keys = crate::secrets::KeySource::Directory(self.tmp.path().join("keys"));
             Secrets::open_with_key_source(&self.root(), Some("vault-1"), keys).expect("secrets")
         }

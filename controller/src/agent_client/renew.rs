@@ -76,3 +76,58 @@ pub async fn renew_if_due(
     }
     Ok((renewed, Renewal::Renewed { not_after }))
 }
+
+/// What [`sync_trust`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustSync {
+    /// The agent trusts exactly the cluster's CAs: nothing done.
+    Current,
+    /// The agent now trusts them (its service restarted).
+    Installed,
+    /// `--check`: they would be installed.
+    WouldInstall,
+    /// The agent does not say which CAs it trusts (older than CA rotation): left alone.
+    Unknown,
+}
+
+/// The agent of `client` made to trust exactly the CAs of `trust_pem` (`tls/ca.crt`: during a CA
+/// rotation the old and the new one, see [`crate::pki::rotation`]); returns the client to use from then
+/// on (a new connection after a change). With `check`, changes nothing.
+pub async fn sync_trust(
+    mut client: AgentClient,
+    addr: SocketAddr,
+    trust_pem: &str,
+    identity: &CertifiedKey,
+    check: bool,
+) -> anyhow::Result<(AgentClient, TrustSync)> {
+    use crate::pki::rotation::same_certificates;
+    if client.trusted_ca_pem().is_empty() {
+        return Ok((client, TrustSync::Unknown));
+    }
+    if same_certificates(client.trusted_ca_pem(), trust_pem) {
+        return Ok((client, TrustSync::Current));
+    }
+    if check {
+        return Ok((client, TrustSync::WouldInstall));
+    }
+    let host = client.host().to_string();
+    if !client.install_trust(trust_pem.to_string()).await? {
+        return Ok((client, TrustSync::Current));
+    }
+    drop(client);
+    let reconnected = crate::bootstrap::connect_with_retry(addr, &host, trust_pem, identity)
+        .await
+        .with_context(|| {
+            format!(
+                "reconnecting to the agent on {host} after replacing the CAs it trusts (its journal says \
+                 why: journalctl -u tpa-agent)"
+            )
+        })?;
+    if !same_certificates(reconnected.trusted_ca_pem(), trust_pem) {
+        bail!(
+            "the agent on {host} accepted the new CAs but still trusts others: check its journal \
+             (journalctl -u tpa-agent) and deploy again"
+        );
+    }
+    Ok((reconnected, TrustSync::Installed))
+}

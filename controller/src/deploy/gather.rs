@@ -17,7 +17,7 @@ use super::passwords;
 use super::report::DeployLog;
 use super::ship;
 use crate::agent_client::AgentClient;
-use crate::agent_client::renew::{self, Renewal};
+use crate::agent_client::renew::{self, Renewal, TrustSync};
 use crate::bootstrap::{AgentChange, Bootstrap};
 use crate::cluster_dir::{ClusterDir, write_if_changed};
 use crate::config::{Cluster, Instance, PostgresUser};
@@ -56,7 +56,8 @@ pub async fn gather(
     // Clients verify Postgres with this file: sslrootcert=<dir>/ca.crt.
     write_if_changed(&root.join("ca.crt"), pki.ca_cert_pem())?;
 
-    let bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
+    let mut bootstrap = Bootstrap::new(&pki, &identity, &dir.ssh_config())?;
+    bootstrap.replace_ca = crate::pki::rotation::reenrol_pending(root);
     let platform = platform::for_inventory(inventory)?;
     let agents =
         bootstrap_agents(&bootstrap, &platform, cluster, inventory, check, forks, log).await?;
@@ -430,9 +431,16 @@ async fn renew_certificates(
         let ips: Vec<_> = host.map(|h| vec![h.address]).unwrap_or_default();
         async move {
             let Some(addr) = addr else {
-                return (name, Ok((client, Renewal::Current)));
+                return (name, Ok((client, Renewal::Current, TrustSync::Current)));
             };
-            let result = renew::renew_if_due(client, addr, pki, identity, &ips, now, check).await;
+            let result = async {
+                let (client, renewal) =
+                    renew::renew_if_due(client, addr, pki, identity, &ips, now, check).await?;
+                let (client, trust) =
+                    renew::sync_trust(client, addr, pki.ca_cert_pem(), identity, check).await?;
+                anyhow::Ok((client, renewal, trust))
+            }
+            .await;
             (name, result)
         }
     }))
@@ -441,7 +449,18 @@ async fn renew_certificates(
     let mut failures = Vec::new();
     for (name, result) in results {
         match result {
-            Ok((client, outcome)) => {
+            Ok((client, outcome, trust)) => {
+                match trust {
+                    TrustSync::Current | TrustSync::Unknown => {}
+                    TrustSync::Installed => log.line(format!(
+                        "[{name}] agent trusts the cluster's CAs now ({})",
+                        crate::pki::rotation::describe(pki.ca_cert_pem())
+                    )),
+                    TrustSync::WouldInstall => log.line(format!(
+                        "[{name}] agent would trust the cluster's CAs ({})",
+                        crate::pki::rotation::describe(pki.ca_cert_pem())
+                    )),
+                }
                 match outcome {
                     Renewal::Current => {}
                     Renewal::Renewed { not_after } => log.line(format!(

@@ -20,6 +20,10 @@ pub struct HelloResponse {
     /// issued by another CA. Empty from agents older than renewal.
     #[prost(string, tag = "5")]
     pub cert_pem: ::prost::alloc::string::String,
+    /// The CA certificates (PEM) the agent trusts for its clients: the controller replaces them during a CA rotation.
+    /// Empty from agents older than rotation.
+    #[prost(string, tag = "6")]
+    pub trusted_ca_pem: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FactsRequest {
@@ -599,6 +603,18 @@ pub struct InstallRenewalResponse {
     #[prost(int64, tag = "1")]
     pub not_after: i64,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InstallTrustRequest {
+    /// One or more CA certificates (PEM): the agent's new ca.crt.
+    #[prost(string, tag = "1")]
+    pub ca_pem: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InstallTrustResponse {
+    /// False when the agent already trusted exactly this set (nothing restarts).
+    #[prost(bool, tag = "1")]
+    pub changed: bool,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Outcome {
@@ -1022,6 +1038,33 @@ pub mod agent_client {
                 .insert(GrpcMethod::new("tpa.agent.v1.Agent", "InstallRenewal"));
             self.inner.unary(req, path, codec).await
         }
+        /// Replaces the CA certificates the agent trusts (its ca.crt), for a CA rotation. Refused unless the agent's own
+        /// certificate and the caller's both chain to the new set. When it changed, the agent service restarts in
+        /// process on the same socket after this answer, as after InstallRenewal, so the caller reconnects.
+        pub async fn install_trust(
+            &mut self,
+            request: impl tonic::IntoRequest<super::InstallTrustRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InstallTrustResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tpa.agent.v1.Agent/InstallTrust",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tpa.agent.v1.Agent", "InstallTrust"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1124,6 +1167,16 @@ pub mod agent_server {
             request: tonic::Request<super::InstallRenewalRequest>,
         ) -> std::result::Result<
             tonic::Response<super::InstallRenewalResponse>,
+            tonic::Status,
+        >;
+        /// Replaces the CA certificates the agent trusts (its ca.crt), for a CA rotation. Refused unless the agent's own
+        /// certificate and the caller's both chain to the new set. When it changed, the agent service restarts in
+        /// process on the same socket after this answer, as after InstallRenewal, so the caller reconnects.
+        async fn install_trust(
+            &self,
+            request: tonic::Request<super::InstallTrustRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::InstallTrustResponse>,
             tonic::Status,
         >;
     }
@@ -1673,6 +1726,51 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = InstallRenewalSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/tpa.agent.v1.Agent/InstallTrust" => {
+                    #[allow(non_camel_case_types)]
+                    struct InstallTrustSvc<T: Agent>(pub Arc<T>);
+                    impl<
+                        T: Agent,
+                    > tonic::server::UnaryService<super::InstallTrustRequest>
+                    for InstallTrustSvc<T> {
+                        type Response = super::InstallTrustResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::InstallTrustRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::install_trust(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = InstallTrustSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
