@@ -1,6 +1,6 @@
 //! `tpa-controller deprovision <dir>`: removes exactly what this cluster directory's
 //! provision created, through its platform, and the files provision generated. config.yml,
-//! local-repo and secrets stay.
+//! local-repo and secrets stay, and on bare machines the cluster's SSH key too.
 
 use std::path::Path;
 
@@ -29,7 +29,20 @@ pub async fn run(dir: &Path, uninstall: bool) -> anyhow::Result<()> {
     for note in &done.kept {
         println!("{note}");
     }
+    // Machines that stay (bare) keep authorising the cluster key: a new one would have to be
+    // added to every machine again before the next provision.
+    let key = dir.ssh_key(&cluster.name);
+    let keep_key = platform.kind() == crate::config::Platform::Bare;
     for path in dir.provision_outputs(&cluster.name) {
+        if keep_key && (path == key || path == key.with_extension("pub")) {
+            if path == key && path.exists() {
+                println!(
+                    "kept {} and its .pub: the machines stay and authorise it",
+                    path.display()
+                );
+            }
+            continue;
+        }
         if path.exists() {
             std::fs::remove_file(&path)?;
             println!("removed {}", path.display());
