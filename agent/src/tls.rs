@@ -214,13 +214,7 @@ pub fn verify_agent_cert(
         reason,
     };
     let leaf = first_cert(cert_pem)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| TlsError::Pem(format!("cluster CA: {e}")))?;
-        roots
-            .add(ca)
-            .map_err(|e| untrusted(format!("cluster CA: {e}")))?;
-    }
+    let roots = ca_roots(ca_pem, name)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -240,6 +234,19 @@ pub fn verify_agent_cert(
         cert_pem: cert_pem.to_string(),
         not_after: parsed.validity().not_after.timestamp(),
     })
+}
+
+/// The CA certificates of `ca_pem` (one or more) as rustls roots; `name` is the host, for errors.
+pub fn ca_roots(ca_pem: &str, name: &str) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| TlsError::Pem(format!("cluster CA: {e}")))?;
+        roots.add(ca).map_err(|e| TlsError::Untrusted {
+            name: name.to_string(),
+            reason: format!("cluster CA: {e}"),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// TLS for the enrolment phase: the self-signed certificate, no client certificate (the join token

@@ -41,7 +41,7 @@ pub fn install(
     ca_pem: &str,
     caller: &CertificateDer<'_>,
 ) -> Result<bool, TrustError> {
-    let roots = roots(ca_pem)?;
+    let roots = roots(ca_pem, &config.name)?;
     let key = AgentKey::load(files)?;
     let own = files.read(&files.cert)?;
     tls::verify_agent_cert(&own, ca_pem, &config.name, &key).map_err(TrustError::OwnCertificate)?;
@@ -69,14 +69,8 @@ pub fn install(
     Ok(true)
 }
 
-fn roots(ca_pem: &str) -> Result<rustls::RootCertStore, TrustError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| TrustError::Unreadable(e.to_string()))?;
-        roots
-            .add(ca)
-            .map_err(|e| TrustError::Unreadable(e.to_string()))?;
-    }
+fn roots(ca_pem: &str, name: &str) -> Result<rustls::RootCertStore, TrustError> {
+    let roots = tls::ca_roots(ca_pem, name).map_err(|e| TrustError::Unreadable(e.to_string()))?;
     if roots.is_empty() {
         return Err(TrustError::Empty);
     }

@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use zeroize::Zeroizing;
 
 use super::{Pki, TlsFiles, cert_has_key, open_key, read};
-use crate::cluster_dir::write_file;
+use crate::cluster_dir::{write_file, write_if_changed};
 use crate::secrets::Secrets;
 
 /// Where a rotation stands.
@@ -56,7 +56,7 @@ pub fn resume(cluster_root: &Path, secrets: &Secrets) -> anyhow::Result<Stage> {
                 first_cert(&read(&files.ca_cert)?)?,
                 read(&files.ca_next_cert)?
             );
-            write_if_other(&files.ca_cert, &bundle)?;
+            write_if_changed(&files.ca_cert, &bundle)?;
             return Ok(Stage::Trusting);
         }
     }
@@ -120,13 +120,7 @@ pub fn reenrol_pending(cluster_root: &Path) -> bool {
 
 /// Every agent was re-enrolled: deploy no longer needs to.
 pub fn reenrolled(cluster_root: &Path) -> anyhow::Result<()> {
-    let files = TlsFiles::new(cluster_root);
-    match std::fs::remove_file(&files.reenrol) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", files.reenrol.display()))
-        }
-        _ => Ok(()),
-    }
+    remove_if_present(&TlsFiles::new(cluster_root).reenrol)
 }
 
 /// A new CA named like `current`'s first certificate, written as `ca.next.crt` and `ca.next.key.enc`.
@@ -143,22 +137,17 @@ fn write_next(files: &TlsFiles, secrets: &Secrets, current: &str) -> anyhow::Res
 /// The new key becomes the CA key; the `ca.next.*` files go.
 fn finish_switch(files: &TlsFiles, secrets: &Secrets, next_key: &str) -> anyhow::Result<()> {
     secrets.seal_file(&files.ca_key, next_key.as_bytes())?;
-    for path in [&files.ca_next_key, &files.ca_next_cert] {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", path.display()));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    remove_if_present(&files.ca_next_key)?;
+    remove_if_present(&files.ca_next_cert)
 }
 
-fn write_if_other(path: &Path, content: &str) -> anyhow::Result<()> {
-    if read(path)? != content {
-        write_file(path, content.as_bytes(), 0o644)?;
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The certificates of a PEM document, each as its own PEM text.
