@@ -1,7 +1,10 @@
 //! Deploy scenario: one Postgres primary on Debian 12 (PostgreSQL 15) and on Debian 13
-//! (PostgreSQL 17), from the local package repository, with agents bootstrapped over SSH.
-//! The Debian 13 one also survives an agent killed mid-deploy, a failed resource, the
-//! controller killed mid-deploy (about 15 s more) and a reboot (about 20 s more).
+//! (PostgreSQL 17), with agents bootstrapped over SSH. The Debian 12 one installs from the
+//! local package repository; the Debian 13 one is a host "with internet": no local
+//! repository, its packages from signed apt repositories named in config.yml (a mirror over
+//! HTTP stands in for the internet; about 3 s more). It also survives an agent killed
+//! mid-deploy, a failed resource, the controller killed mid-deploy (about 15 s more) and a
+//! reboot (about 20 s more).
 
 use tpa_e2e::*;
 
@@ -377,15 +380,66 @@ fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
     };
     let (dir, host, path) = (&scenario.dir, scenario.host.as_str(), scenario.path());
     let ssh_config = &scenario.ssh_config();
-    // This host starts from the plain image, so deploy installs its packages (the path of a
-    // host without a package layer) and the agent can be killed in the middle of dpkg.
-    let config = dir.path().join("config.yml");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "  use_local_repo_only: true\n",
-        "  use_local_repo_only: true\n  docker_package_layer: false\n",
-    );
-    std::fs::write(&config, text).unwrap();
+    // A host with internet: no local repository in the cluster directory, so its packages
+    // come from the apt repositories of apt_repository_list. Here that is PGDG (unreachable
+    // without internet: apt skips it with a warning, as it does the image's own Debian
+    // sources) and a mirror over HTTP on the cluster network, holding what download-packages
+    // fetched and signed with a key made for the test. The host starts from the plain image,
+    // so deploy installs its packages and the agent can be killed in the middle of dpkg.
     assert!(controller(&["download-packages", path]).status.success());
+    let mirror = tempfile::tempdir().unwrap();
+    let local_repo = dir.path().join("local-repo");
+    for entry in std::fs::read_dir(local_repo.join("Debian/13")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::rename(entry.path(), mirror.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_dir_all(&local_repo).unwrap();
+    let key = mirror::SigningKey::new("tpa e2e mirror");
+    key.sign_release(mirror.path());
+    std::fs::write(mirror.path().join("key.asc"), key.public()).unwrap();
+    assert!(controller(&["provision", path]).status.success());
+    let server = mirror::serve(&mirror::gateway(host), mirror.path().to_path_buf());
+    let config = dir.path().join("config.yml");
+    let with_key_id = |key_id: &str| {
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "  use_local_repo_only: true\n",
+            "  docker_package_layer: false\n",
+        );
+        let (vars, rest) = text.split_once("\nlocations:").unwrap();
+        let vars = vars.split("  apt_repository_list:").next().unwrap();
+        let repos = format!(
+            "  apt_repository_list: [PGDG, mirror]\n  apt_repositories:\n    mirror:\n      \
+             repo: deb http://{server}/ ./\n      key_url: http://{server}/key.asc\n      \
+             key_id: {key_id}\n"
+        );
+        std::fs::write(&config, format!("{vars}\n{repos}\nlocations:{rest}")).unwrap();
+    };
+    // A key that is not the one key_id names stops the deploy before the host is touched.
+    with_key_id("0123456789ABCDEF0123456789ABCDEF01234567");
+    let refused = controller(&["deploy", path]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("apt_repositories.mirror")
+            && stderr.contains(&format!("fingerprint {}", key.fingerprint))
+            && stderr.contains("does not end with key_id"),
+        "{stderr}"
+    );
+    assert!(
+        !run(
+            "docker",
+            &[
+                "exec",
+                host,
+                "test",
+                "-e",
+                "/etc/systemd/system/tpa-agent.service"
+            ]
+        )
+        .0,
+        "the refused deploy installed the agent"
+    );
+    with_key_id(&key.fingerprint[24..]);
 
     // The agent killed while dpkg is installing packages: the deploy fails naming the host and
     // stage; nothing is left that the next deploy cannot finish.
@@ -510,5 +564,53 @@ fn primary_on_debian_13_gets_postgres_17_and_recovers_from_a_failed_deploy() {
             "select current_setting('server_version_num')::int / 10000, current_setting('ssl')"
         ),
         "17|on"
+    );
+
+    // Where the packages came from: the mirror, pinned to its key; PGDG's source and key are
+    // there for trixie; no local repository; the key is kept in the cluster directory.
+    let (_, source) = ssh(
+        ssh_config,
+        host,
+        "cat /etc/apt/sources.list.d/tpa-mirror.list",
+    );
+    assert!(
+        source.contains(&format!(
+            "deb [signed-by=/etc/apt/keyrings/tpa-mirror.asc] http://{server}/ ./"
+        )),
+        "{source}"
+    );
+    let (_, pgdg) = ssh(
+        ssh_config,
+        host,
+        "cat /etc/apt/sources.list.d/tpa-PGDG.list",
+    );
+    assert!(
+        pgdg.contains(
+            "deb [signed-by=/etc/apt/keyrings/tpa-PGDG.asc] \
+             https://apt.postgresql.org/pub/repos/apt trixie-pgdg main"
+        ),
+        "{pgdg}"
+    );
+    let (_, policy) = ssh(ssh_config, host, "apt-cache policy postgresql-17");
+    assert!(policy.contains(&format!("http://{server} ./")), "{policy}");
+    assert!(
+        !ssh(
+            ssh_config,
+            host,
+            "test -e /etc/apt/sources.list.d/tpa-local-repo.list"
+        )
+        .0
+    );
+    let kept = std::fs::read(dir.path().join("apt-keys/mirror.asc")).unwrap();
+    assert_eq!(kept, key.public());
+    // apt really checks the signature: an index signed by another key is refused.
+    let other = mirror::SigningKey::new("tpa e2e impostor");
+    other.sign_release(mirror.path());
+    let (_, out) = ssh(ssh_config, host, "apt-get update 2>&1");
+    let mirror_line = format!("http://{server} ./ InRelease");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Err:") && l.contains(&mirror_line)),
+        "apt accepted an index signed by another key:\n{out}"
     );
 }

@@ -18,6 +18,7 @@
 //!   version each host's OS ships).
 //! - `model`: the public types; `error`: [`ConfigError`] and [`ConfigErrors`].
 
+pub mod apt;
 pub mod aws;
 mod barman;
 mod build;

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent_client;
+pub mod apt_keys;
 pub mod bootstrap;
 pub mod cluster_dir;
 pub mod commands;

@@ -140,14 +140,20 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
             ));
             continue;
         };
-        let packages = match host_packages(input.cluster, instance, settings, os_major) {
+        let packages = match host_packages(input.cluster, instance, settings, os_major, true) {
             Ok(p) => p,
             Err(e) => {
                 errors.push(format!("{}: {e}", instance.name));
                 continue;
             }
         };
-        let mut stages = vec![sys::stage(instance, host, packages)];
+        let mut stages = match sys::stage(instance, host, packages, &input.state.apt_keys) {
+            Ok(stage) => vec![stage],
+            Err(e) => {
+                errors.push(format!("{}: {e}", instance.name));
+                continue;
+            }
+        };
         match logserver::stage(input, instance, host) {
             Ok(Some(s)) => stages.push(s),
             Ok(None) => {}
@@ -301,18 +307,25 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
 
 /// The packages the plan installs on `instance`: its roles' ([`packages_for`]), and rsyslog
 /// with its TLS driver on every host of a cluster with a log server. `download-packages`
-/// fetches the union of these over the cluster.
+/// fetches the union of these over the cluster, from Debian's archive only (`pgdg` false);
+/// deploy allows PGDG's versions of PostgreSQL on hosts that have PGDG (`pgdg` true).
 pub fn host_packages(
     cluster: &Cluster,
     instance: &Instance,
     settings: &crate::settings::HostSettings,
     os_major: u32,
+    pgdg: bool,
 ) -> Result<Vec<String>, crate::local_repo::PackageSetError> {
     let mut packages = packages_for(
         &instance.roles,
         &settings.postgres_version,
         Some(settings.failover_manager),
         os_major,
+        pgdg && instance
+            .vars
+            .apt_sources()
+            .iter()
+            .any(|s| s == crate::config::apt::PGDG),
     )?;
     if logserver::wanted(cluster) {
         packages.extend(logserver::PACKAGES.iter().map(|p| p.to_string()));

@@ -4,6 +4,8 @@
 //! The scenarios run only with `TPA_E2E=1` (the README's test command sets it); plain
 //! `cargo test` skips them with a message, because they need Docker, root and minutes.
 
+pub mod mirror;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

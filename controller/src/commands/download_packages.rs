@@ -32,7 +32,7 @@ pub fn cluster_packages(cluster: &Cluster, os_major: u32) -> anyhow::Result<Vec<
     for instance in &cluster.instances {
         let settings = HostSettings::resolve(cluster, instance, Some(os_major));
         packages.extend(crate::planner::host_packages(
-            cluster, instance, &settings, os_major,
+            cluster, instance, &settings, os_major, false,
         )?);
     }
     Ok(packages.into_iter().collect())

@@ -280,6 +280,28 @@ fn postgres_version_on_os(inst: &Instance, pos: &InstancePos, diag: &mut Diag) {
     if !(inst.has_role(Role::Postgres) || inst.has_role(Role::Barman)) {
         return;
     }
+    // PGDG has the supported versions (apt names one it lacks); without it, only the
+    // release's own is there.
+    if inst
+        .vars
+        .apt_sources()
+        .iter()
+        .any(|s| s == super::apt::PGDG)
+    {
+        if version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|v| v < 10)
+        {
+            diag.err(
+                vpos.line,
+                &vpos.path,
+                format!("PostgreSQL {version} is older than any version tpa deploys (10 or later)"),
+            );
+        }
+        return;
+    }
     let Some(image) = &inst.image else { return };
     let image = ImageRef::parse(image);
     let Some(release) = image
@@ -300,8 +322,9 @@ fn postgres_version_on_os(inst: &Instance, pos: &InstancePos, diag: &mut Diag) {
         &vpos.path,
         format!(
             "PostgreSQL {version} is not available on {release}, the OS of image {}: {}, and \
-             tpa does not use the PGDG repository yet; set postgres_version: '{}', or remove it \
-             to get that default",
+             PGDG is not among this host's apt repositories (use_local_repo_only, or \
+             apt_repository_list without PGDG); set postgres_version: '{}', or remove it to get \
+             that default",
             image.full(),
             shipped.join(", "),
             release.postgres_version,

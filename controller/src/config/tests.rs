@@ -1115,18 +1115,39 @@ fn a_huge_port_is_out_of_range() {
 
 #[test]
 fn postgres_version_must_be_one_the_images_debian_ships() {
-    // Line 3 is `postgres_version: '15'` in cluster_vars; tpa/debian is Debian 12.
+    // Line 3 is `postgres_version: '15'` in cluster_vars; tpa/debian is Debian 12. Without
+    // PGDG (use_local_repo_only, line 4), only the release's own version is there.
+    let with_base = |instances: &str| {
+        with_base(instances).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  use_local_repo_only: true\n",
+        )
+    };
+    let with_vars = |vars: &str| {
+        self::with_vars(vars).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  use_local_repo_only: true\n",
+        )
+    };
     check(&with_base(ONE), expect!["ok"]);
+    // With PGDG (TPA's default apt_repository_list), its versions.
+    check(&self::with_base(ONE).replace("'15'", "'16'"), expect!["ok"]);
+    check(
+        &self::with_base(ONE).replace("'15'", "'9.6'"),
+        expect![
+            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 9.6 is older than any version tpa deploys (10 or later)"
+        ],
+    );
     check(
         &with_base(ONE).replace("'15'", "'9.6'"),
         expect![
-            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 9.6 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '15', or remove it to get that default"
+            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 9.6 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and PGDG is not among this host's apt repositories (use_local_repo_only, or apt_repository_list without PGDG); set postgres_version: '15', or remove it to get that default"
         ],
     );
     check(
         &with_base(ONE).replace("image: tpa/debian", "image: tpa/debian:13"),
         expect![
-            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 15 is not available on Debian 13 (trixie), the OS of image tpa/debian:13: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '17', or remove it to get that default"
+            "config.yml:3: cluster_vars.postgres_version: PostgreSQL 15 is not available on Debian 13 (trixie), the OS of image tpa/debian:13: Debian 12 ships 15, Debian 13 ships 17, and PGDG is not among this host's apt repositories (use_local_repo_only, or apt_repository_list without PGDG); set postgres_version: '17', or remove it to get that default"
         ],
     );
     check(
@@ -1144,7 +1165,7 @@ fn postgres_version_must_be_one_the_images_debian_ships() {
     check(
         &with_vars("    postgres_version: 16\n"),
         expect![
-            "config.yml:12: instances[0].vars.postgres_version: PostgreSQL 16 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and tpa does not use the PGDG repository yet; set postgres_version: '15', or remove it to get that default"
+            "config.yml:13: instances[0].vars.postgres_version: PostgreSQL 16 is not available on Debian 12 (bookworm), the OS of image tpa/debian:12: Debian 12 ships 15, Debian 13 ships 17, and PGDG is not among this host's apt repositories (use_local_repo_only, or apt_repository_list without PGDG); set postgres_version: '15', or remove it to get that default"
         ],
     );
 }
@@ -1381,5 +1402,39 @@ fn aws_settings_are_read_and_hostile_values_refused() {
             config.yml:6: instances[0].volumes[0]: missing required key `device_name`
             config.yml:6: instances[0].volumes[0].device_name: `/dev/../sda` is not a device name; use root, /dev/sdX or /dev/xvdX
             config.yml:6: instances[0].volumes[0].snapshot_id: `snapshot_id` is a TPA setting that tpa does not support yet; remove it"#]],
+    );
+}
+
+#[test]
+fn apt_repositories_are_checked_where_they_are_written() {
+    check(
+        &with_base(ONE).replace(
+            "  postgres_version: '15'\n",
+            "  postgres_version: '15'\n  apt_repository_list: [PGDG, Good, Missing]\n  apt_repositories:\n    Good:\n      repo: deb https://apt.example.com/ bookworm main\n      key_url: https://apt.example.com/key.asc\n      key_id: 7FCC7D46ACCC4CF8\n    Bad:\n      repo:\n      - deb [trusted=yes] https://apt.example.com/ ./\n      - \"deb https://x.example/ bookworm main\\ndeb https://y.example/ ./\"\n      key_url: ftp://apt.example.com/key.asc\n      key_id: ACCC4CF\n      keyring: /etc/x\n    ../etc:\n      repo: deb https://apt.example.com/ ./\n",
+        ),
+        expect![[r#"
+            config.yml:4: cluster_vars.apt_repository_list[2]: `Missing` is not a repository tpa knows (PGDG, Good); define it under apt_repositories with repo, key_url and key_id
+            config.yml:11: cluster_vars.apt_repositories.Bad: missing or invalid repo, key_url, key_id: tpa adds only signed repositories, whose key it fetches from `key_url` and checks against `key_id` (its fingerprint)
+            config.yml:12: cluster_vars.apt_repositories.Bad.repo[0]: `deb [trusted=yes] https://apt.example.com/ ./`: tpa sets `trusted` itself (every repository is pinned to the key from its key_url); remove the option
+            config.yml:14: cluster_vars.apt_repositories.Bad.key_url: `ftp://apt.example.com/key.asc` is not an http:// or https:// URL
+            config.yml:15: cluster_vars.apt_repositories.Bad.key_id: `ACCC4CF` is not a key id: give the key's fingerprint (40 hex digits; 64 for a v6 key), or its last 16 digits
+            config.yml:16: cluster_vars.apt_repositories.Bad.keyring: unknown key `keyring` in an apt repository; tpa reads `repo`, `key_url` and `key_id`
+            config.yml:17: cluster_vars.apt_repositories.../etc: `../etc` is not a repository name tpa accepts: letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 64 characters (it names a file on the hosts)"#]],
+    );
+    // PGDG's PostgreSQL versions pass validation unless use_local_repo_only is set.
+    let sixteen = with_base(ONE)
+        .replace("postgres_version: '15'", "postgres_version: '16'")
+        .replace("image: tpa/debian\n", "image: tpa/debian:12\n");
+    assert!(Cluster::parse(&sixteen, "config.yml").is_ok());
+    let local_only = sixteen.replace(
+        "  postgres_version: '16'\n",
+        "  postgres_version: '16'\n  use_local_repo_only: true\n",
+    );
+    let err = Cluster::parse(&local_only, "config.yml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PGDG is not among this host's apt repositories"),
+        "{err}"
     );
 }

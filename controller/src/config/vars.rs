@@ -66,6 +66,8 @@ pub struct Vars {
     pub patroni_package_flavour: Option<String>,
     /// `apt_repository_list`, e.g. `[PGDG]`; `None` means TPA's default `[PGDG]`.
     pub apt_repository_list: Option<Vec<String>>,
+    /// `apt_repositories`: repositories defined for `apt_repository_list` (config::apt).
+    pub apt_repositories: BTreeMap<String, super::apt::AptRepository>,
     /// `max_connections`.
     pub max_connections: Option<u32>,
     /// `shared_buffers_ratio`: fraction of RAM for shared_buffers.
@@ -178,6 +180,16 @@ pub struct PostgresDatabase {
 /// OS-dependent ones, such as the Postgres version), and the rest of the controller reads
 /// those settings rather than calling these.
 impl Vars {
+    /// The apt repositories a host gets besides the local one: `apt_repository_list`, TPA's
+    /// default `[PGDG]`, or none with `use_local_repo_only`.
+    pub fn apt_sources(&self) -> Vec<String> {
+        if self.use_local_repo_only == Some(true) {
+            return Vec::new();
+        }
+        self.apt_repository_list
+            .clone()
+            .unwrap_or_else(|| vec![super::apt::PGDG.to_string()])
+    }
     pub fn postgres_port(&self) -> u16 {
         self.postgres_port.unwrap_or(5432)
     }
@@ -303,6 +315,9 @@ pub(crate) const SUPPORTED: &[(&str, Setter)] = &[
     }),
     ("apt_repository_list", |v, n, p, d| {
         v.apt_repository_list = Some(text_list(n, p, d))
+    }),
+    ("apt_repositories", |v, n, p, d| {
+        v.apt_repositories = super::apt::repositories(n, p, d)
     }),
     ("max_connections", |v, n, p, d| {
         v.max_connections = max_connections(n, p, d)
@@ -439,7 +454,7 @@ pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
     // Hosts, packages, repositories.
     "target_environment", "hostname_aliases", "etc_hosts_lines", "extra_etc_hosts_lines",
     "excluded_tasks", "included_tasks", "yum_repository_list", "suse_repository_list",
-    "apt_repositories", "yum_repositories", "suse_repositories", "packages",
+    "yum_repositories", "suse_repositories", "packages",
     "optional_packages", "unwanted_packages", "allow_package_upgrades", "sysctl_values",
     "artifacts", "logrotate_maxsize", "logrotate_rotate",
     "logrotate_maxage", "cluster_networks", "install_from_source", "enable_pg_backup_api",
@@ -485,6 +500,7 @@ pub(crate) fn parse_vars(fields: &[Field<'_>], diag: &mut Diag) -> Vars {
             diag.err(f.line, &f.path, unknown_key(f.key, "variable", known));
         }
     }
+    super::apt::check_list(fields, &vars.apt_repositories, diag);
     vars
 }
 

@@ -50,6 +50,9 @@ pub async fn gather(
     log: &mut DeployLog,
 ) -> anyhow::Result<Gathered> {
     let root = dir.root();
+    // First: a repository key that cannot be fetched or is not the one config.yml names
+    // stops the deploy before any host is touched.
+    let apt_keys = crate::apt_keys::load(root, cluster, check).await?;
     let mut secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
     let pki = Pki::load_or_create(root, &secrets)?.with_policy(cluster.cert_policy());
     let identity = pki.controller_identity(root, &secrets)?;
@@ -230,6 +233,7 @@ pub async fn gather(
             hosts,
             topology,
             ca_pem: pki.ca_cert_pem().to_string(),
+            apt_keys,
             verifiers,
             replication_password,
             repmgr_password,

@@ -49,12 +49,15 @@ pub enum PackageSetError {
 ///
 /// Pass the roles of one host for that host's list, or the roles of every host for the
 /// cluster-wide union that `download-packages` fetches. `postgres_version` is checked only
-/// when a role needs PostgreSQL packages.
+/// when a role needs PostgreSQL packages: against the version the release ships, or, with
+/// `pgdg` (the host has PostgreSQL's own repository), any major version from 10 (PGDG's
+/// packages have the same names; apt says if one is missing there).
 pub fn packages_for(
     roles: &[Role],
     postgres_version: &str,
     failover_manager: Option<FailoverManager>,
     os_major: u32,
+    pgdg: bool,
 ) -> Result<Vec<String>, PackageSetError> {
     let release = DebianRelease::from_major(os_major)?;
     let has = |role: Role| roles.contains(&role);
@@ -68,7 +71,7 @@ pub fn packages_for(
     let mut add = |names: &[&str]| set.extend(names.iter().map(|p| (*p).to_owned()));
 
     if needs_postgres {
-        let v = check_postgres_version(postgres_version, release)?;
+        let v = check_postgres_version(postgres_version, release, pgdg)?;
         let client = format!("postgresql-client-{v}");
         if postgres_node {
             // TPA installs barman-cli on every postgres node (archive/restore commands).
@@ -118,11 +121,18 @@ fn shipped_versions() -> String {
 }
 
 /// The major version as a number, if `release` ships it.
-fn check_postgres_version(requested: &str, release: DebianRelease) -> Result<u32, PackageSetError> {
+fn check_postgres_version(
+    requested: &str,
+    release: DebianRelease,
+    pgdg: bool,
+) -> Result<u32, PackageSetError> {
     let major: u32 = requested
         .trim()
         .parse()
         .map_err(|_| PackageSetError::InvalidPostgresVersion(requested.to_owned()))?;
+    if pgdg && major >= 10 {
+        return Ok(major);
+    }
     if major != release.postgres_version {
         return Err(PackageSetError::PostgresVersionUnavailable {
             requested: requested.to_owned(),
@@ -145,7 +155,7 @@ mod tests {
     const PATRONI: Option<FailoverManager> = Some(FailoverManager::Patroni);
 
     fn list(roles: &[Role], pg: &str, fm: Option<FailoverManager>, os: u32) -> String {
-        packages_for(roles, pg, fm, os)
+        packages_for(roles, pg, fm, os, false)
             .expect("valid input")
             .join(" ")
     }
@@ -196,11 +206,19 @@ mod tests {
 
     #[test]
     fn version_not_shipped_by_the_release_says_what_is() {
-        let err = packages_for(&[Primary], "16", None, 12).expect_err("16 is not in bookworm");
+        let err =
+            packages_for(&[Primary], "16", None, 12, false).expect_err("16 is not in bookworm");
+        // With PGDG on the host, its versions are allowed (same package names).
+        let pgdg = packages_for(&[Primary], "16", REPMGR, 12, true).expect("PGDG has 16");
+        assert!(
+            pgdg.contains(&"postgresql-16-repmgr".to_string()),
+            "{pgdg:?}"
+        );
+        assert!(packages_for(&[Primary], "9", None, 12, true).is_err());
         expect![[r#"postgres_version 16 is not available for Debian 12 (bookworm): Debian's archive ships only PostgreSQL 15 there, and the PGDG repository is not used by download-packages; set postgres_version: 15 (Debian 12 ships 15, Debian 13 ships 17)"#]]
         .assert_eq(&err.to_string());
         assert!(matches!(
-            packages_for(&[Replica], "15", None, 13),
+            packages_for(&[Replica], "15", None, 13, false),
             Err(PackageSetError::PostgresVersionUnavailable { available: 17, .. })
         ));
     }
@@ -208,11 +226,11 @@ mod tests {
     #[test]
     fn garbage_version_and_unknown_os_are_errors() {
         assert_eq!(
-            packages_for(&[Primary], "fifteen", None, 12),
+            packages_for(&[Primary], "fifteen", None, 12, false),
             Err(PackageSetError::InvalidPostgresVersion("fifteen".into()))
         );
         assert!(matches!(
-            packages_for(&[Primary], "15", None, 14),
+            packages_for(&[Primary], "15", None, 14, false),
             Err(PackageSetError::UnsupportedOs(UnsupportedOs { major: 14 }))
         ));
     }

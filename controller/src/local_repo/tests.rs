@@ -177,6 +177,7 @@ fn net_package_names_exist_in_both_suites() {
             &pg,
             Some(FailoverManager::Repmgr),
             release.major,
+            false,
         )
         .expect("package set");
         names.extend(
@@ -185,6 +186,7 @@ fn net_package_names_exist_in_both_suites() {
                 &pg,
                 Some(FailoverManager::Patroni),
                 release.major,
+                false,
             )
             .expect("set"),
         );

@@ -20,6 +20,9 @@ pub struct ClusterState {
     pub topology: Topology,
     /// The cluster CA certificate (PEM).
     pub ca_pem: String,
+    /// The signing keys of the apt repositories the hosts use, by repository name (PGDG's is
+    /// built in and used when absent here).
+    pub apt_keys: BTreeMap<String, crate::apt_keys::AptKey>,
     /// SCRAM verifiers of the users' passwords.
     pub verifiers: Verifiers,
     /// The `replication` role's password, for replicas' passfiles (None: no replica, or

@@ -1,11 +1,16 @@
-//! The `sys` stage: package sources (the cluster's local repository), the switch that stops
-//! postgresql-common creating a `main` cluster, and the packages the host's roles need.
+//! The `sys` stage: package sources (the cluster's local repository and the signed apt
+//! repositories of `apt_repository_list`), the switch that stops postgresql-common creating a
+//! `main` cluster, and the packages the host's roles need.
+
+use std::collections::BTreeMap;
 
 use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec, Service};
 
 use super::{HostState, id};
+use crate::apt_keys::{self, AptKey};
 use crate::bootstrap::{AGENT_UNIT, AGENT_UNIT_PATH};
 use crate::config::Instance;
+use crate::config::apt::RELEASE_TEMPLATE;
 use crate::local_repo::HOST_APT_SOURCE;
 
 /// postgresql-common creates a `main` cluster when a server package is installed unless told
@@ -15,7 +20,15 @@ pub const CREATECLUSTER_CONF: &str = "/etc/postgresql-common/createcluster.d/tpa
 pub const CREATECLUSTER_CONTENT: &str =
     "# Managed by tpa: tpa creates and owns the data directory\ncreate_main_cluster = false\n";
 
-pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> super::Stage {
+/// Where tpa keeps each repository's key; sources are pinned to it with `signed-by`.
+pub const KEYRING_DIR: &str = "/etc/apt/keyrings";
+
+pub fn stage(
+    instance: &Instance,
+    host: &HostState,
+    packages: Vec<String>,
+    apt_keys: &BTreeMap<String, AptKey>,
+) -> Result<super::Stage, String> {
     // The agent's own unit, as bootstrap writes it: a change of it reaches hosts whose agent
     // binary is current too. Reloaded into systemd, never restarted from under the agent; it
     // applies from the agent's next start.
@@ -30,6 +43,7 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
             format!("# Managed by tpa: the cluster's local package repository\ndeb [trusted=yes] file:{repo} ./\n"),
         ));
     }
+    resources.extend(repositories(instance, host, apt_keys)?);
     if only_local {
         // use_local_repo_only: the distribution's sources are switched off, as TPA does.
         resources.push(file(
@@ -65,10 +79,79 @@ pub fn stage(instance: &Instance, host: &HostState, packages: Vec<String>) -> su
             }),
         });
     }
-    super::Stage {
+    Ok(super::Stage {
         name: super::StageName::Sys,
         resources,
         after: vec![],
+    })
+}
+
+/// For each repository of the host's `apt_repository_list`: its key in [`KEYRING_DIR`] and
+/// its source lines in `/etc/apt/sources.list.d/tpa-<name>.list`, pinned to that key, with
+/// the host's codename for [`RELEASE_TEMPLATE`].
+fn repositories(
+    instance: &Instance,
+    host: &HostState,
+    apt_keys: &BTreeMap<String, AptKey>,
+) -> Result<Vec<ResourceSpec>, String> {
+    let names = instance.vars.apt_sources();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let codename = &host.facts.os_codename;
+    if codename.is_empty() || !codename.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+        return Err(format!(
+            "the host reports OS codename {codename:?} (VERSION_CODENAME in /etc/os-release), \
+             which apt source lines cannot use"
+        ));
+    }
+    let mut resources = vec![ResourceSpec {
+        id: id("directory", KEYRING_DIR),
+        kind: Resource::Directory(Directory {
+            path: KEYRING_DIR.into(),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: 0o755,
+        }),
+    }];
+    for name in names {
+        let Some((lines, _)) = apt_keys::definition(&name, &instance.vars.apt_repositories) else {
+            return Err(format!("apt_repository_list: `{name}` is not defined"));
+        };
+        let key = match apt_keys.get(&name) {
+            Some(key) => key.clone(),
+            None if name == crate::config::apt::PGDG => apt_keys::pgdg(),
+            None => return Err(format!("apt_repositories.{name}: its key was not loaded")),
+        };
+        let keyring = format!("{KEYRING_DIR}/tpa-{name}.asc");
+        let mut text = format!(
+            "# Managed by tpa: apt repository {name}, signed by key {}\n",
+            key.fingerprint
+        );
+        for line in lines {
+            text.push_str(&signed_by(
+                &line.replace(RELEASE_TEMPLATE, codename),
+                &keyring,
+            ));
+            text.push('\n');
+        }
+        resources.push(file(&keyring, key.armored));
+        resources.push(file(
+            &format!("/etc/apt/sources.list.d/tpa-{name}.list"),
+            text,
+        ));
+    }
+    Ok(resources)
+}
+
+/// `deb [options] rest` with `signed-by=<keyring>` among the options (config::apt checked
+/// that the line has the `deb`/`deb-src` word and sets no signed-by of its own).
+fn signed_by(line: &str, keyring: &str) -> String {
+    let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    match rest.strip_prefix('[') {
+        Some(options) => format!("{kind} [signed-by={keyring} {options}"),
+        None => format!("{kind} [signed-by={keyring}] {rest}"),
     }
 }
 

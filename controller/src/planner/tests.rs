@@ -101,6 +101,7 @@ pub(crate) fn state(
         hosts,
         topology,
         ca_pem: "CA-PEM\n".into(),
+        apt_keys: BTreeMap::new(),
         verifiers: Verifiers(BTreeMap::from([
             (
                 "ada_lovelace".to_string(),
@@ -1379,4 +1380,94 @@ fn the_24_host_fixture_plans_each_clone_from_its_upstream() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no max_wal_senders in\n{conf}"));
     assert!(senders > 2 * 7, "max_wal_senders = {senders}");
+}
+
+/// Hosts with internet: PGDG (built in) and a defined repository, each pinned to its own key
+/// file with signed-by, the codename expanded; none with use_local_repo_only; a defined
+/// repository whose key was not loaded is an error, not a source without a key.
+#[test]
+fn apt_repositories_are_pinned_to_their_keys() {
+    let source = SEED.replace("postgres_version: '15'", "postgres_version: '16'").replace(
+        "  use_local_repo_only: true\n",
+        "  apt_repository_list: [PGDG, Example]\n  apt_repositories:\n    \
+         Example:\n      repo: |\n        deb [arch=amd64] https://apt.example.com/debian {{ansible_distribution_release}} main\n        \
+         deb-src https://apt.example.com/debian {{ansible_distribution_release}} main\n      \
+         key_url: https://apt.example.com/key.asc\n      key_id: 7FCC7D46ACCC4CF8\n",
+    );
+    let cluster = Cluster::parse(&source, "config.yml").expect("valid config");
+    let mut facts = facts(&cluster, "12");
+    for f in facts.values_mut() {
+        f.os_codename = "bookworm".into();
+    }
+    let inventory = inventory(&cluster);
+    let mut state = state(&cluster, &inventory, facts.clone());
+    let missing = plan(&PlanInput {
+        cluster: &cluster,
+        inventory: &inventory,
+        state: &state,
+    })
+    .unwrap_err();
+    assert!(
+        missing[0].contains("apt_repositories.Example: its key was not loaded"),
+        "{missing:?}"
+    );
+    let example = crate::apt_keys::AptKey {
+        armored: "EXAMPLE KEY\n".into(),
+        fingerprint: "0000000000000000000000007FCC7D46ACCC4CF8".into(),
+    };
+    state.apt_keys.insert("Example".into(), example);
+    let plan = plan(&PlanInput {
+        cluster: &cluster,
+        inventory: &inventory,
+        state: &state,
+    })
+    .unwrap();
+    check(
+        file_content(&plan, "ulb", "/etc/apt/sources.list.d/tpa-Example.list"),
+        expect![[r#"
+            # Managed by tpa: apt repository Example, signed by key 0000000000000000000000007FCC7D46ACCC4CF8
+            deb [signed-by=/etc/apt/keyrings/tpa-Example.asc arch=amd64] https://apt.example.com/debian bookworm main
+            deb-src [signed-by=/etc/apt/keyrings/tpa-Example.asc] https://apt.example.com/debian bookworm main
+        "#]],
+    );
+    check(
+        file_content(&plan, "ulb", "/etc/apt/sources.list.d/tpa-PGDG.list"),
+        expect![[r#"
+            # Managed by tpa: apt repository PGDG, signed by key B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8
+            deb [signed-by=/etc/apt/keyrings/tpa-PGDG.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main
+        "#]],
+    );
+    assert_eq!(
+        file_content(&plan, "ulb", "/etc/apt/keyrings/tpa-PGDG.asc"),
+        crate::apt_keys::PGDG_KEY
+    );
+    assert_eq!(
+        file_content(&plan, "chimay", "/etc/apt/keyrings/tpa-Example.asc"),
+        "EXAMPLE KEY\n"
+    );
+    // PGDG's PostgreSQL 16 on Debian 12, which Debian's archive does not have.
+    let packages = plan.hosts["ulb"]
+        .iter()
+        .flat_map(|s| &s.resources)
+        .find_map(|r| match &r.kind {
+            Resource::Packages(p) => Some(p.names.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        packages.contains(&"postgresql-16".to_string()),
+        "{packages:?}"
+    );
+
+    // use_local_repo_only: no repository at all (and 16 is refused at validation).
+    let local_only = SEED.replace(
+        "  use_local_repo_only: true\n",
+        "  use_local_repo_only: true\n  apt_repository_list: [PGDG]\n",
+    );
+    let plan = plan_for(&local_only, "12").unwrap();
+    assert!(
+        !outline(&plan).contains("sources.list.d/tpa-PGDG"),
+        "{}",
+        outline(&plan)
+    );
 }

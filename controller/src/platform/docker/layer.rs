@@ -97,7 +97,8 @@ fn want_for(cluster: &Cluster, instance: &Instance, base: &ImageRef) -> Option<L
     let major = base.buildable_debian_major()?;
     let settings = HostSettings::resolve(cluster, instance, Some(major));
     // A package set the planner refuses is reported by deploy, with the reason.
-    let packages = crate::planner::host_packages(cluster, instance, &settings, major).ok()?;
+    let packages =
+        crate::planner::host_packages(cluster, instance, &settings, major, false).ok()?;
     Some(LayerWant {
         base: base.clone(),
         packages,
