@@ -404,6 +404,19 @@ fn note_unsupported(plan: &mut Plan, instance: &Instance, topology: &Topology) {
 }
 
 /// Short constructor for resource ids: `<kind>:<name>`.
+/// A directory owned by `owner` (user and group of that name) with `mode`.
+pub(crate) fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
+    ResourceSpec {
+        id: id("directory", path),
+        kind: tpa_common::resource::Resource::Directory(tpa_common::resource::Directory {
+            path: path.into(),
+            owner: owner.into(),
+            group: owner.into(),
+            mode,
+        }),
+    }
+}
+
 pub(crate) fn id(kind: &str, name: &str) -> String {
     format!("{kind}:{name}")
 }

@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 
-use tpa_common::resource::{Command, Directory, File, Resource, ResourceSpec, Secret};
+use tpa_common::resource::{Command, File, Resource, ResourceSpec, Secret};
 
 use super::postgres::owned_file as file;
 use super::replica::CA_FILE;
@@ -258,15 +258,7 @@ pub fn stages(
     }
 
     let mut resources = vec![
-        ResourceSpec {
-            id: id("directory", "/etc/tpa"),
-            kind: Resource::Directory(Directory {
-                path: "/etc/tpa".into(),
-                owner: "root".into(),
-                group: "root".into(),
-                mode: 0o755,
-            }),
-        },
+        super::dir("/etc/tpa", "root", 0o755),
         file(CA_FILE, input.state.ca_pem.clone(), "root", 0o644),
     ];
     let passwords = &input.state.barman_passwords;

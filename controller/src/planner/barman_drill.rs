@@ -7,10 +7,10 @@
 //! no machine to create and no SSH trust. It proves that the backup restores, replays its WAL
 //! and starts; it does not prove another machine's packages.
 
-use tpa_common::resource::{Directory, Resource, ResourceSpec};
+use tpa_common::resource::ResourceSpec;
 
 use super::postgres::owned_file as file;
-use super::{id, running_service};
+use super::running_service;
 use crate::config::Instance;
 
 /// The drill program (a Python script: Barman's own interpreter is on every Barman host, and
@@ -26,15 +26,7 @@ pub const RESULTS: &str = "/var/lib/barman/tpa-verify";
 pub fn resources(servers: &[&Instance], bin_dir: &str) -> Vec<ResourceSpec> {
     let mut resources = vec![file(PROGRAM, SOURCE.to_string(), "root", 0o755)];
     if servers.iter().any(|s| s.vars.barman.verify_sql.is_some()) {
-        resources.push(ResourceSpec {
-            id: id("directory", SQL_DIR),
-            kind: Resource::Directory(Directory {
-                path: SQL_DIR.into(),
-                owner: "root".into(),
-                group: "root".into(),
-                mode: 0o755,
-            }),
-        });
+        resources.push(super::dir(SQL_DIR, "root", 0o755));
     }
     for server in servers {
         if let Some(sql) = &server.vars.barman.verify_sql {

@@ -14,7 +14,7 @@
 //!
 //! A hook's `# tpa-hosts:` line narrows the hosts further.
 
-use tpa_common::resource::{Content, Directory, EnvVar, Hook, Resource, ResourceSpec};
+use tpa_common::resource::{Content, EnvVar, Hook, Resource, ResourceSpec};
 
 use super::{Plan, PlanInput, PostgresRole, Stage, StageName, id};
 use crate::config::Instance;
@@ -128,15 +128,7 @@ fn dir_id() -> String {
 }
 
 fn directory() -> ResourceSpec {
-    ResourceSpec {
-        id: dir_id(),
-        kind: Resource::Directory(Directory {
-            path: DIR.into(),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o700,
-        }),
-    }
+    super::dir(DIR, "root", 0o700)
 }
 
 fn resource(input: &PlanInput<'_>, instance: &Instance, hook: &HookFile) -> ResourceSpec {

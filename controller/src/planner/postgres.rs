@@ -3,7 +3,7 @@
 //! server certificate and tpa's `postgres.service`.
 
 use tpa_common::resource::{
-    Command, Directory, EnvVar, File, FileIfAbsent, FileLine, Permissions, Resource, ResourceSpec,
+    Command, EnvVar, File, FileIfAbsent, FileLine, Permissions, Resource, ResourceSpec,
 };
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
@@ -433,17 +433,7 @@ fn config(
     })
 }
 
-pub(super) fn dir(path: &str, owner: &str, mode: u32) -> ResourceSpec {
-    ResourceSpec {
-        id: id("directory", path),
-        kind: Resource::Directory(Directory {
-            path: path.into(),
-            owner: owner.into(),
-            group: owner.into(),
-            mode,
-        }),
-    }
-}
+pub(super) use super::dir;
 
 pub(super) fn owned_file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {

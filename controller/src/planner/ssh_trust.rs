@@ -14,7 +14,7 @@
 //! Postgres hosts get the files first in their config stage (before Postgres starts, so the
 //! restore_command works at once); Barman hosts first in their barman stage.
 
-use tpa_common::resource::{Directory, File, Resource, ResourceSpec, Secret};
+use tpa_common::resource::{File, Resource, ResourceSpec, Secret};
 
 use super::{PlanInput, Stage, StageName, id};
 use crate::config::{Instance, Role};
@@ -172,15 +172,7 @@ fn side(
         }),
     };
     let mut resources = vec![
-        ResourceSpec {
-            id: id("directory", &dir),
-            kind: Resource::Directory(Directory {
-                path: dir.clone(),
-                owner: user.into(),
-                group: user.into(),
-                mode: 0o700,
-            }),
-        },
+        super::dir(&dir, user, 0o700),
         file("config", ssh_config(&dir), 0o600, false),
         file("known_hosts", known_hosts(peers), 0o644, false),
     ];

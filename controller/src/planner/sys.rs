@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tpa_common::resource::{Directory, File, Packages, Resource, ResourceSpec, Service};
+use tpa_common::resource::{File, Packages, Resource, ResourceSpec, Service};
 
 use super::{HostState, id};
 use crate::apt_keys::{self, AptKey};
@@ -52,15 +52,11 @@ pub fn stage(
                 .to_string(),
         ));
     }
-    resources.push(ResourceSpec {
-        id: id("directory", "/etc/postgresql-common/createcluster.d"),
-        kind: Resource::Directory(Directory {
-            path: "/etc/postgresql-common/createcluster.d".into(),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o755,
-        }),
-    });
+    resources.push(super::dir(
+        "/etc/postgresql-common/createcluster.d",
+        "root",
+        0o755,
+    ));
     resources.push(file(CREATECLUSTER_CONF, CREATECLUSTER_CONTENT.to_string()));
     let disabled = units_disabled_after(&packages);
     resources.push(ResourceSpec {
@@ -105,15 +101,7 @@ fn repositories(
              which apt source lines cannot use"
         ));
     }
-    let mut resources = vec![ResourceSpec {
-        id: id("directory", KEYRING_DIR),
-        kind: Resource::Directory(Directory {
-            path: KEYRING_DIR.into(),
-            owner: "root".into(),
-            group: "root".into(),
-            mode: 0o755,
-        }),
-    }];
+    let mut resources = vec![super::dir(KEYRING_DIR, "root", 0o755)];
     for name in names {
         let Some((lines, _)) = apt_keys::definition(&name, &instance.vars.apt_repositories) else {
             return Err(format!("apt_repository_list: `{name}` is not defined"));
