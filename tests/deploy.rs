@@ -99,6 +99,11 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     let refused = controller(&["deploy", path]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
+        !stdout(&refused).contains("provisioned"),
+        "the refused deploy ran provision:\n{}",
+        stdout(&refused)
+    );
+    assert!(
         String::from_utf8_lossy(&refused.stderr)
             .contains("hooks/pre-deploy.yml: TPA's Ansible task hooks are not supported"),
         "{}",

@@ -35,6 +35,9 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
             errors.join("\n  ")
         )
     })?;
+    // So is every apt repository's key: one that cannot be fetched, or is not the one key_id
+    // names, stops the deploy before a host is created or touched.
+    let apt_keys = crate::apt_keys::load(cluster_dir.root(), &cluster, options.check).await?;
     let inventory = current_inventory(&cluster_dir, &cluster, options.check).await?;
     let mut log = DeployLog::start(&cluster.name, options.check);
     let forks = options
@@ -45,6 +48,7 @@ pub async fn run(dir: &Path, options: &DeployOptions) -> anyhow::Result<DeployOu
         &cluster_dir,
         &cluster,
         &inventory,
+        apt_keys,
         options.check,
         forks,
         &mut log,

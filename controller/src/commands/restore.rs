@@ -381,10 +381,18 @@ async fn create_host(deployed: &Deployed, instance: &Instance, server: &str) -> 
     let mut cluster = deployed.cluster.clone();
     cluster.instances = vec![instance.clone()];
     let mut log = DeployLog::start(&cluster.name, false);
-    let Gathered { agents, state } =
-        deploy::gather(dir, &cluster, &inventory, false, DEFAULT_FORKS, &mut log)
-            .await
-            .with_context(|| format!("preparing {}", instance.name))?;
+    let apt_keys = crate::apt_keys::load(dir.root(), &cluster, false).await?;
+    let Gathered { agents, state } = deploy::gather(
+        dir,
+        &cluster,
+        &inventory,
+        apt_keys,
+        false,
+        DEFAULT_FORKS,
+        &mut log,
+    )
+    .await
+    .with_context(|| format!("preparing {}", instance.name))?;
     let mut plan = planner::plan(&PlanInput {
         cluster: &cluster,
         inventory: &inventory,

@@ -40,19 +40,19 @@ pub struct Gathered {
 }
 
 /// Gathers the live state of every deployed host (`check`: install, enrol and generate
-/// nothing; at most `forks` bootstraps at once), printing what it does to `log`.
+/// nothing; at most `forks` bootstraps at once), printing what it does to `log`. `apt_keys`:
+/// the repositories' keys, loaded by the caller before it provisioned anything
+/// ([`crate::apt_keys::load`]).
 pub async fn gather(
     dir: &ClusterDir,
     cluster: &Cluster,
     inventory: &Inventory,
+    apt_keys: BTreeMap<String, crate::apt_keys::AptKey>,
     check: bool,
     forks: usize,
     log: &mut DeployLog,
 ) -> anyhow::Result<Gathered> {
     let root = dir.root();
-    // First: a repository key that cannot be fetched or is not the one config.yml names
-    // stops the deploy before any host is touched.
-    let apt_keys = crate::apt_keys::load(root, cluster, check).await?;
     let mut secrets = Secrets::open(root, cluster.vault_name.as_deref())?;
     let pki = Pki::load_or_create(root, &secrets)?.with_policy(cluster.cert_policy());
     let identity = pki.controller_identity(root, &secrets)?;
