@@ -46,44 +46,46 @@ pub fn pgdg() -> AptKey {
     }
 }
 
-/// The repository named `name` as `defined` (an `apt_repositories` entry wins over the
-/// built-in PGDG), or None for an unknown name (validation reports those).
-pub fn definition(
+/// The source lines and key of repository `name` on a host whose vars define `defined`: an
+/// `apt_repositories` entry (its key from `keys`, as [`load`] made them) wins over the
+/// built-in PGDG.
+pub fn repository(
     name: &str,
     defined: &BTreeMap<String, AptRepository>,
-) -> Option<(Vec<String>, Option<String>)> {
+    keys: &BTreeMap<String, AptKey>,
+) -> Result<(Vec<String>, AptKey), String> {
     match defined.get(name) {
-        Some(repo) => Some((repo.lines.clone(), Some(repo.key_id.clone()))),
-        None if name == PGDG => Some((vec![PGDG_SOURCE.to_string()], None)),
-        None => None,
+        Some(repo) => keys
+            .get(name)
+            .map(|key| (repo.lines.clone(), key.clone()))
+            .ok_or_else(|| format!("apt_repositories.{name}: its key was not loaded")),
+        None if name == PGDG => Ok((vec![PGDG_SOURCE.to_string()], pgdg())),
+        None => Err(format!("apt_repository_list: `{name}` is not defined")),
     }
 }
 
-/// The keys of every repository a deployed host uses: the built-in PGDG's, and each defined
-/// one's from `<dir>/apt-keys/` or, when missing there or no longer matching its `key_id`,
-/// fetched from its `key_url` (and kept, unless `check`). Fails before anything is deployed
-/// when a key cannot be fetched or is not the one `key_id` names.
+/// The keys of the defined repositories a deployed host uses, each from `<dir>/apt-keys/`
+/// or, when missing there or no longer matching its `key_id`, fetched from its `key_url`
+/// (and kept, unless `check`). Fails before anything is deployed when a key cannot be
+/// fetched or is not the one `key_id` names. (PGDG's built-in key needs no loading.)
 pub async fn load(
     dir: &Path,
     cluster: &Cluster,
     check: bool,
 ) -> anyhow::Result<BTreeMap<String, AptKey>> {
-    let mut wanted: BTreeMap<String, Option<AptRepository>> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, AptRepository> = BTreeMap::new();
     for instance in cluster.instances.iter().filter(|i| !i.provision_only) {
         for name in instance.vars.apt_sources() {
-            let repo = instance.vars.apt_repositories.get(&name).cloned();
-            wanted.insert(name, repo);
+            if let Some(repo) = instance.vars.apt_repositories.get(&name) {
+                wanted.insert(name, repo.clone());
+            }
         }
     }
     let mut keys = BTreeMap::new();
     for (name, repo) in wanted {
-        let key = match repo {
-            Some(repo) => defined_key(dir, &name, &repo, check)
-                .await
-                .with_context(|| format!("apt_repositories.{name}"))?,
-            None if name == PGDG => pgdg(),
-            None => continue,
-        };
+        let key = defined_key(dir, &name, &repo, check)
+            .await
+            .with_context(|| format!("apt_repositories.{name}"))?;
         keys.insert(name, key);
     }
     Ok(keys)

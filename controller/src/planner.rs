@@ -321,11 +321,7 @@ pub fn host_packages(
         &settings.postgres_version,
         Some(settings.failover_manager),
         os_major,
-        pgdg && instance
-            .vars
-            .apt_sources()
-            .iter()
-            .any(|s| s == crate::config::apt::PGDG),
+        pgdg && instance.vars.uses_pgdg(),
     )?;
     if logserver::wanted(cluster) {
         packages.extend(logserver::PACKAGES.iter().map(|p| p.to_string()));

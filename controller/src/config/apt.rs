@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::error::Diag;
 use super::values;
+use super::vars::checked;
 use super::yaml::{Field, Node, index_path, key_path};
 
 /// The repository tpa knows without a definition: PostgreSQL's own (apt.postgresql.org).
@@ -55,8 +56,8 @@ fn repository(n: &Node, p: &str, d: &mut Diag) -> Option<AptRepository> {
     for f in n.fields(d, p) {
         match f.key {
             "repo" => lines = source_lines(&f, d),
-            "key_url" => key_url = checked(&f, d, url),
-            "key_id" => key_id = checked(&f, d, fingerprint_suffix),
+            "key_url" => key_url = checked(f.value, &f.path, d, url),
+            "key_id" => key_id = checked(f.value, &f.path, d, fingerprint_suffix),
             other => d.err(
                 f.line,
                 &f.path,
@@ -134,17 +135,6 @@ fn source_lines(f: &Field<'_>, d: &mut Diag) -> Option<Vec<String>> {
         return None;
     }
     Some(lines)
-}
-
-fn checked(f: &Field<'_>, d: &mut Diag, rule: fn(&str) -> Result<(), String>) -> Option<String> {
-    let v = f.value.string(d, &f.path)?;
-    match rule(&v) {
-        Ok(()) => Some(v),
-        Err(message) => {
-            d.err(f.line, &f.path, message);
-            None
-        }
-    }
 }
 
 /// A repository name: it names `/etc/apt/sources.list.d/tpa-<name>.list` and its keyring.

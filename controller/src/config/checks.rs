@@ -282,12 +282,7 @@ fn postgres_version_on_os(inst: &Instance, pos: &InstancePos, diag: &mut Diag) {
     }
     // PGDG has the supported versions (apt names one it lacks); without it, only the
     // release's own is there.
-    if inst
-        .vars
-        .apt_sources()
-        .iter()
-        .any(|s| s == super::apt::PGDG)
-    {
+    if inst.vars.uses_pgdg() {
         if version
             .split('.')
             .next()

@@ -190,6 +190,10 @@ impl Vars {
             .clone()
             .unwrap_or_else(|| vec![super::apt::PGDG.to_string()])
     }
+    /// Whether PGDG is among [`Vars::apt_sources`] (its PostgreSQL versions are available).
+    pub fn uses_pgdg(&self) -> bool {
+        self.apt_sources().iter().any(|s| s == super::apt::PGDG)
+    }
     pub fn postgres_port(&self) -> u16 {
         self.postgres_port.unwrap_or(5432)
     }
@@ -789,7 +793,7 @@ fn text(n: &Node, p: &str, d: &mut Diag) -> Option<String> {
 }
 
 /// A string that `rule` (from `values`) accepts.
-fn checked(
+pub(super) fn checked(
     n: &Node,
     p: &str,
     d: &mut Diag,

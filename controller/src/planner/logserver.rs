@@ -23,7 +23,8 @@
 //! Host names reach file paths and rsyslog strings: they are checked here ([`safe_name`])
 //! on top of config.yml's validation, and every string is quoted ([`quote`]).
 
-use super::postgres::{dir, owned_file};
+use super::dir;
+use super::postgres::owned_file;
 use super::replica::CA_FILE;
 use super::{HostState, PlanInput, Stage, StageName, patroni, running_service};
 use crate::config::{Cluster, Instance, Role};

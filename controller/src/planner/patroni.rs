@@ -25,7 +25,8 @@
 use serde_json::{Map, Value, json};
 use tpa_common::resource::{Command, File, Permissions, Resource, ResourceSpec};
 
-use super::postgres::{dir, owned_file};
+use super::dir;
+use super::postgres::owned_file;
 use super::replica::{CA_FILE, REPLICATION_USER, sql};
 use super::topology::PostgresRole;
 use super::users::{self, literal};

@@ -8,7 +8,7 @@ use tpa_common::resource::{
 
 use super::postgres_conf::{self, ConfInput, HbaPeer};
 use super::topology::PostgresRole;
-use super::{HostState, PlanInput, Stage, StageName, id, replica, repmgr, running_service};
+use super::{HostState, PlanInput, Stage, StageName, dir, id, replica, repmgr, running_service};
 use crate::config::{Instance, Role};
 use crate::settings::PostgresSettings;
 
@@ -432,8 +432,6 @@ fn config(
         after: vec![],
     })
 }
-
-pub(super) use super::dir;
 
 pub(super) fn owned_file(path: &str, content: String, owner: &str, mode: u32) -> ResourceSpec {
     ResourceSpec {

@@ -14,7 +14,8 @@
 
 use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec};
 
-use super::postgres::{dir, owned_file as file};
+use super::dir;
+use super::postgres::owned_file as file;
 use super::replica::CA_FILE;
 use super::topology::{PostgresRole, Topology};
 use super::users::{self, literal};

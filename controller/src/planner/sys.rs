@@ -103,14 +103,7 @@ fn repositories(
     }
     let mut resources = vec![super::dir(KEYRING_DIR, "root", 0o755)];
     for name in names {
-        let Some((lines, _)) = apt_keys::definition(&name, &instance.vars.apt_repositories) else {
-            return Err(format!("apt_repository_list: `{name}` is not defined"));
-        };
-        let key = match apt_keys.get(&name) {
-            Some(key) => key.clone(),
-            None if name == crate::config::apt::PGDG => apt_keys::pgdg(),
-            None => return Err(format!("apt_repositories.{name}: its key was not loaded")),
-        };
+        let (lines, key) = apt_keys::repository(&name, &instance.vars.apt_repositories, apt_keys)?;
         let keyring = format!("{KEYRING_DIR}/tpa-{name}.asc");
         let mut text = format!(
             "# Managed by tpa: apt repository {name}, signed by key {}\n",
