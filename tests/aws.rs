@@ -252,6 +252,13 @@ fn aws_provision_against_moto_is_tagged_idempotent_and_removed_exactly() {
                 .any(|d| d == "/dev/sdf"),
             "the data volume of config.yml: {i}"
         );
+        // Deploy finds the volume by its id (Nitro renames /dev/sdf): provision records it.
+        let volume = &i["volumes"]["/dev/sdf"];
+        assert!(
+            volume.as_str().is_some_and(|v| v.starts_with("vol-")),
+            "{i}"
+        );
+        assert_eq!(&host["volumes"]["/dev/sdf"], volume, "{host}");
         assert_eq!(host["address"], i["public_ip"], "reachability public");
         assert_eq!(host["ssh_user"], "admin");
         assert!(

@@ -264,6 +264,7 @@ mod tests {
             roles: vec![],
             host_key: Some("ssh-ed25519 AAAAkey root@x\n".into()),
             restored_from: None,
+            volumes: Default::default(),
         }
     }
 

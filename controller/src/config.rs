@@ -26,6 +26,7 @@ mod checks;
 mod error;
 mod keys;
 mod model;
+pub mod mounts;
 mod values;
 mod vars;
 mod yaml;

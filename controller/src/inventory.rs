@@ -5,6 +5,7 @@
 //! on docker and will be an instance id on AWS. Files written before those words changed
 //! (`container_id`, `network.gateway`) still load.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -74,6 +75,10 @@ pub struct Host {
     /// removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<String>,
+    /// The platform's ids of the host's attached volumes by `device_name` (aws: EBS volume
+    /// ids), which name the volume on hosts that rename its device (NVMe on Nitro).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, String>,
 }
 
 impl Inventory {

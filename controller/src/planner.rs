@@ -24,6 +24,7 @@ pub mod hooks;
 mod input;
 pub mod inspect;
 pub mod logserver;
+mod mounts;
 pub mod patroni;
 mod postgres;
 mod postgres_conf;
@@ -147,7 +148,9 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                 continue;
             }
         };
-        let mut stages = match sys::stage(instance, host, packages, &input.state.apt_keys) {
+        let inventory_host = input.inventory.host(&instance.name);
+        let mounts = inventory_host.map_or_else(Vec::new, |h| mounts::resources(instance, h));
+        let mut stages = match sys::stage(instance, host, packages, mounts, &input.state.apt_keys) {
             Ok(stage) => vec![stage],
             Err(e) => {
                 errors.push(format!("{}: {e}", instance.name));
@@ -325,9 +328,10 @@ pub fn host_packages(
     )?;
     if logserver::wanted(cluster) {
         packages.extend(logserver::PACKAGES.iter().map(|p| p.to_string()));
-        packages.sort();
-        packages.dedup();
     }
+    packages.extend(mounts::packages(instance).map(String::from));
+    packages.sort();
+    packages.dedup();
     Ok(packages)
 }
 

@@ -74,6 +74,8 @@ pub struct Volume {
     pub encrypted: bool,
     /// `delete_on_termination` (default true).
     pub delete_on_termination: bool,
+    /// The filesystem deploy makes and mounts on it (its `vars`), if any.
+    pub mount: Option<super::mounts::Mount>,
 }
 
 const VOLUME_KEYS: &[&str] = &[
@@ -264,7 +266,9 @@ pub(crate) fn volumes(f: &Field<'_>, diag: &mut Diag) -> Vec<Volume> {
             throughput: None,
             encrypted: false,
             delete_on_termination: true,
+            mount: None,
         };
+        let mut vars_line = item.line;
         for g in item.fields(diag, &path) {
             let (n, p) = (g.value, g.path.as_str());
             match g.key {
@@ -307,8 +311,11 @@ pub(crate) fn volumes(f: &Field<'_>, diag: &mut Diag) -> Vec<Volume> {
                 "delete_on_termination" => {
                     v.delete_on_termination = n.bool(diag, p).unwrap_or(true)
                 }
-                // Read by deploy's volume handling, not by provision.
-                "vars" => {}
+                // The filesystem, for deploy (config::mounts).
+                "vars" => {
+                    vars_line = g.line;
+                    v.mount = super::mounts::vars(&g, diag);
+                }
                 k if VOLUME_KEYS_NOT_YET.contains(&k) => {
                     diag.err(g.line, p, super::error::unsupported(k))
                 }
@@ -326,6 +333,18 @@ pub(crate) fn volumes(f: &Field<'_>, diag: &mut Diag) -> Vec<Volume> {
         if v.size_gb == 0 && v.device_name != "root" {
             diag.err(item.line, &path, "missing required key `volume_size` (GiB)");
             continue;
+        }
+        if v.device_name == "root" && v.mount.is_some() {
+            diag.err(
+                vars_line,
+                &path,
+                "the root volume holds the host's own filesystem; mount a volume of its own \
+                 (e.g. /dev/sdf) instead",
+            );
+            v.mount = None;
+        }
+        if let Some(m) = &mut v.mount {
+            m.device = v.device_name.clone();
         }
         if out.iter().any(|o| o.device_name == v.device_name) {
             diag.err(
@@ -481,6 +500,7 @@ mod tests {
             throughput: None,
             encrypted: true,
             delete_on_termination: true,
+            mount: None,
         };
         let merged = effective_volumes(&[v("root", 16), v("/dev/sdf", 16)], &[v("/dev/sdf", 32)]);
         assert_eq!(merged, vec![v("root", 16), v("/dev/sdf", 32)]);

@@ -299,8 +299,9 @@ pub(crate) const REFUSED: &[(&str, &str)] = &[
     ),
     (
         "barman_volume_mountable",
-        "tpa's Barman host keeps backups on its root filesystem (no separate volume is \
-         provisioned); remove `barman_volume_mountable`",
+        "TPA sets this itself from the volumes; give the Barman host a volume with \
+         `vars: {volume_for: barman_data}` instead (docs/volumes.md) and remove \
+         `barman_volume_mountable`",
     ),
 ];
 

@@ -14,8 +14,9 @@ use super::keys::{
     instance_key, instance_key_names,
 };
 use super::model::{
-    AwsOptions, Cluster, DockerNetwork, DockerOptions, Instance, Location, Platform, Role,
+    AwsOptions, Cluster, DockerNetwork, DockerOptions, HostVars, Instance, Location, Platform, Role,
 };
+use super::mounts::{Mount, VolumeFor};
 use super::vars::{is_known_var, overlay, parse_vars};
 use super::yaml::{Field, Node, Value, index_path};
 
@@ -561,6 +562,7 @@ fn instance(
         );
     }
     let mut aws_volumes = Vec::new();
+    let mut bare_mounts = Vec::new();
     let volumes = match get("volumes") {
         None => Vec::new(),
         Some(f) if platform == Platform::Docker => f.value.string_list(diag, &f.path),
@@ -569,7 +571,7 @@ fn instance(
             Vec::new()
         }
         Some(f) => {
-            diag.err(f.line, &f.path, format!("`volumes` on {platform} instances is a TPA setting that tpa does not support yet; remove it"));
+            bare_mounts = super::mounts::bare_volumes(f, diag);
             Vec::new()
         }
     };
@@ -602,6 +604,15 @@ fn instance(
         ),
         assign_public_ip: bool_key("assign_public_ip", diag),
     };
+    let mounts = super::mounts::checked(
+        match platform {
+            Platform::Aws => aws.volumes.iter().filter_map(|v| v.mount.clone()).collect(),
+            _ => bare_mounts,
+        },
+        get("volumes").map_or(ctx.line, |f| f.line),
+        get("volumes").map_or(ctx.path, |f| f.path.as_str()),
+        diag,
+    );
     for (key, ok) in [
         (
             "region",
@@ -650,6 +661,7 @@ fn instance(
         .find(|f| f.key == "postgres_version")
         .map(Pos::of);
     let vars = parse_vars(&var_fields, diag);
+    data_dir_on_volume(&mounts, &vars, &var_fields, diag);
     // On a backed-up instance's merged vars: cluster_vars may set rsync's settings and the
     // instance the method.
     if !backup.is_empty() {
@@ -672,11 +684,36 @@ fn instance(
         vars,
         tags: fields_map(m.map("tags"), diag),
         volumes,
+        mounts,
         provision_only: bool_key("provision_only", diag).unwrap_or(false),
         docker,
         aws,
     };
     Some((inst, pos))
+}
+
+/// With a `postgres_data` volume, a `postgres_data_dir` of its own must lie beneath the
+/// volume's mountpoint (not at it: the root of a filesystem holds lost+found), or the data
+/// would not be on the volume.
+fn data_dir_on_volume(mounts: &[Mount], vars: &HostVars, fields: &[Field<'_>], diag: &mut Diag) {
+    let volume = mounts
+        .iter()
+        .find(|m| m.volume_for == Some(VolumeFor::PostgresData));
+    let (Some(volume), Some(dir)) = (volume, vars.postgres_data_dir.as_deref()) else {
+        return;
+    };
+    if !dir.starts_with(&format!("{}/", volume.mountpoint)) {
+        let f = fields.iter().find(|f| f.key == "postgres_data_dir");
+        diag.err(
+            f.map_or(0, |f| f.line),
+            f.map_or("postgres_data_dir", |f| f.path.as_str()),
+            format!(
+                "the data directory {dir} is not on the postgres_data volume ({}, mounted at \
+                 {}): put it beneath the mountpoint, e.g. {}/data, or leave postgres_data_dir out",
+                volume.device, volume.mountpoint, volume.mountpoint
+            ),
+        );
+    }
 }
 
 /// What TPA would have renamed `name` to (lowercase, `_` and other characters a host

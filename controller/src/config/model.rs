@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::aws::{AwsCluster, Volume};
+use super::mounts::Mount;
 use super::vars::Vars;
 
 /// Typed `cluster_vars` (what every host gets unless its own `vars` override it).
@@ -98,8 +99,11 @@ pub struct Instance {
     pub vars: HostVars,
     /// `tags`: extra tags/labels.
     pub tags: BTreeMap<String, String>,
-    /// `volumes`: docker `-v` strings (other platforms: not supported yet).
+    /// `volumes`: docker `-v` strings (other platforms: see `mounts`).
     pub volumes: Vec<String>,
+    /// The filesystems deploy makes and mounts on the volumes of an aws or bare instance,
+    /// sorted by mountpoint.
+    pub mounts: Vec<Mount>,
     /// `provision_only`: provisioned but left out of deploy.
     pub provision_only: bool,
     /// Docker container settings (only meaningful on the docker platform).

@@ -378,11 +378,93 @@ fn name_and_node_cannot_have_defaults() {
 }
 
 #[test]
-fn volumes_only_on_docker() {
+fn bare_volumes_are_filesystems_to_mount() {
+    let c = parse_ok(&with_base(
+        "- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, volumes: [\
+         {device_name: /dev/vdc, vars: {mountpoint: /srv/scratch, fstype: xfs, fsopts: '-m crc=1', mountopts: 'defaults,nofail'}}, \
+         {device_name: /dev/vdb, vars: {volume_for: postgres_data}}, \
+         {device_name: /dev/vdd}]}\n",
+    ));
+    let mounts: Vec<_> = c.instances[0]
+        .mounts
+        .iter()
+        .map(|m| {
+            (
+                m.device.as_str(),
+                m.mountpoint.as_str(),
+                m.fstype.as_str(),
+                m.fsopts.join(" "),
+                m.mountopts.as_str(),
+            )
+        })
+        .collect();
+    // Sorted by mountpoint; the volume without vars is only attached.
+    assert_eq!(
+        mounts,
+        vec![
+            (
+                "/dev/vdb",
+                "/opt/postgres",
+                "ext4",
+                String::new(),
+                "defaults,noatime"
+            ),
+            (
+                "/dev/vdc",
+                "/srv/scratch",
+                "xfs",
+                "-m crc=1".into(),
+                "defaults,nofail"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn volume_vars_refuse_hostile_and_unsupported_values() {
     check(
-        &with_base("- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, volumes: [a]}\n"),
+        &with_base(
+            "- Name: one\n  node: 1\n  platform: bare\n  ip_address: 10.0.0.1\n  volumes:\n\
+             \x20 - {device_name: '/dev/../etc/passwd', vars: {volume_for: postgres_data}}\n\
+             \x20 - {device_name: /dev/vdb, volume_size: 10, vars: {mountpoint: /etc}}\n\
+             \x20 - {device_name: /dev/vdc, vars: {mountpoint: \"/srv/a b\", fstype: zfs, fsopts: '-O x;reboot', mountopts: \"defaults\\n/dev/sda / ext4\"}}\n\
+             \x20 - {device_name: /dev/vdd, vars: {volume_for: postgres_wal, encryption: luks, color: blue}}\n\
+             \x20 - {device_name: /dev/vde, vars: {volume_for: barman_data}}\n\
+             \x20 - {device_name: /dev/vdf, vars: {mountpoint: /var/lib/barman}}\n",
+        ),
+        expect![[r#"
+            config.yml:12: instances[0].volumes: volumes /dev/vde and /dev/vdf are both mounted at /var/lib/barman; give each its own mountpoint
+            config.yml:13: instances[0].volumes[0].device_name: `/dev/../etc/passwd` is not a device path; use the disk's path under /dev, such as /dev/vdb or /dev/disk/by-id/…
+            config.yml:14: instances[0].volumes[1].vars.mountpoint: `/etc` is a system directory; a volume mounted there would hide the host's own files: use a directory of its own, such as /opt/postgres or /srv/data
+            config.yml:14: instances[0].volumes[1].volume_size: `volume_size` is not a key of a bare instance's volume: a bare machine's disks exist already, so only `device_name` and `vars` apply; remove it
+            config.yml:15: instances[0].volumes[2].vars.fsopts: "x;reboot" contains ';'; filesystem and mount options may hold only letters, digits and `- _ = , . : /`
+            config.yml:15: instances[0].volumes[2].vars.fstype: unknown fstype `zfs`
+            config.yml:15: instances[0].volumes[2].vars.mountopts: "defaults\n/dev/sda / ext4" contains '\n'; filesystem and mount options may hold only letters, digits and `- _ = , . : /`
+            config.yml:15: instances[0].volumes[2].vars.mountpoint: "/srv/a b" contains ' '; a path tpa writes into files and commands may hold only letters, digits and `/ _ - . +` (no spaces, quotes or shell characters); use an absolute path such as /opt/postgres/data
+            config.yml:16: instances[0].volumes[3].vars.color: unknown volume var `color`
+            config.yml:16: instances[0].volumes[3].vars.encryption: `encryption` is a TPA setting that tpa does not support yet; remove it
+            config.yml:16: instances[0].volumes[3].vars.volume_for: `volume_for: postgres_wal` is a TPA setting that tpa does not support yet; use postgres_data (the WAL stays in the data directory)"#]],
+    );
+}
+
+#[test]
+fn a_data_directory_off_its_volume_is_refused() {
+    check(
+        &with_base(
+            "- {Name: one, node: 1, platform: bare, ip_address: 10.0.0.1, \
+             volumes: [{device_name: /dev/vdb, vars: {volume_for: postgres_data}}], \
+             vars: {postgres_data_dir: /srv/pgdata}}\n",
+        ),
         expect![
-            "config.yml:8: instances[0].volumes: `volumes` on bare instances is a TPA setting that tpa does not support yet; remove it"
+            "config.yml:8: instances[0].vars.postgres_data_dir: the data directory /srv/pgdata is not on the postgres_data volume (/dev/vdb, mounted at /opt/postgres): put it beneath the mountpoint, e.g. /opt/postgres/data, or leave postgres_data_dir out"
+        ],
+    );
+    check(
+        "cluster_name: cloud\ncluster_vars: {postgres_version: '15'}\n\
+         instances:\n- {Name: one, node: 1, platform: aws, region: eu-west-1, type: t3.micro, \
+         subnet: 10.33.0.0/28, volumes: [{device_name: root, volume_size: 16, vars: {volume_for: postgres_data}}]}\n",
+        expect![
+            "config.yml:4: instances[0].volumes[0]: the root volume holds the host's own filesystem; mount a volume of its own (e.g. /dev/sdf) instead"
         ],
     );
 }
@@ -1356,9 +1438,10 @@ fn aws_settings_are_read_and_hostile_values_refused() {
         cluster_rules: [{proto: tcp, cidr_ip: 0.0.0.0/0, ports: [22, 5432-5433]}]\n\
         instance_defaults:\n  platform: aws\n  region: eu-west-1\n  type: t3.micro\n\
         \x20 subnet: 10.33.0.0/28\n\
-        \x20 default_volumes: [{device_name: root, volume_size: 16}, {device_name: /dev/sdf, volume_size: 16}]\n\
+        \x20 default_volumes: [{device_name: root, volume_size: 16}, {device_name: /dev/sdf, volume_size: 16, vars: {volume_for: postgres_data}}]\n\
         instances:\n- {Name: one, node: 1, assign_public_ip: false, \
-        volumes: [{device_name: /dev/sdf, volume_type: gp3, volume_size: 64, encrypted: true}]}\n";
+        volumes: [{device_name: /dev/sdf, volume_type: gp3, volume_size: 64, encrypted: true}]}\n\
+        - {Name: two, node: 2}\n";
     let c = parse_ok(source);
     let i = &c.instances[0];
     assert_eq!(
@@ -1381,6 +1464,14 @@ fn aws_settings_are_read_and_hostile_values_refused() {
         .map(|v| (v.device_name.as_str(), v.size_gb, v.volume_type.as_str()))
         .collect();
     assert_eq!(volumes, vec![("root", 16, "gp2"), ("/dev/sdf", 64, "gp3")]);
+    // The instance's own /dev/sdf replaces the default one, vars and all, as in TPA.
+    assert_eq!(i.mounts, vec![]);
+    let two: Vec<(&str, &str)> = c.instances[1]
+        .mounts
+        .iter()
+        .map(|m| (m.device.as_str(), m.mountpoint.as_str()))
+        .collect();
+    assert_eq!(two, vec![("/dev/sdf", "/opt/postgres")]);
 
     check(
         "cluster_name: cloud\ncluster_vars: {postgres_version: '15'}\n\

@@ -55,8 +55,8 @@ pub(crate) fn clean_absolute_path(path: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.' | '+')))
     {
         return Err(format!(
-            "{path:?} contains {c:?}; a data directory may hold only letters, digits and \
-             `/ _ - . +` (no spaces, quotes or shell characters); {hint}"
+            "{path:?} contains {c:?}; a path tpa writes into files and commands may hold only \
+             letters, digits and `/ _ - . +` (no spaces, quotes or shell characters); {hint}"
         ));
     }
     let components: Vec<&str> = path[1..].split('/').collect();

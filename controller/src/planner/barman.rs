@@ -258,6 +258,9 @@ pub fn stages(
     }
 
     let mut resources = vec![
+        // As Debian's package leaves it; again here for a `barman_data` volume mounted on it,
+        // whose new filesystem is root's.
+        super::dir(HOME, "barman", 0o750),
         super::dir("/etc/tpa", "root", 0o755),
         file(CA_FILE, input.state.ca_pem.clone(), "root", 0o644),
     ];

@@ -57,7 +57,13 @@ pub fn add_to(
             StageName::Barman => barman_host(input, instance)?,
             _ => continue,
         };
-        stage.resources.splice(0..0, share);
+        // First, but after the home directory the Barman stage starts with: .ssh is in it.
+        let at = stage
+            .resources
+            .iter()
+            .take_while(|r| r.id == super::id("directory", BARMAN_HOME))
+            .count();
+        stage.resources.splice(at..at, share);
     }
     Ok(())
 }
@@ -248,6 +254,7 @@ mod tests {
             roles: vec![],
             host_key: key.map(str::to_string),
             restored_from: None,
+            volumes: Default::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The `sys` stage: package sources (the cluster's local repository and the signed apt
 //! repositories of `apt_repository_list`), the switch that stops postgresql-common creating a
-//! `main` cluster, and the packages the host's roles need.
+//! `main` cluster, the packages the host's roles need, and the volumes' filesystems.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +27,7 @@ pub fn stage(
     instance: &Instance,
     host: &HostState,
     packages: Vec<String>,
+    mounts: Vec<ResourceSpec>,
     apt_keys: &BTreeMap<String, AptKey>,
 ) -> Result<super::Stage, String> {
     // The agent's own unit, as bootstrap writes it: a change of it reaches hosts whose agent
@@ -75,6 +76,9 @@ pub fn stage(
             }),
         });
     }
+    // The volumes' filesystems, once mkfs is installed and before later stages write beneath
+    // their mountpoints.
+    resources.extend(mounts);
     Ok(super::Stage {
         name: super::StageName::Sys,
         resources,

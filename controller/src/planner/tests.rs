@@ -43,6 +43,7 @@ pub(crate) fn inventory(cluster: &Cluster) -> Inventory {
                 roles: vec![],
                 host_key: Some(format!("ssh-ed25519 AAAAhostkey{}", i.name)),
                 restored_from: None,
+                volumes: Default::default(),
             })
             .collect(),
     }
@@ -1469,5 +1470,49 @@ fn apt_repositories_are_pinned_to_their_keys() {
         !outline(&plan).contains("sources.list.d/tpa-PGDG"),
         "{}",
         outline(&plan)
+    );
+}
+
+/// Volumes get their filesystems at the end of sys (after mkfs is installed), before the
+/// data directory beneath /opt/postgres; on aws the recorded EBS id names the volume first.
+#[test]
+fn volumes_are_mounted_after_the_packages_and_before_the_data_directory() {
+    let source = "cluster_name: disks\n\
+        cluster_vars: {postgres_version: '15', use_local_repo_only: true}\n\
+        instances:\n\
+        - {Name: alder, node: 1, platform: bare, ip_address: 10.0.0.2, role: [primary], \
+           volumes: [{device_name: /dev/sdg, vars: {mountpoint: /srv/scratch, fstype: xfs, fsopts: '-m crc=1'}}, \
+           {device_name: /dev/sdf, vars: {volume_for: postgres_data}}, {device_name: /dev/sdh}]}\n";
+    let cluster = Cluster::parse(source, "config.yml").expect("valid config");
+    let mut inventory = inventory(&cluster);
+    inventory.hosts[0].platform = crate::config::Platform::Aws;
+    inventory.hosts[0].volumes = BTreeMap::from([
+        ("/dev/sdf".to_string(), "vol-0123abcd".to_string()),
+        ("/dev/xvda".to_string(), "vol-root".to_string()),
+    ]);
+    let state = state(&cluster, &inventory, facts(&cluster, "12"));
+    let plan = plan(&PlanInput {
+        cluster: &cluster,
+        inventory: &inventory,
+        state: &state,
+    })
+    .unwrap();
+    let lines: Vec<String> = outline(&plan)
+        .lines()
+        .skip_while(|l| !l.contains("packages:base"))
+        .take(8)
+        .map(|l| l.replace(r#"", ""#, " "))
+        .collect();
+    check(
+        lines.join("\n"),
+        expect![[r#"
+              packages:base ["barman-cli ca-certificates cron e2fsprogs less locales openssh-client openssl postgresql-15 postgresql-15-repmgr postgresql-client-15 procps python3-psycopg2 rsync sudo xfsprogs"]
+              service:postgresql.service reload_on=[] restart_on=[]
+              directory:/etc/tpa
+              file:/etc/tpa/mount-tpa
+              mount:/opt/postgres ["/etc/tpa/mount-tpa apply /opt/postgres ext4 defaults,noatime 0 /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123abcd /dev/sdf /dev/xvdf"]
+              mount:/srv/scratch ["/etc/tpa/mount-tpa apply /srv/scratch xfs defaults,noatime 2 -m crc=1 /dev/sdg /dev/xvdg"]
+            alder postgres-install
+              directory:/opt/postgres"#]],
     );
 }

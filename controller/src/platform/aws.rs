@@ -300,7 +300,19 @@ fn host(
         roles: i.roles.iter().map(|r| r.to_string()).collect(),
         host_key: None,
         restored_from: None,
+        volumes: attached_volumes(ec2),
     })
+}
+
+/// The EBS volume id of each block device the instance has, by device name (`/dev/sdf`).
+fn attached_volumes(ec2: &aws_sdk_ec2::types::Instance) -> BTreeMap<String, String> {
+    ec2.block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let id = m.ebs()?.volume_id()?;
+            Some((m.device_name()?.to_string(), id.to_string()))
+        })
+        .collect()
 }
 
 /// Imports the cluster's public key as the region's key pair unless it is there.

@@ -302,6 +302,7 @@ fn ready(
             roles: instance.roles.iter().map(|r| r.to_string()).collect(),
             host_key: None,
             restored_from: None,
+            volumes: Default::default(),
         },
         host_key,
         controller_address,

@@ -167,6 +167,7 @@ pub async fn provision_host(
         roles: spec.instance.roles.iter().map(|r| r.to_string()).collect(),
         host_key: None,
         restored_from: None,
+        volumes: Default::default(),
     };
     Ok((host, change))
 }

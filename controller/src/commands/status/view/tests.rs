@@ -38,6 +38,7 @@ fn inventory(cluster: &Cluster) -> Inventory {
                 roles: vec![],
                 host_key: None,
                 restored_from: None,
+                volumes: Default::default(),
             })
             .collect(),
     }
