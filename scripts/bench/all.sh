@@ -4,7 +4,7 @@
 # Run counts come from the environment (defaults in brackets): IMAGE_RUNS [1],
 # PROVISION_RUNS [5], DOWNLOAD_RUNS [3], DEPLOY_RUNS [3], NOOP_RUNS [5], AGENT_WINDOWS [3],
 # STATUS_RUNS [10], FAILOVER_RUNS [3], SWITCHOVER_RUNS [3], RESTORE_RUNS [3], BARMAN_RUNS [3],
-# PATRONI_FAILOVER_RUNS [3], PATRONI_DEPLOY_RUNS [3].
+# PATRONI_FAILOVER_RUNS [3], PATRONI_DEPLOY_RUNS [3], SEED_SCRIPT_RUNS [3].
 # BENCH_SKIP_IMAGE=1 leaves the image as it is (the image bench rebuilds tpa/debian:12).
 # Usage: scripts/bench/all.sh
 set -euo pipefail
@@ -42,6 +42,7 @@ run restore.sh "${RESTORE_RUNS:-3}"
 run barman.sh "${BARMAN_RUNS:-3}"
 run patroni-failover.sh "${PATRONI_FAILOVER_RUNS:-3}"
 run patroni-deploy.sh "${PATRONI_DEPLOY_RUNS:-3}"
+run seed-vs-script.sh "${SEED_SCRIPT_RUNS:-3}"
 
 echo "## Benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 echo
