@@ -30,7 +30,7 @@ impl Apply for Command {
         }
         if let Some(unless) = &self.unless {
             let env = self.env();
-            let output = run::run_for(
+            let guard = run::run_for(
                 &Invocation {
                     argv: unless,
                     run_as: self.run_as.as_deref(),
@@ -38,9 +38,17 @@ impl Apply for Command {
                     stdin: None,
                 },
                 self.timeout(ctx),
-            )?;
-            if output.success() {
-                return Ok(State::in_state(format!("`{}` succeeded", unless.join(" "))));
+            );
+            match guard {
+                Ok(output) if output.success() => {
+                    return Ok(State::in_state(format!("`{}` succeeded", unless.join(" "))));
+                }
+                Ok(_) => {}
+                // A guard program that is not there yet (a helper an earlier resource of the
+                // batch writes, seen by `deploy --check` on a new host) has not passed.
+                Err(ResourceError::Spawn { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(State::differs(
@@ -180,6 +188,18 @@ mod tests {
         assert!(!state.in_state);
         assert_eq!(state.message, "`false` failed");
         assert!(!marker.exists());
+    }
+
+    #[test]
+    fn a_guard_program_not_there_yet_means_out_of_state() {
+        let state = Command {
+            unless: Some(strings(&["/nonexistent/tpa-guard", "check"])),
+            ..command(&["true"])
+        }
+        .check(&Ctx::default())
+        .expect("check");
+        assert!(!state.in_state);
+        assert_eq!(state.message, "`/nonexistent/tpa-guard check` failed");
     }
 
     #[test]
