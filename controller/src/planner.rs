@@ -119,7 +119,10 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
     let mut plan = Plan::default();
     let mut errors = Vec::new();
     for instance in &input.cluster.instances {
-        if input.inventory.host(&instance.name).is_none() || instance.provision_only {
+        let Some(inventory_host) = input.inventory.host(&instance.name) else {
+            continue;
+        };
+        if instance.provision_only {
             continue;
         }
         let Some(host) = input.state.hosts.get(&instance.name) else {
@@ -148,8 +151,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                 continue;
             }
         };
-        let inventory_host = input.inventory.host(&instance.name);
-        let mounts = inventory_host.map_or_else(Vec::new, |h| mounts::resources(instance, h));
+        let mounts = mounts::resources(instance, inventory_host);
         let mut stages = match sys::stage(instance, host, packages, mounts, &input.state.apt_keys) {
             Ok(stage) => vec![stage],
             Err(e) => {

@@ -1,7 +1,7 @@
 //! The filesystems of an instance's volumes (config::mounts): made unless the volume has
-//! one, mounted, and listed in /etc/fstab by UUID, by the `mount-tpa` helper. They go at the
-//! end of the sys stage, once the packages (mkfs) are in and before anything writes beneath a
-//! mountpoint: the data directory, Barman's home.
+//! one, mounted, and listed in /etc/fstab under the device name found, by the `mount-tpa`
+//! helper. They go at the end of the sys stage, once the packages (mkfs) are in and before
+//! anything writes beneath a mountpoint: the data directory, Barman's home.
 
 use tpa_common::resource::{Command, Resource, ResourceSpec};
 

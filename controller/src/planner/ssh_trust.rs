@@ -57,13 +57,7 @@ pub fn add_to(
             StageName::Barman => barman_host(input, instance)?,
             _ => continue,
         };
-        // First, but after the home directory the Barman stage starts with: .ssh is in it.
-        let at = stage
-            .resources
-            .iter()
-            .take_while(|r| r.id == super::id("directory", BARMAN_HOME))
-            .count();
-        stage.resources.splice(at..at, share);
+        stage.resources.splice(0..0, share);
     }
     Ok(())
 }
