@@ -56,12 +56,15 @@ pub enum StageName {
     Logs,
     /// Postgres packages, data directory, initdb (a replica: the clone from its upstream).
     PostgresInstall,
-    /// Configuration files, TLS, the postgres service (a replica: then streaming verified and
-    /// its downstreams' slots).
+    /// Configuration files, TLS, the postgres service, then what other hosts wait for: the
+    /// slots of its downstreams (a replica: once it streams), and on the primary the
+    /// `replication` role and Barman's roles and slot.
     PostgresConfig,
-    /// Users, databases and extensions, the `replication` role and replicas' slots (on the
-    /// primary).
+    /// Users, databases and extensions (on the primary).
     PostgresUsers,
+    /// repmgr's configuration, the node's registration and repmgrd (`failover_manager:
+    /// repmgr`).
+    Repmgr,
     /// A Barman host: its configuration, WAL streaming, the first backup, `barman check`.
     Barman,
     /// An etcd member (Patroni's DCS), right after `sys`.
@@ -80,6 +83,7 @@ impl StageName {
             StageName::PostgresInstall => "postgres-install",
             StageName::PostgresConfig => "postgres-config",
             StageName::PostgresUsers => "postgres-users",
+            StageName::Repmgr => "repmgr",
             StageName::Barman => "barman",
             StageName::Etcd => "etcd",
             StageName::Patroni => "patroni",
@@ -207,66 +211,52 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, Vec<String>> {
                 }
                 let port = settings.postgres.port;
                 let verifiers = input.state.verifiers.by_user();
-                let mut users = users::stage(instance, port, verifiers);
+                // What other hosts wait for ends the config stage, so replicas clone and the
+                // Barman host starts while users, databases and repmgr are still being set up.
+                let mut handoff = Vec::new();
                 if has_replicas(topology) {
-                    users.resources.push(users::role(
+                    handoff.push(users::role(
                         &replica::user(),
                         verifiers.get(replica::REPLICATION_USER).map(String::as_str),
                         port,
                     ));
-                    users
-                        .resources
-                        .extend(replica::slots(input, &instance.name, port));
+                    handoff.extend(replica::slots(input, &instance.name, port));
                 }
-                if repmgr::enabled(input) {
-                    match repmgr::conf(input, instance, host) {
-                        Ok(conf) => users.resources.extend(repmgr::files(conf, host)),
+                if barman::wanted(input.cluster) {
+                    match barman::primary_resources(verifiers, &settings.postgres_version, port) {
+                        Ok(r) => handoff.extend(r),
                         Err(e) => errors.push(format!("{}: {e}", instance.name)),
                     }
-                    users.resources.extend(repmgr::role_and_database(
-                        verifiers.get(repmgr::USER).map(String::as_str),
-                        port,
-                    ));
-                    users.resources.push(repmgr::register(
-                        host,
-                        instance.node,
-                        PostgresRole::Primary,
-                        None,
-                        None,
-                    ));
-                    users.resources.push(repmgr::daemon(host));
                 }
+                if let Some(config) = stages
+                    .iter_mut()
+                    .rfind(|s| s.name == StageName::PostgresConfig)
+                {
+                    config.resources.extend(handoff);
+                }
+                let mut users = users::stage(instance, port, verifiers);
                 if patroni::enabled(input) {
                     users.resources.extend(patroni::rewind_role(
                         verifiers.get(patroni::REWIND_USER).map(String::as_str),
                         port,
                     ));
                 }
-                if barman::wanted(input.cluster) {
-                    match barman::primary_resources(
-                        input.state.verifiers.by_user(),
-                        &settings.postgres_version,
-                        port,
-                    ) {
-                        Ok(r) => users.resources.extend(r),
-                        Err(e) => errors.push(format!("{}: {e}", instance.name)),
-                    }
-                }
                 stages.push(users);
+                push_repmgr(input, instance, host, &mut stages, &mut errors);
             }
-            Some(PostgresRole::Replica) => match postgres::stages(input, instance, host) {
-                Ok(s) => stages.extend(s),
-                Err(e) => errors.push(e),
-            },
+            Some(PostgresRole::Replica) => {
+                match postgres::stages(input, instance, host) {
+                    Ok(s) => stages.extend(s),
+                    Err(e) => errors.push(e),
+                }
+                push_repmgr(input, instance, host, &mut stages, &mut errors);
+            }
             Some(PostgresRole::Witness) if repmgr::enabled(input) => {
                 match postgres::stages(input, instance, host) {
                     Ok(s) => stages.extend(s),
                     Err(e) => errors.push(e),
                 }
-                match witness(input, instance, host) {
-                    Ok(s) => stages.push(s),
-                    Err(e) => errors.push(format!("{}: {e}", instance.name)),
-                }
+                push_repmgr(input, instance, host, &mut stages, &mut errors);
                 // TPA's M1 shape: the witness on the Barman host.
                 if instance.has_role(Role::Barman) {
                     match barman::stages(input, instance, host) {
@@ -337,35 +327,24 @@ pub fn host_packages(
     Ok(packages)
 }
 
-/// A witness's last stage, after the primary's: its own repmgr role and database, then
-/// `repmgr witness register` against the live primary, then repmgrd.
-fn witness(input: &PlanInput<'_>, instance: &Instance, host: &HostState) -> Result<Stage, String> {
-    let port = host.settings.postgres.port;
-    let verifiers = input.state.verifiers.by_user();
-    let mut resources = repmgr::files(repmgr::conf(input, instance, host)?, host);
-    resources.extend(repmgr::role_and_database(
-        verifiers.get(repmgr::USER).map(String::as_str),
-        port,
-    ));
-    let primary = input.state.topology.primary();
-    let address = primary
-        .and_then(|p| input.inventory.host(p))
-        .map(|h| h.address.to_string());
-    resources.push(repmgr::register(
-        host,
-        instance.node,
-        PostgresRole::Witness,
-        None,
-        address,
-    ));
-    resources.push(repmgr::daemon(host));
-    Ok(Stage {
-        name: StageName::PostgresUsers,
-        resources,
-        after: primary
-            .map(|p| vec![(p.to_string(), StageName::PostgresUsers)])
-            .unwrap_or_default(),
-    })
+/// A Postgres host's `repmgr` stage, when repmgr manages the cluster.
+fn push_repmgr(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+    stages: &mut Vec<Stage>,
+    errors: &mut Vec<String>,
+) {
+    let Some(role) = input.state.topology.role(&instance.name) else {
+        return;
+    };
+    if !repmgr::enabled(input) {
+        return;
+    }
+    match repmgr::stage(input, instance, host, role) {
+        Ok(s) => stages.push(s),
+        Err(e) => errors.push(format!("{}: {e}", instance.name)),
+    }
 }
 
 /// True when some deployed host streams (or will stream) from another.

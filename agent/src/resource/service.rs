@@ -135,28 +135,32 @@ impl Apply for Service {
     }
 
     /// `daemon-reload` if a unit file changed, then the planned systemctl actions; idempotent
-    /// (re-observes first).
+    /// (observes first). `enable` and `disable` reload systemd themselves, so a unit that is
+    /// enabled now gets no separate `daemon-reload` (each costs about 0.2 s here).
     fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
         let trigger = ctx.trigger(&self.reload_on, &self.restart_on)?;
-        let mut message = String::new();
-        if ctx.units_dirty() {
-            require_systemd()?;
-            run::run_checked(&["systemctl", "daemon-reload"], ctx.timeouts.systemctl)?;
-            ctx.daemon_reloaded();
-            message.push_str("daemon-reload, ");
-        }
+        require_systemd()?;
         let steps = plan(
             observe(&self.unit, ctx)?,
             self.enabled,
             self.running,
             &trigger,
         );
+        let mut message = String::new();
+        if ctx.units_dirty() {
+            if !reloads_systemd(&steps) {
+                run::run_checked(&["systemctl", "daemon-reload"], ctx.timeouts.systemctl)?;
+            }
+            message.push_str("daemon-reload, ");
+        }
         for step in &steps {
             run::run_checked(
                 &["systemctl", step.verb(), &self.unit],
                 ctx.timeouts.systemctl,
             )?;
         }
+        // Whichever ran it, systemd has read the changed unit files now.
+        ctx.daemon_reloaded();
         if steps.is_empty() {
             message.push_str(&describe_state(self.enabled, self.running));
         } else {
@@ -164,6 +168,14 @@ impl Apply for Service {
         }
         Ok(message)
     }
+}
+
+/// True when the steps reload systemd's configuration on their own: `systemctl enable` and
+/// `disable` do, before any step after them (plan puts them first).
+pub fn reloads_systemd(steps: &[Step]) -> bool {
+    steps
+        .first()
+        .is_some_and(|s| matches!(s, Step::Enable | Step::Disable))
 }
 
 /// A changed unit file makes the next service out of state: `daemon-reload` must run even when
@@ -367,6 +379,26 @@ mod tests {
             describe(&[Step::Enable, Step::Start], &restart),
             "enable, start"
         );
+    }
+
+    #[test]
+    fn enable_and_disable_stand_in_for_daemon_reload() {
+        let new_unit = Observed {
+            enablement: Enablement::Disabled,
+            active: false,
+        };
+        let steps = plan(new_unit, true, true, &Trigger::None);
+        assert_eq!(steps, [Step::Enable, Step::Start]);
+        assert!(reloads_systemd(&steps));
+        let steps = plan(RUNNING, false, false, &Trigger::None);
+        assert_eq!(steps, [Step::Disable, Step::Stop]);
+        assert!(reloads_systemd(&steps));
+        // An enabled unit whose file changed is restarted after an explicit daemon-reload.
+        let restart = Trigger::Restart {
+            by: "file:/etc/systemd/system/x.service".into(),
+        };
+        assert!(!reloads_systemd(&plan(RUNNING, true, true, &restart)));
+        assert!(!reloads_systemd(&[]));
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn stages(
         create.extend(replica::rejoin(host, source.as_deref(), &conninfo, &slot));
     }
     create.extend(replica::clone(host, &conninfo, &slot));
-    let after = vec![replica::upstream_ready(topology, upstream)];
+    let after = vec![replica::upstream_ready(upstream)];
     Ok(vec![
         install(host, create, after),
         config(input, instance, host, Some((conninfo, slot)))?,
@@ -407,23 +407,6 @@ fn config(
         resources.extend(replica::slots(input, &instance.name, l.port));
         if super::barman::wanted(input.cluster) {
             resources.push(super::barman::stale_slot(l.port));
-        }
-        if repmgr {
-            // (The primary and a witness get these in their users stage, before registering.)
-            resources.extend(repmgr::files(repmgr::conf(input, instance, host)?, host));
-            let topology = &input.state.topology;
-            let upstream_node = topology
-                .upstream(&instance.name)
-                .and_then(|u| input.cluster.instance(u))
-                .map(|u| u.node);
-            resources.push(repmgr::register(
-                host,
-                instance.node,
-                PostgresRole::Replica,
-                upstream_node,
-                None,
-            ));
-            resources.push(repmgr::daemon(host));
         }
     }
     Ok(Stage {

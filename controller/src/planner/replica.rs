@@ -3,16 +3,16 @@
 //! `pg_basebackup` (never initdb), `standby.signal`, the conninfo in a tpa-managed conf.d file,
 //! the password in a 0600 passfile, and a bounded wait until it streams.
 //!
-//! Ordering: a replica's install stage waits for its upstream's last stage (the primary's
-//! users stage, where the role and slots are made; a replica's config stage, which ends with
-//! it streaming and the slots of its own downstreams made), so cascades clone depth by depth
-//! and replicas of one upstream clone in parallel.
+//! Ordering: a replica's install stage waits for its upstream's config stage, which ends with
+//! the slots of its downstreams made (on the primary, with the `replication` role; on a
+//! replica, once it streams), so cascades clone depth by depth, replicas of one upstream clone
+//! in parallel, and none waits for the primary's users, databases or repmgr registration.
 
 use tpa_common::resource::{
     Command, File, FileIfAbsent, Resource, ResourceSpec, Secret, Sql, SqlText,
 };
 
-use super::topology::{PostgresRole, Topology};
+use super::topology::PostgresRole;
 use super::users::literal;
 use super::{HostState, PlanInput, StageName, id};
 use crate::config::PostgresUser;
@@ -32,7 +32,7 @@ pub const CONF_FILE: &str = "0002-tpa_replication.conf";
 /// How long the replica's last resource waits for `pg_stat_wal_receiver` to say streaming.
 pub const STREAMING_WAIT_SECS: u32 = 60;
 
-/// The `replication` role as a user the users stage renders (a SCRAM verifier from the
+/// The `replication` role as a user the primary's config stage renders (a SCRAM verifier from the
 /// secrets store, like any generated password).
 pub fn user() -> PostgresUser {
     PostgresUser {
@@ -63,14 +63,10 @@ pub fn slot_name(host: &str) -> String {
     format!("tpa_{tail}")
 }
 
-/// The stage a replica's clone waits for on `upstream`: its last stage.
-pub fn upstream_ready(topology: &Topology, upstream: &str) -> (String, StageName) {
-    let stage = if topology.is_primary(upstream) {
-        StageName::PostgresUsers
-    } else {
-        StageName::PostgresConfig
-    };
-    (upstream.to_string(), stage)
+/// The stage a replica's clone waits for on `upstream`: its config stage, which ends with the
+/// slot for the replica (and on the primary, the `replication` role).
+pub fn upstream_ready(upstream: &str) -> (String, StageName) {
+    (upstream.to_string(), StageName::PostgresConfig)
 }
 
 /// The slot `replica` streams through on its upstream: repmgr's name when repmgr manages the

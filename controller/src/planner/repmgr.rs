@@ -19,7 +19,7 @@ use super::postgres::owned_file as file;
 use super::replica::CA_FILE;
 use super::topology::{PostgresRole, Topology};
 use super::users::{self, literal};
-use super::{HostState, PlanInput, id, running_service};
+use super::{HostState, PlanInput, Stage, StageName, id, running_service};
 use crate::config::{
     Cluster, FailoverManager, Instance, PostgresDatabase, PostgresUser, RepmgrFailover,
 };
@@ -179,6 +179,59 @@ fn quoted(value: &str) -> Result<String, String> {
     Ok(format!("'{value}'"))
 }
 
+/// A repmgr node's `repmgr` stage, after its Postgres stages: repmgr.conf and repmgrd's unit,
+/// the repmgr role and database (the primary; a witness has its own), the registration as
+/// its live `role`, then repmgrd. A standby registers after its upstream, a witness after the
+/// primary: repmgr needs their records first. Replicas clone without waiting for this stage.
+pub fn stage(
+    input: &PlanInput<'_>,
+    instance: &Instance,
+    host: &HostState,
+    role: PostgresRole,
+) -> Result<Stage, String> {
+    let topology = &input.state.topology;
+    let port = host.settings.postgres.port;
+    let mut resources = files(conf(input, instance, host)?, host);
+    if role != PostgresRole::Replica {
+        let verifiers = input.state.verifiers.by_user();
+        resources.extend(role_and_database(
+            verifiers.get(USER).map(String::as_str),
+            port,
+        ));
+    }
+    if role == PostgresRole::Replica {
+        resources.extend(primary_replayed(host));
+    }
+    let upstream = topology.upstream(&instance.name);
+    let upstream_node = upstream
+        .and_then(|u| input.cluster.instance(u))
+        .map(|u| u.node);
+    let primary = topology.primary();
+    let primary_address = primary
+        .and_then(|p| input.inventory.host(p))
+        .map(|h| h.address.to_string());
+    resources.push(register(
+        host,
+        instance.node,
+        role,
+        upstream_node.filter(|_| role == PostgresRole::Replica),
+        primary_address.filter(|_| role == PostgresRole::Witness),
+    ));
+    resources.push(daemon(host));
+    let waits_for = match role {
+        PostgresRole::Primary => None,
+        PostgresRole::Replica => upstream,
+        PostgresRole::Witness => primary,
+    };
+    Ok(Stage {
+        name: StageName::Repmgr,
+        resources,
+        after: waits_for
+            .map(|h| vec![(h.to_string(), StageName::Repmgr)])
+            .unwrap_or_default(),
+    })
+}
+
 /// The files every repmgr node has: repmgr.conf, the sudoers rule, the repmgrd unit.
 pub fn files(conf: String, host: &HostState) -> Vec<ResourceSpec> {
     let conf_path = conf_path(&host.settings);
@@ -309,6 +362,59 @@ pub fn register(
         }),
     }
 }
+
+/// On a standby, before `standby register`: waits (up to [`REPLAYED_WAIT_SECS`] each) until
+/// it has replayed the repmgr database, then the primary's node record, which `standby
+/// register` reads locally. A replica clones before the primary registers, so under load they
+/// can arrive a few seconds after the upstream's `repmgr` stage is done.
+fn primary_replayed(host: &HostState) -> Vec<ResourceSpec> {
+    let port = host.settings.postgres.port;
+    let tries = REPLAYED_WAIT_SECS * 2;
+    let database = super::replica::sql(
+        id("repmgr", "database-replayed"),
+        format!(
+            "select exists (select 1 from pg_database where datname = {})",
+            literal(DATABASE)
+        ),
+        format!(
+            "do $$ begin\n  for i in 1..{tries} loop\n    if exists (select 1 from pg_database \
+             where datname = {db}) then return; end if;\n    perform pg_sleep(0.5);\n  end \
+             loop;\n  raise exception 'the repmgr database has not replayed here after \
+             {REPLAYED_WAIT_SECS} s: see pg_stat_wal_receiver';\nend $$;\n",
+            db = literal(DATABASE),
+        ),
+        port,
+    );
+    let wait = format!(
+        "do $$ declare known boolean := false; begin\n  for i in 1..{tries} loop\n    if \
+         to_regclass('repmgr.nodes') is not null then\n      execute {sql} into known;\n      \
+         if known then return; end if;\n    end if;\n    perform pg_sleep(0.5);\n  end loop;\n  \
+         raise exception 'the primary''s repmgr registration has not replayed here after \
+         {REPLAYED_WAIT_SECS} s: see pg_stat_wal_receiver';\nend $$",
+        sql = literal("select count(*) > 0 from repmgr.nodes where type = 'primary' and active"),
+    );
+    let argv = psql_succeeds(host, &wait);
+    let record = ResourceSpec {
+        id: id("repmgr", "primary-replayed"),
+        kind: Resource::Command(Command {
+            argv,
+            creates: None,
+            unless: Some(psql_succeeds(host, PRIMARY_KNOWN)),
+            run_as: Some("postgres".into()),
+            env: vec![],
+            secret_env: false,
+            timeout_secs: Some(REPLAYED_WAIT_SECS + 30),
+        }),
+    };
+    vec![database, record]
+}
+
+/// What a node's copy of repmgr's metadata says once the primary has registered.
+const PRIMARY_KNOWN: &str =
+    "select 1 / count(*) from repmgr.nodes where type = 'primary' and active";
+
+/// How long a standby waits for the primary's registration to replay.
+pub const REPLAYED_WAIT_SECS: u32 = 60;
 
 /// `psql … -c SQL` against the local repmgr database: exits 0 only when SQL succeeds (a
 /// division by a zero count fails it).

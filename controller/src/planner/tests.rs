@@ -337,16 +337,18 @@ fn users_databases_and_extensions_on_the_primary() {
         &format!("  use_local_repo_only: true\n{USERS}"),
     );
     let plan = plan_for(&source, "12").unwrap();
-    let stage = plan.hosts["ulb"]
-        .iter()
-        .find(|s| s.name == StageName::PostgresUsers)
-        .unwrap();
+    // Every SQL resource of the primary, by stage: the roles other hosts wait for end its
+    // config stage; then config.yml's users; then repmgr's.
     let mut out = String::new();
-    for r in &stage.resources {
+    for (stage, r) in plan.hosts["ulb"]
+        .iter()
+        .flat_map(|s| s.resources.iter().map(move |r| (s.name, r)))
+    {
         if let Resource::Sql(sql) = &r.kind {
             let _ = writeln!(
                 out,
-                "{} [{}] secret={}\n  check: {}\n  apply: {}",
+                "{} {} [{}] secret={}\n  check: {}\n  apply: {}",
+                stage.as_str(),
                 r.id,
                 sql.database,
                 sql.apply.is_secret(),
@@ -505,16 +507,17 @@ fn after_a_failover_the_live_primary_wins() {
             "sys",
             "postgres-install",
             "postgres-config",
-            "postgres-users"
+            "postgres-users",
+            "repmgr"
         ]
     );
     assert_eq!(
         stages("ulb"),
-        ["sys", "postgres-install", "postgres-config"]
+        ["sys", "postgres-install", "postgres-config", "repmgr"]
     );
     assert_eq!(
         plan.hosts["ulb"][1].after,
-        [("vub".to_string(), StageName::PostgresUsers)]
+        [("vub".to_string(), StageName::PostgresConfig)]
     );
     let vub = outline(&plan);
     assert!(
@@ -641,7 +644,7 @@ fn a_former_primary_that_came_back_is_rejoined_not_a_split_brain() {
     }
     assert_eq!(
         install.after,
-        [("vub".to_string(), StageName::PostgresUsers)]
+        [("vub".to_string(), StageName::PostgresConfig)]
     );
 
     for (what, ulb_facts) in [
@@ -686,12 +689,18 @@ fn a_witness_runs_its_own_postgres_and_registers_with_the_primary() {
         assert!(ids.contains(&id.to_string()), "{id}: {ids:?}");
     }
     assert!(!ids.contains(&"command:pg_basebackup".to_string()));
-    // The witness's stage; the Barman stage of the same host comes after it.
+    // The witness's repmgr stage waits for the primary's; the Barman stage of the same host
+    // comes after it.
+    let stages: Vec<StageName> = plan.hosts["chimay"].iter().map(|s| s.name).collect();
+    assert_eq!(
+        stages[stages.len() - 2..],
+        [StageName::Repmgr, StageName::Barman]
+    );
     let last = plan.hosts["chimay"]
         .iter()
-        .find(|s| s.name == StageName::PostgresUsers)
+        .find(|s| s.name == StageName::Repmgr)
         .unwrap();
-    assert_eq!(last.after, [("ulb".to_string(), StageName::PostgresUsers)]);
+    assert_eq!(last.after, [("ulb".to_string(), StageName::Repmgr)]);
     assert!(ids.iter().any(|i| i.contains("barman")), "{ids:?}");
     let register = last
         .resources
@@ -800,9 +809,10 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
             .clone()
     };
     // vub waits for the role and its slot on ulb; achel for vub streaming with achel's slot.
+    // Neither waits for ulb's users or repmgr registration.
     assert_eq!(
         after("vub", StageName::PostgresInstall),
-        [("ulb".to_string(), StageName::PostgresUsers)]
+        [("ulb".to_string(), StageName::PostgresConfig)]
     );
     assert_eq!(
         after("achel", StageName::PostgresInstall),
@@ -816,14 +826,28 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
             .map(|s| s.resources.iter().map(|r| r.id.clone()).collect())
             .unwrap_or_default()
     };
-    let ulb_users = ids("ulb", StageName::PostgresUsers);
+    let ulb_config = ids("ulb", StageName::PostgresConfig);
     assert!(
-        ulb_users.contains(&"role:replication".to_string()),
-        "{ulb_users:?}"
+        ulb_config.contains(&"role:replication".to_string()),
+        "{ulb_config:?}"
     );
     // The seed uses repmgr: slots get repmgr's names (vub is node 2, achel node 3).
-    assert!(ulb_users.contains(&"slot:repmgr_slot_2".to_string()));
-    assert!(!ulb_users.contains(&"slot:repmgr_slot_3".to_string()));
+    assert!(ulb_config.contains(&"slot:repmgr_slot_2".to_string()));
+    assert!(!ulb_config.contains(&"slot:repmgr_slot_3".to_string()));
+    // Each node registers with repmgr after its upstream: the primary first, achel after vub.
+    assert!(after("ulb", StageName::Repmgr).is_empty());
+    assert_eq!(
+        after("vub", StageName::Repmgr),
+        [("ulb".to_string(), StageName::Repmgr)]
+    );
+    assert_eq!(
+        after("achel", StageName::Repmgr),
+        [("vub".to_string(), StageName::Repmgr)]
+    );
+    for host in ["ulb", "vub", "achel"] {
+        let stages: Vec<&str> = plan.hosts[host].iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(stages.last(), Some(&"repmgr"), "{host}");
+    }
     let vub_config = ids("vub", StageName::PostgresConfig);
     let streaming = vub_config
         .iter()
@@ -947,7 +971,10 @@ fn barman_server_files() {
         golden.assert_eq(&file_content(&plan, "chimay", path));
     }
     let stage = &plan.hosts["chimay"][1];
-    assert_eq!(stage.after, [("ulb".to_string(), StageName::PostgresUsers)]);
+    assert_eq!(
+        stage.after,
+        [("ulb".to_string(), StageName::PostgresConfig)]
+    );
     let passfile = file_content(&plan, "chimay", "/var/lib/barman/.pgpass");
     assert_eq!(
         passfile,
@@ -1009,7 +1036,10 @@ fn barman_follows_the_live_primary() {
         "{conf}"
     );
     let stage = plan.hosts["chimay"].last().unwrap();
-    assert_eq!(stage.after, [("vub".to_string(), StageName::PostgresUsers)]);
+    assert_eq!(
+        stage.after,
+        [("vub".to_string(), StageName::PostgresConfig)]
+    );
     // receive-wal is moved to vub (in state only while Barman's slot there is in use), the
     // deploy says so, vub gets the slot and the former primary drops its unused one.
     let follow = stage

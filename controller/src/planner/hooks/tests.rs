@@ -145,7 +145,7 @@ fn hooks_sit_between_the_right_resources() {
         [
             (
                 "achel",
-                PostgresConfig,
+                Repmgr,
             ),
             (
                 "chimay",
@@ -153,7 +153,7 @@ fn hooks_sit_between_the_right_resources() {
             ),
             (
                 "ulb",
-                PostgresUsers,
+                Repmgr,
             ),
         ]
     "#]]
