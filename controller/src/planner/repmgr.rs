@@ -192,15 +192,14 @@ pub fn stage(
     let topology = &input.state.topology;
     let port = host.settings.postgres.port;
     let mut resources = files(conf(input, instance, host)?, host);
-    if role != PostgresRole::Replica {
+    if role == PostgresRole::Replica {
+        resources.extend(primary_replayed(host));
+    } else {
         let verifiers = input.state.verifiers.by_user();
         resources.extend(role_and_database(
             verifiers.get(USER).map(String::as_str),
             port,
         ));
-    }
-    if role == PostgresRole::Replica {
-        resources.extend(primary_replayed(host));
     }
     let upstream = topology.upstream(&instance.name);
     let upstream_node = upstream

@@ -848,6 +848,19 @@ fn replicas_clone_from_their_upstream_depth_by_depth() {
         let stages: Vec<&str> = plan.hosts[host].iter().map(|s| s.name.as_str()).collect();
         assert_eq!(stages.last(), Some(&"repmgr"), "{host}");
     }
+    // A standby registers only once it has replayed the repmgr database and the primary's
+    // record (it cloned before the primary registered).
+    for host in ["vub", "achel"] {
+        let repmgr = ids(host, StageName::Repmgr);
+        let at = |id: &str| repmgr.iter().position(|i| i == id);
+        assert!(
+            at("repmgr:database-replayed") < at("repmgr:primary-replayed")
+                && at("repmgr:primary-replayed") < at("repmgr:standby-register")
+                && at("repmgr:database-replayed").is_some(),
+            "{host}: {repmgr:?}"
+        );
+    }
+    assert!(!ids("ulb", StageName::Repmgr).contains(&"repmgr:primary-replayed".to_string()));
     let vub_config = ids("vub", StageName::PostgresConfig);
     let streaming = vub_config
         .iter()
