@@ -5,8 +5,9 @@
 //! with `barman receive-wal` on a physical slot (and, with `barman_archiver`, also arrives by
 //! the primary's archive_command).
 //!
-//! - On the live primary (the end of its config stage): the `barman` role (backup functions, no superuser)
-//!   and the `streaming_barman` role (REPLICATION), with generated passwords, and the slot.
+//! - On the live primary (the end of its config stage): the `barman` role (backup functions,
+//!   no superuser) and the `streaming_barman` role (REPLICATION), with generated passwords, and
+//!   the slot.
 //! - On the Barman host (its `barman` stage, after the primary's config stage): the CA, the
 //!   passfile, `/etc/barman.conf`, one `/etc/barman.d/<server>.conf` per backed-up instance whose
 //!   conninfo points at the topology's live primary, the cron files (`barman cron` every minute,
@@ -48,7 +49,8 @@ const FOLLOW_SOURCE: &str = include_str!("barman-follow.py");
 const BARMAN: &str = "/usr/bin/barman";
 const MANAGED: &str = "; Managed by tpa: changes made here are overwritten by the next deploy.\n";
 
-/// The two roles, as users the primary's config stage renders (SCRAM verifiers from the secrets store).
+/// The two roles, as users the primary's config stage renders (SCRAM verifiers from the
+/// secrets store).
 pub fn users() -> [PostgresUser; 2] {
     let user = |name: &str, attrs: &[&str]| PostgresUser {
         username: name.into(),

@@ -318,19 +318,27 @@ pub fn no_auto_conf_override(port: u16) -> ResourceSpec {
 pub fn streaming(port: u16) -> ResourceSpec {
     const STREAMING: &str =
         "select coalesce((select status = 'streaming' from pg_stat_wal_receiver), false)";
-    let apply = format!(
-        "do $$ begin\n  for i in 1..{n} loop\n    if exists (select 1 from pg_stat_wal_receiver \
-         where status = 'streaming') then return; end if;\n    perform pg_sleep(0.5);\n  end \
-         loop;\n  raise exception 'not streaming from its upstream after {secs} s: see \
-         pg_stat_wal_receiver and journalctl -u postgres';\nend $$;\n",
-        n = STREAMING_WAIT_SECS * 2,
-        secs = STREAMING_WAIT_SECS
-    );
     sql(
         id("streaming", "wal_receiver"),
         STREAMING.into(),
-        apply,
+        wait_until(
+            "exists (select 1 from pg_stat_wal_receiver where status = 'streaming')",
+            STREAMING_WAIT_SECS,
+            "not streaming from its upstream",
+            "pg_stat_wal_receiver and journalctl -u postgres",
+        ),
         port,
+    )
+}
+
+/// A `DO` block that polls `condition` every 0.5 s for up to `secs`, then fails with
+/// "`failure` after `secs` s: see `see`".
+pub(super) fn wait_until(condition: &str, secs: u32, failure: &str, see: &str) -> String {
+    format!(
+        "do $$ begin\n  for i in 1..{n} loop\n    if {condition} then return; end if;\n    \
+         perform pg_sleep(0.5);\n  end loop;\n  raise exception '{failure} after {secs} s: see \
+         {see}';\nend $$;\n",
+        n = secs * 2,
     )
 }
 

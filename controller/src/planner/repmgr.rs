@@ -369,18 +369,18 @@ pub fn register(
 fn primary_replayed(host: &HostState) -> Vec<ResourceSpec> {
     let port = host.settings.postgres.port;
     let tries = REPLAYED_WAIT_SECS * 2;
+    let replayed = format!(
+        "exists (select 1 from pg_database where datname = {})",
+        literal(DATABASE)
+    );
     let database = super::replica::sql(
         id("repmgr", "database-replayed"),
-        format!(
-            "select exists (select 1 from pg_database where datname = {})",
-            literal(DATABASE)
-        ),
-        format!(
-            "do $$ begin\n  for i in 1..{tries} loop\n    if exists (select 1 from pg_database \
-             where datname = {db}) then return; end if;\n    perform pg_sleep(0.5);\n  end \
-             loop;\n  raise exception 'the repmgr database has not replayed here after \
-             {REPLAYED_WAIT_SECS} s: see pg_stat_wal_receiver';\nend $$;\n",
-            db = literal(DATABASE),
+        format!("select {replayed}"),
+        super::replica::wait_until(
+            &replayed,
+            REPLAYED_WAIT_SECS,
+            "the repmgr database has not replayed here",
+            "pg_stat_wal_receiver",
         ),
         port,
     );
