@@ -157,7 +157,7 @@ pub struct Command {
     pub argv: Vec<String>,
     pub creates: Option<String>,
     pub unless: Option<Vec<String>>,
-    /// Run as this user (`runuser -u USER --`); None: root.
+    /// Run as this user (its uid, gid, groups, HOME, USER and LOGNAME); None: root.
     pub run_as: Option<String>,
     /// Extra environment, passed through the process environment; values are never logged.
     pub env: Vec<EnvVar>,

@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn run_as_switches_user() {
         if !super::super::owner::is_root() {
-            eprintln!("skipping: runuser needs root");
+            eprintln!("skipping: switching user needs root");
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -352,7 +352,7 @@ mod tests {
     fn secret_failure_hides_psql_output() {
         // No server listens on port 1, so psql fails and would echo connection details.
         if !crate::resource::owner::is_root() || !std::path::Path::new("/usr/bin/psql").exists() {
-            eprintln!("skipping: needs root (runuser) and psql");
+            eprintln!("skipping: needs root (to switch user) and psql");
             return;
         }
         let spec = Sql {

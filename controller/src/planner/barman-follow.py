@@ -44,7 +44,22 @@ import time
 
 HOME = "/var/lib/barman"
 BARMAN = "/usr/bin/barman"
-PSQL = "/usr/bin/psql"
+
+
+def newest_psql():
+    """The newest installed major version's psql, which talks to every older server. Not
+    /usr/bin/psql: that is Debian's pg_wrapper, a Perl script that costs more CPU than the query
+    (most of `check`'s time on a re-deploy)."""
+    root = "/usr/lib/postgresql"
+    versions = os.listdir(root) if os.path.isdir(root) else []
+    for version in sorted((v for v in versions if v.isdigit()), key=int, reverse=True):
+        path = "%s/%s/bin/psql" % (root, version)
+        if os.access(path, os.X_OK):
+            return path
+    return "/usr/bin/psql"
+
+
+PSQL = newest_psql()
 SLOT = "barman"
 STREAMING_USER = "streaming_barman"
 BARMAN_USER = "barman"
