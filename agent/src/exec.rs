@@ -96,6 +96,8 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
         argv = ?argv, env = ?masked_env(&spec.env), cwd, stdin_bytes = spec.stdin.len(),
         timeout_secs = timeout.as_secs(), "exec: starting"
     );
+    // See run::spawning: no file the agent is writing may be open in the child.
+    let gate = crate::resource::run::spawning();
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -115,6 +117,7 @@ pub fn spawn(spec: ExecSpec) -> Result<mpsc::Receiver<ExecChunk>, ExecError> {
             program: program.clone(),
             source,
         })?;
+    drop(gate);
     let group = child.id();
 
     let (tx, rx) = mpsc::channel(16);

@@ -288,21 +288,28 @@ pub fn write_atomically(
             parent.display()
         )));
     }
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tpa-")
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .map_err(|e| ResourceError::io("create a temp file in", parent.display().to_string(), e))?;
-    let write_error = |e| ResourceError::io("write temp file for", path, e);
-    temp.write_all(content).map_err(write_error)?;
-    let file = temp.as_file();
-    std::os::unix::fs::fchown(file, Some(uid), Some(gid))
-        .map_err(|e| ResourceError::io("chown temp file for", path, e))?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| ResourceError::io("chmod temp file for", path, e))?;
-    file.sync_all().map_err(write_error)?;
-    temp.persist(path)
-        .map_err(|e| ResourceError::io("rename temp file onto", path, e.error))?;
+    {
+        // No process may start while the file is open: it would hold it open too (see
+        // run::writing). The file is closed when `persist`'s result is dropped.
+        let _gate = super::run::writing();
+        let mut temp = tempfile::Builder::new()
+            .prefix(".tpa-")
+            .suffix(".tmp")
+            .tempfile_in(parent)
+            .map_err(|e| {
+                ResourceError::io("create a temp file in", parent.display().to_string(), e)
+            })?;
+        let write_error = |e| ResourceError::io("write temp file for", path, e);
+        temp.write_all(content).map_err(write_error)?;
+        let file = temp.as_file();
+        std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+            .map_err(|e| ResourceError::io("chown temp file for", path, e))?;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| ResourceError::io("chmod temp file for", path, e))?;
+        file.sync_all().map_err(write_error)?;
+        temp.persist(path)
+            .map_err(|e| ResourceError::io("rename temp file onto", path, e.error))?;
+    }
     // The rename is durable only once the directory entry is on disk.
     fs::File::open(parent)
         .and_then(|dir| dir.sync_all())
@@ -315,6 +322,48 @@ mod tests {
 
     use super::*;
     use expect_test::expect;
+
+    #[test]
+    fn a_program_just_written_runs_while_other_threads_spawn() {
+        // Without the spawn gate, a child spawned by another thread while the temp file was
+        // open inherits its descriptor until it execs, and running the file fails with "Text
+        // file busy" (ETXTBSY): a hook written then run while a health round spawned psql.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let program = dir.path().join("hook");
+        let program = program.to_str().expect("utf-8 path");
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let spawner = || {
+            let argv = ["true".to_owned()];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = super::super::run::run(&super::super::run::Invocation {
+                    argv: &argv,
+                    ..Default::default()
+                });
+            }
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(spawner);
+            scope.spawn(spawner);
+            for round in 0..300 {
+                let script = format!("#!/bin/sh\nexit {}\n", round % 2);
+                write_atomically(program, script.as_bytes(), uid, gid, 0o700).expect("write");
+                let output = super::super::run::run(&super::super::run::Invocation {
+                    argv: &[program.to_owned()],
+                    ..Default::default()
+                });
+                let output = output.unwrap_or_else(|e| {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    panic!("round {round}: {e}")
+                });
+                assert_eq!(output.status.code(), Some(round % 2), "round {round}");
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

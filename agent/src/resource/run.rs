@@ -17,13 +17,31 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::Duration;
 
 use super::ResourceError;
 
 /// The time limit of [`run`]: quick look-ups (dpkg-query, `systemctl is-active`, a facts query).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Held shared by every spawn and alone by a file being written. A child spawned by another
+/// thread inherits the descriptors open at that moment until it execs; if one of them is a
+/// program being written, running that program fails with "Text file busy" (ETXTBSY): a hook
+/// run just after it was written, while a health round spawned psql. `spawn` returns once the
+/// child has exec'd (which closes the inherited descriptors), so holding this across it is
+/// enough.
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+/// Hold while spawning a process.
+pub fn spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWN_GATE.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Hold while a file is open for writing.
+pub fn writing() -> RwLockWriteGuard<'static, ()> {
+    SPAWN_GATE.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// setpriv, from util-linux (Essential on Debian): by path, not looked up in PATH.
 const SETPRIV: &str = "/usr/bin/setpriv";
@@ -174,7 +192,10 @@ pub fn run_for(invocation: &Invocation<'_>, timeout: Duration) -> Result<Output,
         program: program.clone(),
         source,
     };
-    let mut child = command.spawn().map_err(spawn_error)?;
+    let mut child = {
+        let _gate = spawning();
+        command.spawn().map_err(spawn_error)?
+    };
     let group = child.id();
     // Feed stdin from a thread so a chatty child cannot deadlock us on full pipes.
     if let (Some(bytes), Some(mut pipe)) = (invocation.stdin, child.stdin.take()) {
