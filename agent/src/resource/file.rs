@@ -289,9 +289,10 @@ pub fn write_atomically(
         )));
     }
     {
-        // No process may start while the file is open: it would hold it open too (see
-        // run::writing). The file is closed when `persist`'s result is dropped.
-        let _gate = super::run::writing();
+        // No process may start while a program is open for writing: it would hold it open
+        // too, and running the program would fail (see run::writing). The file is closed when
+        // `persist`'s result is dropped.
+        let _gate = (mode & 0o111 != 0).then(super::run::writing);
         let mut temp = tempfile::Builder::new()
             .prefix(".tpa-")
             .suffix(".tmp")
