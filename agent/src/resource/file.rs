@@ -326,6 +326,7 @@ mod tests {
 
     #[test]
     fn a_program_just_written_runs_while_other_threads_spawn() {
+        use super::super::run::{Invocation, run};
         // Without the spawn gate, a child spawned by another thread while the temp file was
         // open inherits its descriptor until it execs, and running the file fails with "Text
         // file busy" (ETXTBSY): a hook written then run while a health round spawned psql.
@@ -340,7 +341,7 @@ mod tests {
         let spawner = || {
             let argv = ["true".to_owned()];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = super::super::run::run(&super::super::run::Invocation {
+                let _ = run(&Invocation {
                     argv: &argv,
                     ..Default::default()
                 });
@@ -352,7 +353,7 @@ mod tests {
             for round in 0..300 {
                 let script = format!("#!/bin/sh\nexit {}\n", round % 2);
                 write_atomically(program, script.as_bytes(), uid, gid, 0o700).expect("write");
-                let output = super::super::run::run(&super::super::run::Invocation {
+                let output = run(&Invocation {
                     argv: &[program.to_owned()],
                     ..Default::default()
                 });

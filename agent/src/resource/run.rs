@@ -25,7 +25,7 @@ use super::ResourceError;
 /// The time limit of [`run`]: quick look-ups (dpkg-query, `systemctl is-active`, a facts query).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Held shared by every spawn and alone by a file being written. A child spawned by another
+/// Held shared by every spawn and alone while a program is being written. A child spawned by another
 /// thread inherits the descriptors open at that moment until it execs; if one of them is a
 /// program being written, running that program fails with "Text file busy" (ETXTBSY): a hook
 /// run just after it was written, while a health round spawned psql. `spawn` returns once the
@@ -38,7 +38,7 @@ pub fn spawning() -> RwLockReadGuard<'static, ()> {
     SPAWN_GATE.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Hold while a file is open for writing.
+/// Hold while a program (a file that will be run) is open for writing.
 pub fn writing() -> RwLockWriteGuard<'static, ()> {
     SPAWN_GATE.write().unwrap_or_else(PoisonError::into_inner)
 }
