@@ -155,6 +155,8 @@ fn install(names: &[String], timeouts: &Timeouts) -> Result<run::Output, Resourc
 /// job here (configure what can be, reinstall what dpkg left half-unpacked) means a deploy
 /// interrupted half-way needs no manual clean-up.
 fn recover_interrupted_dpkg(timeouts: &Timeouts) -> Result<(), ResourceError> {
+    // An install still running looks interrupted too, and holds the lock recovery needs.
+    wait_for_package_managers(PACKAGE_MANAGER_WAIT)?;
     let journal = std::fs::read_dir("/var/lib/dpkg/updates")
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);
@@ -199,6 +201,44 @@ fn recover_interrupted_dpkg(timeouts: &Timeouts) -> Result<(), ResourceError> {
         "",
         timeouts,
     )
+}
+
+/// Processes that hold, or are about to take, dpkg's lock.
+const PACKAGE_MANAGERS: &[&str] = &["dpkg", "apt-get", "apt", "unattended-upgr"];
+
+/// How long a deploy waits for another package manager: as long as apt-get's own
+/// `DPkg::Lock::Timeout` above.
+const PACKAGE_MANAGER_WAIT: Duration = Duration::from_secs(300);
+
+/// Waits until no package manager runs: one an agent killed mid-install left behind (the
+/// agent's unit has `KillMode=process`, so its children outlive it), or unattended-upgrades.
+fn wait_for_package_managers(limit: Duration) -> Result<(), ResourceError> {
+    let deadline = std::time::Instant::now() + limit;
+    while let Some((pid, name)) = running_package_manager() {
+        if std::time::Instant::now() >= deadline {
+            return Err(ResourceError::Failed(format!(
+                "{name} (pid {pid}) has been running for over {} s and holds dpkg's lock: let \
+                 it finish, or stop it, then deploy again",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// The first process (pid, name) that is a package manager, other than this one.
+fn running_package_manager() -> Option<(u32, String)> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim_end();
+            (pid != own && PACKAGE_MANAGERS.contains(&comm)).then(|| (pid, comm.to_owned()))
+        })
 }
 
 /// Whether any package is in an unfinished state, and which need reinstalling.
@@ -319,6 +359,30 @@ mod tests {
             missing_from_status(&wanted, status),
             names(&["rc-pkg", "unknown"])
         );
+    }
+
+    /// A process named `dpkg` (a symlink to sleep: the kernel names a process after the path
+    /// it was run by) holds up recovery until it exits.
+    #[test]
+    fn recovery_waits_for_a_package_manager_still_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("dpkg");
+        std::os::unix::fs::symlink("/bin/sleep", &fake).expect("symlink");
+        let mut child = std::process::Command::new(&fake)
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let error =
+            wait_for_package_managers(Duration::from_millis(300)).expect_err("dpkg is running");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("dpkg (pid {})", child.id()))
+                && text.contains("holds dpkg's lock"),
+            "{text}"
+        );
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        wait_for_package_managers(Duration::from_secs(5)).expect("nothing runs once it exited");
     }
 
     #[test]
