@@ -75,7 +75,7 @@ struct Machines;
 impl Drop for Machines {
     fn drop(&mut self) {
         for host in HOSTS {
-            let _ = run("docker", &["rm", "-f", host]);
+            let _ = run("docker", &["rm", "-f", "-v", host]);
         }
         let _ = run("docker", &["network", "rm", NETWORK]);
     }
@@ -219,7 +219,7 @@ fn bare_machines_are_checked_strictly_deployed_with_shipped_packages_and_uninsta
     let disk = Disk::new();
     let _machines = Machines;
     for host in HOSTS {
-        let _ = run("docker", &["rm", "-f", host]);
+        let _ = run("docker", &["rm", "-f", "-v", host]);
     }
     let _ = run("docker", &["network", "rm", NETWORK]);
     // --internal: no route out, so the hosts reach no package archive, like air-gapped machines.

@@ -20,7 +20,7 @@ impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         let _ = controller(&["deprovision", &self.dir.display().to_string()]);
         for name in cluster_containers(self.cluster) {
-            let _ = run("docker", &["rm", "-f", &name]);
+            let _ = run("docker", &["rm", "-f", "-v", &name]);
         }
     }
 }

@@ -17,6 +17,14 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
     let cluster = "e2e-prov";
     let dir = seed_cluster(cluster);
     let path = dir.path().to_str().unwrap();
+    // vub carries docker options: they must reach its container.
+    let config_path = dir.path().join("config.yml");
+    let config = std::fs::read_to_string(&config_path).unwrap().replace(
+        "- Name: vub\n",
+        "- Name: vub\n  volumes: [/opt/postgres, /sys/fs/cgroup:/sys/fs/cgroup:ro]\n  \
+         memory: 1g\n  env: {TPA_E2E_MARK: vub}\n  published_ports: ['127.0.0.1::5432']\n",
+    );
+    std::fs::write(&config_path, config).unwrap();
     let _cleanup = Cleanup {
         dir: dir.path(),
         cluster,
@@ -80,6 +88,24 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
         assert_eq!(out.trim(), host);
     }
 
+    let inspect = |format: &str| run("docker", &["inspect", "-f", format, "vub"]).1;
+    assert_eq!(
+        inspect("{{.HostConfig.Memory}}").trim(),
+        (1u64 << 30).to_string()
+    );
+    assert!(inspect("{{json .Config.Env}}").contains("\"TPA_E2E_MARK=vub\""));
+    let mounts = inspect("{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}");
+    assert!(mounts.contains("volume:/opt/postgres"), "{mounts}");
+    assert!(
+        mounts.contains("bind:/sys/fs/cgroup"),
+        "tpa's own cgroup mount stays: {mounts}"
+    );
+    let ports = inspect("{{json .NetworkSettings.Ports}}");
+    assert!(
+        ports.contains("\"5432/tcp\":[{\"HostIp\":\"127.0.0.1\""),
+        "{ports}"
+    );
+
     let ids_before = run(
         "docker",
         &["ps", "-q", "--filter", &format!("label=Cluster={cluster}")],
@@ -99,9 +125,36 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
         "re-provision must not recreate containers"
     );
 
+    // docs/config.md: a changed docker option applies once the container is made anew.
+    let (removed, _) = run("docker", &["rm", "-f", "-v", "vub"]);
+    assert!(removed);
+    let remade = controller(&["provision", path]);
+    assert!(
+        remade.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remade.stderr)
+    );
+    assert_eq!(cluster_containers(cluster), HOSTS);
+    let (ok, out) = run(
+        "ssh",
+        &[
+            "-F",
+            ssh_config_path.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "vub",
+            "hostname",
+        ],
+    );
+    assert!(ok && out.trim() == "vub", "ssh to the remade vub: {out}");
+    let volume = inspect(r#"{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{end}}{{end}}"#);
+    assert!(!volume.trim().is_empty(), "the remade vub has its volume");
+
     let gone = controller(&["deprovision", path]);
     assert!(gone.status.success());
     assert!(cluster_containers(cluster).is_empty());
+    let (still_there, _) = run("docker", &["volume", "inspect", volume.trim()]);
+    assert!(!still_there, "deprovision removes vub's anonymous volume");
     assert!(cluster_networks(cluster).is_empty());
     assert!(!dir.path().join("inventory.json").exists());
     assert!(dir.path().join("config.yml").exists());

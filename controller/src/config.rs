@@ -23,6 +23,7 @@ pub mod aws;
 mod barman;
 mod build;
 mod checks;
+pub mod docker;
 mod error;
 mod keys;
 mod model;

@@ -29,7 +29,7 @@ bare_hosts=(xbulb xbvub xbachel xbchimay)
 remove_machines() {
   local host
   for host in "${bare_hosts[@]}"; do
-    docker rm -f "$host" >/dev/null 2>&1 || true
+    docker rm -f -v "$host" >/dev/null 2>&1 || true
   done
   docker network rm "$network" >/dev/null 2>&1 || true
 }

@@ -260,7 +260,7 @@ impl Drop for Scenario {
             .arg(self.dir.path())
             .output();
         for name in cluster_containers(&self.cluster) {
-            let _ = run("docker", &["rm", "-f", &name]);
+            let _ = run("docker", &["rm", "-f", "-v", &name]);
         }
     }
 }
@@ -283,7 +283,7 @@ impl Drop for Cleanup<'_> {
             .arg(self.dir)
             .output();
         for name in cluster_containers(self.cluster) {
-            let _ = run("docker", &["rm", "-f", &name]);
+            let _ = run("docker", &["rm", "-f", "-v", &name]);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::aws::{self, AwsCluster};
+use super::docker;
 use super::error::{Diag, closest, unknown_key, unsupported, unsupported_value};
 use super::keys::{
     ARCHITECTURES_NOT_YET, KeyUse, MERGED_MAPPINGS, ROLES_NOT_YET, TOP_LEVEL, TOP_LEVEL_NOT_YET,
@@ -565,7 +566,7 @@ fn instance(
     let mut bare_mounts = Vec::new();
     let volumes = match get("volumes") {
         None => Vec::new(),
-        Some(f) if platform == Platform::Docker => f.value.string_list(diag, &f.path),
+        Some(f) if platform == Platform::Docker => docker::each(f, diag, docker::volume),
         Some(f) if platform == Platform::Aws => {
             aws_volumes = aws::volumes(f, diag);
             Vec::new()
@@ -576,22 +577,27 @@ fn instance(
         }
     };
     let bool_key = |k: &str, diag: &mut Diag| get(k).and_then(|f| f.value.bool(diag, &f.path));
-    let list = |k: &str, diag: &mut Diag| {
-        get(k).map_or_else(Vec::new, |f| f.value.string_list(diag, &f.path))
+    let one = |k: &str, diag: &mut Diag, parse: fn(&str) -> Result<_, String>| {
+        get(k).and_then(|f| docker::one(f, diag, parse))
+    };
+    let each = |k: &str, diag: &mut Diag, parse: fn(&str) -> Result<_, String>| {
+        get(k).map_or_else(Vec::new, |f| docker::each(f, diag, parse))
     };
     let docker = DockerOptions {
         privileged: bool_key("privileged", diag).unwrap_or(false),
-        restart_policy: string("restart_policy", diag),
-        memory: string("memory", diag),
-        shm_size: string("shm_size", diag),
-        env: fields_map(m.map("env"), diag),
-        exposed_ports: get("exposed_ports").map(|f| f.value.string_list(diag, &f.path)),
-        published_ports: list("published_ports", diag),
-        devices: list("devices", diag),
-        sysctls: fields_map(m.map("sysctls"), diag),
-        cap_add: list("docker_cap_add", diag),
-        cap_drop: list("docker_cap_drop", diag),
-        security_opts: list("docker_security_opts", diag),
+        restart_policy: get("restart_policy")
+            .and_then(|f| docker::one(f, diag, docker::restart_policy)),
+        memory: one("memory", diag, docker::size),
+        shm_size: one("shm_size", diag, docker::size),
+        env: docker::map(m.map("env"), diag, docker::env_name),
+        exposed_ports: get("exposed_ports").map(|f| docker::each(f, diag, docker::exposed_port)),
+        published_ports: get("published_ports")
+            .map_or_else(Vec::new, |f| docker::each(f, diag, docker::published_port)),
+        devices: get("devices").map_or_else(Vec::new, |f| docker::each(f, diag, docker::device)),
+        sysctls: docker::map(m.map("sysctls"), diag, docker::sysctl_name),
+        cap_add: each("docker_cap_add", diag, docker::capability),
+        cap_drop: each("docker_cap_drop", diag, docker::capability),
+        security_opts: each("docker_security_opts", diag, docker::security_opt),
     };
     let aws = AwsOptions {
         region: string("region", diag),

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::aws::{AwsCluster, Volume};
+use super::docker::{Device, PublishedPort, RestartPolicy, Volume as DockerVolume};
 use super::mounts::Mount;
 use super::vars::Vars;
 
@@ -99,8 +100,8 @@ pub struct Instance {
     pub vars: HostVars,
     /// `tags`: extra tags/labels.
     pub tags: BTreeMap<String, String>,
-    /// `volumes`: docker `-v` strings (other platforms: see `mounts`).
-    pub volumes: Vec<String>,
+    /// `volumes` of a docker instance (other platforms: see `mounts`).
+    pub volumes: Vec<DockerVolume>,
     /// The filesystems deploy makes and mounts on the volumes of an aws or bare instance,
     /// sorted by mountpoint.
     pub mounts: Vec<Mount>,
@@ -118,19 +119,20 @@ pub struct DockerOptions {
     /// `privileged` (default false).
     pub privileged: bool,
     /// `restart_policy` (default `unless-stopped`).
-    pub restart_policy: Option<String>,
-    /// `memory` limit, docker syntax (e.g. `1g`).
-    pub memory: Option<String>,
-    /// `shm_size`, docker syntax.
-    pub shm_size: Option<String>,
+    pub restart_policy: Option<RestartPolicy>,
+    /// `memory` limit in bytes (written in docker syntax, e.g. `1g`).
+    pub memory: Option<i64>,
+    /// `shm_size` in bytes.
+    pub shm_size: Option<i64>,
     /// `env`: environment of the container.
     pub env: BTreeMap<String, String>,
-    /// `exposed_ports`; `None` means TPA's default `[22, 5432, 6432]`.
+    /// `exposed_ports` as docker keys them (`5432/tcp`); `None` means TPA's default
+    /// `[22, 5432, 6432]`.
     pub exposed_ports: Option<Vec<String>>,
     /// `published_ports`, docker `-p` syntax.
-    pub published_ports: Vec<String>,
+    pub published_ports: Vec<PublishedPort>,
     /// `devices`, docker `--device` syntax.
-    pub devices: Vec<String>,
+    pub devices: Vec<Device>,
     /// `sysctls`.
     pub sysctls: BTreeMap<String, String>,
     /// `docker_cap_add`.

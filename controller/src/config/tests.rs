@@ -346,6 +346,78 @@ fn docker_instance_needs_image() {
 }
 
 #[test]
+fn docker_options_are_read_into_what_docker_takes() {
+    let c = parse_ok(&with_base(
+        "\
+- Name: one
+  node: 1
+  role: [primary]
+  volumes: [/sys/fs/cgroup:/sys/fs/cgroup:ro, /opt/postgres, /srv/b:/var/lib/barman:rw]
+  memory: 1g
+  shm_size: 256m
+  restart_policy: on-failure:3
+  published_ports: ['127.0.0.1:15432:5432']
+  exposed_ports: [5432]
+  devices: [/dev/fuse]
+  env: {PGTZ: UTC}
+",
+    ));
+    let one = &c.instances[0];
+    assert_eq!(one.volumes.len(), 3);
+    assert_eq!(one.volumes[1].source, None);
+    assert_eq!(
+        one.volumes[2].bind().as_deref(),
+        Some("/srv/b:/var/lib/barman:rw")
+    );
+    assert_eq!(one.docker.memory, Some(1 << 30));
+    assert_eq!(one.docker.shm_size, Some(256 << 20));
+    assert_eq!(
+        one.docker.restart_policy,
+        Some(docker::RestartPolicy::OnFailure(3))
+    );
+    assert_eq!(one.docker.published_ports[0].host_port, Some(15432));
+    assert_eq!(one.docker.exposed_ports, Some(vec!["5432/tcp".to_string()]));
+    assert_eq!(one.docker.devices[0].container, "/dev/fuse");
+    assert_eq!(one.docker.env["PGTZ"], "UTC");
+}
+
+#[test]
+fn hostile_docker_options_are_refused_at_their_line() {
+    check(
+        &with_base(
+            "\
+- Name: one
+  node: 1
+  volumes: ['/srv/../etc:/x', '/a:/b:rw;reboot', 'backup dir:/b']
+  memory: 1 gigabyte
+  shm_size: 99999999t
+  restart_policy: sometimes
+  published_ports: ['1000-1010:5432', 'x:1:2']
+  devices: [/etc/shadow]
+  env: {container: lxc, 'A-B': x, PGTZ: \"a\\nb\"}
+  sysctls: {'net..x': 1}
+  docker_cap_add: ['ALL; reboot']
+",
+        ),
+        expect![[r#"
+            config.yml:10: instances[0].volumes[0]: the source `/srv/../etc` must be an absolute path without `.` or `..`
+            config.yml:10: instances[0].volumes[1]: `rw;reboot` is not a volume option; use some of ro, rw, z, Z, shared, rshared, slave, rslave, private, rprivate, nocopy, consistent, cached, delegated
+            config.yml:10: instances[0].volumes[2]: `backup dir` is neither an absolute host path nor a volume name (letters, digits, `_ . -`)
+            config.yml:11: instances[0].memory: `1 gigabyte` is not a size; write a number with an optional unit b, k, m, g or t (powers of 1024), such as 512m or 2g
+            config.yml:12: instances[0].shm_size: `99999999t` is out of range: give between 1 byte and 1024 TiB
+            config.yml:13: instances[0].restart_policy: `sometimes` is not a restart policy; use no, always, unless-stopped or on-failure[:N]
+            config.yml:14: instances[0].published_ports[0]: `1000-1010` is not a port number (1 to 65535); ranges are not supported, list each port
+            config.yml:14: instances[0].published_ports[1]: `x` is not an IP address
+            config.yml:15: instances[0].devices[0]: the device `/etc/shadow` must be a path under /dev
+            config.yml:16: instances[0].env.A-B: `A-B` is not an environment variable name; use letters, digits and `_`, not starting with a digit
+            config.yml:16: instances[0].env.PGTZ: "a\nb" contains the control character '\n'; remove it
+            config.yml:16: instances[0].env.container: `container` is set by tpa (systemd in the container needs container=docker); remove it
+            config.yml:17: instances[0].sysctls.net..x: `net..x` is not a sysctl name; use dotted names such as net.ipv4.ip_forward
+            config.yml:18: instances[0].docker_cap_add[0]: `ALL; reboot` is not a capability name; use names such as NET_ADMIN or SYS_PTRACE"#]],
+    );
+}
+
+#[test]
 fn bare_instance_needs_an_address() {
     check(
         &with_base("- {Name: one, node: 1, platform: bare}\n"),

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, ExecConfig, HostConfig,
-    HostConfigCgroupnsModeEnum, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, ExecConfig,
+    HostConfig, HostConfigCgroupnsModeEnum, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures_util::StreamExt;
@@ -19,6 +20,9 @@ use futures_util::StreamExt;
 use super::image::ImageRef;
 use super::owner::{self, Owner};
 use super::{LOCAL_REPO_MOUNT, network::ClusterNetwork};
+use crate::config::docker::{
+    PublishedPort, RestartPolicy as DockerRestart, Volume as DockerVolume,
+};
 use crate::config::{Cluster, Instance, Platform};
 use crate::inventory::{Host, Inventory};
 use crate::platform::HostChange;
@@ -222,10 +226,25 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
     } else {
         "/sys/fs/cgroup:/sys/fs/cgroup:ro"
     };
-    let binds = vec![
+    let mut binds = vec![
         cgroup_bind.to_string(),
         format!("{}:{LOCAL_REPO_MOUNT}:ro", spec.local_repo.display()),
     ];
+    let volumes = &spec.instance.volumes;
+    binds.extend(
+        volumes
+            .iter()
+            .filter(|v| !OWN_MOUNTS.contains(&v.target.as_str()))
+            .filter_map(DockerVolume::bind),
+    );
+    let anonymous: Vec<String> = volumes
+        .iter()
+        .filter(|v| v.source.is_none() && !OWN_MOUNTS.contains(&v.target.as_str()))
+        .map(|v| v.target.clone())
+        .collect();
+    let options = &spec.instance.docker;
+    let mut env = vec!["container=docker".to_string()];
+    env.extend(options.env.iter().map(|(k, v)| format!("{k}={v}")));
     let endpoint = EndpointSettings {
         ipam_config: Some(EndpointIpamConfig {
             ipv4_address: Some(spec.address.to_string()),
@@ -239,17 +258,42 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
         image: Some(image.to_string()),
         labels: Some(labels),
         tty: Some(true),
-        env: Some(vec!["container=docker".into()]),
+        env: Some(env),
         stop_signal: Some("SIGRTMIN+3".into()),
+        volumes: (!anonymous.is_empty()).then_some(anonymous),
+        exposed_ports: Some(options.exposed_ports.clone().unwrap_or_else(|| {
+            DEFAULT_EXPOSED_PORTS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        })),
         host_config: Some(HostConfig {
             tmpfs: Some(tmpfs),
             binds: Some(binds),
             cgroupns_mode: spec.cgroup_v2.then_some(HostConfigCgroupnsModeEnum::HOST),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(restart_policy(options.restart_policy)),
             network_mode: Some(network.clone()),
+            privileged: options.privileged.then_some(true),
+            memory: options.memory,
+            shm_size: options.shm_size,
+            port_bindings: port_bindings(&options.published_ports),
+            devices: (!options.devices.is_empty()).then(|| {
+                options
+                    .devices
+                    .iter()
+                    .map(|d| DeviceMapping {
+                        path_on_host: Some(d.host.clone()),
+                        path_in_container: Some(d.container.clone()),
+                        cgroup_permissions: Some(d.permissions.clone()),
+                    })
+                    .collect()
+            }),
+            sysctls: (!options.sysctls.is_empty())
+                .then(|| options.sysctls.clone().into_iter().collect()),
+            cap_add: (!options.cap_add.is_empty()).then(|| options.cap_add.clone()),
+            cap_drop: (!options.cap_drop.is_empty()).then(|| options.cap_drop.clone()),
+            security_opt: (!options.security_opts.is_empty())
+                .then(|| options.security_opts.clone()),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {
@@ -257,6 +301,51 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
         }),
         ..Default::default()
     }
+}
+
+/// Mounts tpa makes itself: a `volumes` entry for one of them is accepted (TPA's examples
+/// carry `/sys/fs/cgroup:/sys/fs/cgroup:ro`) and gives way to tpa's, which systemd and the
+/// package repository need as they are.
+const OWN_MOUNTS: &[&str] = &[
+    "/sys/fs/cgroup",
+    LOCAL_REPO_MOUNT,
+    "/run",
+    "/run/lock",
+    "/tmp",
+];
+
+/// TPA's default `exposed_ports`: SSH, Postgres, pgbouncer.
+const DEFAULT_EXPOSED_PORTS: &[&str] = &["22/tcp", "5432/tcp", "6432/tcp"];
+
+fn restart_policy(policy: Option<DockerRestart>) -> RestartPolicy {
+    let (name, retries) = match policy.unwrap_or(DockerRestart::UnlessStopped) {
+        DockerRestart::No => (RestartPolicyNameEnum::NO, None),
+        DockerRestart::Always => (RestartPolicyNameEnum::ALWAYS, None),
+        DockerRestart::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+        DockerRestart::OnFailure(n) => (RestartPolicyNameEnum::ON_FAILURE, Some(i64::from(n))),
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: retries,
+    }
+}
+
+/// `published_ports` as docker's port map: container port -> host bindings.
+fn port_bindings(ports: &[PublishedPort]) -> Option<HashMap<String, Option<Vec<PortBinding>>>> {
+    if ports.is_empty() {
+        return None;
+    }
+    let mut map: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in ports {
+        map.entry(p.container_port.clone())
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port.map(|n| n.to_string()),
+            });
+    }
+    Some(map)
 }
 
 /// Runs a command in a container as root and returns its stdout; a non-zero exit is an
