@@ -100,6 +100,25 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
         mounts.contains("bind:/sys/fs/cgroup"),
         "tpa's own cgroup mount stays: {mounts}"
     );
+    // docs/platforms.md: data on volumes; vub's own `/opt/postgres` entry stands for tpa's.
+    for (host, target) in [
+        ("ulb", "/opt/postgres"),
+        ("vub", "/opt/postgres"),
+        ("achel", "/opt/postgres"),
+        ("chimay", "/var/lib/barman"),
+    ] {
+        let (_, mounts) = run(
+            "docker",
+            &[
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}",
+                host,
+            ],
+        );
+        let volume = format!("volume:{target} ");
+        assert_eq!(mounts.matches(&volume).count(), 1, "{host}: {mounts}");
+    }
     let ports = inspect("{{json .NetworkSettings.Ports}}");
     assert!(
         ports.contains("\"5432/tcp\":[{\"HostIp\":\"127.0.0.1\""),

@@ -23,9 +23,11 @@ use super::{LOCAL_REPO_MOUNT, network::ClusterNetwork};
 use crate::config::docker::{
     PublishedPort, RestartPolicy as DockerRestart, Volume as DockerVolume,
 };
-use crate::config::{Cluster, Instance, Platform};
+use crate::config::{Cluster, Instance, Platform, Role};
 use crate::inventory::{Host, Inventory};
+use crate::planner::barman;
 use crate::platform::HostChange;
+use crate::settings::PostgresSettings;
 
 /// How long a host may take from container start to accepting SSH (24 hosts starting at once
 /// on two CPUs, each making its SSH host keys, took over 90 s once).
@@ -237,11 +239,16 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
             .filter(|v| !OWN_MOUNTS.contains(&v.target.as_str()))
             .filter_map(DockerVolume::bind),
     );
-    let anonymous: Vec<String> = volumes
+    let mut anonymous: Vec<String> = volumes
         .iter()
         .filter(|v| v.source.is_none() && !OWN_MOUNTS.contains(&v.target.as_str()))
         .map(|v| v.target.clone())
         .collect();
+    anonymous.extend(
+        data_volumes(spec.cluster, spec.instance)
+            .into_iter()
+            .filter(|target| !volumes.iter().any(|v| v.target == *target)),
+    );
     let options = &spec.instance.docker;
     let mut env = vec!["container=docker".to_string()];
     env.extend(options.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -313,6 +320,28 @@ const OWN_MOUNTS: &[&str] = &[
     "/run/lock",
     "/tmp",
 ];
+
+/// Where a host's data goes, each on an anonymous volume of its own unless config.yml's
+/// `volumes` mount something there: the Postgres data directory's parent (`/opt/postgres`)
+/// and Barman's home. As a VM keeps its data on a disk, not in its image, so does a
+/// container: writes to a volume skip the storage driver (fuse-overlayfs on machines without
+/// kernel overlay, where they cost about twice the time and CPU), and `deprovision` removes
+/// the volumes with the containers.
+fn data_volumes(cluster: &Cluster, instance: &Instance) -> Vec<String> {
+    let mut targets = Vec::new();
+    if instance.has_role(Role::Postgres) {
+        let data_dir = PostgresSettings::resolve(&cluster.name, &instance.vars).data_dir;
+        let parent = Path::new(&data_dir).parent().and_then(Path::to_str);
+        // A data directory right under `/` gets no volume: it would hide the whole root.
+        if let Some(parent) = parent.filter(|p| *p != "/") {
+            targets.push(parent.to_string());
+        }
+    }
+    if instance.has_role(Role::Barman) {
+        targets.push(barman::HOME.to_string());
+    }
+    targets
+}
 
 /// TPA's default `exposed_ports`: SSH, Postgres, pgbouncer.
 const DEFAULT_EXPOSED_PORTS: &[&str] = &["22/tcp", "5432/tcp", "6432/tcp"];
