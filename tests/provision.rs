@@ -72,18 +72,12 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
     assert_eq!(inventory["hosts"].as_array().unwrap().len(), 4);
 
     let ssh_config_path = dir.path().join("ssh_config");
+    let ssh = |host: &str, command: &str| {
+        let config = ssh_config_path.to_str().unwrap();
+        run("ssh", &["-F", config, "-o", "BatchMode=yes", host, command])
+    };
     for host in HOSTS {
-        let (ok, out) = run(
-            "ssh",
-            &[
-                "-F",
-                ssh_config_path.to_str().unwrap(),
-                "-o",
-                "BatchMode=yes",
-                host,
-                "sudo -n true && hostname",
-            ],
-        );
+        let (ok, out) = ssh(host, "sudo -n true && hostname");
         assert!(ok, "ssh to {host} with strict host-key checking failed");
         assert_eq!(out.trim(), host);
     }
@@ -154,17 +148,7 @@ fn seed_cluster_provisions_reprovisions_and_deprovisions() {
         String::from_utf8_lossy(&remade.stderr)
     );
     assert_eq!(cluster_containers(cluster), HOSTS);
-    let (ok, out) = run(
-        "ssh",
-        &[
-            "-F",
-            ssh_config_path.to_str().unwrap(),
-            "-o",
-            "BatchMode=yes",
-            "vub",
-            "hostname",
-        ],
-    );
+    let (ok, out) = ssh("vub", "hostname");
     assert!(ok && out.trim() == "vub", "ssh to the remade vub: {out}");
     let volume = inspect(r#"{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}}{{end}}{{end}}"#);
     assert!(!volume.trim().is_empty(), "the remade vub has its volume");

@@ -109,6 +109,10 @@ pub fn configured(cluster: &Cluster) -> bool {
         .is_some_and(|i| i.vars.failover_manager() == FailoverManager::Patroni)
 }
 
+/// Where etcd members keep their data (a directory per cluster below it); the etcd package's
+/// home for its user.
+pub const ETCD_DATA_PARENT: &str = "/var/lib/etcd";
+
 /// True when this deploy sets up Patroni (its Postgres hosts) and etcd.
 pub fn enabled(input: &PlanInput<'_>) -> bool {
     configured(input.cluster)
@@ -225,7 +229,7 @@ pub fn etcd_stage(
         "trusted-ca-file": CA_FILE,
         "client-cert-auth": true,
     });
-    let data_dir = format!("/var/lib/etcd/{}", cluster.replace('-', "_"));
+    let data_dir = format!("{ETCD_DATA_PARENT}/{}", cluster.replace('-', "_"));
     let conf = json!({
         "name": instance.name,
         "data-dir": data_dir,

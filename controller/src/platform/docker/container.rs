@@ -23,9 +23,9 @@ use super::{LOCAL_REPO_MOUNT, network::ClusterNetwork};
 use crate::config::docker::{
     PublishedPort, RestartPolicy as DockerRestart, Volume as DockerVolume,
 };
-use crate::config::{Cluster, Instance, Platform, Role};
+use crate::config::{Cluster, DockerOptions, Instance, Platform, Role};
 use crate::inventory::{Host, Inventory};
-use crate::planner::barman;
+use crate::planner::{barman, patroni};
 use crate::platform::HostChange;
 use crate::settings::PostgresSettings;
 
@@ -278,30 +278,8 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
             tmpfs: Some(tmpfs),
             binds: Some(binds),
             cgroupns_mode: spec.cgroup_v2.then_some(HostConfigCgroupnsModeEnum::HOST),
-            restart_policy: Some(restart_policy(options.restart_policy)),
             network_mode: Some(network.clone()),
-            privileged: options.privileged.then_some(true),
-            memory: options.memory,
-            shm_size: options.shm_size,
-            port_bindings: port_bindings(&options.published_ports),
-            devices: (!options.devices.is_empty()).then(|| {
-                options
-                    .devices
-                    .iter()
-                    .map(|d| DeviceMapping {
-                        path_on_host: Some(d.host.clone()),
-                        path_in_container: Some(d.container.clone()),
-                        cgroup_permissions: Some(d.permissions.clone()),
-                    })
-                    .collect()
-            }),
-            sysctls: (!options.sysctls.is_empty())
-                .then(|| options.sysctls.clone().into_iter().collect()),
-            cap_add: (!options.cap_add.is_empty()).then(|| options.cap_add.clone()),
-            cap_drop: (!options.cap_drop.is_empty()).then(|| options.cap_drop.clone()),
-            security_opt: (!options.security_opts.is_empty())
-                .then(|| options.security_opts.clone()),
-            ..Default::default()
+            ..options_host_config(options)
         }),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(network, endpoint)])),
@@ -322,8 +300,8 @@ const OWN_MOUNTS: &[&str] = &[
 ];
 
 /// Where a host's data goes, each on an anonymous volume of its own unless config.yml's
-/// `volumes` mount something there: the Postgres data directory's parent (`/opt/postgres`)
-/// and Barman's home. As a VM keeps its data on a disk, not in its image, so does a
+/// `volumes` mount something there: the Postgres data directory's parent (`/opt/postgres`),
+/// Barman's home and etcd's data. As a VM keeps its data on a disk, not in its image, so does a
 /// container: writes to a volume skip the storage driver (fuse-overlayfs on machines without
 /// kernel overlay, where they cost about twice the time and CPU), and `deprovision` removes
 /// the volumes with the containers.
@@ -340,7 +318,40 @@ fn data_volumes(cluster: &Cluster, instance: &Instance) -> Vec<String> {
     if instance.has_role(Role::Barman) {
         targets.push(barman::HOME.to_string());
     }
+    if instance.has_role(Role::Etcd) {
+        targets.push(patroni::ETCD_DATA_PARENT.to_string());
+    }
     targets
+}
+
+/// The host settings config.yml's docker keys ask for; None where they ask nothing.
+fn options_host_config(options: &DockerOptions) -> HostConfig {
+    fn unless_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+        (!items.is_empty()).then(|| items.to_vec())
+    }
+    let devices: Vec<DeviceMapping> = options
+        .devices
+        .iter()
+        .map(|d| DeviceMapping {
+            path_on_host: Some(d.host.clone()),
+            path_in_container: Some(d.container.clone()),
+            cgroup_permissions: Some(d.permissions.clone()),
+        })
+        .collect();
+    HostConfig {
+        restart_policy: Some(restart_policy(options.restart_policy)),
+        privileged: options.privileged.then_some(true),
+        memory: options.memory,
+        shm_size: options.shm_size,
+        port_bindings: port_bindings(&options.published_ports),
+        devices: unless_empty(&devices),
+        sysctls: (!options.sysctls.is_empty())
+            .then(|| options.sysctls.clone().into_iter().collect()),
+        cap_add: unless_empty(&options.cap_add),
+        cap_drop: unless_empty(&options.cap_drop),
+        security_opt: unless_empty(&options.security_opts),
+        ..Default::default()
+    }
 }
 
 /// TPA's default `exposed_ports`: SSH, Postgres, pgbouncer.
@@ -476,4 +487,41 @@ pub async fn read_image_file(docker: &Docker, image: &str, path: &str) -> anyhow
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
     let _ = docker.remove_container(&created.id, Some(options)).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_goes_on_volumes_by_role() {
+        let cluster = Cluster::parse(
+            "cluster_name: t\ncluster_vars: {postgres_version: '15'}\n\
+             instance_defaults: {platform: docker, image: tpa/debian}\ninstances:\n\
+             - {Name: one, node: 1, role: [primary]}\n\
+             - {Name: two, node: 2, role: [replica], upstream: one, \
+                vars: {postgres_data_dir: /srv/pg/data}}\n\
+             - {Name: three, node: 3, role: [replica], upstream: one, \
+                vars: {postgres_data_dir: /pgdata}}\n\
+             - {Name: four, node: 4, role: [barman]}\n\
+             - {Name: five, node: 5, role: [etcd]}\n",
+            "config.yml",
+        )
+        .expect("valid config");
+        let targets: Vec<Vec<String>> = cluster
+            .instances
+            .iter()
+            .map(|i| data_volumes(&cluster, i))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                vec!["/opt/postgres"],
+                vec!["/srv/pg"],
+                vec![],
+                vec!["/var/lib/barman"],
+                vec!["/var/lib/etcd"],
+            ]
+        );
+    }
 }
