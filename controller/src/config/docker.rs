@@ -328,12 +328,9 @@ fn plain_absolute(path: &str, what: &str) -> Result<(), String> {
     }
 }
 
-/// `exposed_ports` entry: `5432` or `5432/tcp`, as docker keys it (`5432/tcp`).
+/// A container port (an `exposed_ports` entry, the end of a `published_ports` one): `5432` or
+/// `5432/tcp`, as docker keys it (`5432/tcp`).
 pub(crate) fn exposed_port(text: &str) -> Result<String, String> {
-    container_port(text)
-}
-
-fn container_port(text: &str) -> Result<String, String> {
     let (port, proto) = text.split_once('/').unwrap_or((text, "tcp"));
     if !matches!(proto, "tcp" | "udp" | "sctp") {
         return Err(format!("`{proto}` is not a protocol; use tcp, udp or sctp"));
@@ -391,7 +388,7 @@ pub(crate) fn published_port(text: &str) -> Result<PublishedPort, String> {
     Ok(PublishedPort {
         host_ip,
         host_port,
-        container_port: container_port(container)?,
+        container_port: exposed_port(container)?,
     })
 }
 
