@@ -227,7 +227,9 @@ fn wait_for_package_managers(limit: Duration) -> Result<(), ResourceError> {
     Ok(())
 }
 
-/// The first process (pid, name) that is a package manager, other than this one.
+/// The first process (pid, name) that is a package manager, other than this one. Read from
+/// /proc by hand: `comm` is all it needs, where sysinfo would read each process's `stat` and
+/// list every thread as well.
 fn running_package_manager() -> Option<(u32, String)> {
     let own = std::process::id();
     std::fs::read_dir("/proc")

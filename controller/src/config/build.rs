@@ -18,7 +18,7 @@ use super::model::{
     AwsOptions, Cluster, DockerNetwork, DockerOptions, HostVars, Instance, Location, Platform, Role,
 };
 use super::mounts::{Mount, VolumeFor};
-use super::vars::{is_known_var, overlay, parse_vars};
+use super::vars::{is_known_var, overlay, parse_vars, parsed, parsed_list};
 use super::yaml::{Field, Node, Value, index_path};
 
 /// Where something was written: reported by cross-instance checks.
@@ -566,7 +566,9 @@ fn instance(
     let mut bare_mounts = Vec::new();
     let volumes = match get("volumes") {
         None => Vec::new(),
-        Some(f) if platform == Platform::Docker => docker::each(f, diag, docker::volume),
+        Some(f) if platform == Platform::Docker => {
+            parsed_list(f.value, &f.path, diag, docker::volume)
+        }
         Some(f) if platform == Platform::Aws => {
             aws_volumes = aws::volumes(f, diag);
             Vec::new()
@@ -577,27 +579,32 @@ fn instance(
         }
     };
     let bool_key = |k: &str, diag: &mut Diag| get(k).and_then(|f| f.value.bool(diag, &f.path));
-    let one = |k: &str, diag: &mut Diag, parse: fn(&str) -> Result<_, String>| {
-        get(k).and_then(|f| docker::one(f, diag, parse))
-    };
-    let each = |k: &str, diag: &mut Diag, parse: fn(&str) -> Result<_, String>| {
-        get(k).map_or_else(Vec::new, |f| docker::each(f, diag, parse))
-    };
+    // A docker key's value and path, for `parsed` and `parsed_list`.
+    let docker_key = |k: &str| get(k).map(|f| (f.value, f.path.as_str()));
     let docker = DockerOptions {
         privileged: bool_key("privileged", diag).unwrap_or(false),
-        restart_policy: get("restart_policy")
-            .and_then(|f| docker::one(f, diag, docker::restart_policy)),
-        memory: one("memory", diag, docker::size),
-        shm_size: one("shm_size", diag, docker::size),
+        restart_policy: docker_key("restart_policy")
+            .and_then(|(n, p)| parsed(n, p, diag, docker::restart_policy)),
+        memory: docker_key("memory").and_then(|(n, p)| parsed(n, p, diag, docker::size)),
+        shm_size: docker_key("shm_size").and_then(|(n, p)| parsed(n, p, diag, docker::size)),
         env: docker::map(m.map("env"), diag, docker::env_name),
-        exposed_ports: get("exposed_ports").map(|f| docker::each(f, diag, docker::exposed_port)),
-        published_ports: get("published_ports")
-            .map_or_else(Vec::new, |f| docker::each(f, diag, docker::published_port)),
-        devices: get("devices").map_or_else(Vec::new, |f| docker::each(f, diag, docker::device)),
+        exposed_ports: docker_key("exposed_ports")
+            .map(|(n, p)| parsed_list(n, p, diag, docker::exposed_port)),
+        published_ports: docker_key("published_ports").map_or_else(Vec::new, |(n, p)| {
+            parsed_list(n, p, diag, docker::published_port)
+        }),
+        devices: docker_key("devices")
+            .map_or_else(Vec::new, |(n, p)| parsed_list(n, p, diag, docker::device)),
         sysctls: docker::map(m.map("sysctls"), diag, docker::sysctl_name),
-        cap_add: each("docker_cap_add", diag, docker::capability),
-        cap_drop: each("docker_cap_drop", diag, docker::capability),
-        security_opts: each("docker_security_opts", diag, docker::security_opt),
+        cap_add: docker_key("docker_cap_add").map_or_else(Vec::new, |(n, p)| {
+            parsed_list(n, p, diag, docker::capability)
+        }),
+        cap_drop: docker_key("docker_cap_drop").map_or_else(Vec::new, |(n, p)| {
+            parsed_list(n, p, diag, docker::capability)
+        }),
+        security_opts: docker_key("docker_security_opts").map_or_else(Vec::new, |(n, p)| {
+            parsed_list(n, p, diag, docker::security_opt)
+        }),
     };
     let aws = AwsOptions {
         region: string("region", diag),

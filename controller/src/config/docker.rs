@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::error::Diag;
-use super::yaml::{Field, index_path};
+use super::values;
+use super::yaml::Field;
 
 /// `restart_policy`: docker's `--restart`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,41 +80,6 @@ const VOLUME_OPTIONS: &[&str] = &[
     "delegated",
 ];
 
-/// Reads every string of the list `f` with `parse`; each refused item is an error at its line.
-pub(crate) fn each<T>(
-    f: &Field<'_>,
-    diag: &mut Diag,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Vec<T> {
-    let Some(items) = f.value.seq(diag, &f.path) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let path = index_path(&f.path, i);
-        let Some(text) = item.string(diag, &path) else {
-            continue;
-        };
-        match parse(&text) {
-            Ok(v) => out.push(v),
-            Err(message) => diag.err(item.line, &path, message),
-        }
-    }
-    out
-}
-
-/// One scalar of `f` read with `parse`; a refused value is an error at its line.
-pub(crate) fn one<T>(
-    f: &Field<'_>,
-    diag: &mut Diag,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Option<T> {
-    let text = f.value.string(diag, &f.path)?;
-    parse(&text)
-        .map_err(|message| diag.err(f.line, &f.path, message))
-        .ok()
-}
-
 /// A mapping whose keys `check_key` accepts and whose values hold no control characters.
 pub(crate) fn map(
     fields: &[Field<'_>],
@@ -137,7 +103,7 @@ pub(crate) fn map(
 }
 
 fn printable(text: &str) -> Result<(), String> {
-    match text.chars().find(|c| c.is_control()) {
+    match values::control_char(text) {
         Some(c) => Err(format!(
             "{text:?} contains the control character {c:?}; remove it"
         )),

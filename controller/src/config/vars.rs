@@ -799,14 +799,33 @@ pub(super) fn checked(
     d: &mut Diag,
     rule: fn(&str) -> Result<(), String>,
 ) -> Option<String> {
+    parsed(n, p, d, |v| rule(v).map(|()| v.to_owned()))
+}
+
+/// A [`text`] that `parse` reads into a value; what it refuses is an error at the value.
+pub(super) fn parsed<T>(
+    n: &Node,
+    p: &str,
+    d: &mut Diag,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
     let v = text(n, p, d)?;
-    match rule(&v) {
-        Ok(()) => Some(v),
-        Err(message) => {
-            d.err(n.line, p, message);
-            None
-        }
-    }
+    parse(&v).map_err(|message| d.err(n.line, p, message)).ok()
+}
+
+/// A list of [`parsed`] items; each error names its item.
+pub(super) fn parsed_list<T>(
+    n: &Node,
+    p: &str,
+    d: &mut Diag,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Vec<T> {
+    let items = n.seq(d, p).unwrap_or(&[]);
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| parsed(item, &index_path(p, i), d, &parse))
+        .collect()
 }
 
 /// A list of [`text`] items; each error names its item.
@@ -821,12 +840,7 @@ fn checked_list(
     d: &mut Diag,
     rule: fn(&str) -> Result<(), String>,
 ) -> Vec<String> {
-    let items = n.seq(d, p).unwrap_or(&[]);
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| checked(item, &index_path(p, i), d, rule))
-        .collect()
+    parsed_list(n, p, d, |v| rule(v).map(|()| v.to_owned()))
 }
 
 /// `postgres_conf_settings`: setting names as Postgres reads them, values without control

@@ -20,9 +20,7 @@ use futures_util::StreamExt;
 use super::image::ImageRef;
 use super::owner::{self, Owner};
 use super::{LOCAL_REPO_MOUNT, network::ClusterNetwork};
-use crate::config::docker::{
-    PublishedPort, RestartPolicy as DockerRestart, Volume as DockerVolume,
-};
+use crate::config::docker::{PublishedPort, RestartPolicy as DockerRestart};
 use crate::config::{Cluster, DockerOptions, Instance, Platform, Role};
 use crate::inventory::{Host, Inventory};
 use crate::planner::{barman, patroni};
@@ -233,17 +231,16 @@ fn container_body(spec: &ContainerSpec<'_>, image: &str) -> ContainerCreateBody 
         format!("{}:{LOCAL_REPO_MOUNT}:ro", spec.local_repo.display()),
     ];
     let volumes = &spec.instance.volumes;
-    binds.extend(
-        volumes
-            .iter()
-            .filter(|v| !OWN_MOUNTS.contains(&v.target.as_str()))
-            .filter_map(DockerVolume::bind),
-    );
-    let mut anonymous: Vec<String> = volumes
+    let mut anonymous = Vec::new();
+    for volume in volumes
         .iter()
-        .filter(|v| v.source.is_none() && !OWN_MOUNTS.contains(&v.target.as_str()))
-        .map(|v| v.target.clone())
-        .collect();
+        .filter(|v| !OWN_MOUNTS.contains(&v.target.as_str()))
+    {
+        match volume.bind() {
+            Some(bind) => binds.push(bind),
+            None => anonymous.push(volume.target.clone()),
+        }
+    }
     anonymous.extend(
         data_volumes(spec.cluster, spec.instance)
             .into_iter()
