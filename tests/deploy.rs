@@ -342,7 +342,17 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
     );
 
     // A changed agent binary on the host is replaced (and the agent restarted), not re-enrolled.
+    // Edited unit files of loaded units (the agent's, Postgres's) are put back, and systemd
+    // reloads them: the agent skips the reload only for units systemd has not loaded.
     assert!(ssh(ssh_config, host, "cp /usr/local/bin/tpa-agent /root/a && printf x >> /root/a && mv /root/a /usr/local/bin/tpa-agent").0);
+    let units = ["tpa-agent.service", "postgres.service"];
+    for unit in units {
+        let edit = format!(
+            "echo '# edited' >> /etc/systemd/system/{unit} && systemctl show --property=NeedDaemonReload --value {unit}"
+        );
+        let (ok, need) = ssh(ssh_config, host, &edit);
+        assert!(ok && need.trim() == "yes", "{unit}: {need}");
+    }
     let replaced = controller(&["deploy", path]);
     assert!(replaced.status.success());
     assert!(
@@ -350,6 +360,16 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
         "{}",
         stdout(&replaced)
     );
+    for unit in units {
+        let after = format!(
+            "grep -c edited /etc/systemd/system/{unit}; systemctl show --property=NeedDaemonReload --value {unit}"
+        );
+        assert_eq!(
+            ssh(ssh_config, host, &after).1.trim(),
+            "0\nno",
+            "{unit}: put back and reloaded"
+        );
+    }
 
     // The agent and Postgres come back after the host restarts; nothing to change then.
     assert!(run("docker", &["restart", host]).0);

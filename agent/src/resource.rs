@@ -27,7 +27,7 @@ pub mod service;
 pub mod sql;
 pub mod user;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -174,8 +174,9 @@ pub struct Ctx {
     seen: HashSet<String>,
     /// Ids that changed (or would change, in check mode) so far.
     changed: HashSet<String>,
-    /// A unit file changed since the last `systemctl daemon-reload`.
-    units_dirty: bool,
+    /// Units whose file or drop-in changed since the last `systemctl daemon-reload`, with the
+    /// paths that changed.
+    dirty_units: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Ctx {
@@ -209,12 +210,18 @@ impl Ctx {
 
     /// A unit file changed since the last `systemctl daemon-reload`.
     pub fn units_dirty(&self) -> bool {
-        self.units_dirty
+        !self.dirty_units.is_empty()
     }
 
-    /// Records that `systemctl daemon-reload` ran.
+    /// The units whose files changed since the last `systemctl daemon-reload`, with the paths.
+    pub fn dirty_units(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.dirty_units
+    }
+
+    /// Records that systemd has read the changed unit files (a `daemon-reload`, or nothing it
+    /// had loaded changed).
     pub fn daemon_reloaded(&mut self) {
-        self.units_dirty = false;
+        self.dirty_units.clear();
     }
 }
 
@@ -385,11 +392,11 @@ impl Batch {
             Outcome::Changed | Outcome::WouldChange => {
                 self.stopped = self.stop_at_first_change;
                 self.ctx.changed.insert(spec.id.clone());
-                if is_unit_file(&spec.kind) {
-                    self.ctx.units_dirty = true;
+                if let Some((unit, path)) = unit_of(&spec.kind) {
+                    self.ctx.dirty_units.entry(unit).or_default().insert(path);
                 } else if self.ctx.check_only && matches!(spec.kind, Resource::Service(_)) {
                     // The daemon-reload this service would run covers later services too.
-                    self.ctx.units_dirty = false;
+                    self.ctx.daemon_reloaded();
                 }
             }
             Outcome::Failed => self.failed = Some(spec.id.clone()),
@@ -429,15 +436,20 @@ const UNIT_DIRS: [&str; 3] = [
     "/usr/lib/systemd/system/",
 ];
 
-/// True for file resources that write a systemd unit (or a drop-in).
-fn is_unit_file(kind: &Resource) -> bool {
+/// The unit a file resource writes the unit file or a drop-in of (`x.service` for
+/// `/etc/systemd/system/x.service.d/override.conf`), and the file's path; None for other
+/// resources.
+fn unit_of(kind: &Resource) -> Option<(String, String)> {
     let path = match kind {
         Resource::File(f) => &f.path,
         Resource::FileIfAbsent(f) => &f.path,
         Resource::FileLine(f) => &f.path,
-        _ => return false,
+        _ => return None,
     };
-    UNIT_DIRS.iter().any(|dir| path.starts_with(dir))
+    let rest = UNIT_DIRS.iter().find_map(|dir| path.strip_prefix(dir))?;
+    let first = rest.split('/').next().unwrap_or(rest);
+    let unit = first.strip_suffix(".d").unwrap_or(first).to_owned();
+    Some((unit, path.clone()))
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
@@ -715,9 +727,14 @@ mod tests {
             "",
         );
         let other = file_spec("o", "/etc/postgresql/main.conf", "");
-        assert!(is_unit_file(&unit.kind));
-        assert!(is_unit_file(&drop_in.kind));
-        assert!(!is_unit_file(&other.kind));
+        let unit_name = |spec: &ResourceSpec| unit_of(&spec.kind).map(|(unit, _)| unit);
+        assert_eq!(unit_name(&unit).as_deref(), Some("postgres.service"));
+        assert_eq!(unit_name(&drop_in).as_deref(), Some("postgres.service"));
+        assert_eq!(
+            unit_of(&drop_in.kind).map(|(_, path)| path).as_deref(),
+            Some("/etc/systemd/system/postgres.service.d/override.conf")
+        );
+        assert_eq!(unit_of(&other.kind), None);
     }
 
     #[tokio::test]
