@@ -6,8 +6,9 @@
 //!
 //! Rules: restart wins over reload; a unit this resource starts is not also restarted or reloaded
 //! (it starts with the new configuration); a unit that should be stopped is never restarted.
-//! `daemon-reload` runs before the first service after a unit file changed in the batch, when
-//! systemd had loaded that unit (a new unit is read from its file when first used).
+//! `daemon-reload` runs before the first service after a unit file changed in the batch, unless
+//! systemd has already read every changed file as it is (a new unit is read from its file when
+//! first used): see [`any_needs_reload`].
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -135,11 +136,11 @@ impl Apply for Service {
         Ok(with_pending_daemon_reload(state, ctx.units_dirty()))
     }
 
-    /// `daemon-reload` if a unit file systemd has loaded changed, then the planned systemctl
-    /// actions; idempotent (observes first). A reload costs about 0.2 s of CPU here, so none
-    /// runs that is not needed: a unit file systemd never loaded (a new unit) is read when
-    /// the unit is first used, and `enable`/`disable` get `--no-reload` unless they stand in
-    /// for a needed reload (they reload systemd themselves).
+    /// `daemon-reload` if systemd has not read a changed unit file as it is, then the planned
+    /// systemctl actions; idempotent (observes first). A reload costs about 0.2 s of CPU here,
+    /// so none runs that is not needed: a new unit is read from its file when first used, and
+    /// `enable`/`disable` get `--no-reload` unless they stand in for a needed reload (they
+    /// reload systemd themselves).
     fn apply(&self, ctx: &mut Ctx) -> Result<String, ResourceError> {
         let trigger = ctx.trigger(&self.reload_on, &self.restart_on)?;
         require_systemd()?;
