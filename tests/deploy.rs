@@ -343,7 +343,7 @@ fn primary_on_debian_12_converges_and_applies_changes_with_reload_or_restart() {
 
     // A changed agent binary on the host is replaced (and the agent restarted), not re-enrolled.
     // Edited unit files of loaded units (the agent's, Postgres's) are put back, and systemd
-    // reloads them: the agent skips the reload only for units systemd has not loaded.
+    // reloads them: the agent skips the reload only when systemd has read the file as it is.
     assert!(ssh(ssh_config, host, "cp /usr/local/bin/tpa-agent /root/a && printf x >> /root/a && mv /root/a /usr/local/bin/tpa-agent").0);
     let units = ["tpa-agent.service", "postgres.service"];
     for unit in units {

@@ -212,11 +212,7 @@ pub fn any_needs_reload(output: &str, changed: &[&BTreeSet<String>]) -> bool {
         return true;
     }
     blocks.iter().zip(changed).any(|(block, paths)| {
-        let value = |key: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        };
+        let value = |key: &str| show_value(block, key);
         let known: Vec<&str> = value("FragmentPath")
             .into_iter()
             .chain(value("DropInPaths").unwrap_or("").split_whitespace())
@@ -264,16 +260,18 @@ fn observe(unit: &str, ctx: &Ctx) -> Result<Observed, ResourceError> {
 /// Parses `systemctl show --property=UnitFileState,ActiveState` (`Key=value` lines, in any
 /// order); a unit that does not exist has an empty UnitFileState and is disabled.
 pub fn parse_show(output: &str) -> Observed {
-    let value = |key: &str| {
-        output
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or("")
-    };
+    let value = |key: &str| show_value(output, key).unwrap_or("");
     Observed {
         enablement: parse_is_enabled(value("UnitFileState")),
         active: parse_is_active(value("ActiveState")),
     }
+}
+
+/// The value of `key` in one unit's `systemctl show` output (`Key=value` lines).
+fn show_value<'a>(output: &'a str, key: &str) -> Option<&'a str> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// True when systemd is PID 1 (`sd_booted()`'s test).
