@@ -11,9 +11,16 @@ use std::path::Path;
 
 use tpa_common::facts::{Disk, Facts, PROTOCOL_VERSION, PostgresFacts};
 
+use std::time::Duration;
+
+use tpa_common::secret::SqlText;
+
 use crate::resource::owner;
-use crate::resource::run::{self, Invocation};
-use crate::resource::sql::SOCKET_DIR;
+use crate::resource::psql::{self, Target};
+use crate::resource::run::Timeouts;
+
+/// How long the status query may take: facts must stay quick.
+const STATUS_LIMIT: Duration = Duration::from_secs(30);
 
 /// Where Debian installs Postgres server binaries, one directory per major version.
 const POSTGRES_LIB: &str = "/usr/lib/postgresql";
@@ -220,7 +227,7 @@ pub struct Status {
 /// streams from. The sender host comes last: it is the only free-form column. The timeline of a
 /// primary is its current WAL file's (pg_control's lags until the first checkpoint after a
 /// promotion); a standby's is the one it receives, else the one it last replayed.
-const STATUS_SQL: &[u8] = b"with s as (select pg_is_in_recovery() as r), \
+const STATUS_SQL: &str = "with s as (select pg_is_in_recovery() as r), \
     tli as (select case when (select r from s) \
       then coalesce((select received_tli from pg_stat_wal_receiver limit 1), \
                     (select timeline_id from pg_control_checkpoint())) \
@@ -233,28 +240,23 @@ const STATUS_SQL: &[u8] = b"with s as (select pg_is_in_recovery() as r), \
     coalesce((select sender_host from pg_stat_wal_receiver limit 1), '')";
 
 fn query_status(user: &str, port: u16) -> Option<Status> {
-    let port = port.to_string();
-    let psql = crate::resource::psql::program();
-    let argv: Vec<String> = [
-        &psql, "-X", "-A", "-t", "-q", "-F", "|", "-h", SOCKET_DIR, "-p", &port, "-d", "postgres",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let env = [("PGCONNECT_TIMEOUT".to_owned(), "5".to_owned())];
-    let run_as = if owner::is_root() { Some(user) } else { None };
-    let output = run::run(&Invocation {
-        argv: &argv,
-        run_as,
-        env: &env,
-        stdin: Some(STATUS_SQL),
-    })
-    .ok()?;
-    if !output.success() {
-        tracing::debug!(status = %output.status_text(), "psql status query failed; leaving recovery state unknown");
-        return None;
+    let target = Target {
+        database: "postgres",
+        port,
+        user,
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        ..Timeouts::default()
+    };
+    let sql = SqlText::plain(STATUS_SQL);
+    match psql::read_rows(target, &sql, "status query", STATUS_LIMIT, &timeouts) {
+        Ok(rows) => parse_status_row(&rows.first()?.join("|")),
+        Err(error) => {
+            tracing::debug!(%error, "status query failed; leaving recovery state unknown");
+            None
+        }
     }
-    parse_status_row(&output.stdout_text())
 }
 
 /// Parses `t|2024-05-01 10:00:00.123+00|1714557600|2|1714550000|ulb` from the status query

@@ -1,13 +1,14 @@
-//! The `Query` RPC's engine: runs one SQL query on the local Postgres with psql (through the same
-//! runner as the `Sql` resource, so with the same connect and lock timeouts) and returns its rows.
+//! The `Query` RPC's engine: runs one read-only SQL query on the local Postgres (through
+//! [`psql::read_rows`], like the `Sql` resource's checks, so with the same connect and lock
+//! timeouts) and returns its rows.
 //!
-//! psql prints CSV, so values holding commas, quotes, tabs or newlines come back intact; SQL NULL
-//! arrives as an empty string.
+//! Values holding commas, quotes, tabs or newlines come back intact; SQL NULL arrives as an
+//! empty string.
 
 use tpa_common::query::SqlQuery;
 
 use crate::resource::ResourceError;
-use crate::resource::psql::{self, Format, Target};
+use crate::resource::psql::{self, Target};
 use crate::resource::run::Timeouts;
 
 /// Runs `query` and returns its rows, one `Vec` of text fields per row.
@@ -17,32 +18,7 @@ pub fn run(query: &SqlQuery, timeouts: &Timeouts) -> Result<Vec<Vec<String>>, Re
         port: query.port,
         user: &query.run_as,
     };
-    let stdout = psql::run(
-        target,
-        &query.sql,
-        Format::Csv,
-        "query",
-        timeouts.query,
-        timeouts,
-    )?;
-    parse_csv(&stdout)
-}
-
-/// Rows of psql's `--csv -t` output.
-pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, ResourceError> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes())
-        .records()
-        .map(|record| {
-            record
-                .map(|r| r.iter().map(str::to_owned).collect())
-                .map_err(|e| {
-                    ResourceError::Failed(format!("psql printed rows that are not CSV: {e}"))
-                })
-        })
-        .collect()
+    psql::read_rows(target, &query.sql, "query", timeouts.query, timeouts)
 }
 
 #[cfg(test)]
@@ -54,7 +30,7 @@ mod tests {
 
     #[test]
     fn csv_keeps_separators_and_newlines_inside_values() {
-        let rows = parse_csv("a,\"b,c\",\"line 1\nline 2\"\n,\"\"\"q\"\"\"\n").expect("csv");
+        let rows = psql::parse_csv("a,\"b,c\",\"line 1\nline 2\"\n,\"\"\"q\"\"\"\n").expect("csv");
         assert_eq!(
             rows,
             [
@@ -62,7 +38,7 @@ mod tests {
                 vec![String::new(), "\"q\"".into()],
             ]
         );
-        assert!(parse_csv("").expect("empty").is_empty());
+        assert!(psql::parse_csv("").expect("empty").is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod nofollow;
 pub mod owner;
 pub mod packages;
 pub mod permissions;
+pub mod pg_native;
 mod prefetch;
 pub mod psql;
 pub mod run;
@@ -522,6 +523,7 @@ mod tests {
                 env: vec![],
                 secret_env: false,
                 timeout_secs: None,
+                unless_sql: None,
             }),
         };
         let batch = [

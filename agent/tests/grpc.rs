@@ -1160,6 +1160,7 @@ async fn an_apply_whose_caller_went_away_stops_and_frees_the_agent() {
             env: vec![],
             secret_env: false,
             timeout_secs: None,
+            unless_sql: None,
         }),
     };
     let marker_str = marker.display().to_string();

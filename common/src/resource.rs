@@ -165,6 +165,17 @@ pub struct Command {
     pub secret_env: bool,
     /// Killed (with its process group) after this long; None: the agent's default for commands.
     pub timeout_secs: Option<u32>,
+    /// Like `unless`, without a process: in state when this read-only SQL succeeds.
+    pub unless_sql: Option<SqlGuard>,
+}
+
+/// Read-only SQL on the local Postgres (its unix socket, as postgres); a guard that passes
+/// when the SQL runs without error (`select 1 / count(*) …` fails on no rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlGuard {
+    pub database: String,
+    pub port: u16,
+    pub sql: String,
 }
 
 /// An operator's program (a hook from the cluster directory), shipped whole and run on every
@@ -254,6 +265,7 @@ mod tests {
             env: vec![EnvVar::new("PGPASSWORD", "hunter2")],
             secret_env: true,
             timeout_secs: None,
+            unless_sql: None,
         });
         for r in [file, sql, command] {
             let shown = format!("{r:?}");

@@ -27,7 +27,7 @@ pub mod logserver;
 mod mounts;
 pub mod patroni;
 mod postgres;
-mod postgres_conf;
+pub mod postgres_conf;
 pub mod replica;
 pub mod repmgr;
 pub mod ssh_trust;

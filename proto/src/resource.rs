@@ -3,7 +3,7 @@
 
 use tpa_common::resource::{
     Command, Content, Directory, EnvVar, File, FileIfAbsent, FileLine, Group, Hook, Packages,
-    Permissions, Resource, ResourceSpec, Secret, Service, Sql, SqlText, User,
+    Permissions, Resource, ResourceSpec, Secret, Service, Sql, SqlGuard, SqlText, User,
 };
 
 use crate::error::{ConversionError, ResourceConversionError};
@@ -55,7 +55,7 @@ impl TryFrom<Kind> for Resource {
             Kind::Group(r) => Resource::Group(r.into()),
             Kind::User(r) => Resource::User(r.into()),
             Kind::Service(r) => Resource::Service(r.into()),
-            Kind::Command(r) => Resource::Command(r.into()),
+            Kind::Command(r) => Resource::Command(r.try_into()?),
             Kind::Sql(r) => Resource::Sql(r.try_into()?),
             Kind::Hook(r) => Resource::Hook(r.into()),
         })
@@ -291,9 +291,19 @@ impl From<Service> for pb::Service {
 
 // === impl Command ===
 
-impl From<pb::Command> for Command {
-    fn from(c: pb::Command) -> Self {
-        Command {
+impl TryFrom<pb::Command> for Command {
+    type Error = ConversionError;
+
+    fn try_from(c: pb::Command) -> Result<Self, Self::Error> {
+        let unless_sql = match c.unless_sql {
+            Some(g) => Some(SqlGuard {
+                port: port("SqlGuard", g.port)?,
+                database: g.database,
+                sql: g.sql,
+            }),
+            None => None,
+        };
+        Ok(Command {
             argv: c.argv,
             creates: c.creates,
             unless: c.unless.map(|a| a.args),
@@ -301,7 +311,8 @@ impl From<pb::Command> for Command {
             env: c.env.into_iter().map(Into::into).collect(),
             secret_env: c.secret_env,
             timeout_secs: c.timeout_secs,
-        }
+            unless_sql,
+        })
     }
 }
 
@@ -315,6 +326,11 @@ impl From<Command> for pb::Command {
             env: c.env.into_iter().map(Into::into).collect(),
             secret_env: c.secret_env,
             timeout_secs: c.timeout_secs,
+            unless_sql: c.unless_sql.map(|g| pb::SqlGuard {
+                database: g.database,
+                port: g.port.into(),
+                sql: g.sql,
+            }),
         }
     }
 }
@@ -529,6 +545,7 @@ mod tests {
                     env: vec![EnvVar::new("PGPASSWORD", "s")],
                     secret_env: true,
                     timeout_secs: Some(60),
+                    unless_sql: None,
                 }),
             ),
             spec(
@@ -541,6 +558,7 @@ mod tests {
                     env: vec![],
                     secret_env: false,
                     timeout_secs: None,
+                    unless_sql: None,
                 }),
             ),
             spec(

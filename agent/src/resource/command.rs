@@ -1,9 +1,10 @@
-//! `Command` resource: a guarded command. It runs only when its `creates` path does not exist
-//! and its `unless` command exits non-zero; without guards it runs on every apply.
+//! `Command` resource: a guarded command. It runs only when its `creates` path does not exist,
+//! its `unless` command exits non-zero and its `unless_sql` fails (read-only SQL the agent runs
+//! itself, see [`super::psql::read_rows`]); without guards it runs on every apply.
 //!
 //! Example spec: `Command { argv: ["/usr/lib/postgresql/15/bin/initdb", "-D", "/opt/postgres/data"],
 //! creates: Some("/opt/postgres/data/PG_VERSION"), unless: None, run_as: Some("postgres"), env: [], secret_env: false,
-//! timeout_secs: None }`.
+//! timeout_secs: None, unless_sql: None }`.
 //!
 //! Environment values are passed through the process environment and never logged. With
 //! `secret_env` the command's output is left out of failure messages as well. A command that
@@ -12,8 +13,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tpa_common::resource::Command;
+use tpa_common::resource::{Command, SqlText};
 
+use super::psql::{self, Target};
 use super::run::{self, Invocation};
 use super::{Apply, Ctx, ResourceError, State};
 
@@ -51,9 +53,25 @@ impl Apply for Command {
                 Err(e) => return Err(e),
             }
         }
+        if let Some(guard) = &self.unless_sql {
+            let target = Target {
+                database: &guard.database,
+                port: guard.port,
+                user: "postgres",
+            };
+            let sql = SqlText::plain(guard.sql.as_str());
+            let limit = self.timeout(ctx);
+            // Any failure, a server that is down included, means the guard has not passed.
+            if psql::read_rows(target, &sql, "SQL guard", limit, &ctx.timeouts).is_ok() {
+                return Ok(State::in_state(format!(
+                    "SQL guard `{}` succeeded",
+                    guard.sql
+                )));
+            }
+        }
         Ok(State::differs(
             Some(format!("$ {}\n", self.argv.join(" "))),
-            reason(self.creates.as_deref(), self.unless.as_deref()),
+            reason(self),
         ))
     }
 
@@ -122,14 +140,22 @@ impl Runtime for Command {
     }
 }
 
-fn reason(creates: Option<&str>, unless: Option<&[String]>) -> String {
-    match (creates, unless) {
-        (None, None) => "unguarded command runs on every apply".to_owned(),
-        (Some(path), None) => format!("{path} does not exist"),
-        (None, Some(unless)) => format!("`{}` failed", unless.join(" ")),
-        (Some(path), Some(unless)) => {
-            format!("{path} does not exist and `{}` failed", unless.join(" "))
-        }
+/// Why a command is out of state: each of its guards that did not pass.
+fn reason(command: &Command) -> String {
+    let mut why = Vec::new();
+    if let Some(path) = &command.creates {
+        why.push(format!("{path} does not exist"));
+    }
+    if let Some(unless) = &command.unless {
+        why.push(format!("`{}` failed", unless.join(" ")));
+    }
+    if let Some(guard) = &command.unless_sql {
+        why.push(format!("SQL guard `{}` failed", guard.sql));
+    }
+    if why.is_empty() {
+        "unguarded command runs on every apply".to_owned()
+    } else {
+        why.join(" and ")
     }
 }
 
@@ -152,6 +178,7 @@ mod tests {
             env: vec![],
             secret_env: false,
             timeout_secs: None,
+            unless_sql: None,
         }
     }
 
@@ -188,6 +215,40 @@ mod tests {
         assert!(!state.in_state);
         assert_eq!(state.message, "`false` failed");
         assert!(!marker.exists());
+    }
+
+    #[test]
+    fn sql_guard_passes_when_its_sql_succeeds() {
+        let Some(pg) = crate::testing::start_postgres() else {
+            return;
+        };
+        let guarded = |port: u16, sql: &str| Command {
+            unless_sql: Some(tpa_common::resource::SqlGuard {
+                database: "postgres".into(),
+                port,
+                sql: sql.into(),
+            }),
+            ..command(&["false"])
+        };
+        let ctx = Ctx::default();
+        let known = "select 1 / count(*) from pg_database where datname = 'postgres'";
+        let state = guarded(pg.port, known).check(&ctx).expect("check");
+        assert!(state.in_state, "{}", state.message);
+        let unknown = "select 1 / count(*) from pg_database where datname = 'nope'";
+        let state = guarded(pg.port, unknown).check(&ctx).expect("check");
+        assert!(!state.in_state);
+        assert_eq!(state.message, format!("SQL guard `{unknown}` failed"));
+        // No server on that port: the guard has not passed either.
+        let down = guarded(1, known).check(&ctx).expect("check");
+        assert!(!down.in_state);
+        let both = Command {
+            creates: Some("/nonexistent/tpa-done".into()),
+            ..guarded(1, known)
+        };
+        assert_eq!(
+            both.check(&ctx).expect("check").message,
+            format!("/nonexistent/tpa-done does not exist and SQL guard `{known}` failed")
+        );
     }
 
     #[test]

@@ -44,9 +44,17 @@ pub fn in_state(
             Resource::Sql(_) => sql_specs.push(spec),
             // A hook always runs: nothing after it can be taken as in state.
             Resource::Hook(_) => break,
-            Resource::Command(c) if c.unless.is_some() && c.env.is_empty() => {
+            Resource::Command(c)
+                if (c.unless.is_some() || c.unless_sql.is_some()) && c.env.is_empty() =>
+            {
                 let shared = jobs.iter_mut().find_map(|job| match job {
-                    Job::Probe(p, ids) if p.unless == c.unless && p.run_as == c.run_as => Some(ids),
+                    Job::Probe(p, ids)
+                        if p.unless == c.unless
+                            && p.unless_sql == c.unless_sql
+                            && p.run_as == c.run_as =>
+                    {
+                        Some(ids)
+                    }
                     _ => None,
                 });
                 match shared {
@@ -56,6 +64,10 @@ pub fn in_state(
             }
             Resource::Command(Command {
                 unless: Some(_), ..
+            })
+            | Resource::Command(Command {
+                unless_sql: Some(_),
+                ..
             })
             | Resource::Packages(_)
             | Resource::Service(_) => jobs.push(Job::Check(spec, &resources[..at])),
@@ -136,6 +148,7 @@ mod tests {
                 env: vec![],
                 secret_env: false,
                 timeout_secs: None,
+                unless_sql: None,
             }),
         }
     }

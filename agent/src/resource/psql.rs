@@ -1,6 +1,7 @@
-//! The one way the agent talks to its local Postgres: psql over the unix socket, as a given OS
-//! user (peer authentication), the SQL on stdin. The `Sql` resource and the `Query` RPC both run
-//! through [`run`].
+//! The one way the agent talks to its local Postgres: over the unix socket, as a given OS
+//! user (peer authentication). Read-only SQL ([`read_rows`]: check queries, the `Query` RPC,
+//! facts, health) goes through the agent's own client when it can ([`super::pg_native`]) and
+//! psql otherwise; everything else runs psql ([`run`]), the SQL on stdin.
 //!
 //! Every session connects with a connect timeout (a Postgres that accepts no connection fails
 //! fast) and sets a lock timeout (SQL that waits on another session's lock fails instead of
@@ -109,7 +110,8 @@ pub fn run(
     let output = run::run_for(
         &Invocation {
             argv: &argv,
-            run_as: Some(target.user()),
+            // An agent that is not root (tests) cannot switch user: it runs psql as itself.
+            run_as: super::owner::is_root().then(|| target.user()),
             env: &env,
             stdin: Some(sql.expose().as_bytes()),
         },
@@ -130,6 +132,42 @@ pub fn run(
         )));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs read-only `sql` and returns the rows of all its statements, each field as text (SQL
+/// NULL as an empty string): natively when the agent's own client gets a session, else with
+/// psql. `what` names the SQL in errors.
+pub fn read_rows(
+    target: Target<'_>,
+    sql: &SqlText,
+    what: &str,
+    limit: Duration,
+    timeouts: &Timeouts,
+) -> Result<Vec<Vec<String>>, ResourceError> {
+    if let Some(rows) = super::pg_native::read(target, sql, what, limit, timeouts)? {
+        return Ok(rows
+            .into_iter()
+            .map(|row| row.into_iter().map(Option::unwrap_or_default).collect())
+            .collect());
+    }
+    parse_csv(&run(target, sql, Format::Csv, what, limit, timeouts)?)
+}
+
+/// Rows of psql's `--csv -t` output.
+pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, ResourceError> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|record| {
+            record
+                .map(|r| r.iter().map(str::to_owned).collect())
+                .map_err(|e| {
+                    ResourceError::Failed(format!("psql printed rows that are not CSV: {e}"))
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -62,27 +62,23 @@ impl Session for Sql {
     }
 
     fn check_true(&self, t: &Timeouts) -> Result<bool, ResourceError> {
-        let output = psql::run(
-            self.target(),
-            &self.check,
-            Format::Unaligned,
-            "check query",
-            t.psql,
-            t,
-        )?;
-        parse_bool(&output)
+        let rows = psql::read_rows(self.target(), &self.check, "check query", t.psql, t)?;
+        parse_bool(&rows)
     }
 }
 
-/// Parses the check query's output: exactly `t` or `f`.
-pub fn parse_bool(output: &str) -> Result<bool, ResourceError> {
-    match output.trim() {
-        "t" => Ok(true),
-        "f" => Ok(false),
-        other => Err(ResourceError::Failed(format!(
-            "check query returned `{}`, expected one boolean (t or f); fix the query in the plan",
-            other.chars().take(80).collect::<String>()
-        ))),
+/// Reads the check query's answer: exactly one row holding `t` or `f`.
+pub fn parse_bool(rows: &[Vec<String>]) -> Result<bool, ResourceError> {
+    match rows {
+        [row] if row.len() == 1 && row[0] == "t" => Ok(true),
+        [row] if row.len() == 1 && row[0] == "f" => Ok(false),
+        _ => {
+            let shown: Vec<String> = rows.iter().map(|row| row.join("|")).collect();
+            Err(ResourceError::Failed(format!(
+                "check query returned `{}`, expected one boolean (t or f); fix the query in the plan",
+                shown.join("\n").chars().take(80).collect::<String>()
+            )))
+        }
     }
 }
 
@@ -137,24 +133,22 @@ impl Group<'_> {
             port: self.port,
             user: self.user,
         };
-        let Ok(stdout) = psql::run(
+        let Ok(rows) = psql::read_rows(
             target,
             &SqlText::new(script, secret),
-            Format::Unaligned,
             "prefetched check queries",
             timeouts.psql,
             timeouts,
         ) else {
             return vec![];
         };
-        let rows: Vec<&str> = stdout.lines().collect();
         if rows.len() != self.members.len() {
             return vec![];
         }
         self.members
             .iter()
             .zip(rows)
-            .filter(|(_, row)| row.trim() == "t")
+            .filter(|(_, row)| row.len() == 1 && row[0] == "t")
             .map(|((id, _), _)| (*id).clone())
             .collect()
     }
@@ -191,10 +185,20 @@ mod tests {
 
     #[test]
     fn parses_boolean_output() {
-        assert!(parse_bool("t\n").expect("t"));
-        assert!(!parse_bool("f").expect("f"));
-        let error = parse_bool("t\nf\n").expect_err("two rows");
-        assert!(error.to_string().contains("expected one boolean"));
+        let rows = |rows: &[&[&str]]| -> Vec<Vec<String>> {
+            rows.iter()
+                .map(|r| r.iter().map(|f| (*f).to_owned()).collect())
+                .collect()
+        };
+        assert!(parse_bool(&rows(&[&["t"]])).expect("t"));
+        assert!(!parse_bool(&rows(&[&["f"]])).expect("f"));
+        for wrong in [rows(&[&["t"], &["f"]]), rows(&[&["t", "t"]]), rows(&[])] {
+            let error = parse_bool(&wrong).expect_err("not one boolean");
+            assert!(
+                error.to_string().contains("expected one boolean"),
+                "{error}"
+            );
+        }
     }
 
     #[test]
@@ -340,8 +344,9 @@ mod tests {
         let error = sql(pg.port, "select true", SqlText::plain("select 1"))
             .check(&ctx)
             .expect_err("connect timeout");
+        // One connect timeout, not one for the agent's own client and another for psql.
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_millis(3500),
             "{:?}",
             started.elapsed()
         );

@@ -398,6 +398,7 @@ pub fn follow(server: &str, target: &str) -> ResourceSpec {
             env: vec![],
             secret_env: false,
             timeout_secs: Some(3600),
+            unless_sql: None,
         }),
     }
 }
@@ -533,6 +534,7 @@ fn server_up(
                 env: vec![],
                 secret_env: false,
                 timeout_secs: Some(60),
+                unless_sql: None,
             }),
         },
         command(
@@ -594,6 +596,7 @@ fn command(
             env: vec![],
             secret_env: false,
             timeout_secs: Some(timeout),
+            unless_sql: None,
         }),
     }
 }

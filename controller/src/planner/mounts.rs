@@ -56,6 +56,7 @@ pub fn resources(instance: &Instance, host: &Host) -> Vec<ResourceSpec> {
                 secret_env: false,
                 // mkfs of a large volume.
                 timeout_secs: Some(600),
+                unless_sql: None,
             }),
         });
     }

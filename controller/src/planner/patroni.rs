@@ -299,6 +299,7 @@ pub fn etcd_stage(
             env: vec![],
             secret_env: false,
             timeout_secs: Some(600),
+            unless_sql: None,
         }),
     });
     let health = etcdctl(&address, cluster, &["endpoint", "health"]);
@@ -312,6 +313,7 @@ pub fn etcd_stage(
             env: vec![],
             secret_env: false,
             timeout_secs: Some(60),
+            unless_sql: None,
         }),
     });
     Ok(Stage {
@@ -571,6 +573,7 @@ pub fn start_postgres(cluster: &str) -> ResourceSpec {
             env: vec![],
             secret_env: false,
             timeout_secs: Some(300),
+            unless_sql: None,
         }),
     }
 }
@@ -644,6 +647,7 @@ pub fn stage(
             env: vec![],
             secret_env: false,
             timeout_secs: Some(300),
+            unless_sql: None,
         }),
     });
     let unit = unit(cluster);
@@ -660,6 +664,7 @@ pub fn stage(
             env: vec![],
             secret_env: false,
             timeout_secs: Some(60),
+            unless_sql: None,
         }),
     });
     if leader {
@@ -673,6 +678,7 @@ pub fn stage(
                 env: vec![],
                 secret_env: false,
                 timeout_secs: Some(600),
+                unless_sql: None,
             }),
         });
     }

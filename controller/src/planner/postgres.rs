@@ -161,6 +161,7 @@ fn initdb(host: &HostState) -> ResourceSpec {
             env: vec![EnvVar::new("TZ", "UTC")],
             secret_env: false,
             timeout_secs: None,
+            unless_sql: None,
         }),
     }
 }
@@ -266,6 +267,11 @@ fn config(
         (
             conf_d(l, "9900-tpa_postgres_conf_settings.conf"),
             postgres_conf::conf_settings(&reload_settings),
+        ),
+        // Before pg_hba.conf, which names its map: a reload reads both.
+        (
+            format!("{}/pg_ident.conf", l.data_dir),
+            postgres_conf::pg_ident(),
         ),
         (
             format!("{}/pg_hba.conf", l.data_dir),
@@ -373,6 +379,7 @@ fn config(
                 env: vec![],
                 secret_env: false,
                 timeout_secs: Some(30),
+                unless_sql: None,
             }),
         });
     }

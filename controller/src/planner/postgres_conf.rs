@@ -245,7 +245,14 @@ pub fn pg_hba(
     let mut line = |kind: &str, db: &str, user: &str, addr: &str, method: &str| {
         let _ = writeln!(out, "{kind:<8} {db:<12} {user:<18} {addr:<20} {method}");
     };
-    line("local", "all", "postgres", "", "peer");
+    // The agent (root) reads as postgres without a psql process: pg_ident.conf's map `tpa`.
+    line(
+        "local",
+        "all",
+        "postgres",
+        "",
+        &format!("peer map={IDENT_MAP}"),
+    );
     line("local", "replication", "all", "", "peer");
     line("local", "all", "all", "", "peer");
     for addr in ["127.0.0.1/32", "::1/128"] {
@@ -281,6 +288,21 @@ pub fn pg_hba(
             out.push_str(l);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// The pg_ident.conf map of pg_hba.conf's local `postgres` line.
+pub const IDENT_MAP: &str = "tpa";
+
+/// pg_ident.conf: the OS users that may log in locally as the `postgres` role, itself and
+/// root, whose agent reads the server with its own client (agent/src/resource/pg_native.rs).
+/// Root can become postgres anyway: the map grants nothing new.
+pub fn pg_ident() -> String {
+    let mut out = String::from(MANAGED);
+    let _ = writeln!(out, "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME");
+    for os_user in ["postgres", "root"] {
+        let _ = writeln!(out, "{IDENT_MAP:<10} {os_user:<16} postgres");
     }
     out
 }

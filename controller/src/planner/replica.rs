@@ -188,6 +188,7 @@ pub fn clone(host: &HostState, conninfo: &str, slot: &str) -> Vec<ResourceSpec> 
             env: vec![],
             secret_env: false,
             timeout_secs: Some(1800),
+            unless_sql: None,
         }),
     });
     resources.push(ResourceSpec {
@@ -271,6 +272,7 @@ runuser -u postgres -- touch "$data/standby.signal"
             env: vec![],
             secret_env: false,
             timeout_secs: Some(1800),
+            unless_sql: None,
         }),
     };
     vec![script, run]

@@ -12,7 +12,7 @@
 //! by `replica` (same slots repmgr would make, `repmgr_slot_<node id>`), and switchover is
 //! driven by the controller through the agents, so no host needs SSH trust to another.
 
-use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec};
+use tpa_common::resource::{Command, EnvVar, Resource, ResourceSpec, SqlGuard};
 
 use super::dir;
 use super::postgres::owned_file as file;
@@ -353,11 +353,12 @@ pub fn register(
         kind: Resource::Command(Command {
             argv,
             creates: None,
-            unless: Some(psql_succeeds(host, &check)),
+            unless: None,
             run_as: Some("postgres".into()),
             env,
             secret_env: false,
             timeout_secs: Some(120),
+            unless_sql: Some(sql_succeeds(host, &check)),
         }),
     }
 }
@@ -398,11 +399,12 @@ fn primary_replayed(host: &HostState) -> Vec<ResourceSpec> {
         kind: Resource::Command(Command {
             argv,
             creates: None,
-            unless: Some(psql_succeeds(host, PRIMARY_KNOWN)),
+            unless: None,
             run_as: Some("postgres".into()),
             env: vec![],
             secret_env: false,
             timeout_secs: Some(REPLAYED_WAIT_SECS + 30),
+            unless_sql: Some(sql_succeeds(host, PRIMARY_KNOWN)),
         }),
     };
     vec![database, record]
@@ -415,8 +417,17 @@ const PRIMARY_KNOWN: &str =
 /// How long a standby waits for the primary's registration to replay.
 pub const REPLAYED_WAIT_SECS: u32 = 60;
 
-/// `psql … -c SQL` against the local repmgr database: exits 0 only when SQL succeeds (a
-/// division by a zero count fails it).
+/// A guard that passes when SQL succeeds on the local repmgr database (a division by a zero
+/// count fails it); the agent runs it without a psql process.
+fn sql_succeeds(host: &HostState, sql: &str) -> SqlGuard {
+    SqlGuard {
+        database: DATABASE.into(),
+        port: host.settings.postgres.port,
+        sql: sql.into(),
+    }
+}
+
+/// `psql … -c SQL` against the local repmgr database: exits 0 only when SQL succeeds.
 fn psql_succeeds(host: &HostState, sql: &str) -> Vec<String> {
     vec![
         format!("{}/psql", host.settings.bin_dir),

@@ -271,6 +271,21 @@ pub struct Command {
     /// Killed with its process group after this long; absent: the agent's default for commands.
     #[prost(uint32, optional, tag = "7")]
     pub timeout_secs: ::core::option::Option<u32>,
+    /// Absent: no SQL guard. Like `unless`, but read-only SQL the agent runs itself on the local
+    /// Postgres as postgres (no psql process): the command is in state when the SQL succeeds.
+    #[prost(message, optional, tag = "8")]
+    pub unless_sql: ::core::option::Option<SqlGuard>,
+}
+/// Read-only SQL on the local Postgres over its unix socket, as postgres.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SqlGuard {
+    #[prost(string, tag = "1")]
+    pub database: ::prost::alloc::string::String,
+    /// A TCP port number (fits in 16 bits).
+    #[prost(uint32, tag = "2")]
+    pub port: u32,
+    #[prost(string, tag = "3")]
+    pub sql: ::prost::alloc::string::String,
 }
 /// An operator's program (a hook from the cluster directory): written to `path` (root, 0700) and run
 /// there as root on every apply, with `env` (values never logged) and a time limit. Check-only mode
