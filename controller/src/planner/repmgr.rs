@@ -385,9 +385,14 @@ fn primary_replayed(host: &HostState) -> Vec<ResourceSpec> {
         ),
         port,
     );
+    // The table is looked for in pg_class, whose rows each statement reads with a new
+    // snapshot: on a standby, `to_regclass` (no lock, so no cache invalidation) keeps the miss
+    // it cached at the loop's start for the whole transaction, and never saw the table replay.
     let wait = format!(
         "do $$ declare known boolean := false; begin\n  for i in 1..{tries} loop\n    if \
-         to_regclass('repmgr.nodes') is not null then\n      execute {sql} into known;\n      \
+         exists (select 1 from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = \
+         c.relnamespace where n.nspname = 'repmgr' and c.relname = 'nodes') then\n      \
+         execute {sql} into known;\n      \
          if known then return; end if;\n    end if;\n    perform pg_sleep(0.5);\n  end loop;\n  \
          raise exception 'the primary''s repmgr registration has not replayed here after \
          {REPLAYED_WAIT_SECS} s: see pg_stat_wal_receiver';\nend $$",
