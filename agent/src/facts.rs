@@ -8,11 +8,9 @@ use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-use tpa_common::facts::{Disk, Facts, PROTOCOL_VERSION, PostgresFacts};
-
 use std::time::Duration;
 
+use tpa_common::facts::{Disk, Facts, PROTOCOL_VERSION, PostgresFacts};
 use tpa_common::secret::SqlText;
 
 use crate::resource::owner;
@@ -251,6 +249,7 @@ fn query_status(user: &str, port: u16) -> Option<Status> {
     };
     let sql = SqlText::plain(STATUS_SQL);
     match psql::read_rows(target, &sql, "status query", STATUS_LIMIT, &timeouts) {
+        // The row as psql's unaligned output printed it, which the parser and its tests read.
         Ok(rows) => parse_status_row(&rows.first()?.join("|")),
         Err(error) => {
             tracing::debug!(%error, "status query failed; leaving recovery state unknown");

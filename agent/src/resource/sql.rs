@@ -1,11 +1,13 @@
-//! `Sql` resource: SQL against the local Postgres over its unix socket, via psql as `run_as`.
+//! `Sql` resource: SQL against the local Postgres over its unix socket, as `run_as`.
 //! The `check` query returns one boolean; `t` means in state, otherwise `apply` runs.
 //!
 //! Example spec: `Sql { database: "postgres", check: "select exists(select 1 from pg_roles where rolname = 'app')",
 //! apply: "create role app login", run_as: "postgres", port: 5432 }`.
 //!
-//! psql runs through [`psql::run`]: SQL on stdin, never in argv, with connect and lock timeouts.
-//! Secret SQL text (it carries password verifiers) and psql's error output for it are masked.
+//! The check runs through [`psql::read_rows`] (the agent's own client as postgres, else psql),
+//! `apply` through [`psql::run`]: SQL on stdin, never in argv, with connect and lock timeouts.
+//! Secret SQL text (it carries password verifiers) and the server's error output for it are
+//! masked.
 
 use std::collections::BTreeMap;
 
