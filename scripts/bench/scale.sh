@@ -11,8 +11,9 @@
 #             replicas, Barman) and ghent (a replica of the primary, five cascaded from it)
 #   24 hosts  tests/fixtures/scale24
 #
-# Writes a markdown table and a PNG plot (docs/scale.png, with gnuplot) and, with --write,
-# puts the table into docs/benchmarks.md between the scale markers.
+# Writes a markdown table and a PNG plot (with gnuplot) into its log directory and, with
+# --write, puts the table into docs/benchmarks.md between the scale markers and the plot into
+# docs/scale.png.
 # Usage: scripts/bench/scale.sh [--write] [runs (default 3)] [sizes (default "1 4 12 24")]
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -143,7 +144,9 @@ for n in "${sizes[@]}"; do
   info "$n hosts, controller peak RSS, first deploy" MiB "${rss_first[@]}"
 done
 
-plot="$REPO_ROOT/docs/scale.png"
+# Into docs only with --write: a run without it leaves the committed plot alone.
+plot="$BENCH_TMP/scale.png"
+[[ -n "$write" ]] && plot="$REPO_ROOT/docs/scale.png"
 gnuplot <<EOF
 set terminal png size 800,500
 set output '$plot'
