@@ -18,7 +18,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage};
 use tpa_common::secret::SqlText;
 
 use super::ResourceError;
-use super::psql::{SOCKET_DIR, Target};
+use super::psql::{SOCKET_DIR, Target, lock_timeout_option};
 use super::run::Timeouts;
 
 /// The role the agent's own client logs in as; other roles go through psql as their OS user.
@@ -55,10 +55,7 @@ pub fn read(
         .user(ROLE)
         .dbname(target.database)
         .application_name("tpa-agent")
-        .options(format!(
-            "-c lock_timeout={}",
-            timeouts.lock.as_millis().max(1)
-        ));
+        .options(lock_timeout_option(timeouts));
     runtime.block_on(async {
         let failed = |detail: String| {
             ResourceError::Failed(format!(

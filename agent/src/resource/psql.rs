@@ -89,11 +89,15 @@ pub fn argv(database: &str, port: u16, format: Format) -> Vec<String> {
 pub fn env(timeouts: &Timeouts) -> Vec<(String, String)> {
     // libpq takes whole seconds and treats anything below 2 as 2.
     let connect = timeouts.connect.as_secs().max(2);
-    let lock_ms = timeouts.lock.as_millis().max(1);
     vec![
         ("PGCONNECT_TIMEOUT".to_owned(), connect.to_string()),
-        ("PGOPTIONS".to_owned(), format!("-c lock_timeout={lock_ms}")),
+        ("PGOPTIONS".to_owned(), lock_timeout_option(timeouts)),
     ]
+}
+
+/// The session option that sets Postgres's `lock_timeout`, for psql and the agent's own client.
+pub fn lock_timeout_option(timeouts: &Timeouts) -> String {
+    format!("-c lock_timeout={}", timeouts.lock.as_millis().max(1))
 }
 
 /// Runs `sql` and returns psql's stdout. `what` names it in errors ("check query", "query").
